@@ -1,0 +1,104 @@
+import type { ModbusRequest } from '../proxy/modbus/index.js';
+
+/** enforce: deny what the policy doesn't allow. monitor: forward everything, report would-denials. */
+export type Mode = 'enforce' | 'monitor';
+/** What a denied request gets: an exception reply, nothing, or a closed client connection. */
+export type OnDeny = 'exception' | 'drop' | 'close';
+
+/**
+ * Why a request or connection was decided as it was. A closed set: the same strings are log
+ * fields and metric label values.
+ */
+export type DecisionReason =
+  | 'allowed'
+  | 'source_not_allowed' // at connect: no rule of the device matches the client address
+  | 'unit_not_allowed' // 0A
+  | 'function_not_allowed' // 01
+  | 'malformed' // 03 (or 01/02 as the decoder says), from the decoder
+  | 'address_not_allowed' // 02
+  | 'value_not_allowed' // 03
+  | 'rate_limited' // 06
+  | 'no_policy'; // fail closed: no valid policy loaded
+
+export const DECISION_REASONS: readonly DecisionReason[] = [
+  'allowed',
+  'source_not_allowed',
+  'unit_not_allowed',
+  'function_not_allowed',
+  'malformed',
+  'address_not_allowed',
+  'value_not_allowed',
+  'rate_limited',
+  'no_policy',
+];
+
+/** A decision, filled in place by `decide` (reused per session: no allocation per frame). */
+export class Decision {
+  allow = false;
+  reason: DecisionReason = 'no_policy';
+  /** Name of the rule that allowed it, or that came closest to allowing it; null when none. */
+  rule: string | null = null;
+  /** Exception code a denial earns (0 when allowed). */
+  exception = 0;
+}
+
+/** Limits of a device, all with defaults; times in milliseconds. */
+export interface Limits {
+  /** Time allowed to open the PLC connection. */
+  connectTimeoutMs: number;
+  /** Time allowed for the PLC to answer a request (then exception 0B). */
+  responseTimeoutMs: number;
+  /** A client connection with nothing outstanding and nothing received for this long is closed. */
+  idleTimeoutMs: number;
+  /** A partly received frame must be completed within this (slowloris). */
+  frameTimeoutMs: number;
+  /** Client connections open at once to this device. */
+  maxConnections: number;
+  /** Client connections open at once to this device from one source address. */
+  maxConnectionsPerSource: number;
+  /** Requests forwarded to the PLC and not yet answered, per client connection. */
+  maxOutstanding: number;
+  /** Bytes queued towards one side before the other side stops being read. */
+  maxBufferedBytes: number;
+  /** First and largest delay before reconnecting to a PLC that failed. */
+  reconnectBackoffMinMs: number;
+  reconnectBackoffMaxMs: number;
+}
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/** The rules of a device that match one source address: resolved once per connection. */
+export interface SourceView {
+  /** True when at least one rule matches the source (else the connection is refused). */
+  readonly matches: boolean;
+}
+
+export interface CompiledDevice {
+  readonly name: string;
+  readonly listen: Endpoint;
+  readonly upstream: Endpoint;
+  readonly mode: Mode;
+  readonly onDeny: OnDeny;
+  readonly limits: Readonly<Limits>;
+  /** Number of rules (for logs). */
+  readonly ruleCount: number;
+  /** Resolves which rules apply to a client address (IPv4, IPv6 or IPv4-mapped IPv6). */
+  forSource(address: string): SourceView;
+  /**
+   * Decides a decoded request from a source. Fills and returns `out`; allocates nothing.
+   * Order: unit (0A) → function (01) → malformed (decoder's code) → address (02) → value (03).
+   */
+  decide(view: SourceView, req: ModbusRequest, out: Decision): Decision;
+}
+
+/** A whole compiled policy: frozen, swapped whole on reload. */
+export interface CompiledPolicy {
+  /** sha256 of the source YAML (hex). */
+  readonly sha256: string;
+  /** Version number when it came from Redis; 0 for a file. */
+  readonly version: number;
+  readonly devices: ReadonlyMap<string, CompiledDevice>;
+}
