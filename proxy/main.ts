@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+// The plcguard command: the only place that reads argv and the environment and wires things up.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { policyCommand } from '../policy/cli.js';
+import { parsePolicy } from '../policy/index.js';
+import { startSimulatedPlc } from './demo/plc.js';
+import { parseEndpoint } from './endpoint.js';
+import { probeCommand } from './probe.js';
+import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, FilePolicySource, PolicyLoadError, ProxyRuntime, type PolicySource } from './runtime.js';
+import { RedisPolicySource } from './redis-source.js';
+import { Logger } from './audit.js';
+import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from '../policy/store-cli.js';
+import type { Endpoint } from '../policy/types.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+export const DEMO_POLICY = path.join(ROOT, 'examples/demo-policy.yaml');
+/** Where the demo's simulated PLC listens: the demo policy's upstream. */
+const DEMO_PLC_PORT = 5021;
+
+const USAGE = `plcguard ${VERSION}: an inline Modbus/TCP allow-list proxy
+
+usage:
+  plcguard run --policy FILE [--admin HOST:PORT|off] [--grace-ms N]
+                                  serve every device of the policy; the file is watched and
+                                  valid edits apply live
+  plcguard run --redis URL [--devices a,b] [--redis-prefix P] [--redis-ca FILE]
+               [--redis-sentinels HOST:PORT,... --redis-master NAME] [--admin ...]
+                                  serve the policy in force in Redis, following every push
+  plcguard demo [--admin HOST:PORT|off]
+                                  a simulated PLC on 127.0.0.1:${DEMO_PLC_PORT} behind plcguard on
+                                  127.0.0.1:5020 with examples/demo-policy.yaml
+  plcguard policy validate FILE...
+  plcguard policy check FILE --device NAME --source IP [--unit N] REQUEST...
+  plcguard policy push FILE --redis URL [--author NAME] [--message TEXT]
+  plcguard policy pull|history --redis URL
+  plcguard policy diff FILE --redis URL
+  plcguard policy rollback VERSION --redis URL
+  plcguard probe HOST:PORT read TABLE RANGE [--unit N]
+  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N]
+
+admin endpoints (default ${DEFAULT_ADMIN.host}:${DEFAULT_ADMIN.port}): /metrics /healthz /readyz
+`;
+
+interface Io {
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+}
+
+const io: Io = {
+  stdout: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n'),
+  stderr: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
+};
+
+function adminOption(value: string | undefined): Endpoint | null {
+  if (value === 'off') return null;
+  if (value === undefined) return DEFAULT_ADMIN;
+  return parseEndpoint(value, '--admin');
+}
+
+/** Runs until SIGTERM/SIGINT; resolves with the exit code. */
+async function serve(
+  source: PolicySource,
+  logger: Logger,
+  admin: Endpoint | null,
+  graceMs: number,
+  devices?: string[],
+  before?: () => Promise<() => Promise<void>>,
+): Promise<number> {
+  const cleanup = before ? await before() : async () => {};
+  let rt: ProxyRuntime;
+  try {
+    rt = await ProxyRuntime.start({ source, logger, admin, graceMs, version: VERSION, ...(devices ? { devices } : {}) });
+  } catch (err) {
+    await cleanup();
+    if (err instanceof PolicyLoadError) {
+      io.stderr(`plcguard: ${source.name} is not a valid policy; nothing started:`);
+      for (const e of err.errors) io.stderr(e);
+    } else {
+      io.stderr(`plcguard: cannot start: ${(err as Error).message}`);
+    }
+    return 1;
+  }
+  logger.log('started', { version: VERSION, source: source.name, admin: admin ? `${admin.host}:${admin.port}` : null });
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      logger.log('stopping', { signal });
+      rt.stop()
+        .then(cleanup)
+        .then(() => {
+          logger.log('stopped');
+          resolve(0);
+        })
+        .catch((err: Error) => {
+          io.stderr(`plcguard: error while stopping: ${err.message}`);
+          resolve(1);
+        });
+    };
+    const onTerm = (): void => stop('SIGTERM');
+    const onInt = (): void => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      policy: { type: 'string' },
+      admin: { type: 'string' },
+      'grace-ms': { type: 'string' },
+      devices: { type: 'string' },
+      ...REDIS_OPTIONS,
+    },
+  });
+  if (!values.policy === !values.redis) {
+    io.stderr('plcguard run: give either --policy FILE or --redis URL\n\n' + USAGE);
+    return 2;
+  }
+  const grace = values['grace-ms'] === undefined ? DEFAULT_GRACE_MS : Number(values['grace-ms']);
+  if (!Number.isInteger(grace) || grace < 0) {
+    io.stderr(`plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
+    return 2;
+  }
+  const logger = new Logger();
+  const source = values.policy
+    ? new FilePolicySource(values.policy, parsePolicy)
+    : new RedisPolicySource(storeOptions(values), parsePolicy, logger);
+  const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
+  return serve(source, logger, adminOption(values.admin), grace, devices);
+}
+
+async function demo(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { admin: { type: 'string' } } });
+  const admin = adminOption(values.admin);
+  return serve(new FilePolicySource(DEMO_POLICY, parsePolicy), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
+    const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT });
+    const probe = 'npx plcguard probe 127.0.0.1:5020';
+    io.stderr(
+      [
+        '',
+        `plcguard demo: simulated PLC on 127.0.0.1:${plc.port} (unit 1), plcguard in front of it on 127.0.0.1:5020`,
+        `policy: ${path.relative(process.cwd(), DEMO_POLICY)}${admin ? `; metrics: http://${admin.host}:${admin.port}/metrics` : ''}`,
+        '',
+        'try, in another terminal:',
+        `  ${probe} read holding_registers 0-9           # allowed: status and counters`,
+        `  ${probe} read input_registers 0-3             # allowed: temperatures (0.1 °C)`,
+        `  ${probe} write holding_registers 10=700       # allowed: supply setpoint 70.0 °C (bound 0..1000)`,
+        `  ${probe} write holding_registers 10=5000      # denied: value outside 0..1000 (exception 0x03)`,
+        `  ${probe} write holding_registers 50=1         # denied: address not allowed (exception 0x02)`,
+        '',
+        'audit lines (JSON) appear below; Ctrl-C stops.',
+        '',
+      ].join('\n'),
+    );
+    return () => plc.close();
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run':
+        return await run(rest);
+      case 'demo':
+        return await demo(rest);
+      case 'policy':
+        if ((STORE_COMMANDS as readonly string[]).includes(rest[0] ?? '')) return await storeCommand(rest[0]!, rest.slice(1), io, parsePolicy);
+        return await policyCommand(rest, io);
+      case 'probe':
+        return await probeCommand(rest, io);
+      case '--version':
+      case 'version':
+        io.stdout(VERSION);
+        return 0;
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        io.stdout(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        io.stderr(`plcguard: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    // parseArgs' errors (unknown option, missing value) and bad option values are usage errors.
+    const code = (err as { code?: string }).code;
+    if (code?.startsWith('ERR_PARSE_ARGS') || code === 'ERR_STORE_URL' || code === 'ERR_ENDPOINT') {
+      io.stderr(`plcguard: ${(err as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: Error) => {
+      io.stderr(`plcguard: ${err.stack ?? err.message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,200 @@
+import type http from 'node:http';
+import type { CompiledPolicy, Endpoint } from '../policy/types.js';
+import { Logger } from './audit.js';
+import { startAdminServer } from './http.js';
+import { PolicyStats, createRegistry } from './metrics.js';
+import { PolicyFileWatcher, type LoadResult, type PolicyParser } from './reload.js';
+import { ProxyServer } from './server.js';
+
+/** Where policies come from: a watched file, or Redis. */
+export interface PolicySource {
+  /** For logs: the file, or the Redis version key. */
+  readonly name: string;
+  /**
+   * Starts following the source. A file returns its first parse at once; Redis returns null and
+   * delivers through `onChange` when it can.
+   */
+  start(onChange: (r: LoadResult) => void): LoadResult | null;
+  stop(): Promise<void>;
+  /** Readiness checks of the source itself (e.g. redis_up). */
+  checks(): Record<string, boolean>;
+  /** Whether Redis is reachable, for sources that use it. */
+  redisUp?(): boolean;
+}
+
+export class FilePolicySource implements PolicySource {
+  private watcher: PolicyFileWatcher | null = null;
+  constructor(
+    readonly name: string,
+    private readonly parse: PolicyParser,
+  ) {}
+  start(onChange: (r: LoadResult) => void): LoadResult {
+    this.watcher = new PolicyFileWatcher(this.name, this.parse, onChange);
+    const first = this.watcher.load();
+    if (first.policy) this.watcher.start();
+    return first;
+  }
+  stop(): Promise<void> {
+    this.watcher?.stop();
+    return Promise.resolve();
+  }
+  checks(): Record<string, boolean> {
+    return {};
+  }
+}
+
+export interface ProxyOptions {
+  source: PolicySource;
+  /** Serve only these devices of the policy (several instances can split a plant). */
+  devices?: readonly string[];
+  /** Admin HTTP endpoint; null for none. */
+  admin: Endpoint | null;
+  logger?: Logger;
+  /** How long SIGTERM waits for outstanding requests. */
+  graceMs?: number;
+  version?: string;
+}
+
+export const DEFAULT_ADMIN: Endpoint = { host: '127.0.0.1', port: 9502 };
+export const DEFAULT_GRACE_MS = 5000;
+
+export class PolicyLoadError extends Error {
+  readonly code = 'ERR_POLICY_INVALID';
+  constructor(readonly errors: readonly string[]) {
+    super(`no valid policy:\n${errors.join('\n')}`);
+  }
+}
+
+/** A running plcguard: listeners, file watch, admin endpoints. */
+export class ProxyRuntime {
+  readonly server: ProxyServer;
+  readonly policyStats = new PolicyStats();
+  private admin: http.Server | null = null;
+  private readonly logger: Logger;
+  private applying: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly opts: ProxyOptions) {
+    this.logger = opts.logger ?? new Logger();
+    this.server = new ProxyServer(this.logger);
+  }
+
+  /**
+   * Starts following the policy source. A file must parse now (else PolicyLoadError with every
+   * error); with Redis nothing listens until a valid version arrives (fail closed).
+   */
+  static async start(opts: ProxyOptions): Promise<ProxyRuntime> {
+    const rt = new ProxyRuntime(opts);
+    if (opts.source.redisUp) rt.policyStats.redisUp = () => opts.source.redisUp!();
+    const first = opts.source.start((r) => rt.onChange(r));
+    if (first !== null) {
+      if (!first.policy) {
+        await opts.source.stop();
+        throw new PolicyLoadError(first.errors.map((e) => e.format()));
+      }
+      for (const w of first.warnings) rt.logger.log('policy_warning', { message: w.format() });
+      try {
+        await rt.server.apply(rt.select(first.policy));
+      } catch (err) {
+        await opts.source.stop();
+        await rt.server.shutdown(0);
+        throw err;
+      }
+      rt.loaded(first.policy);
+    }
+    if (opts.admin) {
+      const register = createRegistry(rt.server.stats, rt.policyStats, opts.version ?? '0.0.0');
+      try {
+        rt.admin = await startAdminServer(opts.admin, register, {
+          checks: () => ({ policy_loaded: rt.policyStats.loaded, listeners_up: rt.server.ready, ...opts.source.checks() }),
+        });
+      } catch (err) {
+        await rt.stop();
+        throw err;
+      }
+    }
+    return rt;
+  }
+
+  /** The devices of `policy` this instance serves. */
+  private select(policy: CompiledPolicy): CompiledPolicy {
+    const only = this.opts.devices;
+    if (!only || only.length === 0) return policy;
+    const devices = new Map([...policy.devices].filter(([name]) => only.includes(name)));
+    const missing = only.filter((n) => !policy.devices.has(n));
+    if (missing.length > 0) this.logger.log('policy_warning', { message: `devices not in this policy: ${missing.join(', ')}` });
+    return Object.freeze({ ...policy, devices });
+  }
+
+  /** Listening port per device. */
+  ports(): Map<string, number> {
+    return this.server.ports();
+  }
+
+  adminPort(): number {
+    const a = this.admin?.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  }
+
+  private loaded(policy: CompiledPolicy): void {
+    const ps = this.policyStats;
+    ps.loaded = true;
+    ps.version = policy.version;
+    ps.reloadsOk++;
+    ps.lastReloadSeconds = Date.now() / 1000;
+    this.logger.log('policy_loaded', {
+      source: this.opts.source.name,
+      version: policy.version,
+      sha256: policy.sha256,
+      devices: [...policy.devices.values()].map((d) => ({
+        name: d.name,
+        listen: `${d.listen.host}:${d.listen.port}`,
+        upstream: `${d.upstream.host}:${d.upstream.port}`,
+        mode: d.mode,
+        rules: d.ruleCount,
+      })),
+    });
+  }
+
+  private onChange(r: LoadResult): void {
+    // Reloads apply one after another, in the order the file changed.
+    this.applying = this.applying.then(() => this.applyChange(r));
+  }
+
+  private async applyChange(r: LoadResult): Promise<void> {
+    if (!r.policy) {
+      this.policyStats.reloadsFailed++;
+      this.logger.log('policy_rejected', {
+        source: this.opts.source.name,
+        errors: r.errors.map((e) => e.format()),
+        kept: this.policyStats.loaded ? 'last good policy' : 'nothing (not listening)',
+      });
+      return;
+    }
+    for (const w of r.warnings) this.logger.log('policy_warning', { message: w.format() });
+    try {
+      await this.server.apply(this.select(r.policy));
+      this.loaded(r.policy);
+    } catch (err) {
+      this.policyStats.reloadsFailed++;
+      this.logger.log('policy_rejected', { source: this.opts.source.name, errors: [(err as Error).message], kept: 'last good policy' });
+    }
+  }
+
+  /** Waits until reloads triggered so far are applied (tests). */
+  settled(): Promise<void> {
+    return this.applying;
+  }
+
+  /** Stops accepting, lets outstanding requests finish (bounded), closes everything. */
+  async stop(): Promise<void> {
+    await this.opts.source.stop();
+    await this.applying;
+    await this.server.shutdown(this.opts.graceMs ?? DEFAULT_GRACE_MS);
+    const admin = this.admin;
+    this.admin = null;
+    if (admin) {
+      admin.closeAllConnections();
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+    }
+  }
+}

@@ -1,0 +1,198 @@
+import net from 'node:net';
+import { once } from 'node:events';
+import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
+import type { Logger } from './audit.js';
+import { AuditLimiter } from './audit.js';
+import { Session, type SessionContext } from './session.js';
+import { DeviceStats, type RefusalReason } from './stats.js';
+
+/** Per-device stats kept across policy reloads (metrics read them at scrape time). */
+export class StatsRegistry {
+  readonly devices = new Map<string, DeviceStats>();
+  get(name: string): DeviceStats {
+    let s = this.devices.get(name);
+    if (!s) {
+      s = new DeviceStats();
+      this.devices.set(name, s);
+    }
+    return s;
+  }
+}
+
+/** One device's listener, its connection limits and its sessions. */
+class DeviceListener implements SessionContext {
+  readonly sessions = new Set<Session>();
+  private readonly perSource = new Map<string, number>();
+  private server: net.Server | null = null;
+  private readonly refusalLog: AuditLimiter;
+  listening = false;
+
+  constructor(
+    public device: CompiledDevice,
+    readonly stats: DeviceStats,
+    readonly logger: Logger,
+  ) {
+    this.refusalLog = new AuditLimiter(Date.now());
+  }
+
+  get deviceName(): string {
+    return this.device.name;
+  }
+
+  current(): CompiledDevice {
+    return this.device;
+  }
+
+  async listen(): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    this.server = server;
+    server.listen({ host: this.device.listen.host, port: this.device.listen.port });
+    await Promise.race([
+      once(server, 'listening'),
+      once(server, 'error').then(([err]) => {
+        throw err as Error;
+      }),
+    ]);
+    this.listening = true;
+    this.logger.log('listening', { device: this.device.name, address: this.device.listen.host, port: this.port });
+  }
+
+  /** The port actually bound (useful when the policy says port 0 in tests). */
+  get port(): number {
+    const a = this.server?.address();
+    return a !== null && typeof a === 'object' ? a.port : 0;
+  }
+
+  async stopListening(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    this.listening = false;
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    const address = socket.remoteAddress;
+    /* c8 ignore next 4 -- a socket reset before accept has no address; nothing to serve */
+    if (address === undefined) {
+      socket.destroy();
+      return;
+    }
+    const limits = this.device.limits;
+    let refusal: RefusalReason | null = null;
+    if (!this.listening) refusal = 'shutting_down';
+    else if (this.sessions.size >= limits.maxConnections) refusal = 'max_connections';
+    else if ((this.perSource.get(address) ?? 0) >= limits.maxConnectionsPerSource) refusal = 'max_connections_per_source';
+    else if (this.device.mode === 'enforce' && !this.device.forSource(address).matches) refusal = 'source_not_allowed';
+    if (refusal !== null) {
+      this.stats.countRefusal(refusal);
+      if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
+      if (this.refusalLog.take(Date.now())) {
+        const suppressed = this.refusalLog.drain();
+        this.logger.log('refused', {
+          device: this.device.name,
+          source: `${address}:${socket.remotePort}`,
+          reason: refusal,
+          action: 'close',
+          ...(suppressed > 0 ? { suppressed } : {}),
+        });
+      }
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
+    this.perSource.set(address, (this.perSource.get(address) ?? 0) + 1);
+    this.stats.clientConnections++;
+    const session = new Session(socket, this, address, socket.remotePort ?? 0);
+    this.sessions.add(session);
+  }
+
+  closed(session: Session): void {
+    if (!this.sessions.delete(session)) return;
+    this.stats.clientConnections--;
+    const n = (this.perSource.get(session.remoteAddress) ?? 1) - 1;
+    if (n <= 0) this.perSource.delete(session.remoteAddress);
+    else this.perSource.set(session.remoteAddress, n);
+  }
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
+/**
+ * All listeners. `apply` reconciles them with a new compiled policy: new devices start
+ * listening, removed ones stop (and their connections close), changed ones swap their compiled
+ * device in place so open connections judge their next request by it.
+ */
+export class ProxyServer {
+  private readonly listeners = new Map<string, DeviceListener>();
+  readonly stats = new StatsRegistry();
+  private stopping = false;
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Listening port per device (after `apply`). */
+  ports(): Map<string, number> {
+    return new Map([...this.listeners].map(([name, l]) => [name, l.port]));
+  }
+
+  get ready(): boolean {
+    return !this.stopping && this.listeners.size > 0 && [...this.listeners.values()].every((l) => l.listening);
+  }
+
+  /** Every open client session. */
+  sessions(): Session[] {
+    return [...this.listeners.values()].flatMap((l) => [...l.sessions]);
+  }
+
+  /** Applies a policy. Rejects (and leaves nothing half-done for new devices) when a listen fails. */
+  async apply(policy: CompiledPolicy): Promise<void> {
+    for (const [name, l] of this.listeners) {
+      if (!policy.devices.has(name)) {
+        this.listeners.delete(name);
+        await l.stopListening();
+        for (const s of [...l.sessions]) s.close('policy_removed');
+      }
+    }
+    for (const device of policy.devices.values()) {
+      const l = this.listeners.get(device.name);
+      if (!l) {
+        const nl = new DeviceListener(device, this.stats.get(device.name), this.logger);
+        await nl.listen();
+        this.listeners.set(device.name, nl);
+        continue;
+      }
+      const old = l.device;
+      l.device = device;
+      if (!sameEndpoint(old.upstream, device.upstream)) {
+        // Connections were opened to the old PLC address: make clients reconnect.
+        for (const s of [...l.sessions]) s.close('policy_removed');
+      }
+      if (!sameEndpoint(old.listen, device.listen)) {
+        await l.stopListening();
+        await l.listen();
+      }
+    }
+  }
+
+  /** Stops accepting, lets outstanding requests finish within graceMs, then closes the rest. */
+  async shutdown(graceMs: number): Promise<void> {
+    this.stopping = true;
+    const all: Session[] = [];
+    for (const l of this.listeners.values()) {
+      await l.stopListening();
+      for (const s of l.sessions) all.push(s);
+    }
+    for (const s of all) s.drain();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(all.map((s) => s.whenClosed())),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    for (const s of all) s.close('shutdown');
+    this.listeners.clear();
+  }
+}

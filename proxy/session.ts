@@ -1,0 +1,443 @@
+import type net from 'node:net';
+import {
+  ExceptionCode,
+  FrameSplitter,
+  ModbusRequest,
+  buildException,
+  decodeRequest,
+  functionLabel,
+  type FrameHandler,
+  type ResponseCheck,
+} from './modbus/index.js';
+import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
+import { AuditLimiter, type Logger } from './audit.js';
+import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
+import { Transaction, Upstream, type UpstreamOwner } from './upstream.js';
+
+/** What a session needs from the listener that accepted it. */
+export interface SessionContext {
+  readonly deviceName: string;
+  /** The device's current compiled policy: a reload swaps it; sessions pick it up per frame. */
+  current(): CompiledDevice | null;
+  readonly stats: DeviceStats;
+  readonly logger: Logger;
+  /** Called once when the session is gone. */
+  closed(session: Session): void;
+}
+
+// Why the client socket isn't being read; it is read only when no bit is set.
+const PAUSE_OUTSTANDING = 1; // max outstanding requests reached (the splitter holds the rest)
+const PAUSE_UPSTREAM_FULL = 2; // the PLC socket can't take more
+const PAUSE_CLIENT_FULL = 4; // the client isn't reading its responses
+const PAUSE_DRAINING = 8; // shutting down: no new requests
+
+/** Why a session ended (a log field). */
+export type CloseReason =
+  | 'client_closed'
+  | 'framing_error'
+  | 'frame_timeout'
+  | 'idle_timeout'
+  | 'deny_close'
+  | 'response_cut'
+  | 'policy_removed'
+  | 'shutdown';
+
+/**
+ * One client connection: splitter → decode → decide → forward or deny, and the way back.
+ * Owns its transactions; talks to the PLC through an Upstream that routes responses by owner.
+ */
+export class Session implements FrameHandler, UpstreamOwner {
+  private readonly splitter = new FrameSplitter(this);
+  private readonly req = new ModbusRequest();
+  private readonly decision = new Decision();
+  private readonly audit: AuditLimiter;
+  private readonly source: string;
+  private device: CompiledDevice | null = null;
+  private view: SourceView | null = null;
+  private upstream: Upstream | null = null;
+  private readonly pool: Transaction[] = [];
+  private outstanding = 0;
+  private pauseMask = 0;
+  /** performance.now() when the chunk being processed arrived. */
+  private chunkAt = 0;
+  /** When the partial frame now held started arriving (0: none). */
+  private partialSince = 0;
+  private framesSeen = 0;
+  private frameTimer: NodeJS.Timeout | null = null;
+  private outBatch: Buffer | null = null;
+  private outStart = 0;
+  private outEnd = 0;
+  private clientEnded = false;
+  private isClosed = false;
+  private draining = false;
+  private closeWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly ctx: SessionContext,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+  ) {
+    this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
+    this.audit = new AuditLimiter(Date.now());
+    this.refreshDevice();
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000);
+    if (this.device) socket.setTimeout(this.device.limits.idleTimeoutMs);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('drain', () => this.onClientDrain());
+    socket.on('timeout', () => this.onIdle());
+    socket.on('error', () => {
+      /* 'close' follows; a client reset is not ours to report */
+    });
+    socket.on('close', () => this.teardown('client_closed'));
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** True while the client isn't reading its responses (so it isn't read either). */
+  get waitingForClient(): boolean {
+    return (this.pauseMask & PAUSE_CLIENT_FULL) !== 0;
+  }
+
+  get outstandingRequests(): number {
+    return this.outstanding;
+  }
+
+  /** Resolves once the session has ended. */
+  whenClosed(): Promise<void> {
+    if (this.isClosed) return Promise.resolve();
+    return new Promise((resolve) => this.closeWaiters.push(resolve));
+  }
+
+  /** Stops taking requests, lets outstanding ones finish, then closes. */
+  drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.setPause(PAUSE_DRAINING, true);
+    this.endIfDone();
+  }
+
+  /** Closes at once. */
+  close(reason: CloseReason): void {
+    if (this.isClosed) return;
+    this.teardown(reason);
+    this.socket.destroy();
+  }
+
+  private refreshDevice(): CompiledDevice | null {
+    const d = this.ctx.current();
+    if (d !== this.device) {
+      this.device = d;
+      this.view = d ? d.forSource(this.remoteAddress) : null;
+      if (d) {
+        if (this.upstream) this.upstream.limits = d.limits;
+        this.socket.setTimeout(d.limits.idleTimeoutMs);
+      }
+    }
+    return d;
+  }
+
+  // ---- client → PLC ----
+
+  private onData(chunk: Buffer): void {
+    if (this.isClosed) return;
+    this.chunkAt = performance.now();
+    const seen = this.framesSeen;
+    const err = this.splitter.push(chunk);
+    if (err) {
+      this.ctx.stats.framingErrors++;
+      this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
+      this.close('framing_error');
+      return;
+    }
+    this.afterInput(seen);
+  }
+
+  private afterInput(framesSeenBefore: number): void {
+    if (this.isClosed) return;
+    if (this.upstream && !this.upstream.flush()) this.setPause(PAUSE_UPSTREAM_FULL, true);
+    this.writeOut();
+    this.watchPartialFrame(framesSeenBefore);
+  }
+
+  /** A partly received frame must be completed within the frame timeout (slowloris). */
+  private watchPartialFrame(framesSeenBefore: number): void {
+    if (this.splitter.partialBytes === 0) {
+      this.partialSince = 0;
+      return;
+    }
+    if (this.partialSince === 0 || this.framesSeen !== framesSeenBefore) this.partialSince = this.chunkAt;
+    if (this.frameTimer === null) {
+      const ms = this.device?.limits.frameTimeoutMs ?? 0;
+      this.frameTimer = setTimeout(() => this.onFrameTimer(), ms);
+    }
+  }
+
+  private onFrameTimer(): void {
+    this.frameTimer = null;
+    if (this.isClosed || this.splitter.partialBytes === 0 || this.partialSince === 0) return;
+    const limit = this.device?.limits.frameTimeoutMs ?? 0;
+    const left = this.partialSince + limit - performance.now();
+    if (left > 0) {
+      this.frameTimer = setTimeout(() => this.onFrameTimer(), left);
+      return;
+    }
+    this.ctx.stats.frameTimeouts++;
+    this.log('frame_timeout', { partial_bytes: this.splitter.partialBytes, action: 'close' });
+    this.close('frame_timeout');
+  }
+
+  // FrameHandler: one whole request ADU.
+  frame(buf: Buffer, start: number, end: number): boolean {
+    if (this.isClosed || this.draining) return false;
+    this.framesSeen++;
+    const req = decodeRequest(buf, start, end, this.req);
+    const device = this.refreshDevice();
+    const stats = this.ctx.stats;
+    if (device === null) {
+      // Fail closed: no policy for this device any more.
+      this.deny(req, 'no_policy', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'exception');
+      return true;
+    }
+    const d = device.decide(this.view!, req, this.decision);
+    if (d.allow) {
+      stats.countRequest(req.functionCode, DECISION_ALLOWED);
+      this.sendUpstream(req, buf, start, end, device);
+    } else {
+      const reason: DecisionReason = this.view!.matches ? d.reason : 'source_not_allowed';
+      if (device.mode === 'monitor') {
+        stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
+        stats.countDenial(reason);
+        this.auditDenial('would_deny', req, reason, d.rule, d.exception, 'forward');
+        this.sendUpstream(req, buf, start, end, device);
+      } else {
+        this.deny(req, reason, d.exception, d.rule, device.onDeny);
+      }
+    }
+    if (this.isClosed) return false;
+    if (this.outstanding >= device.limits.maxOutstanding) {
+      this.setPause(PAUSE_OUTSTANDING, true);
+      return false;
+    }
+    return true;
+  }
+
+  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
+    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx.stats);
+    const tx = this.pool.pop() ?? new Transaction();
+    tx.exp.setFrom(req);
+    tx.owner = this;
+    tx.receivedAt = this.chunkAt;
+    if (this.upstream.send(tx, buf, start, end, this.splitter.owns(buf))) {
+      this.outstanding++;
+    } else {
+      // Backing off after the PLC failed: answer at once rather than hold the client.
+      this.pool.push(tx);
+      this.reply(buildException(req.transactionId, req.unitId, req.functionCode, ExceptionCode.GATEWAY_PATH_UNAVAILABLE));
+    }
+  }
+
+  private deny(
+    req: ModbusRequest,
+    reason: DecisionReason,
+    exception: number,
+    rule: string | null,
+    action: 'exception' | 'drop' | 'close',
+  ): void {
+    const stats = this.ctx.stats;
+    stats.countRequest(req.functionCode, DECISION_DENIED);
+    stats.countDenial(reason);
+    this.auditDenial('deny', req, reason, rule, exception, action);
+    if (action === 'exception') {
+      this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
+    } else if (action === 'close') {
+      this.writeOut();
+      this.close('deny_close');
+    }
+  }
+
+  private auditDenial(
+    event: 'deny' | 'would_deny',
+    req: ModbusRequest,
+    reason: DecisionReason,
+    rule: string | null,
+    exception: number,
+    action: string,
+  ): void {
+    if (!this.audit.take(Date.now())) return;
+    const fields: Record<string, unknown> = {
+      unit: req.unitId,
+      fc: req.functionCode,
+      function: functionLabel(req.functionCode),
+    };
+    if (req.readTable !== null) fields.read = rangeText(req.readTable, req.readStart, req.readQuantity);
+    if (req.writeTable !== null) fields.write = rangeText(req.writeTable, req.writeStart, req.writeQuantity);
+    if (req.subFunction >= 0) fields.subfunction = req.subFunction;
+    if (req.meiType >= 0) fields.mei_type = req.meiType;
+    if (req.violation !== 'none') fields.violation = req.violation;
+    Object.assign(fields, { reason, rule, exception: hex(exception), action });
+    this.log(event, fields);
+  }
+
+  private log(event: string, fields: Record<string, unknown>): void {
+    const suppressed = this.audit.drain();
+    this.ctx.logger.log(event, {
+      device: this.ctx.deviceName,
+      source: this.source,
+      ...fields,
+      ...(suppressed > 0 ? { suppressed } : {}),
+    });
+  }
+
+  // ---- PLC → client (UpstreamOwner) ----
+
+  forward(buf: Buffer, start: number, end: number, copy: boolean): void {
+    if (this.isClosed) return;
+    if (copy) {
+      this.reply(Buffer.from(buf.subarray(start, end)));
+    } else if (this.outBatch === buf && this.outEnd === start) {
+      this.outEnd = end;
+    } else {
+      this.writeOut();
+      this.outBatch = buf;
+      this.outStart = start;
+      this.outEnd = end;
+    }
+  }
+
+  complete(tx: Transaction, _check: ResponseCheck, now: number): void {
+    const stats = this.ctx.stats;
+    stats.upstreamTime.observe((now - tx.sentAt) / 1000);
+    stats.roundTrip.observe((now - tx.receivedAt) / 1000);
+    // What plcguard adds: request path (arrival → handed to the PLC socket) + response path
+    // (arrival → handed to the client socket, which happens in this same tick).
+    stats.added.observe((tx.sentAt - tx.receivedAt + (performance.now() - now)) / 1000);
+    this.release(tx);
+  }
+
+  fail(tx: Transaction, exception: number, _now: number): void {
+    const e = tx.exp;
+    this.reply(buildException(e.transactionId, e.unitId, e.functionCode, exception));
+    this.release(tx);
+  }
+
+  corrupt(): void {
+    this.writeOut();
+    this.close('response_cut');
+  }
+
+  /** End of one chunk from the PLC: write what was forwarded, take up held requests. */
+  flush(): void {
+    this.writeOut();
+    // Requests held at the outstanding limit go on once answers have come back.
+    if (this.pauseMask & PAUSE_OUTSTANDING && this.device && this.outstanding < this.device.limits.maxOutstanding) {
+      this.setPause(PAUSE_OUTSTANDING, false);
+      const seen = this.framesSeen;
+      const err = this.splitter.resume();
+      /* c8 ignore next -- held bytes were already framed-checked up to the pause point */
+      if (err) return this.close('framing_error');
+      this.afterInput(seen);
+    }
+    this.endIfDone();
+  }
+
+  /** Writes the batched responses: one write per contiguous run. */
+  private writeOut(): void {
+    const b = this.outBatch;
+    if (b !== null) {
+      this.outBatch = null;
+      this.write(b.subarray(this.outStart, this.outEnd));
+    }
+  }
+
+  upstreamDrained(): void {
+    this.setPause(PAUSE_UPSTREAM_FULL, false);
+  }
+
+  private reply(b: Buffer): void {
+    if (this.isClosed) return;
+    this.writeOut();
+    this.write(b);
+  }
+
+  private write(b: Buffer): void {
+    if (!this.socket.write(b)) {
+      this.setPause(PAUSE_CLIENT_FULL, true);
+      this.upstream?.pause();
+    }
+  }
+
+  private onClientDrain(): void {
+    this.setPause(PAUSE_CLIENT_FULL, false);
+    this.upstream?.resume();
+  }
+
+  private release(tx: Transaction): void {
+    tx.owner = null;
+    this.pool.push(tx);
+    this.outstanding--;
+  }
+
+  private setPause(bit: number, on: boolean): void {
+    const before = this.pauseMask;
+    this.pauseMask = on ? before | bit : before & ~bit;
+    if (before === 0 && this.pauseMask !== 0) this.socket.pause();
+    else if (before !== 0 && this.pauseMask === 0 && !this.isClosed) this.socket.resume();
+  }
+
+  // ---- lifecycle ----
+
+  /** The client half-closed: answer what is outstanding, then close. */
+  private onEnd(): void {
+    this.clientEnded = true;
+    this.endIfDone();
+  }
+
+  private endIfDone(): void {
+    if (this.isClosed || this.outstanding > 0) return;
+    if (this.clientEnded || this.draining) {
+      this.writeOut();
+      this.teardown(this.draining ? 'shutdown' : 'client_closed');
+      this.socket.end();
+    }
+  }
+
+  private onIdle(): void {
+    if (this.outstanding > 0 || this.splitter.partialBytes > 0) return;
+    this.log('idle_timeout', { action: 'close' });
+    this.close('idle_timeout');
+  }
+
+  private teardown(reason: CloseReason): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    if (this.frameTimer !== null) clearTimeout(this.frameTimer);
+    this.frameTimer = null;
+    this.upstream?.close();
+    this.upstream = null;
+    this.splitter.reset();
+    const suppressed = this.audit.drain();
+    if (suppressed > 0) {
+      this.ctx.logger.log('audit_suppressed', {
+        device: this.ctx.deviceName,
+        source: this.source,
+        suppressed,
+        reason,
+      });
+    }
+    this.ctx.closed(this);
+    for (const w of this.closeWaiters.splice(0)) w();
+  }
+}
+
+function rangeText(table: string, start: number, quantity: number): string {
+  return quantity <= 1 ? `${table} ${start}` : `${table} ${start}-${start + quantity - 1}`;
+}
+
+function hex(code: number): string {
+  return '0x' + code.toString(16).padStart(2, '0');
+}

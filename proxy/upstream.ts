@@ -1,0 +1,353 @@
+import net from 'node:net';
+import {
+  ExceptionCode,
+  Expectation,
+  FrameSplitter,
+  checkResponse,
+  responseMatches,
+  type FrameHandler,
+  type ResponseCheck,
+} from './modbus/index.js';
+import type { Endpoint, Limits } from '../policy/types.js';
+import type { DeviceStats, UpstreamErrorKind } from './stats.js';
+
+/** A request forwarded to the PLC and not yet answered. Pooled by its owner. */
+export class Transaction {
+  readonly exp = new Expectation();
+  owner: UpstreamOwner | null = null;
+  /** performance.now() when the chunk carrying the request arrived from the client. */
+  receivedAt = 0;
+  /** performance.now() when it was handed to the PLC socket. */
+  sentAt = 0;
+}
+
+/**
+ * What an upstream connection calls back into. The session implements it; routing goes through
+ * each transaction's owner, so one PLC connection can later serve several clients.
+ */
+export interface UpstreamOwner {
+  /** Response bytes for `tx` (a whole frame, or a piece of one that spans chunks). */
+  forward(buf: Buffer, start: number, end: number, copy: boolean): void;
+  /** The response to `tx` is complete. */
+  complete(tx: Transaction, check: ResponseCheck, now: number): void;
+  /** `tx` will get no response: answer the client with this exception. */
+  fail(tx: Transaction, exception: number, now: number): void;
+  /** A response to this owner was cut off mid-frame: its byte stream is corrupt. */
+  corrupt(): void;
+  /** End of one chunk from the PLC: flush what was forwarded. */
+  flush(): void;
+  /** The PLC socket can take more again. */
+  upstreamDrained(): void;
+}
+
+type State = 'idle' | 'connecting' | 'open';
+
+/**
+ * One TCP connection to a PLC, opened on demand, reopened on the next request after a failure
+ * (with backoff after consecutive failures). Matches responses to outstanding transactions by
+ * transaction id, unit and function code; drops and counts anything else.
+ */
+export class Upstream implements FrameHandler {
+  private socket: net.Socket | null = null;
+  private state: State = 'idle';
+  private readonly outstanding: Transaction[] = [];
+  private splitter = new FrameSplitter(this);
+  /** The transaction whose response is being streamed through (it spans chunks). */
+  private streaming: Transaction | null = null;
+  private streamingDropped = false;
+  private failures = 0;
+  private retryAt = 0;
+  private answeredOnThisConnection = false;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private responseTimer: NodeJS.Timeout | null = null;
+  private batch: Buffer | null = null;
+  private batchStart = 0;
+  private batchEnd = 0;
+  private waitingForDrain = false;
+  private readonly touched: UpstreamOwner[] = [];
+  private closed = false;
+  limits: Readonly<Limits>;
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    limits: Readonly<Limits>,
+    private readonly stats: DeviceStats,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.limits = limits;
+  }
+
+  get outstandingCount(): number {
+    return this.outstanding.length;
+  }
+
+  get isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  /**
+   * Queues the request bytes buf[start, end) for `tx` (call `flush` after the client's chunk).
+   * Returns false when the PLC can't be tried now (backing off after failures): answer 0A.
+   */
+  send(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): boolean {
+    if (this.closed) return false;
+    if (this.state === 'idle') {
+      if (this.now() < this.retryAt) return false;
+      this.connect();
+    }
+    tx.sentAt = this.now();
+    this.outstanding.push(tx);
+    if (this.responseTimer === null) this.armResponseTimer(this.limits.responseTimeoutMs);
+    if (copy) {
+      this.flush();
+      this.write(Buffer.from(buf.subarray(start, end)));
+    } else if (this.batch === buf && this.batchEnd === start) {
+      this.batchEnd = end;
+    } else {
+      this.flush();
+      this.batch = buf;
+      this.batchStart = start;
+      this.batchEnd = end;
+    }
+    return true;
+  }
+
+  /** Writes the batched requests: one write per contiguous run, not per frame. */
+  flush(): boolean {
+    const b = this.batch;
+    if (b === null) return !this.waitingForDrain;
+    this.batch = null;
+    return this.write(b.subarray(this.batchStart, this.batchEnd));
+  }
+
+  private write(b: Buffer): boolean {
+    if (this.socket === null) return false;
+    if (!this.socket.write(b)) this.waitingForDrain = true;
+    return !this.waitingForDrain;
+  }
+
+  /** Closes the connection; outstanding transactions are forgotten (their owner is gone). */
+  close(): void {
+    this.closed = true;
+    this.outstanding.length = 0;
+    this.teardown();
+  }
+
+  /** Stops reading the PLC (its client can't take more). */
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.socket?.resume();
+  }
+
+  private connect(): void {
+    this.state = 'connecting';
+    this.answeredOnThisConnection = false;
+    this.splitter = new FrameSplitter(this);
+    this.streaming = null;
+    const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
+    this.socket = socket;
+    this.connectTimer = setTimeout(() => {
+      socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
+    }, this.limits.connectTimeoutMs);
+    let error: (Error & { code?: string }) | null = null;
+    socket.on('connect', () => {
+      this.clearConnectTimer();
+      this.state = 'open';
+      this.stats.upstreamConnections++;
+      socket.setKeepAlive(true, KEEPALIVE_MS);
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => {
+      this.waitingForDrain = false;
+      const owners = new Set(this.outstanding.map((t) => t.owner));
+      for (const o of owners) o?.upstreamDrained();
+    });
+    socket.on('error', (err: Error & { code?: string }) => {
+      error = err;
+    });
+    socket.on('close', () => {
+      if (this.socket !== socket) return;
+      const wasOpen = this.state === 'open';
+      if (wasOpen) this.stats.upstreamConnections--;
+      this.socket = null;
+      this.state = 'idle';
+      this.clearConnectTimer();
+      if (this.closed) return;
+      this.onLost(wasOpen, error);
+    });
+  }
+
+  private onLost(wasOpen: boolean, error: (Error & { code?: string }) | null): void {
+    let kind: UpstreamErrorKind;
+    if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
+    else if (error?.code === 'ECONNRESET' || error?.code === 'EPIPE') kind = 'reset';
+    else kind = 'closed';
+    this.stats.countUpstreamError(kind);
+    // A PLC that accepts and drops at once (no free slot) fails just like one that refuses.
+    if (!wasOpen || !this.answeredOnThisConnection) {
+      this.failures++;
+      const backoff = Math.min(
+        this.limits.reconnectBackoffMaxMs,
+        this.limits.reconnectBackoffMinMs * 2 ** Math.min(this.failures - 1, 30),
+      );
+      this.retryAt = this.now() + backoff;
+    } else {
+      this.failures = 0;
+      this.retryAt = 0;
+    }
+    if (this.streaming !== null && !this.streamingDropped) this.streaming.owner?.corrupt();
+    this.streaming = null;
+    this.batch = null;
+    this.waitingForDrain = false;
+    const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
+    this.failAll(code);
+  }
+
+  private failAll(code: number): void {
+    const txs = this.outstanding.splice(0);
+    const now = this.now();
+    for (const tx of txs) {
+      tx.owner?.fail(tx, code, now);
+      this.touch(tx.owner);
+    }
+    this.flushOwners();
+  }
+
+  private teardown(): void {
+    this.clearConnectTimer();
+    if (this.responseTimer !== null) {
+      clearTimeout(this.responseTimer);
+      this.responseTimer = null;
+    }
+    const s = this.socket;
+    this.socket = null;
+    if (s !== null) {
+      if (this.state === 'open') this.stats.upstreamConnections--;
+      s.destroy();
+    }
+    this.state = 'idle';
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+
+  // One timer for all outstanding requests: they were sent in order with the same timeout, so
+  // the oldest expires first.
+  private armResponseTimer(ms: number): void {
+    this.responseTimer = setTimeout(() => this.onResponseTimer(), Math.max(1, ms));
+  }
+
+  private onResponseTimer(): void {
+    this.responseTimer = null;
+    const now = this.now();
+    const limit = this.limits.responseTimeoutMs;
+    let expired = 0;
+    while (expired < this.outstanding.length) {
+      const tx = this.outstanding[expired]!;
+      // A response already being streamed through can't be replaced by an exception.
+      if (tx === this.streaming || now - tx.sentAt < limit) break;
+      expired++;
+    }
+    for (const tx of this.outstanding.splice(0, expired)) {
+      this.stats.countUpstreamError('timeout');
+      tx.owner?.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
+      this.touch(tx.owner);
+    }
+    this.flushOwners();
+    const next = this.outstanding[0];
+    if (next !== undefined) this.armResponseTimer(next.sentAt + limit - now);
+  }
+
+  private onData(chunk: Buffer): void {
+    const err = this.splitter.push(chunk);
+    if (err) {
+      // The PLC's stream can't be resynchronised: drop the connection, 0B for what was asked.
+      this.stats.countUpstreamError('framing');
+      const s = this.socket;
+      this.socket = null;
+      if (this.state === 'open') this.stats.upstreamConnections--;
+      this.state = 'idle';
+      s?.destroy();
+      if (this.streaming !== null && !this.streamingDropped) this.streaming.owner?.corrupt();
+      this.streaming = null;
+      this.failAll(ExceptionCode.GATEWAY_TARGET_FAILED);
+      return;
+    }
+    this.flushOwners();
+  }
+
+  private find(buf: Buffer, off: number): number {
+    const o = this.outstanding;
+    for (let i = 0; i < o.length; i++) if (responseMatches(o[i]!.exp, buf, off)) return i;
+    return -1;
+  }
+
+  // FrameHandler: a whole response frame.
+  frame(buf: Buffer, start: number, end: number): boolean {
+    const streamed = this.streaming;
+    if (streamed !== null || this.streamingDropped) {
+      this.streaming = null;
+      const dropped = this.streamingDropped;
+      this.streamingDropped = false;
+      if (!dropped && streamed !== null) this.finish(streamed, checkResponse(streamed.exp, buf, start, end));
+      return true;
+    }
+    const i = this.find(buf, start);
+    if (i < 0) {
+      this.stats.unsolicitedResponses++;
+      return true;
+    }
+    const tx = this.outstanding[i]!;
+    this.outstanding.splice(i, 1);
+    const owner = tx.owner!;
+    owner.forward(buf, start, end, this.splitter.owns(buf));
+    this.finish(tx, checkResponse(tx.exp, buf, start, end));
+    return true;
+  }
+
+  // FrameHandler: the header of a response that spans chunks; forward it as it arrives.
+  head(buf: Buffer, have: number): void {
+    const i = this.find(buf, 0);
+    if (i < 0) {
+      this.stats.unsolicitedResponses++;
+      this.streamingDropped = true;
+      return;
+    }
+    const tx = this.outstanding[i]!;
+    this.outstanding.splice(i, 1);
+    this.streaming = tx;
+    tx.owner!.forward(buf, 0, have, true);
+    this.touch(tx.owner);
+  }
+
+  part(buf: Buffer, start: number, end: number): void {
+    if (this.streaming !== null) this.streaming.owner!.forward(buf, start, end, false);
+  }
+
+  private finish(tx: Transaction, check: ResponseCheck): void {
+    this.answeredOnThisConnection = true;
+    this.failures = 0;
+    if (check === 'inconsistent') this.stats.inconsistentResponses++;
+    const owner = tx.owner!;
+    this.touch(owner);
+    owner.complete(tx, check, this.now());
+  }
+
+  private touch(owner: UpstreamOwner | null): void {
+    if (owner !== null && !this.touched.includes(owner)) this.touched.push(owner);
+  }
+
+  private flushOwners(): void {
+    const t = this.touched;
+    while (t.length > 0) t.pop()!.flush();
+  }
+}
+
+const KEEPALIVE_MS = 30_000;
