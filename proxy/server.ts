@@ -63,11 +63,12 @@ class DeviceListener implements SessionContext {
     return a !== null && typeof a === 'object' ? a.port : 0;
   }
 
-  async stopListening(): Promise<void> {
+  /** Stops accepting at once; resolves when the listener is closed (after its connections end). */
+  stopListening(): Promise<void> {
     const s = this.server;
     this.server = null;
     this.listening = false;
-    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+    return s ? new Promise<void>((resolve) => s.close(() => resolve())) : Promise.resolve();
   }
 
   private accept(socket: net.Socket): void {
@@ -150,8 +151,9 @@ export class ProxyServer {
     for (const [name, l] of this.listeners) {
       if (!policy.devices.has(name)) {
         this.listeners.delete(name);
-        await l.stopListening();
+        const closed = l.stopListening();
         for (const s of [...l.sessions]) s.close('policy_removed');
+        await closed;
       }
     }
     for (const device of policy.devices.values()) {
@@ -169,7 +171,8 @@ export class ProxyServer {
         for (const s of [...l.sessions]) s.close('policy_removed');
       }
       if (!sameEndpoint(old.listen, device.listen)) {
-        await l.stopListening();
+        // Open connections stay; only new ones go to the new address.
+        void l.stopListening();
         await l.listen();
       }
     }
@@ -179,8 +182,9 @@ export class ProxyServer {
   async shutdown(graceMs: number): Promise<void> {
     this.stopping = true;
     const all: Session[] = [];
+    const listenersClosed: Promise<void>[] = [];
     for (const l of this.listeners.values()) {
-      await l.stopListening();
+      listenersClosed.push(l.stopListening());
       for (const s of l.sessions) all.push(s);
     }
     for (const s of all) s.drain();
@@ -193,6 +197,7 @@ export class ProxyServer {
     ]);
     clearTimeout(timer);
     for (const s of all) s.close('shutdown');
+    await Promise.all(listenersClosed);
     this.listeners.clear();
   }
 }

@@ -36,10 +36,16 @@ export const COIL_OFF = 0x0000;
 
 // FC20/21 file records (MB-AP §6.14, 6.15).
 export const FILE_REFERENCE_TYPE = 6;
-export const FILE_MIN_BYTE_COUNT = 0x07;
-export const FILE_MAX_BYTE_COUNT = 0xf5;
+/** FC20 request data length: one 7-byte sub-request up to what fits a response. */
+export const FILE_READ_MIN_BYTE_COUNT = 0x07;
+export const FILE_READ_MAX_BYTE_COUNT = 0xf5;
+/** FC21 request data length: one sub-request with at least one register, up to a full PDU. */
+export const FILE_WRITE_MIN_BYTE_COUNT = 0x09;
+export const FILE_WRITE_MAX_BYTE_COUNT = 0xfb;
 export const FILE_SUB_REQUEST_LENGTH = 7; // FC20: ref type(1) file(2) record(2) length(2)
 export const FILE_MAX_RECORD_NUMBER = 0x270f;
+/** Files are numbered 1..0xFFFF; 0 is not a file. */
+export const FILE_MIN_FILE_NUMBER = 1;
 
 // FC43 MEI types (MB-AP §6.19–6.21).
 export const MEI_CANOPEN = 13;

@@ -6,9 +6,12 @@ import {
   DIAG_RETURN_QUERY_DATA,
   EXCEPTION_FLAG,
   ExceptionCode,
-  FILE_MAX_BYTE_COUNT,
   FILE_MAX_RECORD_NUMBER,
-  FILE_MIN_BYTE_COUNT,
+  FILE_READ_MAX_BYTE_COUNT,
+  FILE_READ_MIN_BYTE_COUNT,
+  FILE_WRITE_MAX_BYTE_COUNT,
+  FILE_WRITE_MIN_BYTE_COUNT,
+  FILE_MIN_FILE_NUMBER,
   FILE_REFERENCE_TYPE,
   FILE_SUB_REQUEST_LENGTH,
   FunctionCode,
@@ -292,7 +295,8 @@ export function decodeRequest(buf: Buffer, start: number, end: number, out: Modb
     }
     // FC20: | FC | byte count(1) | sub-requests: ref type(1)=6 file(2) record(2) length(2) |...
     // FC21: | FC | byte count(1) | sub-requests: ref type(1)=6 file(2) record(2) length(2) data(2·length) |...
-    // byte count 0x07..0xF5, PDU = 2 + byte count; record number ≤ 0x270F (else 02)
+    // byte count 0x07..0xF5 (FC20) or 0x09..0xFB (FC21), PDU = 2 + byte count;
+    // file ≥ 1, record number ≤ 0x270F and record + length ≤ 10000 (else 02)
     case FunctionCode.READ_FILE_RECORD:
     case FunctionCode.WRITE_FILE_RECORD:
       out.kind = 'function';
@@ -341,7 +345,9 @@ function badAddress(out: ModbusRequest): ModbusRequest {
 function decodeFileRecord(buf: Buffer, p: number, pduLen: number, write: boolean, out: ModbusRequest): ModbusRequest {
   if (pduLen < 2) return malformed(out, 'pdu_length');
   const bc = buf[p + 1]!;
-  if (bc < FILE_MIN_BYTE_COUNT || bc > FILE_MAX_BYTE_COUNT) return malformed(out, 'byte_count');
+  const min = write ? FILE_WRITE_MIN_BYTE_COUNT : FILE_READ_MIN_BYTE_COUNT;
+  const max = write ? FILE_WRITE_MAX_BYTE_COUNT : FILE_READ_MAX_BYTE_COUNT;
+  if (bc < min || bc > max) return malformed(out, 'byte_count');
   if (pduLen !== 2 + bc) return malformed(out, 'pdu_length');
   let o = p + 2;
   const end = p + pduLen;
@@ -349,6 +355,7 @@ function decodeFileRecord(buf: Buffer, p: number, pduLen: number, write: boolean
   while (o < end) {
     if (end - o < FILE_SUB_REQUEST_LENGTH) return malformed(out, 'sub_request');
     const ref = buf[o]!;
+    const file = u16(buf, o + 1);
     const record = u16(buf, o + 3);
     const length = u16(buf, o + 5);
     o += FILE_SUB_REQUEST_LENGTH;
@@ -356,7 +363,16 @@ function decodeFileRecord(buf: Buffer, p: number, pduLen: number, write: boolean
       if (end - o < 2 * length) return malformed(out, 'sub_request');
       o += 2 * length;
     }
-    if (ref !== FILE_REFERENCE_TYPE || record > FILE_MAX_RECORD_NUMBER) badRef = true;
+    // MB-AP Figures 24/25: reference type, file number, record number and record number + length
+    // are all address checks (02).
+    if (
+      ref !== FILE_REFERENCE_TYPE ||
+      file < FILE_MIN_FILE_NUMBER ||
+      record > FILE_MAX_RECORD_NUMBER ||
+      record + length > FILE_MAX_RECORD_NUMBER + 1
+    ) {
+      badRef = true;
+    }
   }
   if (badRef) {
     out.exception = ExceptionCode.ILLEGAL_DATA_ADDRESS;

@@ -165,7 +165,7 @@ export class FrameSplitter {
     i += take;
     if (this.handler.head) {
       if (this.headSent) {
-        if (take > 0) this.handler.part!(chunk, start, i);
+        if (take > 0) this.handler.part?.(chunk, start, i);
       } else if (this.have >= MBAP_AND_FC_LENGTH) {
         this.headSent = true;
         this.handler.head(this.scratch, this.have, this.need);
