@@ -1,4 +1,5 @@
-import type { ModbusRequest } from '../proxy/modbus/index.js';
+import type { ModbusRequest, Violation } from '../proxy/modbus/index.js';
+import type { DeviceDocument, PolicyDocument } from './document.js';
 
 /** enforce: deny what the policy doesn't allow. monitor: forward everything, report would-denials. */
 export type Mode = 'enforce' | 'monitor';
@@ -40,6 +41,8 @@ export class Decision {
   rule: string | null = null;
   /** Exception code a denial earns (0 when allowed). */
   exception = 0;
+  /** For `malformed`: what the decoder found wrong (the request's `violation`); else 'none'. */
+  violation: Violation = 'none';
 }
 
 /** Limits of a device, all with defaults; times in milliseconds. */
@@ -65,12 +68,24 @@ export interface Limits {
   reconnectBackoffMaxMs: number;
 }
 
+/** Token buckets per source address: one for all requests, one for writes. */
+export interface RateLimit {
+  requestsPerSecond: number;
+  writesPerSecond: number;
+  /** Bucket size: requests a source may send at once above the rate. */
+  burst: number;
+}
+
 export interface Endpoint {
   host: string;
   port: number;
 }
 
-/** The rules of a device that match one source address: resolved once per connection. */
+/**
+ * The rules of a device that match one source address: resolved once per connection. A view
+ * belongs to the device object that made it: after a policy swap, resolve it again from the new
+ * device (a stale view given to another device's `decide` is denied as `no_policy`).
+ */
 export interface SourceView {
   /** True when at least one rule matches the source (else the connection is refused). */
   readonly matches: boolean;
@@ -83,13 +98,18 @@ export interface CompiledDevice {
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   readonly limits: Readonly<Limits>;
+  /** Per source address; null: no rate limit. */
+  readonly rateLimit: Readonly<RateLimit> | null;
+  /** The device as normalized JSON (defaults folded in, rules named): for stores and diffs. */
+  readonly document: DeviceDocument;
   /** Number of rules (for logs). */
   readonly ruleCount: number;
   /** Resolves which rules apply to a client address (IPv4, IPv6 or IPv4-mapped IPv6). */
   forSource(address: string): SourceView;
   /**
    * Decides a decoded request from a source. Fills and returns `out`; allocates nothing.
-   * Order: unit (0A) → function (01) → malformed (decoder's code) → address (02) → value (03).
+   * Order: source (0A, `source_not_allowed`, for monitor mode) → unit (0A) → function (01) →
+   * malformed (decoder's code) → address (02) → value (03).
    */
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision;
 }
@@ -101,4 +121,6 @@ export interface CompiledPolicy {
   /** Version number when it came from Redis; 0 for a file. */
   readonly version: number;
   readonly devices: ReadonlyMap<string, CompiledDevice>;
+  /** The whole policy as normalized JSON (see document.ts). */
+  readonly document: PolicyDocument;
 }

@@ -1,0 +1,207 @@
+// `plcguard policy validate|check`: the policy's command line. Returns exit codes instead of
+// exiting and writes through `io`, so proxy/main.ts wires it and tests call it directly.
+
+import { parseArgs } from 'node:util';
+import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest } from '../proxy/modbus/index.js';
+import { PolicyReadError, RequestSpecError } from './errors.js';
+import { MAX_UNIT_ID } from './format.js';
+import { parseClientAddress } from './net.js';
+import { loadPolicyFile } from './parse.js';
+import type { ParseResult } from './parse.js';
+import { parseRequestSpec, REQUEST_USAGE } from './request-spec.js';
+import { Decision } from './types.js';
+import type { CompiledDevice } from './types.js';
+
+export interface CommandIO {
+  /** One or more lines; a trailing newline is added by the caller's writer when missing. */
+  stdout: (s: string) => void;
+  stderr: (s: string) => void;
+}
+
+export const EXIT_OK = 0;
+/** validate: a policy has errors or can't be read. */
+export const EXIT_INVALID = 1;
+export const EXIT_USAGE = 2;
+/** check: the request would be denied. */
+export const EXIT_DENY = 3;
+
+/** Unit id used by `check` when --unit is not given: the usual id of a single PLC behind a gateway. */
+const DEFAULT_UNIT = 1;
+/** Transaction id of the dry-run frame (any value works; the proxy never looks at it). */
+const CHECK_TRANSACTION_ID = 1;
+
+export const POLICY_USAGE = `usage:
+  plcguard policy validate FILE...
+      Checks policy files. Prints "FILE: ok — N devices, M rules" for each valid one, every
+      problem as FILE:LINE:COL: message, and exits 1 if any file has errors.
+  plcguard policy check FILE [--device NAME] --source IP [--unit N] REQUEST...
+      Dry run: would the proxy allow this request from this source? Exits 0 for allow, 3 for
+      deny. --device may be left out when the policy has one device; --unit defaults to ${DEFAULT_UNIT}.
+
+${REQUEST_USAGE}
+
+examples:
+  plcguard policy validate examples/plant-policy.yaml
+  plcguard policy check examples/demo-policy.yaml --source 127.0.0.1 read holding_registers 0-9
+  plcguard policy check examples/demo-policy.yaml --device demo-plc --source 127.0.0.1 write holding_registers 10=500,11=600
+  plcguard policy check examples/plant-policy.yaml --device boiler-plc --source 10.20.0.50 function 43/14`;
+
+/** Runs `plcguard policy ARGS…`; resolves to the exit code. */
+export async function policyCommand(args: readonly string[], io: CommandIO): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'validate':
+      return validateCommand(rest, io);
+    case 'check':
+      return checkCommand(rest, io);
+    case 'help':
+    case '--help':
+    case '-h':
+      io.stdout(POLICY_USAGE);
+      return EXIT_OK;
+    default:
+      return usageError(io, sub === undefined ? 'a subcommand is required (validate or check)' : `unknown subcommand ${JSON.stringify(sub)} (expected validate or check)`);
+  }
+}
+
+function usageError(io: CommandIO, message: string): number {
+  io.stderr(`plcguard policy: ${message}\n\n${POLICY_USAGE}`);
+  return EXIT_USAGE;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** Loads a file, printing why when it can't be used; null then. */
+async function load(file: string, io: CommandIO): Promise<ParseResult | null> {
+  try {
+    return await loadPolicyFile(file);
+  } catch (err) {
+    /* c8 ignore start: loadPolicyFile throws nothing else */
+    if (!(err instanceof PolicyReadError)) throw err;
+    /* c8 ignore stop */
+    io.stderr(err.message);
+    return null;
+  }
+}
+
+async function validateCommand(files: readonly string[], io: CommandIO): Promise<number> {
+  if (files.length === 0) return usageError(io, 'validate needs at least one FILE');
+  const flag = files.find((f) => f.startsWith('-'));
+  if (flag !== undefined) return usageError(io, `validate takes no options (got ${JSON.stringify(flag)})`);
+  let code = EXIT_OK;
+  for (const file of files) {
+    const r = await load(file, io);
+    if (r === null) {
+      code = EXIT_INVALID;
+      continue;
+    }
+    for (const e of r.errors) io.stderr(e.format());
+    for (const w of r.warnings) io.stderr(w.format());
+    if (r.policy === undefined) {
+      io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
+      code = EXIT_INVALID;
+      continue;
+    }
+    const devices = [...r.policy.devices.values()];
+    const rules = devices.reduce((n, d) => n + d.ruleCount, 0);
+    const warned = r.warnings.length > 0 ? `, ${plural(r.warnings.length, 'warning')}` : '';
+    io.stdout(`${file}: ok — ${plural(devices.length, 'device')}, ${plural(rules, 'rule')}${warned}`);
+  }
+  return code;
+}
+
+async function checkCommand(args: readonly string[], io: CommandIO): Promise<number> {
+  let values: { device?: string; source?: string; unit?: string };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...args],
+      options: { device: { type: 'string' }, source: { type: 'string' }, unit: { type: 'string' } },
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    return usageError(io, `check: ${(err as Error).message}`);
+  }
+  const [file, ...words] = positionals;
+  if (file === undefined) return usageError(io, 'check needs a policy FILE');
+  if (values.source === undefined) return usageError(io, 'check needs --source IP (the client address)');
+  if (parseClientAddress(values.source) === null) return usageError(io, `check: --source ${JSON.stringify(values.source)} is not an IPv4 or IPv6 address`);
+  let unit = DEFAULT_UNIT;
+  if (values.unit !== undefined) {
+    unit = /^\d{1,3}$/.test(values.unit) ? Number(values.unit) : -1;
+    if (unit < 0 || unit > MAX_UNIT_ID) return usageError(io, `check: --unit ${JSON.stringify(values.unit)} is not a unit id 0..${MAX_UNIT_ID}`);
+  }
+  let spec;
+  try {
+    spec = parseRequestSpec(words);
+  } catch (err) {
+    /* c8 ignore start: parseRequestSpec throws nothing else */
+    if (!(err instanceof RequestSpecError)) throw err;
+    /* c8 ignore stop */
+    return usageError(io, `check: ${err.message}`);
+  }
+
+  const r = await load(file, io);
+  if (r === null) return EXIT_INVALID;
+  if (r.policy === undefined) {
+    for (const e of r.errors) io.stderr(e.format());
+    io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
+    return EXIT_INVALID;
+  }
+  const names = [...r.policy.devices.keys()];
+  let device: CompiledDevice | undefined;
+  if (values.device === undefined) {
+    if (names.length !== 1) return usageError(io, `check: ${file} has ${plural(names.length, 'device')}; pick one with --device (${names.join(', ') || 'none'})`);
+    device = r.policy.devices.get(names[0]!)!;
+  } else {
+    device = r.policy.devices.get(values.device);
+    if (device === undefined) return usageError(io, `check: ${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
+  }
+
+  const adu = encodeAdu(CHECK_TRANSACTION_ID, unit, spec.pdu);
+  const req = decodeRequest(adu, 0, adu.length, new ModbusRequest());
+  const view = device.forSource(values.source);
+  const d = device.decide(view, req, new Decision());
+  const lines = [
+    `device: ${device.name} (mode ${device.mode}, on_deny ${device.onDeny})`,
+    `source: ${values.source}, unit ${unit}`,
+    `request: ${spec.description}`,
+    `decision: ${d.allow ? 'allow' : 'deny'}`,
+    `reason: ${d.reason}`,
+  ];
+  if (d.reason === 'malformed') lines.push(`violation: ${d.violation}`);
+  lines.push(`exception: ${d.allow || d.reason === 'source_not_allowed' ? 'none' : exceptionText(d.exception)}`);
+  lines.push(`rule: ${d.rule ?? 'none'}`);
+  lines.push(`action: ${action(device, d)}`);
+  io.stdout(lines.join('\n'));
+  return d.allow ? EXIT_OK : EXIT_DENY;
+}
+
+const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(ExceptionCode).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')]),
+);
+
+/** `0x02 (illegal data address)`. */
+export function exceptionText(code: number): string {
+  const hex = `0x${code.toString(16).toUpperCase().padStart(2, '0')}`;
+  const name = EXCEPTION_NAMES.get(code);
+  return name === undefined ? hex : `${hex} (${name})`;
+}
+
+/** What the proxy would do, given the device's mode and on_deny. */
+function action(device: CompiledDevice, d: Decision): string {
+  if (d.allow) return 'forward to the PLC';
+  if (device.mode === 'monitor') return 'forward to the PLC (monitor mode: logged and counted as would-deny)';
+  if (d.reason === 'source_not_allowed') return 'refuse the connection (no rule matches this source)';
+  switch (device.onDeny) {
+    case 'exception':
+      return `reply with exception ${exceptionText(d.exception)}`;
+    case 'drop':
+      return 'drop the request (no reply)';
+    case 'close':
+      return 'close the client connection';
+  }
+}

@@ -1,0 +1,417 @@
+// Normalized document → frozen matcher. Per device: rules with parsed sources, unit sets and
+// grants. Per connection (forSource): the rules matching the client address, turned into one
+// UnitPolicy per unit id (0..255) — per table merged intervals, value-bounded write segments,
+// function grants — shared between every view and unit with the same rule set. Per frame
+// (decide): an array index, a switch and one or two binary searches.
+
+import { ExceptionCode, FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../proxy/modbus/index.js';
+import type { ModbusRequest, Table, Violation } from '../proxy/modbus/index.js';
+import { limitsOf, rateLimitOf } from './document.js';
+import type { DeviceDocument, PolicyDocument, RuleDocument } from './document.js';
+import {
+  FUNCTION_CODE_BY_NAME,
+  MAX_COIL_VALUE,
+  MAX_MEI_TYPE,
+  MAX_REGISTER_VALUE,
+  MAX_SUBFUNCTION,
+  MAX_UNIT_ID,
+  READ_DEVICE_IDENTIFICATION,
+  READ_TABLES,
+  WRITE_TABLES,
+} from './format.js';
+import type { FunctionInput } from './format.js';
+import { IntervalSet, WriteSet } from './intervals.js';
+import type { Grant, WriteGrant } from './intervals.js';
+import { cidrContains, parseCidr, parseClientAddress, parseEndpoint } from './net.js';
+import type { Cidr } from './net.js';
+import { Decision } from './types.js';
+import type { CompiledDevice, CompiledPolicy, DecisionReason, Endpoint, Limits, Mode, OnDeny, RateLimit, SourceView } from './types.js';
+
+const UNIT_COUNT = MAX_UNIT_ID + 1;
+/** Indexed by the raw function code byte, so any request indexes in bounds. */
+const FUNCTION_SLOTS = 256;
+/** Table order in the per-unit arrays. */
+const TABLE_COUNT = 4;
+const COILS = 0;
+const DISCRETE_INPUTS = 1;
+const HOLDING_REGISTERS = 2;
+const INPUT_REGISTERS = 3;
+/**
+ * Distinct rule sets a device keeps resolved views for. Sets come from the policy's own CIDR
+ * boundaries, so real policies stay far below this; past it the caches start over rather than grow.
+ */
+export const MAX_CACHED_RULE_SETS = 4096;
+
+function tableIndex(t: Table): number {
+  switch (t) {
+    case 'coils':
+      return COILS;
+    case 'discrete_inputs':
+      return DISCRETE_INPUTS;
+    case 'holding_registers':
+      return HOLDING_REGISTERS;
+    case 'input_registers':
+      return INPUT_REGISTERS;
+  }
+}
+
+/** `5` → [5, 5]; `"10-20"` → [10, 20] (canonical form: validated before). */
+function span(x: number | string): [number, number] {
+  if (typeof x === 'number') return [x, x];
+  const dash = x.indexOf('-');
+  return [Number(x.slice(0, dash)), Number(x.slice(dash + 1))];
+}
+function spans(x: number | string | (number | string)[]): [number, number][] {
+  return Array.isArray(x) ? x.map(span) : [span(x)];
+}
+
+interface FunctionRuleGrant {
+  readonly code: number;
+  /** Sub-functions (FC8) or MEI types (FC43) allowed; null: all. */
+  readonly narrow: readonly [number, number][] | null;
+}
+
+/** One rule, parsed. */
+class CompiledRule {
+  readonly sources: readonly Cidr[] | null;
+  readonly units: Uint8Array;
+  readonly read: Grant[][] = Array.from({ length: TABLE_COUNT }, () => []);
+  readonly write: WriteGrant[][] = Array.from({ length: TABLE_COUNT }, () => []);
+  readonly functions: FunctionRuleGrant[] = [];
+  /** Whether the rule can match anything at all (sources, units and grants non-empty). */
+  readonly live: boolean;
+
+  constructor(
+    readonly index: number,
+    doc: RuleDocument,
+  ) {
+    this.sources = doc.sources === undefined ? null : doc.sources.map((s) => (parseCidr(s) as { value: Cidr }).value);
+    this.units = new Uint8Array(UNIT_COUNT);
+    if (doc.units === undefined) this.units.fill(1);
+    else for (const [lo, hi] of doc.units.map(span)) this.units.fill(1, lo, hi + 1);
+    for (const t of READ_TABLES) {
+      for (const [lo, hi] of (doc.read?.[t] ?? []).map(span)) this.read[tableIndex(t)]!.push({ lo, hi, rule: index });
+    }
+    for (const t of WRITE_TABLES) {
+      const maxValue = t === 'coils' ? MAX_COIL_VALUE : MAX_REGISTER_VALUE;
+      for (const entry of doc.write?.[t] ?? []) {
+        const bounded = typeof entry === 'object';
+        const addresses = bounded ? spans(entry.addresses) : [span(entry)];
+        const values = bounded && entry.values !== undefined ? spans(entry.values) : null;
+        for (const [lo, hi] of addresses) {
+          if (values === null) this.write[tableIndex(t)]!.push({ lo, hi, rule: index, vlo: 0, vhi: maxValue, bounded: false });
+          else for (const [vlo, vhi] of values) this.write[tableIndex(t)]!.push({ lo, hi, rule: index, vlo, vhi, bounded: true });
+        }
+      }
+    }
+    for (const f of doc.functions ?? []) this.functions.push(functionGrant(f));
+    const grants =
+      this.read.some((g) => g.length > 0) ||
+      this.write.some((g) => g.length > 0) ||
+      this.functions.some((f) => f.narrow === null || f.narrow.length > 0);
+    this.live = grants && this.units.includes(1) && (this.sources === null || this.sources.length > 0);
+  }
+
+  matchesSource(ip: ReturnType<typeof parseClientAddress>): boolean {
+    if (this.sources === null) return true;
+    if (ip === null) return false;
+    for (const c of this.sources) if (cidrContains(c, ip)) return true;
+    return false;
+  }
+}
+
+function functionGrant(f: FunctionInput): FunctionRuleGrant {
+  if (typeof f === 'number') return { code: f, narrow: null };
+  const name = typeof f === 'string' ? f : f.code;
+  const code = typeof name === 'number' ? name : FUNCTION_CODE_BY_NAME.get(name)!;
+  if (name === READ_DEVICE_IDENTIFICATION) {
+    return { code, narrow: [[MEI_READ_DEVICE_IDENTIFICATION, MEI_READ_DEVICE_IDENTIFICATION]] };
+  }
+  if (typeof f === 'string') return { code, narrow: null };
+  const narrow = f.subfunctions ?? f.mei_types;
+  return { code, narrow: narrow === undefined ? null : narrow.map(span) };
+}
+
+/** Who may call one function code in a unit. */
+class FunctionGrant {
+  constructor(
+    /** First rule granting it without narrowing, or null. */
+    readonly allRule: string | null,
+    /** First rule granting it at all: named when a narrowed grant doesn't fit. */
+    readonly firstRule: string,
+    /** FC8/FC43: sub-functions or MEI types, "all" grants included as the full range. */
+    readonly sub: IntervalSet | null,
+  ) {}
+}
+
+/** Everything the rules of one rule set allow in one unit. */
+class UnitPolicy {
+  constructor(
+    readonly read: readonly (IntervalSet | null)[],
+    readonly write: readonly (WriteSet | null)[],
+    readonly functions: readonly (FunctionGrant | null)[],
+  ) {}
+}
+
+function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[]): UnitPolicy {
+  const read: (IntervalSet | null)[] = [];
+  const write: (WriteSet | null)[] = [];
+  for (let t = 0; t < TABLE_COUNT; t++) {
+    const r = rules.flatMap((rule) => rule.read[t]!);
+    read.push(r.length > 0 ? new IntervalSet(r, names) : null);
+    const w = rules.flatMap((rule) => rule.write[t]!);
+    write.push(w.length > 0 ? new WriteSet(w, names) : null);
+  }
+  const functions: (FunctionGrant | null)[] = new Array<FunctionGrant | null>(FUNCTION_SLOTS).fill(null);
+  const byCode = new Map<number, { rule: number; narrow: FunctionRuleGrant['narrow'] }[]>();
+  for (const rule of rules) {
+    for (const f of rule.functions) {
+      if (f.narrow !== null && f.narrow.length === 0) continue;
+      const list = byCode.get(f.code) ?? [];
+      list.push({ rule: rule.index, narrow: f.narrow });
+      byCode.set(f.code, list);
+    }
+  }
+  for (const [code, list] of byCode) {
+    const all = list.find((g) => g.narrow === null);
+    const allRule = all === undefined ? null : names[all.rule]!;
+    let sub: IntervalSet | null = null;
+    if (code === FunctionCode.DIAGNOSTICS || code === FunctionCode.ENCAPSULATED_INTERFACE_TRANSPORT) {
+      const max = code === FunctionCode.DIAGNOSTICS ? MAX_SUBFUNCTION : MAX_MEI_TYPE;
+      sub = new IntervalSet(
+        list.flatMap((g) => (g.narrow ?? [[0, max]]).map(([lo, hi]): Grant => ({ lo, hi, rule: g.rule }))),
+        names,
+      );
+    }
+    functions[code] = new FunctionGrant(allRule, names[list[0]!.rule]!, sub);
+  }
+  return new UnitPolicy(read, write, functions);
+}
+
+class CompiledSourceView implements SourceView {
+  constructor(
+    readonly device: CompiledDeviceImpl,
+    readonly matches: boolean,
+    readonly units: readonly (UnitPolicy | null)[],
+  ) {
+    Object.freeze(this);
+  }
+}
+
+const NO_UNITS: readonly (UnitPolicy | null)[] = Object.freeze(new Array<UnitPolicy | null>(UNIT_COUNT).fill(null));
+
+function deny(out: Decision, reason: DecisionReason, exception: number, rule: string | null, violation: Violation): Decision {
+  out.allow = false;
+  out.reason = reason;
+  out.exception = exception;
+  out.rule = rule;
+  out.violation = violation;
+  return out;
+}
+
+function allow(out: Decision, rule: string): Decision {
+  out.allow = true;
+  out.reason = 'allowed';
+  out.exception = 0;
+  out.rule = rule;
+  out.violation = 'none';
+  return out;
+}
+
+function malformed(out: Decision, req: ModbusRequest, rule: string | null): Decision {
+  return deny(out, 'malformed', req.exception, rule, req.violation);
+}
+
+class CompiledDeviceImpl implements CompiledDevice {
+  readonly name: string;
+  readonly listen: Endpoint;
+  readonly upstream: Endpoint;
+  readonly mode: Mode;
+  readonly onDeny: OnDeny;
+  readonly limits: Readonly<Limits>;
+  readonly rateLimit: Readonly<RateLimit> | null;
+  readonly ruleCount: number;
+  private readonly rules: readonly CompiledRule[];
+  private readonly names: readonly string[];
+  /** Rule set (indexes joined) → the units array of a view. */
+  private readonly views = new Map<string, readonly (UnitPolicy | null)[]>();
+  /** Rule set → its UnitPolicy (null: no rule), shared by views and units. */
+  private readonly unitPolicies = new Map<string, UnitPolicy | null>();
+
+  constructor(readonly document: DeviceDocument) {
+    this.name = document.name;
+    this.listen = Object.freeze((parseEndpoint(document.listen) as { value: Endpoint }).value);
+    this.upstream = Object.freeze((parseEndpoint(document.upstream) as { value: Endpoint }).value);
+    this.mode = document.mode;
+    this.onDeny = document.on_deny;
+    this.limits = Object.freeze(limitsOf(document));
+    const rate = rateLimitOf(document);
+    this.rateLimit = rate === null ? null : Object.freeze(rate);
+    this.rules = document.rules.map((r, i) => new CompiledRule(i, r));
+    this.names = document.rules.map((r) => r.name);
+    this.ruleCount = this.rules.length;
+    Object.freeze(this);
+  }
+
+  forSource(address: string): SourceView {
+    const ip = parseClientAddress(address);
+    const matching = this.rules.filter((r) => r.live && r.matchesSource(ip));
+    if (matching.length === 0) return new CompiledSourceView(this, false, NO_UNITS);
+    const key = matching.map((r) => r.index).join(',');
+    let units = this.views.get(key);
+    if (units === undefined) {
+      if (this.views.size >= MAX_CACHED_RULE_SETS) this.views.clear();
+      units = Object.freeze(Array.from({ length: UNIT_COUNT }, (_, u) => this.unitPolicy(matching.filter((r) => r.units[u] === 1))));
+      this.views.set(key, units);
+    }
+    return new CompiledSourceView(this, true, units);
+  }
+
+  private unitPolicy(rules: readonly CompiledRule[]): UnitPolicy | null {
+    if (rules.length === 0) return null;
+    const key = rules.map((r) => r.index).join(',');
+    let p = this.unitPolicies.get(key);
+    if (p === undefined) {
+      if (this.unitPolicies.size >= MAX_CACHED_RULE_SETS) this.unitPolicies.clear();
+      p = buildUnitPolicy(rules, this.names);
+      this.unitPolicies.set(key, p);
+    }
+    return p;
+  }
+
+  // The hot path. Check order (MB-AP §4.4 server order, with plcguard's gateway checks first):
+  // source → unit (0A) → function (01) → malformed (decoder's 03/02/01) → address (02) → value (03).
+  // Denials name the rule that came closest: the first rule granting that kind of access to that
+  // table (or that function); value denials name the first rule with a grant at the failing address.
+  decide(view: SourceView, req: ModbusRequest, out: Decision): Decision {
+    if (!(view instanceof CompiledSourceView) || view.device !== this) {
+      return deny(out, 'no_policy', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
+    }
+    if (!view.matches) return deny(out, 'source_not_allowed', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
+    const unit = view.units[req.unitId];
+    if (unit === null || unit === undefined) return deny(out, 'unit_not_allowed', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
+    switch (req.kind) {
+      case 'read':
+        return decideRead(unit, req, out);
+      case 'write':
+        return decideWrite(unit, req, out);
+      case 'mask_write':
+        return decideMaskWrite(unit, req, out);
+      case 'read_write':
+        return decideReadWrite(unit, req, out);
+      default:
+        return decideFunction(unit, req, out);
+    }
+  }
+}
+
+const NOT_ALLOWED = ExceptionCode.ILLEGAL_FUNCTION;
+
+/** FC1–4 and FC24 (the FIFO pointer is a one-register read). */
+function decideRead(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
+  const set = unit.read[tableIndex(req.readTable!)]!;
+  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
+  if (req.exception !== 0) return malformed(out, req, set.firstRule);
+  const lo = req.readStart;
+  if (!set.covers(lo, lo + req.readQuantity - 1)) {
+    return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
+  }
+  return allow(out, set.ruleAt(lo)!);
+}
+
+/** FC5, 6, 15, 16. */
+function decideWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
+  const set = unit.write[tableIndex(req.writeTable!)]!;
+  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
+  if (req.exception !== 0) return malformed(out, req, set.firstRule);
+  return checkWritePart(set, req, out);
+}
+
+/** Address coverage of the write part, then every written value; allows naming the first rule. */
+function checkWritePart(set: WriteSet, req: ModbusRequest, out: Decision): Decision {
+  const lo = req.writeStart;
+  const hi = lo + req.writeQuantity - 1;
+  if (!set.covers(lo, hi)) return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
+  const first = set.segmentOf(lo);
+  let seg = first;
+  for (let a = lo; a <= hi; a++) {
+    seg = set.advance(seg, a);
+    if (set.anyValueRule(seg) !== null) {
+      // Any value goes in this whole segment: skip to its end.
+      a = Math.min(set.segmentEnd(seg), hi);
+      continue;
+    }
+    if (set.valueRule(seg, req.valueAt(a - lo)) === null) {
+      return deny(out, 'value_not_allowed', ExceptionCode.ILLEGAL_DATA_VALUE, set.firstRuleOf(seg), 'none');
+    }
+  }
+  return allow(out, set.valueRule(first, req.valueAt(0))!);
+}
+
+/** FC22: the result depends on the PLC's current value, so only where any value may be written. */
+function decideMaskWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
+  const set = unit.write[HOLDING_REGISTERS]!;
+  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
+  if (req.exception !== 0) return malformed(out, req, set.firstRule);
+  const a = req.writeStart;
+  if (!set.covers(a, a)) return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
+  const seg = set.segmentOf(a);
+  const rule = set.anyValueRule(seg);
+  if (rule === null) return deny(out, 'value_not_allowed', ExceptionCode.ILLEGAL_DATA_VALUE, set.firstRuleOf(seg), 'none');
+  return allow(out, rule);
+}
+
+/** FC23: the read part must be readable and the write part writable (values checked). */
+function decideReadWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
+  const r = unit.read[HOLDING_REGISTERS]!;
+  const w = unit.write[HOLDING_REGISTERS]!;
+  if (r === null || w === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
+  if (req.exception !== 0) return malformed(out, req, w.firstRule);
+  const lo = req.readStart;
+  if (!r.covers(lo, lo + req.readQuantity - 1)) {
+    return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, r.firstRule, 'none');
+  }
+  return checkWritePart(w, req, out);
+}
+
+/** Everything without an address model: allowed only through `functions`. */
+function decideFunction(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
+  const fc = req.functionCode;
+  const g = unit.functions[fc];
+  if (g === null || g === undefined) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
+  let rule: string | null = g.allRule;
+  if (g.sub !== null) {
+    const key = fc === FunctionCode.DIAGNOSTICS ? req.subFunction : req.meiType;
+    // key < 0: the PDU ended before the sub-function; only an unnarrowed grant lets it reach
+    // the malformed check.
+    if (key >= 0) rule = g.sub.ruleAt(key);
+    if (rule === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, g.firstRule, 'none');
+  }
+  if (req.exception !== 0) return malformed(out, req, rule);
+  return allow(out, rule!);
+}
+
+export interface CompileMeta {
+  /** sha256 of the source text, hex. */
+  readonly sha256: string;
+  /** Store version; 0 for a file. */
+  readonly version: number;
+}
+
+/** Compiles a validated, normalized document into the frozen policy the proxy swaps in whole. */
+export function compilePolicy(document: PolicyDocument, meta: CompileMeta): CompiledPolicy {
+  const doc = deepFreeze(document);
+  const devices = new Map<string, CompiledDevice>();
+  for (const d of doc.devices) devices.set(d.name, new CompiledDeviceImpl(d));
+  return Object.freeze({ sha256: meta.sha256, version: meta.version, devices, document: doc });
+}
+
+function deepFreeze<T>(x: T): T {
+  if (typeof x === 'object' && x !== null && !Object.isFrozen(x)) {
+    Object.freeze(x);
+    for (const v of Object.values(x)) deepFreeze(v);
+  }
+  return x;
+}
+
+export { Decision };

@@ -1,0 +1,481 @@
+// The policy file format, defined once. The validator (validate.ts) walks these nodes over the YAML
+// tree and the JSON Schema generator (schema-gen.ts) turns them into the editor schema, so the two
+// can't drift apart. The builders carry the TypeScript type of what each node validates to, which
+// gives `PolicyInput` without writing it twice.
+
+import { FUNCTION_NAMES, FunctionCode, MAX_ADDRESS, MAX_ADU_LENGTH, MEI_READ_DEVICE_IDENTIFICATION } from '../proxy/modbus/index.js';
+import type { Table } from '../proxy/modbus/index.js';
+
+// ---------------------------------------------------------------------------------------------
+// Numbers of the format
+// ---------------------------------------------------------------------------------------------
+
+/** The only `version` this code reads. */
+export const POLICY_VERSION = 1;
+export const MAX_UNIT_ID = 255;
+/** Request function codes: 128..255 mark exception responses, 0 is never valid. */
+export const MIN_FUNCTION_CODE = 1;
+export const MAX_FUNCTION_CODE = 127;
+export const MAX_REGISTER_VALUE = 0xffff;
+/** A coil is written as 0 (off) or 1 (on), whatever the frame's encoding (FC5 uses 0xFF00). */
+export const MAX_COIL_VALUE = 1;
+export const MAX_SUBFUNCTION = 0xffff;
+export const MAX_MEI_TYPE = 0xff;
+/** Device and rule names end up in Redis keys and metric labels: keep them short and plain. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/**
+ * Top-level keys starting `x-` are ignored: somewhere to define YAML anchors (`x-hmi: &hmi [...]`)
+ * without an unknown-key error. Only at the top: no typo of a real key starts with `x-`.
+ */
+export const EXTENSION_KEYS = /^x-/;
+
+export const READ_TABLES = ['coils', 'discrete_inputs', 'holding_registers', 'input_registers'] as const satisfies readonly Table[];
+export const WRITE_TABLES = ['coils', 'holding_registers'] as const satisfies readonly Table[];
+export type ReadTable = (typeof READ_TABLES)[number];
+export type WriteTable = (typeof WRITE_TABLES)[number];
+
+/**
+ * Functions whose requests carry table addresses. They are governed by `read:`/`write:` only; a
+ * `functions` entry for one of them is an error, so a function list can never silently widen
+ * table access (e.g. `functions: [write_multiple_registers]` granting every register).
+ */
+export const ADDRESS_MODEL_FUNCTIONS: ReadonlySet<number> = new Set([
+  FunctionCode.READ_COILS,
+  FunctionCode.READ_DISCRETE_INPUTS,
+  FunctionCode.READ_HOLDING_REGISTERS,
+  FunctionCode.READ_INPUT_REGISTERS,
+  FunctionCode.WRITE_SINGLE_COIL,
+  FunctionCode.WRITE_SINGLE_REGISTER,
+  FunctionCode.WRITE_MULTIPLE_COILS,
+  FunctionCode.WRITE_MULTIPLE_REGISTERS,
+  FunctionCode.MASK_WRITE_REGISTER,
+  FunctionCode.READ_WRITE_MULTIPLE_REGISTERS,
+  FunctionCode.READ_FIFO_QUEUE,
+]);
+
+/** FC43 narrowed to MEI type 14: the name engineers know from vendor tools. */
+export const READ_DEVICE_IDENTIFICATION = 'read_device_identification';
+
+/** Every function name the format knows (address-model ones included, to explain their error). */
+export const FUNCTION_CODE_BY_NAME: ReadonlyMap<string, number> = new Map([
+  ...[...FUNCTION_NAMES].map(([code, name]): [string, number] => [name, code]),
+  [READ_DEVICE_IDENTIFICATION, FunctionCode.ENCAPSULATED_INTERFACE_TRANSPORT],
+]);
+/** The names allowed in `functions`. */
+export const FUNCTION_LIST_NAMES: readonly string[] = [...FUNCTION_CODE_BY_NAME]
+  .filter(([, code]) => !ADDRESS_MODEL_FUNCTIONS.has(code))
+  .map(([name]) => name);
+/** Function codes that can be narrowed, and what by. */
+export const NARROWABLE = {
+  subfunctions: FunctionCode.DIAGNOSTICS,
+  mei_types: FunctionCode.ENCAPSULATED_INTERFACE_TRANSPORT,
+} as const;
+export { MEI_READ_DEVICE_IDENTIFICATION };
+
+/**
+ * Device limits: YAML key → camelCase key of `Limits`, built-in default, bounds and meaning.
+ * Bounds are sanity bounds: a typo like an extra digit is caught, real deployments fit.
+ */
+export const LIMIT_FIELDS = {
+  connect_timeout_ms: {
+    key: 'connectTimeoutMs',
+    default: 3000,
+    min: 1,
+    max: 600_000,
+    description: 'Time allowed to open the connection to the PLC, in ms.',
+  },
+  response_timeout_ms: {
+    key: 'responseTimeoutMs',
+    default: 3000,
+    min: 1,
+    max: 600_000,
+    description: 'Time the PLC has to answer a request before the client gets exception 0B, in ms.',
+  },
+  idle_timeout_ms: {
+    key: 'idleTimeoutMs',
+    default: 300_000,
+    min: 1,
+    max: 86_400_000,
+    description: 'A client connection with nothing outstanding and nothing received for this long is closed, in ms.',
+  },
+  frame_timeout_ms: {
+    key: 'frameTimeoutMs',
+    default: 5000,
+    min: 1,
+    max: 600_000,
+    description: 'A partly received frame must be completed within this (slowloris), in ms.',
+  },
+  max_connections: {
+    key: 'maxConnections',
+    default: 32,
+    min: 1,
+    max: 10_000,
+    description: 'Client connections open at once to this device.',
+  },
+  max_connections_per_source: {
+    key: 'maxConnectionsPerSource',
+    default: 8,
+    min: 1,
+    max: 10_000,
+    description: 'Client connections open at once to this device from one source address.',
+  },
+  max_outstanding: {
+    key: 'maxOutstanding',
+    default: 32,
+    min: 1,
+    max: 4096,
+    description: 'Requests forwarded to the PLC and not yet answered, per client connection.',
+  },
+  max_buffered_bytes: {
+    key: 'maxBufferedBytes',
+    default: 65_536,
+    // One whole frame must fit, or a connection could never make progress.
+    min: MAX_ADU_LENGTH,
+    max: 64 * 1024 * 1024,
+    description: 'Bytes queued towards one side before the other side stops being read.',
+  },
+  reconnect_backoff_min_ms: {
+    key: 'reconnectBackoffMinMs',
+    default: 100,
+    min: 1,
+    max: 600_000,
+    description: 'First delay before reconnecting to a PLC that failed, in ms.',
+  },
+  reconnect_backoff_max_ms: {
+    key: 'reconnectBackoffMaxMs',
+    default: 5000,
+    min: 1,
+    max: 3_600_000,
+    description: 'Largest delay between reconnection attempts, in ms (at least reconnect_backoff_min_ms).',
+  },
+} as const;
+export type LimitKey = keyof typeof LIMIT_FIELDS;
+
+export const MAX_RATE = 1_000_000;
+
+export const MODES = ['enforce', 'monitor'] as const;
+export const ON_DENY = ['exception', 'drop', 'close'] as const;
+/** `rate_limit: none` on a device switches off a rate limit set in `defaults`. */
+export const RATE_LIMIT_NONE = 'none';
+
+// ---------------------------------------------------------------------------------------------
+// The schema language
+// ---------------------------------------------------------------------------------------------
+
+interface NodeBase {
+  /** What a valid value looks like, for error messages ("a unit id 0..255"). */
+  readonly expected: string;
+  /** Hover text in editors. */
+  readonly description?: string;
+  /** Emit once under `definitions` in the JSON Schema and refer to it. */
+  readonly ref?: string;
+}
+export interface FieldSpec {
+  readonly schema: SchemaNode;
+  readonly required: boolean;
+  readonly description?: string;
+  readonly default?: number | string;
+}
+export interface ObjectNode extends NodeBase {
+  readonly kind: 'object';
+  readonly fields: Readonly<Record<string, FieldSpec>>;
+  /** Keys matching this are accepted and ignored (a place for YAML anchors). */
+  readonly extensionKeys?: RegExp;
+}
+export interface ArrayNode extends NodeBase {
+  readonly kind: 'array';
+  readonly items: SchemaNode;
+}
+/** Alternatives told apart by YAML node type (number, string, mapping, list): at most one each. */
+export interface OneOfNode extends NodeBase {
+  readonly kind: 'oneOf';
+  readonly options: readonly SchemaNode[];
+}
+export interface IntegerNode extends NodeBase {
+  readonly kind: 'integer';
+  readonly min: number;
+  readonly max: number;
+}
+/** An inclusive range written `a-b` (spaces around `-` allowed), both ends in min..max. */
+export interface RangeNode extends NodeBase {
+  readonly kind: 'range';
+  readonly min: number;
+  readonly max: number;
+}
+export interface EnumNode extends NodeBase {
+  readonly kind: 'enum';
+  readonly values: readonly string[];
+}
+export interface PatternNode extends NodeBase {
+  readonly kind: 'pattern';
+  readonly pattern: RegExp;
+}
+/** Any string. */
+export interface TextNode extends NodeBase {
+  readonly kind: 'string';
+}
+/** An IP address or CIDR (net.ts parseCidr). */
+export interface CidrNode extends NodeBase {
+  readonly kind: 'cidr';
+}
+/** host:port (net.ts parseEndpoint). */
+export interface EndpointNode extends NodeBase {
+  readonly kind: 'endpoint';
+}
+/** A function code 1..127 without an address model. */
+export interface FunctionCodeNode extends NodeBase {
+  readonly kind: 'functionCode';
+}
+/** One of FUNCTION_LIST_NAMES. */
+export interface FunctionNameNode extends NodeBase {
+  readonly kind: 'functionName';
+}
+export type SchemaNode =
+  | ObjectNode
+  | ArrayNode
+  | OneOfNode
+  | IntegerNode
+  | RangeNode
+  | EnumNode
+  | PatternNode
+  | TextNode
+  | CidrNode
+  | EndpointNode
+  | FunctionCodeNode
+  | FunctionNameNode;
+
+declare const TYPE: unique symbol;
+/** A schema node and, at the type level only, the type of the value it validates to. */
+export interface Schema<T> {
+  readonly node: SchemaNode;
+  readonly [TYPE]?: T;
+}
+export type Infer<S> = S extends Schema<infer T> ? T : never;
+
+export interface Field<T, R extends boolean> {
+  readonly spec: FieldSpec;
+  readonly [TYPE]?: T;
+  readonly required: R;
+}
+type RequiredKeys<F> = { [K in keyof F]: F[K] extends Field<unknown, true> ? K : never }[keyof F];
+type OptionalKeys<F> = Exclude<keyof F, RequiredKeys<F>>;
+type FieldType<X> = X extends Field<infer T, boolean> ? T : never;
+type Flatten<T> = { [K in keyof T]: T[K] };
+type ObjectType<F> = Flatten<{ [K in RequiredKeys<F>]: FieldType<F[K]> } & { [K in OptionalKeys<F>]?: FieldType<F[K]> }>;
+
+type Doc = Omit<NodeBase, 'expected'> & { readonly extensionKeys?: RegExp };
+
+function schema<T>(node: SchemaNode): Schema<T> {
+  return { node };
+}
+export function integer(min: number, max: number, expected: string, doc: Doc = {}): Schema<number> {
+  return schema({ kind: 'integer', min, max, expected, ...doc });
+}
+export function range(min: number, max: number, expected: string, doc: Doc = {}): Schema<string> {
+  return schema({ kind: 'range', min, max, expected, ...doc });
+}
+export function enumOf<const V extends string>(values: readonly V[], expected: string, doc: Doc = {}): Schema<V> {
+  return schema({ kind: 'enum', values, expected, ...doc });
+}
+export function pattern(re: RegExp, expected: string, doc: Doc = {}): Schema<string> {
+  return schema({ kind: 'pattern', pattern: re, expected, ...doc });
+}
+export function leaf(kind: 'string' | 'cidr' | 'endpoint' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
+  return schema({ kind, expected, ...doc });
+}
+export function functionCode(expected: string, doc: Doc = {}): Schema<number> {
+  return schema({ kind: 'functionCode', expected, ...doc });
+}
+export function array<T>(items: Schema<T>, expected: string, doc: Doc = {}): Schema<T[]> {
+  return schema({ kind: 'array', items: items.node, expected, ...doc });
+}
+export function oneOf<const S extends readonly Schema<unknown>[]>(options: S, expected: string, doc: Doc = {}): Schema<Infer<S[number]>> {
+  return schema({ kind: 'oneOf', options: options.map((o) => o.node), expected, ...doc });
+}
+export function object<F extends Record<string, Field<unknown, boolean>>>(
+  fields: F,
+  expected: string,
+  doc: Doc = {},
+): Schema<ObjectType<F>> {
+  const specs: Record<string, FieldSpec> = {};
+  for (const [k, f] of Object.entries(fields)) specs[k] = f.spec;
+  return schema({ kind: 'object', fields: specs, expected, ...doc });
+}
+export function required<T>(s: Schema<T>, description?: string): Field<T, true> {
+  return { spec: { schema: s.node, required: true, description }, required: true };
+}
+export function optional<T>(s: Schema<T>, description?: string, defaultValue?: number | string): Field<T, false> {
+  return { spec: { schema: s.node, required: false, description, default: defaultValue }, required: false };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy format
+// ---------------------------------------------------------------------------------------------
+
+const ADDRESS_EXPECTED = `an address 0..${MAX_ADDRESS} or a range a-b`;
+const address = integer(0, MAX_ADDRESS, `an address 0..${MAX_ADDRESS}`);
+const addressRange = range(0, MAX_ADDRESS, `an address range a-b with a ≤ b, both 0..${MAX_ADDRESS}`);
+const addressItem = oneOf([address, addressRange], ADDRESS_EXPECTED);
+const addressList = array(addressItem, 'a list of addresses and ranges (e.g. [0-99, 200])', {
+  description: '0-based PDU addresses as on the wire ("40001" in a manual is holding register 0); ranges are inclusive.',
+  ref: 'addressList',
+});
+
+function valueSpec(max: number, what: string): Schema<number | string | (number | string)[]> {
+  const one = integer(0, max, `a ${what} 0..${max}`);
+  const r = range(0, max, `a ${what} range a-b with a ≤ b, both 0..${max}`);
+  return oneOf([one, r, array(oneOf([one, r], `a ${what} 0..${max} or a range a-b`), `a list of ${what}s and ranges`)],
+    `a ${what} 0..${max}, a range a-b or a list of them`);
+}
+
+function writeEntry(table: WriteTable) {
+  const [max, what] = table === 'coils' ? [MAX_COIL_VALUE, 'coil value'] : [MAX_REGISTER_VALUE, 'register value'];
+  const bounded = object(
+    {
+      addresses: required(
+        oneOf([address, addressRange, addressList], `${ADDRESS_EXPECTED} or a list of them`),
+        'The addresses this entry allows writing.',
+      ),
+      values: optional(
+        valueSpec(max, what),
+        `Every value written to these addresses must lie in one of these (omitted: any value). ${
+          table === 'coils' ? 'Coils: 0 = off, 1 = on.' : 'Registers: 0..65535, unsigned.'
+        }`,
+      ),
+    },
+    `a mapping with addresses and values`,
+  );
+  return array(oneOf([address, addressRange, bounded], `${ADDRESS_EXPECTED}, or { addresses, values }`), `a list of addresses, ranges and { addresses, values } entries`, {
+    ref: `write_${table}`,
+    description: 'Addresses (any value) or { addresses, values } entries (values bounded).',
+  });
+}
+
+const functionName = leaf('functionName', 'a function name', {
+  description: 'snake_case of the Modbus spec name; read_device_identification is FC43 with MEI type 14 only.',
+});
+const functionNumber = functionCode(`a function code ${MIN_FUNCTION_CODE}..${MAX_FUNCTION_CODE} without an address model`, {
+  description: 'Any function code, including user-defined (65-72, 100-110) and vendor ones (90 is Schneider UMAS).',
+});
+const functionRef = oneOf([functionNumber, functionName], 'a function name or code');
+const narrowList = (max: number, what: string) =>
+  array(
+    oneOf([integer(0, max, `a ${what} 0..${max}`), range(0, max, `a ${what} range a-b with a ≤ b, both 0..${max}`)], `a ${what} 0..${max} or a range a-b`),
+    `a list of ${what}s and ranges`,
+  );
+const functionObject = object(
+  {
+    code: required(functionRef, 'The function, by name or code.'),
+    subfunctions: optional(narrowList(MAX_SUBFUNCTION, 'sub-function'), 'Diagnostics (FC8) only: the sub-functions allowed (4 = Force Listen Only).'),
+    mei_types: optional(narrowList(MAX_MEI_TYPE, 'MEI type'), 'Encapsulated interface transport (FC43) only: the MEI types allowed (14 = Read Device Identification).'),
+  },
+  'a mapping with code and subfunctions or mei_types',
+);
+const functionList = array(
+  oneOf([functionNumber, functionName, functionObject], 'a function name, a code 1..127, or { code, subfunctions | mei_types }'),
+  'a list of functions',
+  { ref: 'functions', description: 'Functions without an address model this rule allows.' },
+);
+
+const limitFields = Object.fromEntries(
+  Object.entries(LIMIT_FIELDS).map(([k, f]) => [k, optional(integer(f.min, f.max, `an integer ${f.min}..${f.max}`), f.description, f.default)]),
+) as { [K in LimitKey]: Field<number, false> };
+const limits = object(limitFields, 'a mapping of limits', {
+  ref: 'limits',
+  description: 'Connection and resource limits; a device\'s own keys override defaults, which override the built-ins.',
+});
+
+const rate = (what: string) => integer(1, MAX_RATE, `${what} 1..${MAX_RATE}`);
+const rateLimitObject = object(
+  {
+    requests_per_second: required(rate('a rate'), 'Requests per second allowed from one source address.'),
+    writes_per_second: optional(rate('a rate'), 'Write requests per second from one source address (default: requests_per_second).'),
+    burst: optional(rate('a burst size'), 'Requests a source may send at once above the rate (default: requests_per_second).'),
+  },
+  'a mapping with requests_per_second, writes_per_second and burst',
+);
+// Built outside the oneOf: inside it, contextual typing would widen 'none' to string.
+const rateLimitNone = enumOf([RATE_LIMIT_NONE], 'none (or a rate limit mapping)');
+const rateLimit = oneOf([rateLimitObject, rateLimitNone], 'a rate limit mapping, or none', {
+  ref: 'rateLimit',
+  description: 'Per source address; omitted: no rate limit. `none` on a device switches off one set in defaults.',
+});
+
+const modeField = enumOf(MODES, 'enforce or monitor', {
+  description: 'enforce: deny what the policy does not allow. monitor: forward everything, log and count what would be denied.',
+});
+const onDenyField = enumOf(ON_DENY, 'exception, drop or close', {
+  description: 'What a denied request gets: a Modbus exception reply, no reply, or a closed client connection.',
+});
+const description = leaf('string', 'a string', { description: 'Free text for people; ignored by the proxy.' });
+
+const rule = object(
+  {
+    name: optional(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique in the device; default rule-<index> (0-based).'),
+    description: optional(description),
+    sources: optional(
+      array(leaf('cidr', 'an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
+      'Client addresses this rule applies to; omitted: any source. IPv4 and IPv6 are apart: ::/0 is every IPv6 address, not every address; an IPv4-mapped client (::ffff:10.0.0.1) is IPv4.',
+    ),
+    units: optional(
+      array(oneOf([integer(0, MAX_UNIT_ID, `a unit id 0..${MAX_UNIT_ID}`), range(0, MAX_UNIT_ID, `a unit id range a-b with a ≤ b, both 0..${MAX_UNIT_ID}`)], `a unit id 0..${MAX_UNIT_ID} or a range a-b`), 'a list of unit ids and ranges'),
+      'Unit ids this rule applies to; omitted: any.',
+    ),
+    read: optional(
+      object(Object.fromEntries(READ_TABLES.map((t) => [t, optional(addressList)])) as { [K in ReadTable]: Field<(number | string)[], false> }, `a mapping of tables (${READ_TABLES.join(', ')})`),
+      'Readable addresses per table (FC1-4, FC23 read part, FC24 pointer).',
+    ),
+    write: optional(
+      object({ coils: optional(writeEntry('coils')), holding_registers: optional(writeEntry('holding_registers')) }, `a mapping of tables (${WRITE_TABLES.join(', ')})`),
+      'Writable addresses per table (FC5, 6, 15, 16, 22, FC23 write part), optionally with value bounds.',
+    ),
+    functions: optional(
+      functionList,
+      'Functions without an address model (FC7, 8, 11, 12, 17, 20, 21, 43, user-defined, vendor codes) this rule allows. Functions with addresses (FC1-6, 15, 16, 22-24) go under read:/write:.',
+    ),
+  },
+  'a rule (a mapping)',
+  { ref: 'rule' },
+);
+
+const deviceSettings = {
+  mode: optional(modeField, undefined, 'enforce'),
+  on_deny: optional(onDenyField, undefined, 'exception'),
+  limits: optional(limits),
+  rate_limit: optional(rateLimit),
+};
+
+const device = object(
+  {
+    name: required(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique; used in Redis keys, metric labels and logs.'),
+    description: optional(description),
+    listen: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
+    upstream: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
+    ...deviceSettings,
+    rules: optional(array(rule, 'a list of rules'), 'Allow rules; a request passes when the rules matching its source and unit together cover everything it touches. No rules: everything is denied.'),
+  },
+  'a device (a mapping)',
+  { ref: 'device' },
+);
+
+export const POLICY_SCHEMA = object(
+  {
+    version: required(integer(POLICY_VERSION, POLICY_VERSION, `the integer ${POLICY_VERSION}`), 'Format version.'),
+    defaults: optional(object(deviceSettings, 'a mapping with mode, on_deny, limits and rate_limit'), 'Settings for every device; a device\'s own keys override them.'),
+    devices: required(array(device, 'a list of devices'), 'One entry per PLC: where clients connect, where the PLC is, and what is allowed.'),
+  },
+  'a policy (a mapping with version and devices)',
+  {
+    description: 'plcguard allow-list policy: which clients may read and write what on each PLC.',
+    extensionKeys: EXTENSION_KEYS,
+  },
+);
+
+/** The document as written, once validated (ranges are canonical `a-b` strings). */
+export type PolicyInput = Infer<typeof POLICY_SCHEMA>;
+export type DeviceInput = PolicyInput['devices'][number];
+export type RuleInput = NonNullable<DeviceInput['rules']>[number];
+export type LimitsInput = NonNullable<DeviceInput['limits']>;
+export type RateLimitInput = NonNullable<DeviceInput['rate_limit']>;
+export type FunctionInput = NonNullable<RuleInput['functions']>[number];
+export type WriteEntryInput = NonNullable<NonNullable<RuleInput['write']>['holding_registers']>[number];

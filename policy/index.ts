@@ -1,0 +1,18 @@
+// The policy layer: format, validation, compiled matcher, dry run.
+export * from './types.js';
+export * from './errors.js';
+export { parsePolicy, loadPolicyFile, loadValidPolicyFile, policySha256 } from './parse.js';
+export type { ParseResult, ParseOptions } from './parse.js';
+export { validatePolicyText, MAX_POLICY_NODES } from './validate.js';
+export type { ValidationResult } from './validate.js';
+export { compilePolicy, MAX_CACHED_RULE_SETS } from './compile.js';
+export type { CompileMeta } from './compile.js';
+export { normalizePolicy, BUILTIN_LIMITS_YAML, DEFAULT_MODE, DEFAULT_ON_DENY } from './document.js';
+export type { PolicyDocument, DeviceDocument, RuleDocument, RateLimitDocument } from './document.js';
+export { POLICY_SCHEMA, POLICY_VERSION, LIMIT_FIELDS, FUNCTION_LIST_NAMES } from './format.js';
+export type { PolicyInput } from './format.js';
+export { generateJsonSchema, jsonSchemaText, writeJsonSchema, defaultSchemaPath, SCHEMA_FILE } from './schema-gen.js';
+export { policyCommand, EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_DENY } from './cli.js';
+export { parseRequestSpec } from './request-spec.js';
+export type { RequestSpec } from './request-spec.js';
+export type { CommandIO } from './cli.js';

@@ -1,0 +1,124 @@
+import type { Redis } from 'ioredis';
+import type { CompiledPolicy } from './types.js';
+import type { PolicyStore } from './store.js';
+
+export interface SourceResult {
+  policy?: CompiledPolicy;
+  errors: readonly { format(): string }[];
+  warnings: readonly { format(): string }[];
+}
+
+export type Parser = (text: string, fileName: string) => SourceResult;
+
+/** Re-reads the version this often even without a message (pub/sub is best effort). */
+export const RESYNC_INTERVAL_MS = 5000;
+
+/**
+ * Follows the version in force in Redis: on every announcement, on every (re)connect (pub/sub
+ * loses messages while disconnected) and every few seconds, reads the current version and, when
+ * it is new, parses it and hands it on. A version that doesn't parse is reported once and
+ * skipped; the caller keeps its last good policy.
+ */
+export class RedisPolicyWatcher {
+  private applied = 0;
+  private rejected = 0;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private up = false;
+
+  constructor(
+    private readonly store: PolicyStore,
+    private readonly subscriber: Redis,
+    private readonly parse: Parser,
+    private readonly onChange: (result: SourceResult, version: number) => void,
+    private readonly onStatus: (up: boolean, error?: string) => void,
+  ) {}
+
+  get version(): number {
+    return this.applied;
+  }
+
+  start(): void {
+    const redis = this.store.redis;
+    redis.on('ready', () => {
+      this.status(true);
+      this.sync();
+    });
+    for (const ev of ['close', 'end'] as const) redis.on(ev, () => this.status(false));
+    redis.on('error', (err: Error) => this.status(false, err.message));
+    this.subscriber.on('ready', () => {
+      this.subscriber.subscribe(this.store.channel).then(
+        () => this.sync(),
+        () => {
+          /* the next ready retries */
+        },
+      );
+    });
+    this.subscriber.on('error', () => {
+      /* reported through the command connection's status */
+    });
+    this.subscriber.on('message', () => this.sync());
+    this.timer = setInterval(() => this.sync(), RESYNC_INTERVAL_MS);
+    this.timer.unref();
+    if (redis.status === 'ready') {
+      this.status(true);
+      this.sync();
+    }
+  }
+
+  private status(up: boolean, error?: string): void {
+    if (up === this.up || this.stopped) return;
+    this.up = up;
+    this.onStatus(up, error);
+  }
+
+  /** Checks for a new version now; concurrent calls coalesce into one more run. */
+  sync(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.check()
+      .catch(() => {
+        /* Redis went away mid-read: the reconnect resyncs */
+      })
+      .finally(() => {
+        this.running = null;
+        if (this.again) {
+          this.again = false;
+          this.sync();
+        }
+      });
+  }
+
+  /** Resolves when no check is running (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async check(): Promise<void> {
+    const v = await this.store.currentVersion();
+    if (v === 0 || v === this.applied || v === this.rejected) return;
+    const rec = await this.store.get(v);
+    const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`);
+    if (this.stopped) return;
+    if (r.policy) {
+      this.applied = v;
+      this.onChange({ ...r, policy: Object.freeze({ ...r.policy, version: v }) }, v);
+    } else {
+      this.rejected = v;
+      this.onChange(r, v);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.idle();
+    this.subscriber.disconnect();
+    this.store.redis.disconnect();
+  }
+}
