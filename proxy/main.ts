@@ -89,8 +89,10 @@ async function serve(
     const stop = (signal: string): void => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
+      // rt.stop() closes the listeners before it returns: log after, so "stopping" means it.
+      const stopped = rt.stop();
       logger.log('stopping', { signal });
-      rt.stop()
+      stopped
         .then(cleanup)
         .then(() => {
           logger.log('stopped');

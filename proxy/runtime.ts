@@ -187,9 +187,11 @@ export class ProxyRuntime {
 
   /** Stops accepting, lets outstanding requests finish (bounded), closes everything. */
   async stop(): Promise<void> {
+    // Stop accepting first, in this tick; then let what is in flight finish.
+    const shutdown = this.server.shutdown(this.opts.graceMs ?? DEFAULT_GRACE_MS);
     await this.opts.source.stop();
     await this.applying;
-    await this.server.shutdown(this.opts.graceMs ?? DEFAULT_GRACE_MS);
+    await shutdown;
     const admin = this.admin;
     this.admin = null;
     if (admin) {

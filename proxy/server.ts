@@ -148,6 +148,7 @@ export class ProxyServer {
 
   /** Applies a policy. Rejects (and leaves nothing half-done for new devices) when a listen fails. */
   async apply(policy: CompiledPolicy): Promise<void> {
+    if (this.stopping) return;
     for (const [name, l] of this.listeners) {
       if (!policy.devices.has(name)) {
         this.listeners.delete(name);

@@ -38,7 +38,7 @@ async function setup(t: Test, body = READ_RULE, extra = '', plcOpts: { maxConnec
 // Exception reply: tid, pid 0, length 3, unit, FC|0x80, code.
 const exc = (tid: number, unit: number, fc: number, code: number): string => hexOf(adu(tid, unit, [fc | 0x80, code]));
 
-t.test('an allowed read passes byte for byte both ways', async (t) => {
+void t.test('an allowed read passes byte for byte both ways', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const request = req(0x1234, 1, [3, 0x00, 0x05, 0x00, 0x03]);
@@ -49,7 +49,7 @@ t.test('an allowed read passes byte for byte both ways', async (t) => {
   c.close();
 });
 
-t.test('denials: exact exception bytes and nothing upstream', async (t) => {
+void t.test('denials: exact exception bytes and nothing upstream', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const cases: [string, Buffer, string][] = [
@@ -86,7 +86,7 @@ t.test('denials: exact exception bytes and nothing upstream', async (t) => {
   c.close();
 });
 
-t.test('allowed requests of every kind reach the PLC unchanged', async (t) => {
+void t.test('allowed requests of every kind reach the PLC unchanged', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const allowed: Buffer[] = [
@@ -116,7 +116,7 @@ t.test('allowed requests of every kind reach the PLC unchanged', async (t) => {
   c.close();
 });
 
-t.test('frames split into single bytes and coalesced pass the same', async (t) => {
+void t.test('frames split into single bytes and coalesced pass the same', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const a = req(1, 1, [3, 0, 1, 0, 2]);
@@ -133,7 +133,7 @@ t.test('frames split into single bytes and coalesced pass the same', async (t) =
   c.close();
 });
 
-t.test('a smuggled trailing frame inside a declared length is judged as one malformed frame', async (t) => {
+void t.test('a smuggled trailing frame inside a declared length is judged as one malformed frame', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const fc16 = [16, 0, 50, 0, 1, 2, 0xde, 0xad];
@@ -147,7 +147,7 @@ t.test('a smuggled trailing frame inside a declared length is judged as one malf
   c.close();
 });
 
-t.test('a framing error closes the client connection', async (t) => {
+void t.test('a framing error closes the client connection', async (t) => {
   const { plc, proxy } = await setup(t);
   for (const bad of [
     [0, 1, 0, 1, 0, 6, 1, 3, 0, 0, 0, 1], // protocol id 1
@@ -163,7 +163,7 @@ t.test('a framing error closes the client connection', async (t) => {
   t.equal(proxy.rt.server.stats.get('plc').framingErrors, 3);
 });
 
-t.test('pipelined requests: in order, one PLC connection per client, never more', async (t) => {
+void t.test('pipelined requests: in order, one PLC connection per client, never more', async (t) => {
   const { plc, proxy } = await setup(t);
   const clients = await Promise.all([1, 2, 3].map(() => RawClient.connect(proxy.port)));
   const n = 50;
@@ -187,7 +187,7 @@ t.test('pipelined requests: in order, one PLC connection per client, never more'
   await Promise.all(clients.map((c) => c.closed));
 });
 
-t.test('the PLC connection opens on the first allowed request and closes with the client', async (t) => {
+void t.test('the PLC connection opens on the first allowed request and closes with the client', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   c.send(req(1, 1, [6, 0, 99, 0, 1])); // denied
@@ -202,7 +202,7 @@ t.test('the PLC connection opens on the first allowed request and closes with th
   t.equal(plc.open.size, 0, 'PLC connection closed when the client left');
 });
 
-t.test('PLC down → 0A; PLC slow → 0B; PLC reset → 0B and reconnect', async (t) => {
+void t.test('PLC down → 0A; PLC slow → 0B; PLC reset → 0B and reconnect', async (t) => {
   const plc = await startRawPlc();
   const deadPort = plc.port;
   await plc.close();
@@ -241,7 +241,7 @@ t.test('PLC down → 0A; PLC slow → 0B; PLC reset → 0B and reconnect', async
   r.close();
 });
 
-t.test('responses: unsolicited, mismatched and inconsistent', async (t) => {
+void t.test('responses: unsolicited, mismatched and inconsistent', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   const stats = proxy.rt.server.stats.get('plc');
@@ -262,7 +262,7 @@ t.test('responses: unsolicited, mismatched and inconsistent', async (t) => {
   c.close();
 });
 
-t.test('a slow PLC response split in pieces is forwarded as it arrives', async (t) => {
+void t.test('a slow PLC response split in pieces is forwarded as it arrives', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   plc.respond = (r) => {
@@ -278,7 +278,7 @@ t.test('a slow PLC response split in pieces is forwarded as it arrives', async (
   c.close();
 });
 
-t.test('a PLC closing mid-response closes the client (its stream would be corrupt)', async (t) => {
+void t.test('a PLC closing mid-response closes the client (its stream would be corrupt)', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   plc.respond = (r, socket) => {
@@ -290,7 +290,7 @@ t.test('a PLC closing mid-response closes the client (its stream would be corrup
   t.equal(hexOf(c.received), hexOf(adu(1, 1, [3, 8, 0, 0, 0, 1, 0, 2, 0, 3]).subarray(0, 10)));
 });
 
-t.test('connection limits per device and per source', async (t) => {
+void t.test('connection limits per device and per source', async (t) => {
   const { proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { max_connections: 3, max_connections_per_source: 2 }\n');
   const a = await RawClient.connect(proxy.port, '127.0.0.1');
   const b = await RawClient.connect(proxy.port, '127.0.0.1');
@@ -311,7 +311,7 @@ t.test('connection limits per device and per source', async (t) => {
   for (const c of [a, b, other]) c.close();
 });
 
-t.test('a source no rule matches is refused at connect', async (t) => {
+void t.test('a source no rule matches is refused at connect', async (t) => {
   const { plc, proxy } = await setup(
     t,
     `    rules:
@@ -326,7 +326,7 @@ t.test('a source no rule matches is refused at connect', async (t) => {
   t.match(proxy.logs.find((l) => l.event === 'refused'), { reason: 'source_not_allowed', device: 'plc' });
 });
 
-t.test('max outstanding: the rest is held, not dropped, and goes on as answers come', async (t) => {
+void t.test('max outstanding: the rest is held, not dropped, and goes on as answers come', async (t) => {
   const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { max_outstanding: 2 }\n');
   const held: (() => void)[] = [];
   plc.respond = (r, socket) => {
@@ -347,7 +347,7 @@ t.test('max outstanding: the rest is held, not dropped, and goes on as answers c
   c.close();
 });
 
-t.test('slowloris: a frame not completed in time closes the connection', async (t) => {
+void t.test('slowloris: a frame not completed in time closes the connection', async (t) => {
   const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { frame_timeout_ms: 100 }\n');
   const c = await RawClient.connect(proxy.port);
   c.send([0, 1, 0, 0, 0, 6, 1, 3]);
@@ -358,7 +358,7 @@ t.test('slowloris: a frame not completed in time closes the connection', async (
   t.match(proxy.logs.find((l) => l.event === 'frame_timeout'), { partial_bytes: 8 });
 });
 
-t.test('idle clients are closed after the idle timeout', async (t) => {
+void t.test('idle clients are closed after the idle timeout', async (t) => {
   const { proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { idle_timeout_ms: 100 }\n');
   const c = await RawClient.connect(proxy.port);
   c.send(req(1, 1, [3, 0, 0, 0, 1]));
@@ -367,7 +367,7 @@ t.test('idle clients are closed after the idle timeout', async (t) => {
   t.ok(proxy.logs.some((l) => l.event === 'idle_timeout'));
 });
 
-t.test('a live policy change applies to an open connection from its next request', async (t) => {
+void t.test('a live policy change applies to an open connection from its next request', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   c.send(req(1, 1, [6, 0, 50, 0, 1]));
@@ -394,7 +394,7 @@ t.test('a live policy change applies to an open connection from its next request
   c.close();
 });
 
-t.test('monitor mode forwards everything and reports would-denials', async (t) => {
+void t.test('monitor mode forwards everything and reports would-denials', async (t) => {
   const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  mode: monitor\n');
   const c = await RawClient.connect(proxy.port);
   const w = req(1, 1, [6, 0, 50, 0, 1]);
@@ -405,7 +405,7 @@ t.test('monitor mode forwards everything and reports would-denials', async (t) =
   c.close();
 });
 
-t.test('on_deny drop answers nothing; on_deny close closes', async (t) => {
+void t.test('on_deny drop answers nothing; on_deny close closes', async (t) => {
   const drop = await setup(t, READ_RULE, 'defaults:\n  on_deny: drop\n');
   const c = await RawClient.connect(drop.proxy.port);
   c.send(Buffer.concat([req(1, 1, [6, 0, 50, 0, 1]), req(2, 1, [3, 0, 0, 0, 1])]));
@@ -420,7 +420,7 @@ t.test('on_deny drop answers nothing; on_deny close closes', async (t) => {
   t.equal(close.plc.requests.length, 0, 'nothing after the denied frame went upstream either');
 });
 
-t.test('a half-closed client still gets its outstanding answers', async (t) => {
+void t.test('a half-closed client still gets its outstanding answers', async (t) => {
   const { plc, proxy } = await setup(t);
   plc.respond = (r) => ({ pieces: [normalReply(r)], gapMs: 0 });
   const c = await RawClient.connect(proxy.port);
@@ -431,7 +431,7 @@ t.test('a half-closed client still gets its outstanding answers', async (t) => {
   await c.closed;
 });
 
-t.test('a client that never reads its responses stops being read (bounded buffering)', async (t) => {
+void t.test('a client that never reads its responses stops being read (bounded buffering)', async (t) => {
   const { plc, proxy } = await setup(t);
   const c = await RawClient.connect(proxy.port);
   c.socket.pause();

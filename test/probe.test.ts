@@ -1,0 +1,299 @@
+// `plcguard probe` against the simulated PLC and against scripted raw servers, all on 127.0.0.1.
+import net from 'node:net';
+import t from 'tap';
+import { HR, readBit, startSimulatedPlc, type SimulatedPlc } from '../proxy/demo/plc.js';
+import { encodeAdu } from '../proxy/modbus/index.js';
+import { PROBE_USAGE, probeCommand } from '../proxy/probe.js';
+import { closeServer, closedPort, listenLocal } from './fixtures/net.js';
+
+type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
+
+interface Run {
+  code: number;
+  stdout: string[];
+  stderr: string[];
+}
+
+async function probe(...args: string[]): Promise<Run> {
+  const run: Run = { code: -1, stdout: [], stderr: [] };
+  run.code = await probeCommand(args, { stdout: (s) => run.stdout.push(s), stderr: (s) => run.stderr.push(s) });
+  return run;
+}
+
+async function plcFor(t: TapTest, unitId?: number): Promise<SimulatedPlc> {
+  const plc = await startSimulatedPlc({ tickMs: 0, unitId });
+  t.teardown(() => plc.close());
+  return plc;
+}
+
+/**
+ * A scripted server: `reply` gets each received chunk (a whole request: the probe sends one) and
+ * the socket, and answers however the test wants. Its sockets are destroyed at teardown.
+ */
+async function rawServer(t: TapTest, reply: (request: Buffer, socket: net.Socket) => void): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('data', (chunk: Buffer) => reply(chunk, socket));
+  });
+  const port = await listenLocal(server);
+  t.teardown(async () => {
+    for (const s of sockets) s.destroy();
+    await closeServer(server);
+  });
+  return port;
+}
+
+/** A reply ADU to `request` (its transaction and unit id) with the given PDU. */
+const answer = (request: Buffer, pdu: number[]): Buffer => encodeAdu(request.readUInt16BE(0), request[6]!, Buffer.from(pdu));
+
+void t.test('read each table: one `table address: value` line per address', async (t) => {
+  const plc = await plcFor(t);
+  const at = `127.0.0.1:${plc.port}`;
+  t.same(await probe(at, 'read', 'holding_registers', '10-12'), {
+    code: 0,
+    stdout: ['holding_registers 10: 650', 'holding_registers 11: 850', 'holding_registers 12: 550'],
+    stderr: [],
+  });
+  t.same(await probe(at, 'read', 'input_registers', '2'), { code: 0, stdout: ['input_registers 2: 65526'], stderr: [] });
+  t.same(await probe(at, 'read', 'coils', '0-2', '--unit', '1'), {
+    code: 0,
+    stdout: ['coils 0: 1', 'coils 1: 1', 'coils 2: 0'],
+    stderr: [],
+  });
+  t.same(await probe(at, 'read', 'discrete_inputs', '3-4', '--timeout=1000'), {
+    code: 0,
+    stdout: ['discrete_inputs 3: 0', 'discrete_inputs 4: 1'],
+    stderr: [],
+  });
+  const max = await probe(at, 'read', 'holding_registers', '0-124');
+  t.equal(max.code, 0);
+  t.equal(max.stdout.length, 125, 'a maximal register read');
+  t.equal(max.stdout[124], 'holding_registers 124: 0');
+  const bits = await probe(at, 'read', 'coils', '0-1999');
+  t.equal(bits.stdout.length, 2000, 'a maximal bit read');
+  t.equal(bits.stdout[1999], 'coils 1999: 0');
+});
+
+void t.test('write with FC6, FC16, FC5, FC15, then read back', async (t) => {
+  const plc = await plcFor(t);
+  const at = `127.0.0.1:${plc.port}`;
+  const ack = (fc: string): string => `written with ${fc}, acknowledged by ${at} unit 1`;
+  t.same(await probe(at, 'write', 'holding_registers', '10=700'), {
+    code: 0,
+    stdout: ['holding_registers 10: 700', ack('write_single_register (FC6)')],
+    stderr: [],
+  });
+  t.equal(plc.holding.readUInt16BE(HR.SUPPLY_SETPOINT * 2), 700);
+  t.same(await probe(at, 'write', 'holding_registers', '14=25,13=70'), {
+    code: 0,
+    stdout: ['holding_registers 13: 70', 'holding_registers 14: 25', ack('write_multiple_registers (FC16)')],
+    stderr: [],
+  });
+  t.same((await probe(at, 'read', 'holding_registers', '10-14')).stdout, [
+    'holding_registers 10: 700',
+    'holding_registers 11: 850',
+    'holding_registers 12: 550',
+    'holding_registers 13: 70',
+    'holding_registers 14: 25',
+  ]);
+  t.same(await probe(at, 'write', 'coils', '2=1'), { code: 0, stdout: ['coils 2: 1', ack('write_single_coil (FC5)')], stderr: [] });
+  t.equal(readBit(plc.coils, 2), 1);
+  t.same(await probe(at, 'write', 'coils', '0=0,1=0,2=0,3=1'), {
+    code: 0,
+    stdout: ['coils 0: 0', 'coils 1: 0', 'coils 2: 0', 'coils 3: 1', ack('write_multiple_coils (FC15)')],
+    stderr: [],
+  });
+  t.same((await probe(at, 'read', 'coils', '0-3')).stdout, ['coils 0: 0', 'coils 1: 0', 'coils 2: 0', 'coils 3: 1']);
+  t.same(await probe(at, 'write', 'holding_registers', '999=65535'), {
+    code: 0,
+    stdout: ['holding_registers 999: 65535', ack('write_single_register (FC6)')],
+    stderr: [],
+  });
+});
+
+void t.test('a Modbus exception: its code and name, exit 3', async (t) => {
+  const plc = await plcFor(t);
+  const at = `127.0.0.1:${plc.port}`;
+  t.same(await probe(at, 'read', 'holding_registers', '999-1000'), {
+    code: 3,
+    stdout: [`exception 0x02 (illegal data address) from ${at} unit 1`],
+    stderr: [],
+  });
+  t.same(await probe(at, 'write', 'coils', '2000=1', '--unit', '9'), {
+    code: 3,
+    stdout: [`exception 0x02 (illegal data address) from ${at} unit 9`],
+    stderr: [],
+  });
+  const gated = await plcFor(t, 5);
+  const gatedAt = `127.0.0.1:${gated.port}`;
+  t.same(await probe(gatedAt, 'read', 'input_registers', '0', '--unit', '6'), {
+    code: 3,
+    stdout: [`exception 0x0b (gateway target device failed to respond) from ${gatedAt} unit 6`],
+    stderr: [],
+  });
+  // An exception code without a name in the spec.
+  const odd = await rawServer(t, (r, s) => s.write(answer(r, [0x83, 0x42])));
+  t.same(await probe(`127.0.0.1:${odd}`, 'read', 'holding_registers', '0'), {
+    code: 3,
+    stdout: [`exception 0x42 (unknown exception code) from 127.0.0.1:${odd} unit 1`],
+    stderr: [],
+  });
+});
+
+void t.test('connection and response failures: one line on stderr, exit 1', async (t) => {
+  const refused = await closedPort();
+  t.same(await probe(`127.0.0.1:${refused}`, 'read', 'coils', '0'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: connection refused by 127.0.0.1:${refused}`],
+  });
+
+  const silent = await rawServer(t, () => {});
+  t.same(await probe(`127.0.0.1:${silent}`, 'read', 'coils', '0', '--timeout', '100'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: no response from 127.0.0.1:${silent} unit 1 within 100 ms`],
+  });
+
+  const slammer = await rawServer(t, (_, s) => s.destroy());
+  t.same(await probe(`127.0.0.1:${slammer}`, 'write', 'holding_registers', '10=1'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: connection closed by 127.0.0.1:${slammer} before a response`],
+  });
+
+  // Two registers asked for, one returned.
+  const short = await rawServer(t, (r, s) => s.write(answer(r, [3, 2, 0, 1])));
+  t.same(await probe(`127.0.0.1:${short}`, 'read', 'holding_registers', '0-1'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: bad response from 127.0.0.1:${short} unit 1: Data length error, expected 9 got 7`],
+  });
+
+  // A write acknowledged with a different value than was sent.
+  const liar = await rawServer(t, (r, s) => s.write(answer(r, [6, 0, 10, 0, 1])));
+  t.same(await probe(`127.0.0.1:${liar}`, 'write', 'holding_registers', '10=650'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: bad response from 127.0.0.1:${liar} unit 1: the reply echoes address 10 and 1, expected 10 and 650`],
+  });
+  const coilLiar = await rawServer(t, (r, s) => s.write(answer(r, [15, 0, 3, 0, 2])));
+  t.same(await probe(`127.0.0.1:${coilLiar}`, 'write', 'coils', '2=1,3=1'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: bad response from 127.0.0.1:${coilLiar} unit 1: the reply echoes address 3 and 2, expected 2 and 2`],
+  });
+
+  const unresolvable = await probe('nonexistent.invalid:502', 'read', 'coils', '0', '--timeout', '10000');
+  t.equal(unresolvable.code, 1);
+  t.match(unresolvable.stderr, [/^error: cannot connect to nonexistent\.invalid:502: getaddrinfo (ENOTFOUND|EAI_AGAIN) nonexistent\.invalid$/]);
+  t.equal(unresolvable.stderr.length, 1);
+
+  // IPv6 literals are shown in brackets, whether or not this machine has IPv6 loopback.
+  const v6 = await probe(`[::1]:${refused}`, 'read', 'coils', '0');
+  t.equal(v6.code, 1);
+  t.match(v6.stderr, [new RegExp(`^error: (connection refused by|cannot connect to) \\[::1\\]:${refused}`)]);
+});
+
+const hasIpv6Loopback = await new Promise<boolean>((resolve) => {
+  const server = net.createServer();
+  server.once('error', () => resolve(false));
+  server.listen(0, '::1', () => server.close(() => resolve(true)));
+});
+
+void t.test(
+  'IPv6: [::1]:PORT reaches a PLC listening on ::1',
+  { skip: hasIpv6Loopback ? false : 'no IPv6 loopback on this machine' },
+  async (t) => {
+    const plc = await startSimulatedPlc({ host: '::1', tickMs: 0 });
+    t.teardown(() => plc.close());
+    t.equal(plc.host, '::1');
+    t.same(await probe(`[::1]:${plc.port}`, 'read', 'holding_registers', '7'), {
+      code: 0,
+      stdout: ['holding_registers 7: 258'],
+      stderr: [],
+    });
+  },
+);
+
+void t.test('usage errors: exit 2, the problem named, then the usage', async (t) => {
+  const cases: [string[], string][] = [
+    [[], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 0 argument(s)'],
+    [['127.0.0.1:502', 'read', 'coils'], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 3 argument(s)'],
+    [['127.0.0.1:502', 'read', 'coils', '0', '1'], 'unexpected argument "1"'],
+    [['127.0.0.1', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['127.0.0.1:70000', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1:70000" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['::1:502', 'read', 'coils', '0'], 'HOST:PORT: "::1:502" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['127.0.0.1:502', 'read', 'coils', '0', '--unit', '256'], '--unit must be a whole number 0..255, got "256"'],
+    [['127.0.0.1:502', 'read', 'coils', '0', '--unit', 'one'], '--unit must be a whole number 0..255, got "one"'],
+    [['127.0.0.1:502', 'read', 'coils', '0', '--timeout', '0'], '--timeout must be a whole number 1..600000, got "0"'],
+    [['127.0.0.1:502', 'erase', 'coils', '0'], 'operation "erase" is not read or write'],
+    [['127.0.0.1:502', 'read', 'registers', '0'], 'TABLE "registers" is not one of holding_registers, input_registers, coils, discrete_inputs'],
+    [['127.0.0.1:502', 'read', 'coils', ''], 'RANGE "" is not A or A-B'],
+    [['127.0.0.1:502', 'read', 'coils', 'a-b'], 'start address must be a whole number 0..65535, got "a"'],
+    [['127.0.0.1:502', 'read', 'coils', '5-'], 'end address must be a whole number 0..65535, got ""'],
+    [['127.0.0.1:502', 'read', 'coils', '1-2-3'], 'end address must be a whole number 0..65535, got "2-3"'],
+    [['127.0.0.1:502', 'read', 'coils', '0x10'], 'start address must be a whole number 0..65535, got "0x10"'],
+    [['127.0.0.1:502', 'read', 'coils', '65536'], 'start address must be a whole number 0..65535, got "65536"'],
+    [['127.0.0.1:502', 'read', 'holding_registers', '20-10'], 'RANGE "20-10" is reversed: 20 > 10'],
+    [['127.0.0.1:502', 'read', 'holding_registers', '0-125'], 'RANGE "0-125" is 126 holding_registers; one read takes at most 125'],
+    [['127.0.0.1:502', 'read', 'input_registers', '0-200'], 'RANGE "0-200" is 201 input_registers; one read takes at most 125'],
+    [['127.0.0.1:502', 'read', 'discrete_inputs', '0-2000'], 'RANGE "0-2000" is 2001 discrete_inputs; one read takes at most 2000'],
+    [['127.0.0.1:502', 'write', 'input_registers', '0=1'], 'input_registers are read-only; write holding_registers or coils'],
+    [['127.0.0.1:502', 'write', 'discrete_inputs', '0=1'], 'discrete_inputs are read-only; write holding_registers or coils'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10'], '"10" is not ADDR=VALUE'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=65536'], 'value for holding_registers 10 must be a whole number 0..65535, got "65536"'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=-1'], 'value for holding_registers 10 must be a whole number 0..65535, got "-1"'],
+    [['127.0.0.1:502', 'write', 'coils', '3=2'], 'value for coils 3 must be a whole number 0..1, got "2"'],
+    [['127.0.0.1:502', 'write', 'holding_registers', 'x=1'], 'address must be a whole number 0..65535, got "x"'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,10=2'], 'address 10 is written twice'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,12=2'], 'addresses 10 and 12 are not contiguous; one request writes one contiguous range'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,'], '"" is not ADDR=VALUE'],
+  ];
+  for (const [args, message] of cases) {
+    const run = await probe(...args);
+    t.same(run, { code: 2, stdout: [], stderr: [`plcguard probe: ${message}\n\n${PROBE_USAGE}`] }, args.join(' '));
+  }
+  // node:util parseArgs' own messages (their wording belongs to Node).
+  for (const [args, start] of [
+    [['127.0.0.1:502', 'read', 'coils', '0', '--color'], "plcguard probe: Unknown option '--color'"],
+    [['127.0.0.1:502', 'read', 'coils', '0', '--unit'], "plcguard probe: Option '--unit <value>' argument missing"],
+  ] as const) {
+    const run = await probe(...args);
+    t.equal(run.code, 2);
+    t.equal(run.stderr.length, 1);
+    t.ok(run.stderr[0]!.startsWith(start), args.join(' '));
+    t.ok(run.stderr[0]!.endsWith(`\n\n${PROBE_USAGE}`));
+  }
+  const many = (n: number, v: number): string => Array.from({ length: n }, (_, i) => `${i}=${v}`).join(',');
+  t.same((await probe('127.0.0.1:502', 'write', 'holding_registers', many(124, 7))).stderr, [
+    `plcguard probe: 124 holding_registers in one write; at most 123\n\n${PROBE_USAGE}`,
+  ]);
+  t.same((await probe('127.0.0.1:502', 'write', 'coils', many(1969, 1))).stderr, [
+    `plcguard probe: 1969 coils in one write; at most 1968\n\n${PROBE_USAGE}`,
+  ]);
+});
+
+void t.test('the largest writes are accepted: 123 registers, 1968 coils', async (t) => {
+  const plc = await plcFor(t);
+  const at = `127.0.0.1:${plc.port}`;
+  const many = (n: number, from: number, v: (i: number) => number): string =>
+    Array.from({ length: n }, (_, i) => `${from + i}=${v(i)}`).join(',');
+  const regs = await probe(at, 'write', 'holding_registers', many(123, 100, (i) => i * 3));
+  t.equal(regs.code, 0);
+  t.equal(regs.stdout.at(-1), `written with write_multiple_registers (FC16), acknowledged by ${at} unit 1`);
+  t.equal(plc.holding.readUInt16BE(222 * 2), 122 * 3);
+  const coils = await probe(at, 'write', 'coils', many(1968, 10, (i) => i % 2));
+  t.equal(coils.code, 0);
+  t.equal(readBit(plc.coils, 10 + 1967), 1);
+  t.equal(readBit(plc.coils, 10 + 1966), 0);
+});
+
+void t.test('--help prints the usage and exits 0', async (t) => {
+  t.same(await probe('--help'), { code: 0, stdout: [PROBE_USAGE], stderr: [] });
+  t.same(await probe('127.0.0.1:502', 'read', '-h'), { code: 0, stdout: [PROBE_USAGE], stderr: [] });
+  t.match(PROBE_USAGE, /plcguard probe HOST:PORT read TABLE RANGE \[--unit N\] \[--timeout MS\]/);
+  t.match(PROBE_USAGE, /plcguard probe HOST:PORT write TABLE ADDR=VALUE\[,ADDR=VALUE\.\.\.\] \[--unit N\] \[--timeout MS\]/);
+});

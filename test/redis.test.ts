@@ -1,0 +1,240 @@
+// Policy in Redis against a real redis-server: push/pull/history/diff/rollback, live reload
+// across several proxies, and Redis failing under traffic.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { Redis } from 'ioredis';
+import { parsePolicy } from '../policy/index.js';
+import { storeCommand } from '../policy/store-cli.js';
+import { Logger } from '../proxy/audit.js';
+import { RedisPolicySource } from '../proxy/redis-source.js';
+import { ProxyRuntime } from '../proxy/runtime.js';
+import { RawClient, hexOf, req } from './fixtures/raw-client.js';
+import { adu, startRawPlc } from './fixtures/raw-plc.js';
+import { startRedis, type TestRedis } from './fixtures/redis.js';
+import { freePort } from './fixtures/proxy.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-redis-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Listen ports of the devices boiler-0.. (one instance each: they split the plant). */
+const LISTEN_PORTS = await Promise.all([0, 1, 2].map(() => freePort()));
+
+function policyText(upstreamPort: number, writable: number, devices = 1): string {
+  const device = (i: number): string => `  - name: boiler-${i}
+    listen: 127.0.0.1:${LISTEN_PORTS[i]}
+    upstream: 127.0.0.1:${upstreamPort}
+    rules:
+      - name: hmi
+        units: [1]
+        read: { holding_registers: [0-99] }
+      - name: setpoint
+        units: [1]
+        write: { holding_registers: [${writable}] }
+`;
+  return `version: 1\ndevices:\n${Array.from({ length: devices }, (_, i) => device(i)).join('')}`;
+}
+
+function writeFile(name: string, text: string): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, text);
+  return f;
+}
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await storeCommand(args[0]!, args.slice(1), { stdout: (s) => (out += s + '\n'), stderr: (s) => (err += s + '\n') }, parsePolicy);
+  return { code, out, err };
+}
+
+async function withRedis(t: Test): Promise<TestRedis> {
+  const r = await startRedis();
+  t.teardown(() => r.kill());
+  return r;
+}
+
+void t.test('push, pull, history, diff, rollback', async (t) => {
+  const redis = await withRedis(t);
+  const f1 = writeFile('v1.yaml', policyText(5021, 10));
+  const f2 = writeFile('v2.yaml', policyText(5021, 11));
+  const r1 = await cli(['push', f1, '--redis', redis.url, '--author', 'alice', '--message', 'first']);
+  t.equal(r1.code, 0, r1.err);
+  t.match(r1.out, /^pushed .*v1\.yaml as version 1 \(sha256 [0-9a-f]{12}\)\n$/);
+  const d = await cli(['diff', f2, '--redis', redis.url]);
+  t.equal(d.out, 'diff against version 1:\n~ device boiler-0\n    ~ rule setpoint: {"name":"setpoint","units":[1],"write":{"holding_registers":[10]}} → {"name":"setpoint","units":[1],"write":{"holding_registers":[11]}}\n');
+  t.equal((await cli(['push', f2, '--redis', redis.url, '--author', 'bob'])).code, 0);
+  t.equal((await cli(['pull', '--redis', redis.url])).out, fs.readFileSync(f2, 'utf8'), 'pull prints the YAML as pushed');
+  const rb = await cli(['rollback', '1', '--redis', redis.url, '--author', 'carol']);
+  t.equal(rb.out, 'rolled back to version 1 as version 3\n');
+  t.equal((await cli(['pull', '--redis', redis.url])).out, fs.readFileSync(f1, 'utf8'));
+  const h = await cli(['history', '--redis', redis.url]);
+  const lines = h.out.trimEnd().split('\n');
+  t.equal(lines.length, 3);
+  t.match(lines[0], /^ {2}1 {2}\S+ {2}alice {2}[0-9a-f]{12} {2}first$/);
+  t.match(lines[2], /^\* 3 {2}\S+ {2}carol {2}[0-9a-f]{12} {2}rollback to version 1 \(rollback to 1\)$/);
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  t.same(await client.smembers('plcguard:devices'), ['boiler-0'], 'per-device keys');
+  t.match(JSON.parse((await client.get('plcguard:device:boiler-0'))!), { name: 'boiler-0', rules: [{ name: 'hmi' }, { name: 'setpoint' }] });
+});
+
+void t.test('an invalid push writes nothing; bad usage says how', async (t) => {
+  const redis = await withRedis(t);
+  const bad = writeFile('bad.yaml', 'version: 1\ndevices:\n  - name: Boiler\n');
+  const r = await cli(['push', bad, '--redis', redis.url]);
+  t.equal(r.code, 1);
+  t.match(r.err, /bad\.yaml:3:\d+: .*\n.*nothing written/);
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  t.same(await client.keys('*'), [], 'Redis is untouched');
+  t.equal((await cli(['push', bad])).code, 2, 'no --redis → usage');
+  t.equal((await cli(['push', '--redis', redis.url])).code, 2, 'no FILE → usage');
+  t.equal((await cli(['pull', '--redis', 'http://x'])).code, 2, 'not a redis URL → usage');
+  t.equal((await cli(['pull', '--redis', redis.url])).code, 1, 'nothing pushed yet');
+});
+
+void t.test('concurrent pushes never interleave: each gets its own version', async (t) => {
+  const redis = await withRedis(t);
+  const files = Array.from({ length: 8 }, (_, i) => writeFile(`c${i}.yaml`, policyText(5021, 20 + i)));
+  const results = await Promise.all(files.map((f) => cli(['push', f, '--redis', redis.url])));
+  const versions = results.map((r) => Number(/version (\d+)/.exec(r.out)![1])).sort((a, b) => a - b);
+  t.same(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  const current = Number(await client.get('plcguard:current'));
+  const rec = await client.hgetall(`plcguard:version:${current}`);
+  const device = JSON.parse((await client.get('plcguard:device:boiler-0'))!) as { rules: { write?: { holding_registers: number[] } }[] };
+  const inForce = Number(/\[(\d+)\] \}\n$/.exec(rec.yaml!)![1]);
+  t.equal(device.rules[1]!.write!.holding_registers[0], inForce, 'device keys belong to the version in force');
+  t.equal(await client.llen('plcguard:history'), 8);
+});
+
+interface Instance {
+  rt: ProxyRuntime;
+  logs: Record<string, unknown>[];
+  /** Resolves at the first log line (already written or to come) that `pred` accepts. */
+  logged: (pred: (l: Record<string, unknown>) => boolean) => Promise<void>;
+}
+
+async function startInstance(redis: TestRedis, t: Test, devices?: string[]): Promise<Instance> {
+  const logs: Record<string, unknown>[] = [];
+  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: () => void }[] = [];
+  const logger = new Logger((line) => {
+    const l = JSON.parse(line) as Record<string, unknown>;
+    logs.push(l);
+    for (const w of [...waiters]) {
+      if (w.pred(l)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  });
+  const rt = await ProxyRuntime.start({
+    source: new RedisPolicySource({ url: redis.url }, parsePolicy, logger),
+    logger,
+    admin: null,
+    graceMs: 500,
+    ...(devices ? { devices } : {}),
+  });
+  t.teardown(() => rt.stop());
+  return {
+    rt,
+    logs,
+    logged: (pred) =>
+      logs.some(pred) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ pred, resolve })),
+  };
+}
+
+const loadedVersion =
+  (v: number) =>
+  (l: Record<string, unknown>): boolean =>
+    l.event === 'policy_loaded' && l.version === v;
+
+void t.test('three proxies switch within 1 s of a push while clients keep polling', async (t) => {
+  const redis = await withRedis(t);
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const instances = await Promise.all([0, 1, 2].map((i) => startInstance(redis, t, [`boiler-${i}`])));
+  t.same(instances.map((i) => i.rt.ports().size), [0, 0, 0], 'fail closed: nothing listens before a policy exists');
+  t.equal((await cli(['push', writeFile('p1.yaml', policyText(plc.port, 10, 3)), '--redis', redis.url])).code, 0);
+  await Promise.all(instances.map((i) => i.logged(loadedVersion(1))));
+  const clients = await Promise.all(instances.map((i) => RawClient.connect([...i.rt.ports().values()][0]!)));
+  let tid = 0;
+  const poll = async (c: RawClient): Promise<number> => {
+    c.send(req(++tid, 1, [6, 0, 11, 0, 7]));
+    return (await c.read())[0]![7]!;
+  };
+  for (const c of clients) t.equal(await poll(c), 0x86, 'write to 11 denied under version 1');
+  const pushedAt = performance.now();
+  t.equal((await cli(['push', writeFile('p2.yaml', policyText(plc.port, 11, 3)), '--redis', redis.url])).code, 0);
+  const delays = await Promise.all(
+    clients.map(async (c) => {
+      while ((await poll(c)) !== 6) {
+        /* keep polling: each poll is one round trip */
+      }
+      return performance.now() - pushedAt;
+    }),
+  );
+  t.ok(delays.every((d) => d < 1000), `every instance enforced version 2 within 1 s (ms: ${delays.map((d) => d.toFixed(1)).join(', ')})`);
+  t.same(instances.map((i) => i.rt.policyStats.version), [2, 2, 2]);
+  t.same(instances.map((i) => i.rt.server.sessions().length), [1, 1, 1], 'no connection dropped');
+  for (const c of clients) c.close();
+});
+
+void t.test('Redis killed and restarted mid-traffic: nothing allowed lost, nothing denied let through', async (t) => {
+  const redis = await withRedis(t);
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const { rt, logs, logged } = await startInstance(redis, t);
+  await cli(['push', writeFile('k.yaml', policyText(plc.port, 10)), '--redis', redis.url]);
+  await logged(loadedVersion(1));
+  const c = await RawClient.connect([...rt.ports().values()][0]!);
+  let allowed = 0;
+  let denied = 0;
+  let tid = 0;
+  const round = async (): Promise<void> => {
+    c.send(req(++tid, 1, [3, 0, 0, 0, 1]));
+    const [a] = await c.read();
+    t.equal(hexOf(a!), hexOf(adu(tid, 1, [3, 2, 0, 0])));
+    allowed++;
+    c.send(req(++tid, 1, [6, 0, 50, 0, 1]));
+    const [d] = await c.read();
+    t.equal(hexOf(d!), hexOf(adu(tid, 1, [0x86, 2])));
+    denied++;
+  };
+  for (let i = 0; i < 20; i++) await round();
+  await redis.kill();
+  await logged((l) => l.event === 'redis_down');
+  for (let i = 0; i < 20; i++) await round();
+  await redis.restart();
+  await logged((l) => l.event === 'redis_up' && logs.indexOf(l) > logs.findIndex((x) => x.event === 'redis_down'));
+  for (let i = 0; i < 20; i++) await round();
+  t.equal(allowed, 60);
+  t.equal(denied, 60);
+  t.equal(plc.requests.length, 60, 'the PLC saw exactly the allowed requests');
+  t.ok(plc.requests.every((r) => r.fc === 3));
+  t.ok(logs.some((l) => l.event === 'redis_down') && logs.some((l) => l.event === 'redis_up'));
+  t.equal(rt.policyStats.version, 1, 'the last good policy stayed (the restarted Redis is empty)');
+  c.close();
+});
+
+void t.test('an invalid version in Redis is refused and the last good policy stays', async (t) => {
+  const redis = await withRedis(t);
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const { rt, logged } = await startInstance(redis, t);
+  await cli(['push', writeFile('g.yaml', policyText(plc.port, 10)), '--redis', redis.url]);
+  await logged(loadedVersion(1));
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  // Written behind plcguard's back (the CLI would refuse it).
+  await client.hset('plcguard:version:2', 'yaml', 'version: 2\n', 'sha256', 'x');
+  await client.set('plcguard:current', 2);
+  await client.publish('plcguard:changes', '2');
+  let rejected: Record<string, unknown> = {};
+  await logged((l) => l.event === 'policy_rejected' && (rejected = l) !== null);
+  t.match(rejected, { errors: [/^redis:plcguard:version:2:1:\d+: /] });
+  t.equal(rt.policyStats.version, 1);
+});
