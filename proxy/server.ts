@@ -5,6 +5,10 @@ import type { Logger } from './audit.js';
 import { AuditLimiter } from './audit.js';
 import { Session, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
+import { SourceRate } from './ratelimit.js';
+
+/** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
+const RATE_PRUNE_AT = 1024;
 
 /** Per-device stats kept across policy reloads (metrics read them at scrape time). */
 export class StatsRegistry {
@@ -23,6 +27,7 @@ export class StatsRegistry {
 class DeviceListener implements SessionContext {
   readonly sessions = new Set<Session>();
   private readonly perSource = new Map<string, number>();
+  private readonly rates = new Map<string, SourceRate>();
   private server: net.Server | null = null;
   private readonly refusalLog: AuditLimiter;
   listening = false;
@@ -107,12 +112,37 @@ class DeviceListener implements SessionContext {
     this.sessions.add(session);
   }
 
+  rateFor(address: string): SourceRate {
+    let r = this.rates.get(address);
+    if (!r) {
+      if (this.rates.size >= RATE_PRUNE_AT) this.pruneRates();
+      r = new SourceRate();
+      this.rates.set(address, r);
+    }
+    return r;
+  }
+
+  /** Drops the rate state of sources with no connection whose bucket has refilled. */
+  private pruneRates(): void {
+    const now = performance.now();
+    for (const [address, r] of this.rates) {
+      if (!this.perSource.has(address) && r.idle(now, this.device.rateLimit)) this.rates.delete(address);
+    }
+  }
+
   closed(session: Session): void {
     if (!this.sessions.delete(session)) return;
     this.stats.clientConnections--;
-    const n = (this.perSource.get(session.remoteAddress) ?? 1) - 1;
-    if (n <= 0) this.perSource.delete(session.remoteAddress);
-    else this.perSource.set(session.remoteAddress, n);
+    const address = session.remoteAddress;
+    const n = (this.perSource.get(address) ?? 1) - 1;
+    if (n > 0) {
+      this.perSource.set(address, n);
+      return;
+    }
+    this.perSource.delete(address);
+    // Forget a source's rate only once it has earned its whole burst back: reconnecting must not
+    // buy a fresh burst.
+    if (this.rates.get(address)?.idle(performance.now(), this.device.rateLimit) ?? false) this.rates.delete(address);
   }
 }
 

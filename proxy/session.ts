@@ -2,6 +2,7 @@ import type net from 'node:net';
 import {
   ExceptionCode,
   FrameSplitter,
+  FunctionCode,
   ModbusRequest,
   buildException,
   decodeRequest,
@@ -13,6 +14,7 @@ import { Decision, type CompiledDevice, type DecisionReason, type SourceView } f
 import { AuditLimiter, type Logger } from './audit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
 import { Transaction, Upstream, type UpstreamOwner } from './upstream.js';
+import type { SourceRate } from './ratelimit.js';
 
 /** What a session needs from the listener that accepted it. */
 export interface SessionContext {
@@ -21,6 +23,8 @@ export interface SessionContext {
   current(): CompiledDevice | null;
   readonly stats: DeviceStats;
   readonly logger: Logger;
+  /** The rate state of a source address on this device (shared by its connections). */
+  rateFor(address: string): SourceRate;
   /** Called once when the session is gone. */
   closed(session: Session): void;
 }
@@ -52,6 +56,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly decision = new Decision();
   private readonly audit: AuditLimiter;
   private readonly source: string;
+  private readonly rate: SourceRate;
   private device: CompiledDevice | null = null;
   private view: SourceView | null = null;
   private upstream: Upstream | null = null;
@@ -80,6 +85,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   ) {
     this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
     this.audit = new AuditLimiter(Date.now());
+    this.rate = ctx.rateFor(remoteAddress);
     this.refreshDevice();
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 30_000);
@@ -204,6 +210,11 @@ export class Session implements FrameHandler, UpstreamOwner {
       return true;
     }
     const d = device.decide(this.view!, req, this.decision);
+    if (d.allow && device.rateLimit !== null && !this.rate.allow(this.chunkAt, device.rateLimit, isWrite(req))) {
+      d.allow = false;
+      d.reason = 'rate_limited';
+      d.exception = ExceptionCode.SERVER_DEVICE_BUSY;
+    }
     if (d.allow) {
       stats.countRequest(req.functionCode, DECISION_ALLOWED);
       this.sendUpstream(req, buf, start, end, device);
@@ -432,6 +443,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.ctx.closed(this);
     for (const w of this.closeWaiters.splice(0)) w();
   }
+}
+
+/** Requests that change the PLC's data: what `writes_per_second` counts. */
+function isWrite(req: ModbusRequest): boolean {
+  return req.writeTable !== null || req.functionCode === FunctionCode.WRITE_FILE_RECORD;
 }
 
 function rangeText(table: string, start: number, quantity: number): string {

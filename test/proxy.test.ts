@@ -4,6 +4,7 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import type { Session } from '../proxy/session.js';
+import { reasonIndex } from '../proxy/stats.js';
 
 const READ_RULE = `    rules:
       - name: hmi-read
@@ -462,4 +463,25 @@ void t.test('a client that never reads its responses stops being read (bounded b
   t.equal(rs.length, n, 'once the client reads, everything is answered');
   t.equal(plc.requests.length, n);
   c.close();
+});
+
+void t.test('rate limits per source: exception 06 past the burst, writes counted apart', async (t) => {
+  const { plc, proxy } = await setup(
+    t,
+    READ_RULE,
+    'defaults:\n  rate_limit: { requests_per_second: 1, writes_per_second: 1, burst: 3 }\n',
+  );
+  const a = await RawClient.connect(proxy.port);
+  const b = await RawClient.connect(proxy.port);
+  // Two connections, one source: one bucket. Three requests fit the burst, the fourth doesn't.
+  a.send(Buffer.concat([req(1, 1, [3, 0, 0, 0, 1]), req(2, 1, [3, 0, 0, 0, 1])]));
+  t.same((await a.read(2)).map((r) => r.readUInt16BE(0)), [1, 2]);
+  b.send(req(3, 1, [6, 0, 10, 0, 1]));
+  t.equal((await b.read())[0]!.readUInt16BE(0), 3, 'a write within the burst passes');
+  b.send(req(4, 1, [3, 0, 0, 0, 1]));
+  t.equal(hexOf((await b.read())[0]!), exc(4, 1, 3, 6), 'over the rate → server busy');
+  t.equal(plc.requests.length, 3, 'the limited request never reached the PLC');
+  t.match(proxy.logs.find((l) => l.reason === 'rate_limited'), { event: 'deny', exception: '0x06' });
+  t.equal(proxy.rt.server.stats.get('plc').denials[reasonIndex('rate_limited')], 1, 'counted by reason');
+  for (const c of [a, b]) c.close();
 });
