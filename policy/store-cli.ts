@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { diffPolicies, deviceDocuments } from './diff.js';
-import { PolicyStore, StoreError, connectRedis, type StoreOptions } from './store.js';
+import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from './store.js';
 import type { SourceResult } from './watch-redis.js';
 
 export interface Io {
@@ -40,6 +40,7 @@ export function storeOptions(values: {
   'redis-master'?: string;
 }): StoreOptions {
   if (!values.redis) throw new StoreError('ERR_STORE_URL', '--redis URL is required (e.g. redis://127.0.0.1:6379)');
+  parseRedisUrl(values.redis);
   const sentinels = values['redis-sentinels']
     ?.split(',')
     .filter(Boolean)

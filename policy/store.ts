@@ -56,17 +56,23 @@ export class StoreError extends Error {
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2000;
 
-/** Builds an ioredis client from our options: one place for URL, TLS, Sentinel and backoff. */
-export function connectRedis(opts: StoreOptions): Redis {
+/** Parses a redis:// or rediss:// URL; throws StoreError (ERR_STORE_URL) naming the value. */
+export function parseRedisUrl(text: string): URL {
   let url: URL;
   try {
-    url = new URL(opts.url);
+    url = new URL(text);
   } catch {
-    throw new StoreError('ERR_STORE_URL', `--redis: "${opts.url}" is not a URL like redis://host:6379`);
+    throw new StoreError('ERR_STORE_URL', `--redis: "${text}" is not a URL like redis://host:6379`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new StoreError('ERR_STORE_URL', `--redis: "${opts.url}" must start with redis:// or rediss://`);
+    throw new StoreError('ERR_STORE_URL', `--redis: "${text}" must start with redis:// or rediss://`);
   }
+  return url;
+}
+
+/** Builds an ioredis client from our options: one place for URL, TLS, Sentinel and backoff. */
+export function connectRedis(opts: StoreOptions): Redis {
+  const url = parseRedisUrl(opts.url);
   const tls = url.protocol === 'rediss:' ? { ...(opts.caFile ? { ca: fs.readFileSync(opts.caFile) } : {}) } : undefined;
   const base: RedisOptions = {
     username: url.username ? decodeURIComponent(url.username) : undefined,

@@ -39,8 +39,8 @@ usage:
   plcguard policy pull|history --redis URL
   plcguard policy diff FILE --redis URL
   plcguard policy rollback VERSION --redis URL
-  plcguard probe HOST:PORT read TABLE RANGE [--unit N]
-  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N]
+  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS]
+  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS]
 
 admin endpoints (default ${DEFAULT_ADMIN.host}:${DEFAULT_ADMIN.port}): /metrics /healthz /readyz
 `;
@@ -142,7 +142,7 @@ async function demo(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { admin: { type: 'string' } } });
   const admin = adminOption(values.admin);
   return serve(new FilePolicySource(DEMO_POLICY, parsePolicy), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
-    const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT });
+    const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT, unitId: 1 });
     const probe = 'npx plcguard probe 127.0.0.1:5020';
     io.stderr(
       [
@@ -153,8 +153,8 @@ async function demo(args: string[]): Promise<number> {
         'try, in another terminal:',
         `  ${probe} read holding_registers 0-9           # allowed: status and counters`,
         `  ${probe} read input_registers 0-3             # allowed: temperatures (0.1 °C)`,
-        `  ${probe} write holding_registers 10=700       # allowed: supply setpoint 70.0 °C (bound 0..1000)`,
-        `  ${probe} write holding_registers 10=5000      # denied: value outside 0..1000 (exception 0x03)`,
+        `  ${probe} write holding_registers 10=700       # allowed: supply setpoint 70.0 °C (bound 200..850)`,
+        `  ${probe} write holding_registers 10=5000      # denied: value outside 200..850 (exception 0x03)`,
         `  ${probe} write holding_registers 50=1         # denied: address not allowed (exception 0x02)`,
         '',
         'audit lines (JSON) appear below; Ctrl-C stops.',

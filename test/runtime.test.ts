@@ -1,0 +1,128 @@
+// Policy reloads as the listeners see them: devices added, removed, moved; bad files; filters.
+import fs from 'node:fs';
+import t from 'tap';
+import { RawClient, hexOf, req } from './fixtures/raw-client.js';
+import { adu, startRawPlc } from './fixtures/raw-plc.js';
+import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
+import { parsePolicy } from '../policy/index.js';
+import { Logger } from '../proxy/audit.js';
+import { FilePolicySource, PolicyLoadError, ProxyRuntime } from '../proxy/runtime.js';
+
+const device = (name: string, listen: string, upstream: number, writable = 10): string => `  - name: ${name}
+    listen: ${listen}
+    upstream: 127.0.0.1:${upstream}
+    rules:
+      - read: { holding_registers: [0-9] }
+        write: { holding_registers: [${writable}] }
+`;
+
+void t.test('devices added, moved, re-pointed and removed by reloads', async (t) => {
+  const plc = await startRawPlc();
+  const plc2 = await startRawPlc();
+  t.teardown(async () => {
+    await plc.close();
+    await plc2.close();
+  });
+  const proxy = await startProxy(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}`);
+  t.teardown(() => proxy.stop());
+  const portB = await freePort();
+  const portB2 = await freePort();
+  const c = await RawClient.connect(proxy.port);
+  c.send(req(1, 1, [3, 0, 0, 0, 1]));
+  t.equal(hexOf((await c.read())[0]!), hexOf(adu(1, 1, [3, 2, 0, 0])));
+
+  // A second device appears; the first is unchanged and its connection stays.
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${portB}`, plc.port)}`);
+  t.same([...proxy.rt.ports().keys()], ['a', 'b']);
+  const b = await RawClient.connect(portB);
+  b.send(req(2, 1, [3, 0, 1, 0, 1]));
+  t.equal(hexOf((await b.read())[0]!), hexOf(adu(2, 1, [3, 2, 0, 1])));
+
+  // b moves to another port: its open connection stays, new ones go to the new port.
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${portB2}`, plc.port)}`);
+  t.equal(proxy.rt.ports().get('b'), portB2);
+  b.send(req(3, 1, [3, 0, 2, 0, 1]));
+  t.equal((await b.read())[0]!.readUInt16BE(0), 3, 'the open connection to b kept working');
+  const refused = await RawClient.connect(portB).then(
+    () => 'connected',
+    (e: NodeJS.ErrnoException) => e.code,
+  );
+  t.equal(refused, 'ECONNREFUSED', 'the old port is closed');
+
+  // a is re-pointed to another PLC: its clients are closed so they reconnect to the new one.
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc2.port)}${device('b', `127.0.0.1:${portB2}`, plc.port)}`);
+  await c.closed;
+  const c2 = await RawClient.connect(proxy.port);
+  c2.send(req(4, 1, [3, 0, 0, 0, 1]));
+  await c2.read();
+  t.equal(plc2.requests.length, 1, 'new connections reach the new PLC');
+
+  // b is removed: its listener and connections go.
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc2.port)}`);
+  await b.closed;
+  t.same([...proxy.rt.ports().keys()], ['a']);
+  t.match(
+    proxy.logs.filter((l) => l.event === 'policy_loaded').map((l) => (l.devices as { name: string }[]).map((d) => d.name).join(',')),
+    ['a', 'a,b', 'a,b', 'a,b', 'a'],
+  );
+  c2.close();
+});
+
+void t.test('a reload whose new listen address is taken is rejected; the rest keeps working', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const proxy = await startProxy(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}`);
+  t.teardown(() => proxy.stop());
+  const blocker = (await import('node:net')).createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => blocker.close());
+  const taken = (blocker.address() as { port: number }).port;
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${taken}`, plc.port)}`);
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/], kept: 'last good policy' });
+  t.equal(proxy.rt.policyStats.reloadsFailed, 1);
+  const c = await RawClient.connect(proxy.port);
+  c.send(req(1, 1, [3, 0, 0, 0, 1]));
+  t.equal((await c.read())[0]!.readUInt16BE(0), 1);
+  c.close();
+});
+
+void t.test('the policy file deleted, then restored', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const text = `version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}`;
+  const proxy = await startProxy(text);
+  t.teardown(() => proxy.stop());
+  fs.rmSync(proxy.file);
+  await proxy.logged((l) => l.event === 'policy_rejected');
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/cannot read policy: ENOENT/] });
+  await proxy.rewrite(text.replace('[10]', '[11]'));
+  t.match(proxy.logs.at(-1), { event: 'policy_loaded' });
+});
+
+void t.test('start: every error of an invalid file; a device filter names what is missing', async (t) => {
+  const dir = fs.mkdtempSync('/tmp/plcguard-rt-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const bad = `${dir}/bad.yaml`;
+  fs.writeFileSync(bad, 'version: 1\ndevices:\n  - name: A\n');
+  const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
+  t.ok(err instanceof PolicyLoadError);
+  t.equal((err as PolicyLoadError).code, 'ERR_POLICY_INVALID');
+  t.ok((err as PolicyLoadError).errors.length >= 2, 'all errors, not just the first');
+  t.match((err as PolicyLoadError).errors[0], new RegExp(`^${bad}:3:\\d+: `));
+
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const good = `${dir}/good.yaml`;
+  const port = await freePort();
+  fs.writeFileSync(good, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
+  const logs: Record<string, unknown>[] = [];
+  const rt = await ProxyRuntime.start({
+    source: new FilePolicySource(good, parsePolicy),
+    admin: null,
+    devices: ['a', 'zz'],
+    logger: new Logger((l) => logs.push(JSON.parse(l) as Record<string, unknown>)),
+  });
+  t.teardown(() => rt.stop());
+  t.same([...rt.ports().keys()], ['a']);
+  t.match(logs.find((l) => l.event === 'policy_warning'), { message: 'devices not in this policy: zz' });
+});
