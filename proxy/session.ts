@@ -165,7 +165,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   private afterInput(framesSeenBefore: number): void {
     if (this.isClosed) return;
-    if (this.upstream && !this.upstream.flush()) this.setPause(PAUSE_UPSTREAM_FULL, true);
+    if (this.upstream && !this.upstream.flush(this)) this.setPause(PAUSE_UPSTREAM_FULL, true);
     this.writeOut();
     this.watchPartialFrame(framesSeenBefore);
   }
@@ -375,11 +375,29 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.write(b);
   }
 
+  /**
+   * Writes to the client. Past max_buffered_bytes queued (or when the socket says it is full),
+   * stop reading both sides until the client has taken it: a client that doesn't read can't make
+   * plcguard buffer without bound.
+   */
   private write(b: Buffer): void {
-    if (!this.socket.write(b)) {
-      this.setPause(PAUSE_CLIENT_FULL, true);
-      this.upstream?.pause();
+    const s = this.socket;
+    const limit = this.device?.limits.maxBufferedBytes ?? Infinity;
+    if (s.writableLength + b.length > limit) {
+      // 'drain' only follows a write() that returned false; the callback covers a limit below
+      // the socket's own high-water mark.
+      s.write(b, () => {
+        if (s.writableLength <= limit) this.onClientDrain();
+      });
+      this.clientFull();
+    } else if (!s.write(b)) {
+      this.clientFull();
     }
+  }
+
+  private clientFull(): void {
+    this.setPause(PAUSE_CLIENT_FULL, true);
+    this.upstream?.pause();
   }
 
   private onClientDrain(): void {

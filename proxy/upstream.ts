@@ -55,6 +55,8 @@ export class Upstream implements FrameHandler {
   /** The transaction whose response is being streamed through (it spans chunks). */
   private streaming: Transaction | null = null;
   private streamingDropped = false;
+  /** Why the connection is being dropped, when plcguard drops it (else read from the error). */
+  private lostKind: UpstreamErrorKind | null = null;
   private failures = 0;
   private retryAt = 0;
   private answeredOnThisConnection = false;
@@ -64,6 +66,8 @@ export class Upstream implements FrameHandler {
   private batchStart = 0;
   private batchEnd = 0;
   private waitingForDrain = false;
+  /** Owners that stopped reading because the PLC socket was full. */
+  private readonly blocked = new Set<UpstreamOwner>();
   private readonly touched: UpstreamOwner[] = [];
   private closed = false;
   limits: Readonly<Limits>;
@@ -99,12 +103,12 @@ export class Upstream implements FrameHandler {
     this.outstanding.push(tx);
     if (this.responseTimer === null) this.armResponseTimer(this.limits.responseTimeoutMs);
     if (copy) {
-      this.flush();
+      this.writeBatch();
       this.write(Buffer.from(buf.subarray(start, end)));
     } else if (this.batch === buf && this.batchEnd === start) {
       this.batchEnd = end;
     } else {
-      this.flush();
+      this.writeBatch();
       this.batch = buf;
       this.batchStart = start;
       this.batchEnd = end;
@@ -112,18 +116,48 @@ export class Upstream implements FrameHandler {
     return true;
   }
 
-  /** Writes the batched requests: one write per contiguous run, not per frame. */
-  flush(): boolean {
+  /**
+   * Writes the batched requests: one write per contiguous run, not per frame. False when the PLC
+   * socket is full: `owner` then stops reading its client and is told by `upstreamDrained`.
+   */
+  flush(owner: UpstreamOwner): boolean {
     const b = this.batch;
-    if (b === null) return !this.waitingForDrain;
     this.batch = null;
-    return this.write(b.subarray(this.batchStart, this.batchEnd));
+    const ok = b === null ? !this.waitingForDrain : this.write(b.subarray(this.batchStart, this.batchEnd));
+    if (!ok) this.blocked.add(owner);
+    return ok;
   }
 
+  /** Writes the batch now (ordering); backpressure is reported by the next flush(). */
+  private writeBatch(): void {
+    const b = this.batch;
+    if (b === null) return;
+    this.batch = null;
+    this.write(b.subarray(this.batchStart, this.batchEnd));
+  }
+
+  /** Writes to the PLC; false once max_buffered_bytes are queued (the owner stops reading). */
   private write(b: Buffer): boolean {
-    if (this.socket === null) return false;
-    if (!this.socket.write(b)) this.waitingForDrain = true;
+    const s = this.socket;
+    if (s === null) return false;
+    const limit = this.limits.maxBufferedBytes;
+    if (s.writableLength + b.length > limit) {
+      // As on the client side: 'drain' only follows a write() that returned false.
+      this.waitingForDrain = true;
+      s.write(b, () => {
+        if (this.socket === s && this.waitingForDrain && s.writableLength <= limit) this.drained();
+      });
+    } else if (!s.write(b)) {
+      this.waitingForDrain = true;
+    }
     return !this.waitingForDrain;
+  }
+
+  private drained(): void {
+    this.waitingForDrain = false;
+    const owners = [...this.blocked];
+    this.blocked.clear();
+    for (const o of owners) o.upstreamDrained();
   }
 
   /** Closes the connection; outstanding transactions are forgotten (their owner is gone). */
@@ -147,6 +181,8 @@ export class Upstream implements FrameHandler {
     this.answeredOnThisConnection = false;
     this.splitter = new FrameSplitter(this);
     this.streaming = null;
+    this.streamingDropped = false;
+    this.lostKind = null;
     const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
     this.socket = socket;
     this.connectTimer = setTimeout(() => {
@@ -161,9 +197,7 @@ export class Upstream implements FrameHandler {
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
-      this.waitingForDrain = false;
-      const owners = new Set(this.outstanding.map((t) => t.owner));
-      for (const o of owners) o?.upstreamDrained();
+      if (this.waitingForDrain) this.drained();
     });
     socket.on('error', (err: Error & { code?: string }) => {
       error = err;
@@ -182,7 +216,8 @@ export class Upstream implements FrameHandler {
 
   private onLost(wasOpen: boolean, error: (Error & { code?: string }) | null): void {
     let kind: UpstreamErrorKind;
-    if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
+    if (this.lostKind !== null) kind = this.lostKind;
+    else if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
     else if (error?.code === 'ECONNRESET' || error?.code === 'EPIPE') kind = 'reset';
     else kind = 'closed';
     this.stats.countUpstreamError(kind);
@@ -202,6 +237,9 @@ export class Upstream implements FrameHandler {
     this.streaming = null;
     this.batch = null;
     this.waitingForDrain = false;
+    // Nothing is queued towards the PLC any more: its owners may read again.
+    for (const o of this.blocked) o.upstreamDrained();
+    this.blocked.clear();
     const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
     this.failAll(code);
   }
@@ -268,16 +306,10 @@ export class Upstream implements FrameHandler {
   private onData(chunk: Buffer): void {
     const err = this.splitter.push(chunk);
     if (err) {
-      // The PLC's stream can't be resynchronised: drop the connection, 0B for what was asked.
-      this.stats.countUpstreamError('framing');
-      const s = this.socket;
-      this.socket = null;
-      if (this.state === 'open') this.stats.upstreamConnections--;
-      this.state = 'idle';
-      s?.destroy();
-      if (this.streaming !== null && !this.streamingDropped) this.streaming.owner?.corrupt();
-      this.streaming = null;
-      this.failAll(ExceptionCode.GATEWAY_TARGET_FAILED);
+      // The PLC's stream can't be resynchronised: drop the connection ('close' does the rest:
+      // 0B for what was asked).
+      this.lostKind = 'framing';
+      this.socket?.destroy();
       return;
     }
     this.flushOwners();

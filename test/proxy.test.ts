@@ -485,3 +485,14 @@ void t.test('rate limits per source: exception 06 past the burst, writes counted
   t.equal(proxy.rt.server.stats.get('plc').denials[reasonIndex('rate_limited')], 1, 'counted by reason');
   for (const c of [a, b]) c.close();
 });
+
+void t.test('a PLC sending garbage: its connection is dropped, 0B for what was outstanding', async (t) => {
+  const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 1 }\n');
+  plc.respond = () => ({ send: Buffer.from([0, 1, 0, 7, 0, 3, 1, 3, 0]) }); // protocol id 7
+  const c = await RawClient.connect(proxy.port);
+  c.send(Buffer.concat([req(1, 1, [3, 0, 0, 0, 1]), req(2, 1, [3, 0, 1, 0, 1])]));
+  const rs = await c.read(2);
+  t.same(rs.map(hexOf), [exc(1, 1, 3, 0x0b), exc(2, 1, 3, 0x0b)]);
+  t.equal(proxy.rt.server.stats.get('plc').upstreamErrors[5], 1, 'counted as a framing error of the PLC');
+  c.close();
+});
