@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { diffPolicies, deviceDocuments } from './diff.js';
+import { diffPolicies } from './diff.js';
+import type { CompiledPolicy } from './types.js';
 import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from './store.js';
 import type { SourceResult } from './watch-redis.js';
 
@@ -58,6 +59,18 @@ export function storeOptions(values: {
   };
 }
 
+/** The per-device documents kept under {prefix}device:{name}: normalized, so each stands alone. */
+function deviceDocuments(policy: CompiledPolicy): Map<string, string> {
+  return new Map([...policy.devices].map(([name, d]) => [name, JSON.stringify(d.document)]));
+}
+
+/** undefined when not given, null when not a whole number ≥ 1. */
+function wholeNumber(v: string | undefined): number | null | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 1 ? n : null;
+}
+
 function defaultAuthor(): string {
   return `${os.userInfo().username}@${os.hostname()}`;
 }
@@ -99,7 +112,18 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
     return 2;
   }
 
+  const versionText = wantsVersion ? positionals[0] : values.version;
+  const version = wholeNumber(versionText);
+  const limit = wholeNumber(values.limit);
+  const bad = version === null ? [wantsVersion ? 'VERSION' : '--version', versionText] : limit === null ? ['--limit', values.limit] : null;
+  if (bad !== null || version === null || limit === null) {
+    io.stderr(`plcguard policy ${command}: ${bad![0]} must be a whole number ≥ 1, got "${bad![1]}"`);
+    return 2;
+  }
+
+  // push and diff: the file must be a valid policy before Redis is touched.
   let text = '';
+  let policy: CompiledPolicy | null = null;
   if (wantsFile) {
     const file = positionals[0]!;
     try {
@@ -115,6 +139,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
       io.stderr(`plcguard policy ${command}: ${file} is not valid; nothing written`);
       return 1;
     }
+    policy = r.policy;
   }
 
   let redis;
@@ -131,16 +156,15 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
   try {
     switch (command) {
       case 'push': {
-        const r = parse(text, positionals[0]!);
-        const v = await store.push(text, r.policy!.sha256, deviceDocuments(text), {
+        const v = await store.push(text, policy!.sha256, deviceDocuments(policy!), {
           author: values.author ?? defaultAuthor(),
           message: values.message ?? '',
         });
-        io.stdout(`pushed ${positionals[0]} as version ${v} (sha256 ${r.policy!.sha256.slice(0, 12)})`);
+        io.stdout(`pushed ${positionals[0]} as version ${v} (sha256 ${policy!.sha256.slice(0, 12)})`);
         return 0;
       }
       case 'pull': {
-        const rec = values.version !== undefined ? await store.get(Number(values.version)) : await store.current();
+        const rec = version !== undefined ? await store.get(version) : await store.current();
         if (rec === null) {
           io.stderr('plcguard policy pull: no policy has been pushed yet');
           return 1;
@@ -150,7 +174,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
       }
       case 'history': {
         const current = await store.currentVersion();
-        const entries = await store.history(values.limit !== undefined ? Number(values.limit) : undefined);
+        const entries = await store.history(limit);
         if (entries.length === 0) io.stdout('no policy has been pushed yet');
         for (const e of entries) {
           const mark = e.version === current ? '*' : ' ';
@@ -161,18 +185,16 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
       }
       case 'diff': {
         const rec = await store.current();
-        const lines = diffPolicies(rec?.yaml ?? null, text);
+        // What is in force may no longer validate (written by an older plcguard): diff it as empty.
+        const before = rec === null ? null : (parse(rec.yaml, `redis:version:${rec.version}`).policy?.document ?? null);
+        const lines = diffPolicies(before, policy!.document);
         io.stdout(`diff against ${rec ? `version ${rec.version}` : 'an empty store'}:`);
         io.stdout(lines.length === 0 ? '  no change' : lines.join('\n'));
         return 0;
       }
       default: {
         // rollback: re-push an old version as a new one, with its own history entry.
-        const target = Number(positionals[0]);
-        if (!Number.isInteger(target) || target < 1) {
-          io.stderr(`plcguard policy rollback: VERSION must be a version number ≥ 1, got "${positionals[0]}"`);
-          return 2;
-        }
+        const target = version!;
         const rec = await store.get(target);
         const r = parse(rec.yaml, `redis:version:${target}`);
         if (!r.policy) {
@@ -180,7 +202,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
           io.stderr(`plcguard policy rollback: version ${target} no longer validates; nothing written`);
           return 1;
         }
-        const v = await store.push(rec.yaml, r.policy.sha256, deviceDocuments(rec.yaml), {
+        const v = await store.push(rec.yaml, r.policy.sha256, deviceDocuments(r.policy), {
           author: values.author ?? defaultAuthor(),
           message: values.message ?? `rollback to version ${target}`,
           rollbackOf: target,

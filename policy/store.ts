@@ -73,7 +73,15 @@ export function parseRedisUrl(text: string): URL {
 /** Builds an ioredis client from our options: one place for URL, TLS, Sentinel and backoff. */
 export function connectRedis(opts: StoreOptions): Redis {
   const url = parseRedisUrl(opts.url);
-  const tls = url.protocol === 'rediss:' ? { ...(opts.caFile ? { ca: fs.readFileSync(opts.caFile) } : {}) } : undefined;
+  let ca: Buffer | undefined;
+  if (opts.caFile !== undefined) {
+    try {
+      ca = fs.readFileSync(opts.caFile);
+    } catch (err) {
+      throw new StoreError('ERR_STORE_URL', `--redis-ca: cannot read "${opts.caFile}": ${(err as Error).message}`);
+    }
+  }
+  const tls = url.protocol === 'rediss:' ? (ca ? { ca } : {}) : undefined;
   const base: RedisOptions = {
     username: url.username ? decodeURIComponent(url.username) : undefined,
     password: url.password ? decodeURIComponent(url.password) : undefined,
@@ -184,16 +192,5 @@ export class PolicyStore {
       const e = JSON.parse(line) as { version: number; time: string; author: string; message: string; sha256: string; rollback_of?: number };
       return { version: e.version, time: e.time, author: e.author, message: e.message, sha256: e.sha256, rollbackOf: e.rollback_of ?? null };
     });
-  }
-
-  /** The per-device documents of the version in force. */
-  async devices(): Promise<Map<string, string>> {
-    const names = (await this.redis.smembers(`${this.prefix}devices`)).sort();
-    const out = new Map<string, string>();
-    for (const name of names) {
-      const doc = await this.redis.get(`${this.prefix}device:${name}`);
-      if (doc !== null) out.set(name, doc);
-    }
-    return out;
   }
 }

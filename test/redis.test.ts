@@ -238,3 +238,43 @@ void t.test('an invalid version in Redis is refused and the last good policy sta
   t.match(rejected, { errors: [/^redis:plcguard:version:2:1:\d+: /] });
   t.equal(rt.policyStats.version, 1);
 });
+
+void t.test('store commands: every error is clear and writes nothing', async (t) => {
+  const redis = await withRedis(t);
+  const r = redis.url;
+  t.same(await cli(['history', '--redis', r]), { code: 0, out: 'no policy has been pushed yet\n', err: '' });
+  const f1 = writeFile('e1.yaml', policyText(5021, 10));
+  await cli(['push', f1, '--redis', r]);
+  t.equal((await cli(['pull', '--redis', r, '--version', '1'])).out, fs.readFileSync(f1, 'utf8'));
+  t.match(await cli(['pull', '--redis', r, '--version', '9']), { code: 1, err: 'plcguard policy pull: version 9 is not in the store\n' });
+  t.match(await cli(['rollback', '9', '--redis', r]), { code: 1, err: 'plcguard policy rollback: version 9 is not in the store\n' });
+  const usage: [string[], string][] = [
+    [['rollback', 'latest', '--redis', r], 'plcguard policy rollback: VERSION must be a whole number ≥ 1, got "latest"'],
+    [['pull', '--redis', r, '--version', '0'], 'plcguard policy pull: --version must be a whole number ≥ 1, got "0"'],
+    [['history', '--redis', r, '--limit', 'all'], 'plcguard policy history: --limit must be a whole number ≥ 1, got "all"'],
+    [['pull', 'extra.yaml', '--redis', r], 'plcguard policy pull: no positional argument expected'],
+    [['diff', '--redis', r], 'plcguard policy diff: one FILE expected'],
+    [['rollback', '--redis', r], 'plcguard policy rollback: one VERSION expected'],
+    [['pull', '--redis', r, '--verbose'], "plcguard policy pull: Unknown option '--verbose'"],
+    [['pull', '--redis', 'rediss://127.0.0.1:1', '--redis-ca', '/no/such/ca.pem'], 'plcguard policy pull: --redis-ca: cannot read "/no/such/ca.pem"'],
+    [['pull', '--redis', r, '--redis-sentinels', 'nohost'], 'plcguard policy pull: --redis-sentinels: "nohost" is not HOST:PORT'],
+  ];
+  for (const [args, message] of usage) {
+    const res = await cli(args);
+    t.equal(res.code, 2, args.join(' '));
+    t.ok(res.err.startsWith(message), `${args.join(' ')}: ${res.err.split('\n')[0]}`);
+  }
+  t.match(await cli(['push', writeFile('empty.yaml', ''), '--redis', r]), { code: 1, err: /empty\.yaml is not valid; nothing written/ });
+  t.match(await cli(['push', path.join(dir, 'nope.yaml'), '--redis', r]), { code: 1, err: /nope\.yaml: cannot read: ENOENT/ });
+  t.equal((await cli(['history', '--redis', r, '--limit', '1'])).out.trimEnd().split('\n').length, 1);
+
+  // A version that no longer validates (written by hand, or by an older plcguard).
+  const client = new Redis(r);
+  t.teardown(() => client.disconnect());
+  await client.hset('plcguard:version:1', 'yaml', 'version: 1\ndevices: nope\n');
+  t.match(await cli(['rollback', '1', '--redis', r]), { code: 1, err: /version 1 no longer validates; nothing written/ });
+  t.equal(await client.get('plcguard:current'), '1', 'nothing written');
+  const d = await cli(['diff', f1, '--redis', r]);
+  t.equal(d.out, 'diff against version 1:\n+ device boiler-0 (2 rules)\n', 'an invalid version in force diffs as empty');
+  t.match(await cli(['pull', '--redis', 'redis://127.0.0.1:1']), { code: 1, err: /^plcguard policy pull: / }, 'Redis unreachable → exit 1');
+});
