@@ -20,7 +20,7 @@ import type { SourceRate } from './ratelimit.js';
 export interface SessionContext {
   readonly deviceName: string;
   /** The device's current compiled policy: a reload swaps it; sessions pick it up per frame. */
-  current(): CompiledDevice | null;
+  current(): CompiledDevice;
   readonly stats: DeviceStats;
   readonly logger: Logger;
   /** The rate state of a source address on this device (shared by its connections). */
@@ -34,6 +34,9 @@ const PAUSE_OUTSTANDING = 1; // max outstanding requests reached (the splitter h
 const PAUSE_UPSTREAM_FULL = 2; // the PLC socket can't take more
 const PAUSE_CLIENT_FULL = 4; // the client isn't reading its responses
 const PAUSE_DRAINING = 8; // shutting down: no new requests
+
+/** TCP keepalive probes find clients that vanished without a FIN (a powered-off HMI). */
+const KEEPALIVE_MS = 30_000;
 
 /** Why a session ended (a log field). */
 export type CloseReason =
@@ -57,8 +60,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly audit: AuditLimiter;
   private readonly source: string;
   private readonly rate: SourceRate;
-  private device: CompiledDevice | null = null;
-  private view: SourceView | null = null;
+  private device: CompiledDevice;
+  private view: SourceView;
   private upstream: Upstream | null = null;
   private readonly pool: Transaction[] = [];
   private outstanding = 0;
@@ -86,10 +89,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
     this.audit = new AuditLimiter(Date.now());
     this.rate = ctx.rateFor(remoteAddress);
-    this.refreshDevice();
+    this.device = ctx.current();
+    this.view = this.device.forSource(remoteAddress);
+    socket.setTimeout(this.device.limits.idleTimeoutMs);
     socket.setNoDelay(true);
-    socket.setKeepAlive(true, 30_000);
-    if (this.device) socket.setTimeout(this.device.limits.idleTimeoutMs);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('drain', () => this.onClientDrain());
@@ -134,15 +138,14 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.socket.destroy();
   }
 
-  private refreshDevice(): CompiledDevice | null {
+  /** The device as the policy in force has it; a reload shows here from the next frame on. */
+  private refreshDevice(): CompiledDevice {
     const d = this.ctx.current();
     if (d !== this.device) {
       this.device = d;
-      this.view = d ? d.forSource(this.remoteAddress) : null;
-      if (d) {
-        if (this.upstream) this.upstream.limits = d.limits;
-        this.socket.setTimeout(d.limits.idleTimeoutMs);
-      }
+      this.view = d.forSource(this.remoteAddress);
+      if (this.upstream) this.upstream.limits = d.limits;
+      this.socket.setTimeout(d.limits.idleTimeoutMs);
     }
     return d;
   }
@@ -177,17 +180,13 @@ export class Session implements FrameHandler, UpstreamOwner {
       return;
     }
     if (this.partialSince === 0 || this.framesSeen !== framesSeenBefore) this.partialSince = this.chunkAt;
-    if (this.frameTimer === null) {
-      const ms = this.device?.limits.frameTimeoutMs ?? 0;
-      this.frameTimer = setTimeout(() => this.onFrameTimer(), ms);
-    }
+    this.frameTimer ??= setTimeout(() => this.onFrameTimer(), this.device.limits.frameTimeoutMs);
   }
 
   private onFrameTimer(): void {
     this.frameTimer = null;
     if (this.isClosed || this.splitter.partialBytes === 0 || this.partialSince === 0) return;
-    const limit = this.device?.limits.frameTimeoutMs ?? 0;
-    const left = this.partialSince + limit - performance.now();
+    const left = this.partialSince + this.device.limits.frameTimeoutMs - performance.now();
     if (left > 0) {
       this.frameTimer = setTimeout(() => this.onFrameTimer(), left);
       return;
@@ -204,12 +203,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     const req = decodeRequest(buf, start, end, this.req);
     const device = this.refreshDevice();
     const stats = this.ctx.stats;
-    if (device === null) {
-      // Fail closed: no policy for this device any more.
-      this.deny(req, 'no_policy', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'exception');
-      return true;
-    }
-    const d = device.decide(this.view!, req, this.decision);
+    const d = device.decide(this.view, req, this.decision);
     if (d.allow && device.rateLimit !== null && !this.rate.allow(this.chunkAt, device.rateLimit, isWrite(req))) {
       d.allow = false;
       d.reason = 'rate_limited';
@@ -218,16 +212,13 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (d.allow) {
       stats.countRequest(req.functionCode, DECISION_ALLOWED);
       this.sendUpstream(req, buf, start, end, device);
+    } else if (device.mode === 'monitor') {
+      stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
+      stats.countDenial(d.reason);
+      this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
+      this.sendUpstream(req, buf, start, end, device);
     } else {
-      const reason: DecisionReason = this.view!.matches ? d.reason : 'source_not_allowed';
-      if (device.mode === 'monitor') {
-        stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
-        stats.countDenial(reason);
-        this.auditDenial('would_deny', req, reason, d.rule, d.exception, 'forward');
-        this.sendUpstream(req, buf, start, end, device);
-      } else {
-        this.deny(req, reason, d.exception, d.rule, device.onDeny);
-      }
+      this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
     }
     if (this.isClosed) return false;
     if (this.outstanding >= device.limits.maxOutstanding) {
@@ -345,7 +336,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   flush(): void {
     this.writeOut();
     // Requests held at the outstanding limit go on once answers have come back.
-    if (this.pauseMask & PAUSE_OUTSTANDING && this.device && this.outstanding < this.device.limits.maxOutstanding) {
+    if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding) {
       this.setPause(PAUSE_OUTSTANDING, false);
       const seen = this.framesSeen;
       const err = this.splitter.resume();
@@ -382,7 +373,7 @@ export class Session implements FrameHandler, UpstreamOwner {
    */
   private write(b: Buffer): void {
     const s = this.socket;
-    const limit = this.device?.limits.maxBufferedBytes ?? Infinity;
+    const limit = this.device.limits.maxBufferedBytes;
     if (s.writableLength + b.length > limit) {
       // 'drain' only follows a write() that returned false; the callback covers a limit below
       // the socket's own high-water mark.
