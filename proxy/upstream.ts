@@ -81,14 +81,6 @@ export class Upstream implements FrameHandler {
     this.limits = limits;
   }
 
-  get outstandingCount(): number {
-    return this.outstanding.length;
-  }
-
-  get isOpen(): boolean {
-    return this.state === 'open';
-  }
-
   /**
    * Queues the request bytes buf[start, end) for `tx` (call `flush` after the client's chunk).
    * Returns false when the PLC can't be tried now (backing off after failures): answer 0A.
