@@ -14,7 +14,9 @@ export interface Readiness {
  */
 export async function startAdminServer(at: Endpoint, register: Registry, readiness: Readiness): Promise<http.Server> {
   const server = http.createServer((req, res) => {
-    const url = req.url ?? '/';
+    // The path alone: a query string (some scrapers add one) doesn't change what is served. A
+    // request an http.Server hands over always has a url.
+    const url = (req.url as string).split('?', 1)[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;

@@ -9,6 +9,8 @@ import { parsePolicy } from '../policy/index.js';
 import { startSimulatedPlc } from './demo/plc.js';
 import { parseEndpoint } from './endpoint.js';
 import { probeCommand } from './probe.js';
+import { hmiCommand } from './demo/hmi.js';
+import { plcCommand } from './demo/plc-command.js';
 import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, FilePolicySource, PolicyLoadError, ProxyRuntime, type PolicySource } from './runtime.js';
 import { RedisPolicySource } from './redis-source.js';
 import { Logger } from './audit.js';
@@ -41,6 +43,11 @@ usage:
   plcguard policy rollback VERSION --redis URL
   plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS]
   plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS]
+  plcguard plc [--listen HOST:PORT] [--unit N]
+                                  the demo's simulated PLC alone (default 127.0.0.1:5021)
+  plcguard hmi HOST:PORT [--interval MS] [--deny-every N] [--unit N]
+                                  a simulated HMI polling the demo PLC through plcguard, now and
+                                  then trying a write the demo policy denies
 
 admin endpoints (default ${DEFAULT_ADMIN.host}:${DEFAULT_ADMIN.port}): /metrics /healthz /readyz
 `;
@@ -178,6 +185,10 @@ export async function main(argv: string[]): Promise<number> {
         return await policyCommand(rest, io);
       case 'probe':
         return await probeCommand(rest, io);
+      case 'plc':
+        return await plcCommand(rest, io);
+      case 'hmi':
+        return await hmiCommand(rest, io);
       case '--version':
       case 'version':
         io.stdout(VERSION);

@@ -3,8 +3,19 @@ import { DECISION_REASONS } from '../policy/types.js';
 import type { StatsRegistry } from './server.js';
 import { DECISIONS, FUNCTION_LABELS, REFUSALS, UPSTREAM_ERRORS, type DeviceStats, type Histogram } from './stats.js';
 
-// Every metric plcguard exports, in one place. The hot path only bumps numbers in DeviceStats;
-// they are turned into Prometheus series here, at scrape time.
+// Every metric plcguard exports, in one place. The hot path only bumps numbers in DeviceStats
+// (proxy/stats.ts); they become Prometheus series here, at scrape time, so counting costs no label
+// hashing and no allocation per request.
+//
+// Labels take values from fixed sets only: device (from the policy), function (the public
+// function names, then `other`), decision, reason, kind, result. Never addresses, ports or
+// transaction ids: the number of series stays bounded whatever a client sends.
+//
+// Series of small fixed sets (denials by reason, refusals, upstream errors, reloads) exist from
+// the start with 0: rate() and increase() only see an increase between two samples of a series,
+// so a series born at its first event would hide that event from alerts. Requests by function
+// appear on first use instead, which keeps 20 functions × 3 decisions per device off the wire
+// until a client needs them.
 
 /** Policy state that isn't per device. */
 export class PolicyStats {
@@ -12,14 +23,25 @@ export class PolicyStats {
   loaded = false;
   reloadsOk = 0;
   reloadsFailed = 0;
+  /** Unix time (s) the policy in force was loaded; 0 before the first load. */
   lastReloadSeconds = 0;
-  /** Whether Redis is reachable; null when Redis isn't used. */
+  /**
+   * Whether Redis is reachable; null when Redis isn't used. Set it before createRegistry: the
+   * plcguard_redis_up series exists only when it was set then.
+   */
   redisUp: (() => boolean) | null = null;
 }
 
-type Labels = Record<string, string>;
+/** Metric name prefix; the default process metrics get it too, so one `plcguard_` selects all. */
+export const METRIC_PREFIX = 'plcguard_';
 
-/** A histogram whose buckets are filled elsewhere (DeviceStats), exposed in Prometheus' shape. */
+type Labels = Record<string, string>;
+type HistogramValue = { labels: Labels; value: number; metricName: string };
+
+/**
+ * A histogram whose buckets are filled elsewhere (DeviceStats), exposed in Prometheus' shape:
+ * cumulative `_bucket{le}` series, `_sum`, `_count`.
+ */
 class CollectedHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
@@ -29,30 +51,33 @@ class CollectedHistogram {
     private readonly series: () => Iterable<[Labels, Histogram]>,
   ) {}
 
-  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Labels; value: number; metricName: string }[] }> {
-    const values: { labels: Labels; value: number; metricName: string }[] = [];
+  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
+    const values: HistogramValue[] = [];
+    const bucket = `${this.name}_bucket`;
     for (const [labels, h] of this.series()) {
       let acc = 0;
       for (let i = 0; i < h.bounds.length; i++) {
         acc += h.counts[i]!;
-        values.push({ labels: { ...labels, le: String(h.bounds[i]) }, value: acc, metricName: `${this.name}_bucket` });
+        values.push({ labels: { ...labels, le: String(h.bounds[i]) }, value: acc, metricName: bucket });
       }
-      values.push({ labels: { ...labels, le: '+Inf' }, value: h.count, metricName: `${this.name}_bucket` });
+      values.push({ labels: { ...labels, le: '+Inf' }, value: h.count, metricName: bucket });
       values.push({ labels, value: h.sum, metricName: `${this.name}_sum` });
       values.push({ labels, value: h.count, metricName: `${this.name}_count` });
     }
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
   }
 
+  /** The registry's resetMetrics(): nothing to reset, the counts belong to DeviceStats. */
   reset(): void {}
 }
 
 /** Builds the registry: one per process, passed to the admin server. */
 export function createRegistry(stats: StatsRegistry, policy: PolicyStats, version: string): client.Registry {
   const register = new client.Registry();
-  client.collectDefaultMetrics({ register, prefix: 'plcguard_' });
+  client.collectDefaultMetrics({ register, prefix: METRIC_PREFIX });
   const devices = (): Iterable<[string, DeviceStats]> => stats.devices.entries();
 
+  // prom-client's counters and gauges, refilled from the plain numbers on every scrape.
   const counter = (name: string, help: string, labelNames: string[], fill: (c: client.Counter) => void): void => {
     new client.Counter({
       name,
@@ -77,34 +102,41 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
       },
     });
   };
-  const nonZero = (c: client.Counter, labels: Labels, v: number): void => {
-    if (v > 0) c.inc(labels, v);
-  };
 
-  counter('plcguard_requests_total', 'Requests by device, function and decision.', ['device', 'function', 'decision'], (c) => {
+  // Loops run over the counted arrays (sized from the label lists in stats.ts), so every value
+  // passed to inc() is a number: inc(labels, undefined) would count 1.
+  counter('plcguard_requests_total', 'Requests by device, function and decision (allowed, denied, would_deny in monitor mode).', ['device', 'function', 'decision'], (c) => {
     for (const [device, s] of devices()) {
       FUNCTION_LABELS.forEach((fn, f) =>
-        DECISIONS.forEach((decision, d) => nonZero(c, { device, function: fn, decision }, s.requests[f * DECISIONS.length + d]!)),
+        DECISIONS.forEach((decision, d) => {
+          const v = s.requests[f * DECISIONS.length + d]!;
+          if (v > 0) c.inc({ device, function: fn, decision }, v);
+        }),
       );
     }
   });
-  counter('plcguard_denials_total', 'Denied (or, in monitor mode, would-be denied) requests and connections by reason.', ['device', 'reason'], (c) => {
-    for (const [device, s] of devices()) DECISION_REASONS.forEach((reason, i) => nonZero(c, { device, reason }, s.denials[i]!));
+  counter('plcguard_denials_total', 'Denied (or, in monitor mode, would-be denied) requests, and connections refused for their source, by reason.', ['device', 'reason'], (c) => {
+    for (const [device, s] of devices()) {
+      s.denials.forEach((v, i) => {
+        const reason = DECISION_REASONS[i];
+        if (reason !== 'allowed') c.inc({ device, reason }, v);
+      });
+    }
   });
   counter('plcguard_refused_connections_total', 'Client connections refused at accept, by reason.', ['device', 'reason'], (c) => {
-    for (const [device, s] of devices()) REFUSALS.forEach((reason, i) => nonZero(c, { device, reason }, s.refused[i]!));
+    for (const [device, s] of devices()) s.refused.forEach((v, i) => c.inc({ device, reason: REFUSALS[i] }, v));
   });
   counter('plcguard_upstream_errors_total', 'PLC connection failures by kind.', ['device', 'kind'], (c) => {
-    for (const [device, s] of devices()) UPSTREAM_ERRORS.forEach((kind, i) => nonZero(c, { device, kind }, s.upstreamErrors[i]!));
+    for (const [device, s] of devices()) s.upstreamErrors.forEach((v, i) => c.inc({ device, kind: UPSTREAM_ERRORS[i] }, v));
   });
-  const simple = (name: string, help: string, pick: (s: DeviceStats) => number): void =>
+  const perDevice = (name: string, help: string, pick: (s: DeviceStats) => number): void =>
     counter(name, help, ['device'], (c) => {
       for (const [device, s] of devices()) c.inc({ device }, pick(s));
     });
-  simple('plcguard_framing_errors_total', 'Client streams closed for a framing error.', (s) => s.framingErrors);
-  simple('plcguard_unsolicited_responses_total', 'PLC responses that matched no outstanding request (dropped).', (s) => s.unsolicitedResponses);
-  simple('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', (s) => s.inconsistentResponses);
-  simple('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', (s) => s.frameTimeouts);
+  perDevice('plcguard_framing_errors_total', 'Client streams closed for a framing error.', (s) => s.framingErrors);
+  perDevice('plcguard_unsolicited_responses_total', 'PLC responses that matched no outstanding request (dropped).', (s) => s.unsolicitedResponses);
+  perDevice('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', (s) => s.inconsistentResponses);
+  perDevice('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', (s) => s.frameTimeouts);
 
   gauge('plcguard_client_connections', 'Open client connections.', ['device'], (g) => {
     for (const [device, s] of devices()) g.set({ device }, s.clientConnections);
@@ -114,27 +146,30 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
   });
 
   const histogram = (name: string, help: string, pick: (s: DeviceStats) => Histogram): void => {
-    register.registerMetric(
-      new CollectedHistogram(name, help, function* () {
-        for (const [device, s] of devices()) yield [{ device }, pick(s)];
-      }) as unknown as client.Metric,
-    );
+    const h = new CollectedHistogram(name, help, function* () {
+      for (const [device, s] of devices()) yield [{ device }, pick(s)];
+    });
+    // prom-client types a metric as the union of its own four classes; the registry itself only
+    // calls name, get() and reset(), which CollectedHistogram has.
+    register.registerMetric(h as unknown as client.Metric);
   };
   histogram('plcguard_round_trip_seconds', 'Client-visible round trip through plcguard, request arrival to response sent.', (s) => s.roundTrip);
   histogram('plcguard_upstream_response_seconds', "The PLC's own response time.", (s) => s.upstreamTime);
   histogram('plcguard_added_latency_seconds', 'Time plcguard itself adds per request (request and response paths).', (s) => s.added);
 
-  gauge('plcguard_policy_version', 'Version of the policy in force (0 for a file).', [], (g) => g.set(policy.version));
+  gauge('plcguard_policy_version', 'Version of the policy in force (Redis version; 0 for a file).', [], (g) => g.set(policy.version));
   gauge('plcguard_policy_loaded', '1 when a valid policy is in force.', [], (g) => g.set(policy.loaded ? 1 : 0));
-  counter('plcguard_policy_reloads_total', 'Policy reloads by result.', ['result'], (c) => {
+  counter('plcguard_policy_reloads_total', 'Policy loads (the first one included) by result.', ['result'], (c) => {
     c.inc({ result: 'ok' }, policy.reloadsOk);
     c.inc({ result: 'failed' }, policy.reloadsFailed);
   });
-  gauge('plcguard_policy_last_reload_timestamp_seconds', 'When the policy in force was loaded.', [], (g) => g.set(policy.lastReloadSeconds));
-  gauge('plcguard_redis_up', '1 when Redis is reachable (absent without Redis).', [], (g) => {
-    if (policy.redisUp !== null) g.set(policy.redisUp() ? 1 : 0);
-  });
-  const info = new client.Gauge({ name: 'plcguard_build_info', help: 'Build information.', labelNames: ['version', 'node'], registers: [register] });
-  info.set({ version, node: process.version }, 1);
+  gauge('plcguard_policy_last_reload_timestamp_seconds', 'Unix time the policy in force was loaded (0 before the first load).', [], (g) =>
+    g.set(policy.lastReloadSeconds),
+  );
+  // Only with Redis: a label-less gauge always has a sample, and a 0 here would read as "Redis
+  // down" for a file-based plcguard.
+  const redisUp = policy.redisUp;
+  if (redisUp !== null) gauge('plcguard_redis_up', '1 when Redis is reachable.', [], (g) => g.set(redisUp() ? 1 : 0));
+  gauge('plcguard_build_info', 'Build information (always 1).', ['version', 'node'], (g) => g.set({ version, node: process.version }, 1));
   return register;
 }

@@ -1,0 +1,427 @@
+// End-to-end check of the observability deployment (`npm run test:e2e`; .ci/run runs it too): a
+// real Prometheus (Debian's `prometheus` package) scrapes a real plcguard under simulated HMI
+// traffic, all on 127.0.0.1:
+//
+//   redis-server ← `plcguard policy push` (deploy/compose-policy.yaml, rewritten for loopback)
+//   plcguard hmi → plcguard run --redis … --admin … → plcguard plc
+//   prometheus (deploy/prometheus.yml: target, intervals and rule file path rewritten)
+//
+// the deployment's own path (Redis mode, a pushed policy), the built CLI (dist/: run
+// `npm run build` first; the npm script does), then:
+//   1. promtool checks the generated config and deploy/alerts.yml, and runs deploy/alerts.test.yml;
+//   2. every query of every panel of deploy/grafana/dashboards/plcguard.json, with $device,
+//      $__rate_interval and $__range filled in, is evaluated through Prometheus' HTTP API and must
+//      return finite values, and the main panels the values the traffic implies;
+//   3. every alert rule evaluates without error and none holds under this normal traffic;
+//   4. faults, one after another, make their alert's expression hold: a burst of denied writes
+//      (PlcguardDenialSpike), an invalid policy version in Redis (PlcguardPolicyReloadFailed), the
+//      PLC killed (PlcguardPlcUnreachable), Redis killed (PlcguardRedisDown), plcguard stopped
+//      (PlcguardDown). The `for:` durations and the other two alerts are covered by the promtool
+//      unit tests.
+// Every wait is a bounded poll of a condition or an event; every process is killed at the end, and
+// at exit if the run dies first.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import YAML from 'yaml';
+import { Redis } from 'ioredis';
+import { PolicyStore } from '../../policy/store.js';
+import { freePort } from '../fixtures/proxy.js';
+import { RawClient, req } from '../fixtures/raw-client.js';
+import { startRedis } from '../fixtures/redis.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const DEPLOY = path.join(ROOT, 'deploy');
+const DASHBOARD = path.join(DEPLOY, 'grafana/dashboards/plcguard.json');
+const DATASOURCES = path.join(DEPLOY, 'grafana/provisioning/datasources/prometheus.yml');
+const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The compose policy's device. */
+const DEVICE = 'boiler';
+/** Scrape and rule evaluation interval here (the deployment says 5 s). */
+const SCRAPE_INTERVAL = '1s';
+/** Grafana's $__rate_interval for a 1 s scrape interval is 4 s; a little more is steadier. */
+const RATE_INTERVAL = '5s';
+/** The dashboard's time range ($__range). */
+const RANGE = '1m';
+/** Scrapes Prometheus must have of plcguard before the panels are queried. */
+const SCRAPES_BEFORE_QUERIES = 6;
+/** HMI: a request every 25 ms, a denied write every 20th: 40 requests/s, 2 denials/s. */
+const HMI_INTERVAL_MS = 25;
+const HMI_DENY_EVERY = 20;
+/** Denied writes in the burst: over PlcguardDenialSpike's 5/s for its 2 minute window. */
+const DENIAL_BURST = 3000;
+/**
+ * PlcguardPlcUnreachable looks back a minute for an answered request; here the PLC dies seconds
+ * before the check, so that one rule is evaluated with this window instead.
+ */
+const FAULT_WINDOWS: Record<string, [string, string]> = { PlcguardPlcUnreachable: ['[1m]', '[5s]'] };
+/** plcguard retries a dead PLC at least this often here (policy limit), so errors keep coming. */
+const RECONNECT_BACKOFF_MAX_MS = 500;
+/**
+ * Rules whose condition a busy machine alone can make hold for a few seconds: a p99 over a few
+ * hundred samples takes in every scheduling hiccup of a shared CI machine, which is why such a rule
+ * waits 5 minutes before it fires. Here they must evaluate and not fire, but may be pending.
+ */
+const LOAD_DEPENDENT = new Set(['PlcguardAddedLatencyHigh']);
+const POLL_MS = 250;
+const START_TIMEOUT_MS = 20_000;
+const SCRAPES_TIMEOUT_MS = 30_000;
+const FAULT_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5000;
+
+/** Below the runner's --timeout (package.json), so the teardowns run before it kills this process. */
+t.setTimeout(100_000);
+
+if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first (npm run test:e2e does)`);
+for (const tool of ['prometheus', 'promtool', 'redis-server']) {
+  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is not installed (Debian: apt-get install prometheus redis-server)`);
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-e2e-'));
+
+// ---- processes ----
+
+/** A child process whose output is kept (shown when something fails) and can be waited on. */
+class Proc {
+  readonly child: ChildProcess;
+  output = '';
+  private readonly waiters: { re: RegExp; resolve: () => void }[] = [];
+  readonly exited: Promise<number | null>;
+
+  constructor(
+    readonly name: string,
+    command: string,
+    args: string[],
+  ) {
+    this.child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const kill = (): void => void this.child.kill('SIGKILL');
+    process.once('exit', kill);
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code) => {
+        process.off('exit', kill);
+        resolve(code);
+      }),
+    );
+    const take = (d: Buffer): void => {
+      this.output += d.toString();
+      for (const w of [...this.waiters]) {
+        if (w.re.test(this.output)) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }
+    };
+    this.child.stdout!.on('data', take);
+    this.child.stderr!.on('data', take);
+    // At the end, or after a failure or timeout: at once, before tap's runner gives up on us.
+    t.teardown(() => void this.child.kill('SIGKILL'));
+  }
+
+  /** Resolves when the output (so far or later) matches `re`; rejects if the process exits first. */
+  waitFor(re: RegExp, ms = START_TIMEOUT_MS): Promise<void> {
+    if (re.test(this.output)) return Promise.resolve();
+    return bounded(
+      Promise.race([
+        new Promise<void>((resolve) => this.waiters.push({ re, resolve })),
+        this.exited.then((code) => {
+          throw new Error(`${this.name} exited (${code}) before printing ${re}:\n${this.tail()}`);
+        }),
+      ]),
+      ms,
+      `${this.name} to print ${re}`,
+    );
+  }
+
+  tail(): string {
+    return this.output.split('\n').slice(-20).join('\n');
+  }
+
+  /** SIGTERM, then SIGKILL if it hasn't exited in time; resolves with the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` every POLL_MS until it returns a value other than undefined, for at most `ms`. */
+async function until<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+function plcguard(name: string, ...args: string[]): Proc {
+  return new Proc(name, process.execPath, [MAIN, ...args]);
+}
+
+function run(command: string, args: string[]): { code: number | null; output: string } {
+  const r = spawnSync(command, args, { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+// ---- Prometheus' HTTP API ----
+
+interface Series {
+  metric: Record<string, string>;
+  value: number;
+}
+
+let promPort = 0;
+
+/** Evaluates `expr` now; the result as series (a scalar is one series without labels). */
+async function query(expr: string): Promise<Series[]> {
+  const res = await bounded(fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`), 5000, `query ${expr}`);
+  const body = (await res.json()) as {
+    status: string;
+    error?: string;
+    data?: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] | [number, string] };
+  };
+  if (body.status !== 'success' || !body.data) throw new Error(`${expr}: ${body.error ?? res.status}`);
+  const r = body.data.result;
+  if (body.data.resultType === 'scalar') return [{ metric: {}, value: Number((r as [number, string])[1]) }];
+  return (r as { metric: Record<string, string>; value: [number, string] }[]).map((s) => ({ metric: s.metric, value: Number(s.value[1]) }));
+}
+
+async function promGet<T>(url: string): Promise<T> {
+  const res = await bounded(fetch(`http://127.0.0.1:${promPort}${url}`), 5000, url);
+  return (await res.json()) as T;
+}
+
+// ---- the plant ----
+
+const redis = await startRedis();
+t.teardown(() => redis.kill());
+const [plcPort, listenPort, adminPort] = await Promise.all([freePort(), freePort(), freePort()]);
+promPort = await freePort();
+
+const plc = plcguard('plc', 'plc', '--listen', `127.0.0.1:${plcPort}`, '--unit', '1');
+await plc.waitFor(/simulated PLC listening on/);
+
+// The compose policy on loopback: the HMI (127.0.0.1) may read and write setpoints; any other
+// source is refused.
+const policy = YAML.parseDocument(fs.readFileSync(path.join(DEPLOY, 'compose-policy.yaml'), 'utf8'));
+const device = policy.getIn(['devices', 0]) as YAML.YAMLMap;
+if (device.get('name') !== DEVICE) throw new Error(`deploy/compose-policy.yaml: expected device ${DEVICE} first`);
+device.set('listen', `127.0.0.1:${listenPort}`);
+device.set('upstream', `127.0.0.1:${plcPort}`);
+device.set('limits', { reconnect_backoff_max_ms: RECONNECT_BACKOFF_MAX_MS });
+for (const rule of (device.get('rules') as YAML.YAMLSeq<YAML.YAMLMap>).items) rule.set('sources', ['127.0.0.1']);
+const policyFile = path.join(dir, 'policy.yaml');
+fs.writeFileSync(policyFile, policy.toString());
+const push = run(process.execPath, [MAIN, 'policy', 'push', policyFile, '--redis', redis.url, '--author', 'e2e', '--message', 'e2e']);
+if (push.code !== 0) throw new Error(`policy push failed:\n${push.output}`);
+
+const proxy = plcguard('plcguard', 'run', '--redis', redis.url, '--admin', `127.0.0.1:${adminPort}`);
+await proxy.waitFor(/"event":"policy_loaded"/);
+const hmi = plcguard('hmi', 'hmi', `127.0.0.1:${listenPort}`, '--interval', String(HMI_INTERVAL_MS), '--deny-every', String(HMI_DENY_EVERY));
+await hmi.waitFor(/"event":"hmi_connected"/);
+
+const promConfig = YAML.parse(fs.readFileSync(path.join(DEPLOY, 'prometheus.yml'), 'utf8')) as {
+  global: Record<string, string>;
+  rule_files: string[];
+  scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+};
+const job = promConfig.scrape_configs.find((c) => c.job_name === 'plcguard');
+if (!job) throw new Error('deploy/prometheus.yml: no job "plcguard"');
+job.static_configs = [{ targets: [`127.0.0.1:${adminPort}`] }];
+promConfig.global.scrape_interval = SCRAPE_INTERVAL;
+promConfig.global.evaluation_interval = SCRAPE_INTERVAL;
+promConfig.rule_files = promConfig.rule_files.map((f) => path.resolve(DEPLOY, f));
+const promConfigFile = path.join(dir, 'prometheus.yml');
+fs.writeFileSync(promConfigFile, YAML.stringify(promConfig));
+const prometheus = new Proc('prometheus', 'prometheus', [
+  `--config.file=${promConfigFile}`,
+  `--storage.tsdb.path=${path.join(dir, 'data')}`,
+  `--web.listen-address=127.0.0.1:${promPort}`,
+]);
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+await until('Prometheus to be ready', START_TIMEOUT_MS, async () => {
+  if (prometheus.child.exitCode !== null) throw new Error(`prometheus exited:\n${prometheus.tail()}`);
+  const res = await fetch(`http://127.0.0.1:${promPort}/-/ready`).catch(() => null);
+  return res?.ok === true ? true : undefined;
+});
+await until('a first scrape of plcguard', SCRAPES_TIMEOUT_MS, async () => ((await query(`up{job="plcguard"} == 1`)).length > 0 ? true : undefined));
+// One refused connection (a source the policy doesn't list) once Prometheus has seen the counter
+// at 0: an increase before the first scrape is invisible to increase() and rate().
+const stranger = await RawClient.connect(listenPort, '127.0.0.2');
+await bounded(stranger.closed, START_TIMEOUT_MS, 'the stranger to be refused');
+await until(`${SCRAPES_BEFORE_QUERIES} scrapes of plcguard, the last after the refusal`, SCRAPES_TIMEOUT_MS, async () => {
+  const [n] = await query(`count_over_time(up{job="plcguard"}[1m])`);
+  const refused = await query(`plcguard_refused_connections_total{reason="source_not_allowed"} > 0`);
+  return n !== undefined && n.value >= SCRAPES_BEFORE_QUERIES && refused.length > 0 ? true : undefined;
+});
+
+// ---- checks ----
+
+void t.test('promtool: the generated config, the rules and their unit tests', (t) => {
+  for (const [args, what] of [
+    [['check', 'config', promConfigFile], 'check config (and the rule file it names)'],
+    [['check', 'rules', path.join(DEPLOY, 'alerts.yml')], 'check rules deploy/alerts.yml'],
+    [['test', 'rules', path.join(DEPLOY, 'alerts.test.yml')], 'test rules deploy/alerts.test.yml'],
+  ] as [string[], string][]) {
+    const r = run('promtool', args);
+    t.equal(r.code, 0, `promtool ${what}`, { output: r.output });
+  }
+  t.end();
+});
+
+interface Target {
+  panel: string;
+  expr: string;
+  datasource: string | undefined;
+}
+
+interface Panel {
+  title: string;
+  datasource?: { uid?: string };
+  targets?: { expr: string; datasource?: { uid?: string } }[];
+  panels?: Panel[];
+}
+
+const dashboard = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as {
+  panels: Panel[];
+  templating: { list: { name: string; definition: string; datasource?: { uid?: string } }[] };
+};
+
+function targets(panels: Panel[]): Target[] {
+  return panels.flatMap((p) => [
+    ...(p.targets ?? []).map((x) => ({ panel: p.title, expr: x.expr, datasource: x.datasource?.uid ?? p.datasource?.uid })),
+    ...targets(p.panels ?? []),
+  ]);
+}
+
+const fill = (expr: string): string =>
+  expr.replaceAll('$device', DEVICE).replaceAll('$__rate_interval', RATE_INTERVAL).replaceAll('$__range', RANGE);
+
+void t.test('every dashboard panel query returns data', async (t) => {
+  const uid = (YAML.parse(fs.readFileSync(DATASOURCES, 'utf8')) as { datasources: { uid: string }[] }).datasources[0]!.uid;
+  const all = targets(dashboard.panels);
+  t.ok(all.length >= 20, `${all.length} queries`);
+  for (const v of dashboard.templating.list) {
+    t.equal(v.datasource?.uid, uid, `variable ${v.name}: the provisioned datasource`);
+    const m = /^label_values\((\w+), (\w+)\)$/.exec(v.definition);
+    t.ok(m, `variable ${v.name}: label_values(metric, label)`);
+    const values = await promGet<{ data: string[] }>(`/api/v1/label/${m![2]}/values?match[]=${m![1]}`);
+    t.ok(values.data.includes(DEVICE), `variable ${v.name} offers ${DEVICE}`);
+  }
+  const results = new Map<string, Series[]>();
+  for (const x of all) {
+    t.equal(x.datasource, uid, `${x.panel}: the provisioned datasource`);
+    const series = await query(fill(x.expr));
+    results.set(x.expr, series);
+    t.ok(series.length > 0, `${x.panel}: ${x.expr} returns data`);
+    t.ok(series.every((s) => Number.isFinite(s.value)), `${x.panel}: finite values`, { series });
+  }
+
+  // What the traffic implies, panel by panel.
+  const of = (title: string, i = 0): Series[] => results.get(all.filter((x) => x.panel === title)[i]!.expr)!;
+  const value = (series: Series[], label: string, v: string): number | undefined => series.find((s) => s.metric[label] === v)?.value;
+  t.equal(value(of('plcguard up'), 'job', 'plcguard'), 1);
+  t.equal(of('Redis up')[0]?.value, 1);
+  t.equal(of('Policy in force')[0]?.value, 1);
+  t.equal(of('Policy version')[0]?.value, 1, 'version 1: the one pushed');
+  t.ok(of('Last policy reload')[0]!.value > 0);
+  const decisions = of('Request rate by decision');
+  t.ok(value(decisions, 'decision', 'allowed')! > 0 && value(decisions, 'decision', 'denied')! > 0, 'allowed and denied requests flow', { decisions });
+  const fns = of('Requests by function');
+  for (const fn of ['read_holding_registers', 'read_input_registers', 'read_coils', 'read_discrete_inputs', 'write_single_register']) {
+    t.ok(value(fns, 'function', fn)! > 0, `the HMI uses ${fn}`);
+  }
+  t.equal(value(of('Connections', 0), 'device', DEVICE), 1, 'one client: the HMI');
+  t.equal(value(of('Connections', 1), 'device', DEVICE), 1, 'one PLC connection');
+  const reasons = of('Denials by reason');
+  t.ok(value(reasons, 'reason', 'address_not_allowed')! > 0 && value(reasons, 'reason', 'value_not_allowed')! > 0, "the HMI's denied writes, by reason");
+  const top = of('Top denial reasons').map((s) => s.metric.reason);
+  t.ok(['address_not_allowed', 'value_not_allowed', 'source_not_allowed'].every((r) => top.includes(r)), 'top reasons include the refused stranger', { top });
+  for (const title of ['Added by plcguard (p50, p99)', 'Client round trip (p50, p99)', 'PLC response time (p50, p99)']) {
+    for (const i of [0, 1]) {
+      const q = of(title, i)[0]!.value;
+      t.ok(q > 0 && q < 1, `${title} ${i === 0 ? 'p50' : 'p99'}: ${(q * 1e6).toFixed(0)} µs`);
+    }
+  }
+  t.ok(of('Added by plcguard (p50, p99)', 0)[0]!.value < of('Client round trip (p50, p99)', 0)[0]!.value, 'plcguard adds less than the whole round trip');
+  t.equal(of('Build')[0]?.metric.version, VERSION);
+});
+
+interface Rule {
+  alert: string;
+  expr: string;
+}
+
+const rules = (YAML.parse(fs.readFileSync(path.join(DEPLOY, 'alerts.yml'), 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+const faultExpr = (rule: Rule): string => {
+  const w = FAULT_WINDOWS[rule.alert];
+  return w ? rule.expr.replaceAll(w[0], w[1]) : rule.expr;
+};
+const holds = async (name: string): Promise<true | undefined> => ((await query(faultExpr(rules.find((r) => r.alert === name)!))).length > 0 ? true : undefined);
+
+void t.test('alert rules: loaded and healthy; none holds under normal traffic, none fires', async (t) => {
+  t.ok(rules.length >= 6, `${rules.length} alert rules`);
+  const loaded = await promGet<{ data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } }>('/api/v1/rules?type=alert');
+  const byName = new Map(loaded.data.groups.flatMap((g) => g.rules).map((r) => [r.name, r]));
+  for (const rule of rules) {
+    t.match(byName.get(rule.alert), { health: 'ok' }, `${rule.alert}: loaded, evaluates without error`);
+    const now = await query(rule.expr);
+    if (LOAD_DEPENDENT.has(rule.alert)) {
+      t.pass(`${rule.alert}: evaluates (${now.length === 0 ? 'quiet' : `holds now: ${JSON.stringify(now)}`})`);
+      continue;
+    }
+    t.same(now, [], `${rule.alert}: quiet`);
+    if (FAULT_WINDOWS[rule.alert]) t.same(await query(faultExpr(rule)), [], `${rule.alert}: quiet with the window the fault check uses`);
+  }
+  const alerts = await promGet<{ data: { alerts: { labels: { alertname: string }; state: string }[] } }>('/api/v1/alerts');
+  t.same(alerts.data.alerts.filter((a) => a.state === 'firing'), [], 'nothing firing');
+  t.same(alerts.data.alerts.filter((a) => !LOAD_DEPENDENT.has(a.labels.alertname)), [], 'nothing pending but what load can cause');
+});
+
+void t.test('faults make their alerts hold', async (t) => {
+  // A burst of denied writes from an allowed source.
+  const c = await RawClient.connect(listenPort);
+  c.send(Buffer.concat(Array.from({ length: DENIAL_BURST }, (_, i) => req(i & 0xffff, 1, [6, 0, 50, 0, 1]))));
+  t.equal((await bounded(c.read(DENIAL_BURST), FAULT_TIMEOUT_MS, 'the burst to be answered')).length, DENIAL_BURST);
+  c.close();
+  // A version in Redis that isn't a policy (pushed past the CLI, which would refuse it).
+  const r = new Redis(redis.url);
+  await new PolicyStore(r).push('version: 1\ndevices: [', 'not-a-policy', new Map(), { author: 'e2e', message: 'invalid on purpose' });
+  r.disconnect();
+  await proxy.waitFor(/"event":"policy_rejected"/);
+  // The PLC dies.
+  await plc.stop('SIGKILL');
+  await until('PlcguardDenialSpike', FAULT_TIMEOUT_MS, () => holds('PlcguardDenialSpike'));
+  t.pass('PlcguardDenialSpike holds after the burst');
+  await until('PlcguardPolicyReloadFailed', FAULT_TIMEOUT_MS, () => holds('PlcguardPolicyReloadFailed'));
+  t.pass('PlcguardPolicyReloadFailed holds after the invalid version');
+  t.equal((await query('plcguard_policy_version'))[0]?.value, 1, 'the last good policy stays in force');
+  await until('PlcguardPlcUnreachable', FAULT_TIMEOUT_MS, () => holds('PlcguardPlcUnreachable'));
+  t.pass('PlcguardPlcUnreachable holds with the PLC dead');
+
+  await redis.kill();
+  await until('PlcguardRedisDown', FAULT_TIMEOUT_MS, () => holds('PlcguardRedisDown'));
+  t.pass('PlcguardRedisDown holds with Redis dead');
+
+  t.equal(await proxy.stop(), 0, 'plcguard exits 0 on SIGTERM');
+  await until('PlcguardDown', FAULT_TIMEOUT_MS, () => holds('PlcguardDown'));
+  t.pass('PlcguardDown holds with plcguard stopped');
+  t.equal(await hmi.stop(), 0, 'the HMI exits 0 on SIGTERM');
+});
