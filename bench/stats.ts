@@ -1,0 +1,36 @@
+// Small pure statistics for the benchmark. No I/O.
+import type { LatencySummary } from './ipc.js';
+
+/**
+ * Nearest-rank percentile of an ascending array (p in 0..1): the smallest value with at least
+ * p of the samples at or below it. 0 for no samples.
+ */
+export function percentileSorted(sorted: ArrayLike<number>, p: number): number {
+  const n = sorted.length;
+  if (n === 0) return 0;
+  const rank = Math.min(n, Math.max(1, Math.ceil(p * n)));
+  return sorted[rank - 1]!;
+}
+
+/** Sorts the latencies (µs) in place and summarises them. */
+export function summarizeLatencies(us: Float32Array): LatencySummary {
+  us.sort();
+  let sum = 0;
+  for (let i = 0; i < us.length; i++) sum += us[i]!;
+  return {
+    samples: us.length,
+    p50Us: percentileSorted(us, 0.5),
+    p99Us: percentileSorted(us, 0.99),
+    p999Us: percentileSorted(us, 0.999),
+    maxUs: us.length > 0 ? us[us.length - 1]! : 0,
+    meanUs: us.length > 0 ? sum / us.length : 0,
+  };
+}
+
+/** Median of the values (mean of the middle two for an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
