@@ -48,16 +48,23 @@ class DeviceListener implements SessionContext {
     return this.device;
   }
 
-  async listen(): Promise<void> {
+  /** Opens a listener on `at` for this device, without using it yet (see `adopt`). */
+  async bind(at: Endpoint): Promise<net.Server> {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
-    this.server = server;
-    server.listen({ host: this.device.listen.host, port: this.device.listen.port });
+    server.listen({ host: at.host, port: at.port });
     await Promise.race([
       once(server, 'listening'),
       once(server, 'error').then(([err]) => {
         throw err as Error;
       }),
     ]);
+    return server;
+  }
+
+  /** Serves new connections from `server`; the previous listener closes, open connections stay. */
+  adopt(server: net.Server): void {
+    void this.stopListening();
+    this.server = server;
     this.listening = true;
     this.logger.log('listening', { device: this.device.name, address: this.device.listen.host, port: this.port });
   }
@@ -176,36 +183,48 @@ export class ProxyServer {
     return [...this.listeners.values()].flatMap((l) => [...l.sessions]);
   }
 
-  /** Applies a policy. Rejects (and leaves nothing half-done for new devices) when a listen fails. */
+  /**
+   * Applies a policy, all or nothing: every listener the new policy needs is opened first, and if
+   * one can't be (address in use), those opened are closed again, the error is thrown and the
+   * policy in force stays exactly as it was.
+   */
   async apply(policy: CompiledPolicy): Promise<void> {
     if (this.stopping) return;
-    for (const [name, l] of this.listeners) {
-      if (!policy.devices.has(name)) {
-        this.listeners.delete(name);
-        const closed = l.stopListening();
-        for (const s of [...l.sessions]) s.close('policy_removed');
-        await closed;
+    const added: DeviceListener[] = [];
+    const moved: [DeviceListener, net.Server][] = [];
+    try {
+      for (const device of policy.devices.values()) {
+        const l = this.listeners.get(device.name);
+        if (!l) {
+          const nl = new DeviceListener(device, this.stats.get(device.name), this.logger);
+          added.push(nl);
+          nl.adopt(await nl.bind(device.listen));
+        } else if (!sameEndpoint(l.device.listen, device.listen)) {
+          moved.push([l, await l.bind(device.listen)]);
+        }
       }
+    } catch (err) {
+      for (const l of added) void l.stopListening();
+      for (const [, server] of moved) server.close();
+      throw err;
     }
+    // Commit: nothing below can fail.
+    for (const [name, l] of this.listeners) {
+      if (policy.devices.has(name)) continue;
+      this.listeners.delete(name);
+      void l.stopListening();
+      for (const s of [...l.sessions]) s.close('policy_removed');
+    }
+    for (const l of added) this.listeners.set(l.deviceName, l);
+    const movedTo = new Map(moved);
     for (const device of policy.devices.values()) {
-      const l = this.listeners.get(device.name);
-      if (!l) {
-        const nl = new DeviceListener(device, this.stats.get(device.name), this.logger);
-        await nl.listen();
-        this.listeners.set(device.name, nl);
-        continue;
-      }
+      const l = this.listeners.get(device.name)!;
       const old = l.device;
       l.device = device;
-      if (!sameEndpoint(old.upstream, device.upstream)) {
-        // Connections were opened to the old PLC address: make clients reconnect.
-        for (const s of [...l.sessions]) s.close('policy_removed');
-      }
-      if (!sameEndpoint(old.listen, device.listen)) {
-        // Open connections stay; only new ones go to the new address.
-        void l.stopListening();
-        await l.listen();
-      }
+      const server = movedTo.get(l);
+      if (server) l.adopt(server);
+      // Connections were opened to the old PLC address: make their clients reconnect.
+      if (!sameEndpoint(old.upstream, device.upstream)) for (const s of [...l.sessions]) s.close('policy_removed');
     }
   }
 

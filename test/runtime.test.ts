@@ -80,9 +80,15 @@ void t.test('a reload whose new listen address is taken is rejected; the rest ke
   await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${taken}`, plc.port)}`);
   t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/], kept: 'last good policy' });
   t.equal(proxy.rt.policyStats.reloadsFailed, 1);
+  // Moving the running device onto the taken port fails the same way, and changes nothing.
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', `127.0.0.1:${taken}`, plc.port, 11)}`);
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/] });
+  t.equal(proxy.rt.ports().get('a'), proxy.port, 'still on its old port');
   const c = await RawClient.connect(proxy.port);
   c.send(req(1, 1, [3, 0, 0, 0, 1]));
   t.equal((await c.read())[0]!.readUInt16BE(0), 1);
+  c.send(req(2, 1, [6, 0, 11, 0, 1]));
+  t.equal((await c.read())[0]![7], 0x86, 'and still under the old policy (11 not writable)');
   c.close();
 });
 
