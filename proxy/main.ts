@@ -105,6 +105,7 @@ async function serve(
           logger.log('stopped');
           resolve(0);
         })
+        /* c8 ignore next 4 -- stopping closes sockets and timers; nothing in it is expected to throw */
         .catch((err: Error) => {
           io.stderr(`plcguard: error while stopping: ${err.message}`);
           resolve(1);
@@ -210,6 +211,7 @@ export async function main(argv: string[]): Promise<number> {
       io.stderr(`plcguard: ${(err as Error).message}\n\n${USAGE}`);
       return 2;
     }
+    /* c8 ignore next 2 -- anything else is a bug: reported with its stack below */
     throw err;
   }
 }
@@ -217,6 +219,7 @@ export async function main(argv: string[]): Promise<number> {
 if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
+    /* c8 ignore next 4 -- only a bug gets here (every expected failure has its exit code) */
     (err: Error) => {
       io.stderr(`plcguard: ${err.stack ?? err.message}`);
       process.exit(1);

@@ -54,7 +54,7 @@ void t.test('run with an invalid policy: every error with its position, exit 1, 
   t.match(lines[1], new RegExp(`^${file}:3:11: devices\\[0\\]\\.name: `));
   t.match(lines[2], new RegExp(`^${file}:5:15: devices\\[0\\]\\.upstream: "nowhere" has no port`));
   t.equal(r.stdout, '', 'nothing logged as started');
-  const missing = await plcguard('run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off');
+  const missing = await plcguard('run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off', '--devices', 'a,b');
   t.equal(missing.code, 1);
   t.match(missing.stderr, /missing\.yaml: cannot read policy: ENOENT/);
 });
@@ -69,4 +69,61 @@ void t.test('run when the listen address is taken: a clear error, exit 1', async
   const r = await plcguard('run', '--policy', file, '--admin', 'off');
   t.equal(r.code, 1);
   t.match(r.stderr, new RegExp(`^plcguard: cannot start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}`));
+});
+
+void t.test('every subcommand is reachable from the binary', async (t) => {
+  const validate = await plcguard('policy', 'validate', 'examples/demo-policy.yaml');
+  t.same(validate, { code: 0, stdout: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n', stderr: '' });
+  const history = await plcguard('policy', 'history', '--redis', 'redis://127.0.0.1:1');
+  t.equal(history.code, 1, 'policy store commands: Redis unreachable → exit 1');
+  t.match(history.stderr, /^plcguard policy history: /);
+  t.equal((await plcguard('policy')).code, 2, 'policy without a subcommand → usage');
+  for (const command of ['probe', 'plc', 'hmi']) {
+    const r = await plcguard(command, '--bogus');
+    t.equal(r.code, 2, `${command} --bogus → usage`);
+  }
+});
+
+void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {
+  // As the README runs it: admin endpoints on their default 127.0.0.1:9502.
+  const child = spawn(process.execPath, [MAIN, 'demo'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"event":"started"')) resolve();
+    }),
+  );
+  t.match(err, /plcguard demo: simulated PLC on 127\.0\.0\.1:5021 \(unit 1\), plcguard in front of it on 127\.0\.0\.1:5020/);
+  t.match(err, /metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
+  const read = await plcguard('probe', '127.0.0.1:5020', 'read', 'holding_registers', '7');
+  t.same(read, { code: 0, stdout: 'holding_registers 7: 258\n', stderr: '' }, 'an allowed read through the demo');
+  const denied = await plcguard('probe', '127.0.0.1:5020', 'write', 'holding_registers', '10=5000');
+  t.equal(denied.stdout, 'exception 0x03 (illegal data value) from 127.0.0.1:5020 unit 1\n');
+  child.kill('SIGINT');
+  t.equal(await exited, 0);
+  t.match(out, /"event":"deny".*"reason":"value_not_allowed"/);
+  t.match(out, /"event":"stopping","signal":"SIGINT"/);
+});
+
+void t.test('plcguard demo --admin off: no admin endpoint mentioned', async (t) => {
+  const child = spawn(process.execPath, [MAIN, 'demo', '--admin', 'off'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  let out = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"event":"started"')) resolve();
+    }),
+  );
+  t.match(err, /\npolicy: examples\/demo-policy\.yaml\n/);
+  child.kill('SIGTERM');
+  t.equal(await exited, 0);
 });
