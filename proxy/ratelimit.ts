@@ -1,24 +1,32 @@
 import type { RateLimit } from '../policy/types.js';
 
-/** A token bucket refilled continuously; parameters are passed in so a reload applies at once. */
+/**
+ * A token bucket refilled continuously; parameters are passed in so a reload applies at once.
+ * Time only moves forward here: the connections of one source share the bucket and each passes
+ * the arrival time of its own chunk, which can be older than the last one seen (frames held at
+ * max_outstanding are decided later). An older time refills nothing and never rewinds `last`:
+ * running the clock backwards would drain tokens that were earned, and re-earn them twice later.
+ */
 class Bucket {
-  private tokens = -1;
+  tokens = 0;
   private last = 0;
+  private started = false;
 
-  take(now: number, perSecond: number, burst: number): boolean {
-    if (this.tokens < 0) this.tokens = burst;
-    else this.tokens = Math.min(burst, this.tokens + ((now - this.last) / 1000) * perSecond);
-    this.last = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return true;
+  refill(now: number, perSecond: number, burst: number): void {
+    if (!this.started) {
+      this.started = true;
+      this.tokens = burst;
+      this.last = now;
+      return;
     }
-    return false;
+    const elapsed = Math.max(0, now - this.last);
+    this.tokens = Math.min(burst, this.tokens + (elapsed / 1000) * perSecond);
+    if (now > this.last) this.last = now;
   }
 
   /** True when the bucket would be full now: nothing is lost by forgetting it. */
   full(now: number, perSecond: number, burst: number): boolean {
-    return this.tokens < 0 || this.tokens + ((now - this.last) / 1000) * perSecond >= burst;
+    return !this.started || this.tokens + (Math.max(0, now - this.last) / 1000) * perSecond >= burst;
   }
 }
 
@@ -30,10 +38,18 @@ export class SourceRate {
   private readonly requests = new Bucket();
   private readonly writes = new Bucket();
 
-  /** May a request (a write, when `write`) go on now under `limit`? */
+  /**
+   * May a request (a write, when `write`) go on now under `limit`? A request refused by one
+   * bucket takes nothing from the other: only what goes on is paid for.
+   */
   allow(now: number, limit: Readonly<RateLimit>, write: boolean): boolean {
-    if (write && !this.writes.take(now, limit.writesPerSecond, limit.burst)) return false;
-    return this.requests.take(now, limit.requestsPerSecond, limit.burst);
+    const r = this.requests;
+    r.refill(now, limit.requestsPerSecond, limit.burst);
+    if (write) this.writes.refill(now, limit.writesPerSecond, limit.burst);
+    if (r.tokens < 1 || (write && this.writes.tokens < 1)) return false;
+    r.tokens -= 1;
+    if (write) this.writes.tokens -= 1;
+    return true;
   }
 
   idle(now: number, limit: Readonly<RateLimit> | null): boolean {

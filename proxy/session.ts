@@ -8,6 +8,7 @@ import {
   decodeRequest,
   functionLabel,
   type FrameHandler,
+  type FramingError,
   type ResponseCheck,
 } from './modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
@@ -33,7 +34,16 @@ export interface SessionContext {
 const PAUSE_OUTSTANDING = 1; // max outstanding requests reached (the splitter holds the rest)
 const PAUSE_UPSTREAM_FULL = 2; // the PLC socket can't take more
 const PAUSE_CLIENT_FULL = 4; // the client isn't reading its responses
-const PAUSE_DRAINING = 8; // shutting down: no new requests
+const PAUSE_STOPPED = 8; // no new requests: shutting down, or the client's stream is broken
+const PAUSE_RESPONSE_OPEN = 16; // our own replies wait behind a response still streaming through
+
+/**
+ * After plcguard's FIN, how long a client gets to close its side before the socket is destroyed.
+ * What it still sends meanwhile is read and dropped (closing with unread data would be a reset).
+ * The bound matters: the session is no longer counted against the connection limits, and a
+ * client ignoring the FIN must not hold a socket, or a shutdown, for ever.
+ */
+const LINGER_MS = 1000;
 
 /** TCP keepalive probes find clients that vanished without a FIN (a powered-off HMI). */
 const KEEPALIVE_MS = 30_000;
@@ -77,7 +87,15 @@ export class Session implements FrameHandler, UpstreamOwner {
   private outEnd = 0;
   private clientEnded = false;
   private isClosed = false;
-  private draining = false;
+  /** Set once no more requests are taken; the session ends when what is outstanding is answered. */
+  private stopReason: CloseReason | null = null;
+  /**
+   * Response bytes have gone to the client and the rest of that response is still to come: any
+   * reply of plcguard's own (a denial, 0A, 0B) written now would land inside it. Such replies
+   * wait in `deferred` until the response is complete.
+   */
+  private responseOpen = false;
+  private readonly deferred: Buffer[] = [];
   private closeWaiters: (() => void)[] = [];
 
   constructor(
@@ -125,9 +143,17 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   /** Stops taking requests, lets outstanding ones finish, then closes. */
   drain(): void {
-    if (this.draining) return;
-    this.draining = true;
-    this.setPause(PAUSE_DRAINING, true);
+    this.stop('shutdown');
+  }
+
+  /**
+   * Takes no more requests (and reads no more), answers what was already accepted, then closes:
+   * a request the PLC has executed always gets its answer, however the connection ends.
+   */
+  private stop(reason: CloseReason): void {
+    if (this.stopReason !== null) return;
+    this.stopReason = reason;
+    this.setPause(PAUSE_STOPPED, true);
     this.endIfDone();
   }
 
@@ -153,17 +179,20 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- client → PLC ----
 
   private onData(chunk: Buffer): void {
-    if (this.isClosed) return;
+    if (this.isClosed || this.stopReason !== null) return;
     this.chunkAt = performance.now();
     const seen = this.framesSeen;
     const err = this.splitter.push(chunk);
-    if (err) {
-      this.ctx.stats.framingErrors++;
-      this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
-      this.close('framing_error');
-      return;
-    }
+    // Frames before a framing error were decided: send them on before anything else.
     this.afterInput(seen);
+    if (err) this.onFramingError(err);
+  }
+
+  /** The stream can't be resynchronised: nothing more is read; what was accepted is answered. */
+  private onFramingError(err: FramingError): void {
+    this.ctx.stats.framingErrors++;
+    this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
+    this.stop('framing_error');
   }
 
   private afterInput(framesSeenBefore: number): void {
@@ -193,12 +222,12 @@ export class Session implements FrameHandler, UpstreamOwner {
     }
     this.ctx.stats.frameTimeouts++;
     this.log('frame_timeout', { partial_bytes: this.splitter.partialBytes, action: 'close' });
-    this.close('frame_timeout');
+    this.stop('frame_timeout');
   }
 
   // FrameHandler: one whole request ADU.
   frame(buf: Buffer, start: number, end: number): boolean {
-    if (this.isClosed || this.draining) return false;
+    if (this.isClosed || this.stopReason !== null) return false;
     this.framesSeen++;
     const req = decodeRequest(buf, start, end, this.req);
     const device = this.refreshDevice();
@@ -299,8 +328,11 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
     if (this.isClosed) return;
+    // Open until complete(): within one call for a whole frame, across chunks for a streamed one.
+    this.responseOpen = true;
     if (copy) {
-      this.reply(Buffer.from(buf.subarray(start, end)));
+      this.writeOut();
+      this.write(Buffer.from(buf.subarray(start, end)));
     } else if (this.outBatch === buf && this.outEnd === start) {
       this.outEnd = end;
     } else {
@@ -319,6 +351,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     // (arrival → handed to the client socket, which happens in this same tick).
     stats.added.observe((tx.sentAt - tx.receivedAt + (performance.now() - now)) / 1000);
     this.release(tx);
+    this.responseOpen = false;
+    if (this.deferred.length > 0) {
+      for (const b of this.deferred.splice(0)) this.reply(b);
+      this.setPause(PAUSE_RESPONSE_OPEN, false);
+    }
   }
 
   fail(tx: Transaction, exception: number, _now: number): void {
@@ -339,10 +376,10 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding) {
       this.setPause(PAUSE_OUTSTANDING, false);
       const seen = this.framesSeen;
+      // Held bytes were never framed: a framing error can surface here as well as in onData.
       const err = this.splitter.resume();
-      /* c8 ignore next -- held bytes were already framed-checked up to the pause point */
-      if (err) return this.close('framing_error');
       this.afterInput(seen);
+      if (err) this.onFramingError(err);
     }
     this.endIfDone();
   }
@@ -362,6 +399,12 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   private reply(b: Buffer): void {
     if (this.isClosed) return;
+    if (this.responseOpen) {
+      // Bounded: reading stops until the response completes (or is cut, which closes).
+      this.deferred.push(b);
+      this.setPause(PAUSE_RESPONSE_OPEN, true);
+      return;
+    }
     this.writeOut();
     this.write(b);
   }
@@ -419,15 +462,19 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   private endIfDone(): void {
     if (this.isClosed || this.outstanding > 0) return;
-    if (this.clientEnded || this.draining) {
-      this.writeOut();
-      this.teardown(this.draining ? 'shutdown' : 'client_closed');
-      this.socket.end();
+    if (!this.clientEnded && this.stopReason === null) return;
+    this.writeOut();
+    this.teardown(this.stopReason ?? 'client_closed');
+    this.socket.end();
+    if (!this.clientEnded) {
+      this.socket.resume();
+      const linger = setTimeout(() => this.socket.destroy(), LINGER_MS);
+      this.socket.once('close', () => clearTimeout(linger));
     }
   }
 
   private onIdle(): void {
-    if (this.outstanding > 0 || this.splitter.partialBytes > 0) return;
+    if (this.isClosed || this.outstanding > 0 || this.splitter.partialBytes > 0) return;
     this.log('idle_timeout', { action: 'close' });
     this.close('idle_timeout');
   }
@@ -440,6 +487,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.upstream?.close();
     this.upstream = null;
     this.splitter.reset();
+    this.deferred.length = 0;
     const suppressed = this.audit.drain();
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {

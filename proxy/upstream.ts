@@ -240,8 +240,9 @@ export class Upstream implements FrameHandler {
     const txs = this.outstanding.splice(0);
     const now = this.now();
     for (const tx of txs) {
-      tx.owner?.fail(tx, code, now);
+      // Touch first: fail() releases the transaction, which clears its owner.
       this.touch(tx.owner);
+      tx.owner?.fail(tx, code, now);
     }
     this.flushOwners();
   }
@@ -278,21 +279,26 @@ export class Upstream implements FrameHandler {
     this.responseTimer = null;
     const now = this.now();
     const limit = this.limits.responseTimeoutMs;
-    let expired = 0;
-    while (expired < this.outstanding.length) {
-      const tx = this.outstanding[expired]!;
-      // A response already being streamed through can't be replaced by an exception.
-      if (tx === this.streaming || now - tx.sentAt < limit) break;
-      expired++;
+    const streamed = this.streaming;
+    if (streamed !== null && now - streamed.sentAt >= limit) {
+      // Its head already went to the client, so no exception can replace it, and the rest may
+      // never come: the PLC stalled mid-response. Drop the connection ('close' does the rest: the
+      // owner's stream is cut, the other outstanding requests get 0B).
+      this.lostKind = 'timeout';
+      this.socket?.destroy();
+      return;
     }
+    let expired = 0;
+    while (expired < this.outstanding.length && now - this.outstanding[expired]!.sentAt >= limit) expired++;
     for (const tx of this.outstanding.splice(0, expired)) {
       this.stats.countUpstreamError('timeout');
-      tx.owner?.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
       this.touch(tx.owner);
+      tx.owner?.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
     }
     this.flushOwners();
-    const next = this.outstanding[0];
-    if (next !== undefined) this.armResponseTimer(next.sentAt + limit - now);
+    let next = this.outstanding[0]?.sentAt;
+    if (streamed !== null && (next === undefined || streamed.sentAt < next)) next = streamed.sentAt;
+    if (next !== undefined) this.armResponseTimer(next + limit - now);
   }
 
   private onData(chunk: Buffer): void {
