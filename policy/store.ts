@@ -179,6 +179,11 @@ export class PolicyStore {
     };
   }
 
+  /** The sha256 recorded with a version ('' when there is no such version). */
+  async sha256Of(version: number): Promise<string> {
+    return (await this.redis.hget(`${this.prefix}version:${version}`, 'sha256')) ?? '';
+  }
+
   /** The version in force, or null when nothing was ever pushed. */
   async current(): Promise<VersionRecord | null> {
     const v = await this.currentVersion();

@@ -20,8 +20,9 @@ export const RESYNC_INTERVAL_MS = 5000;
  * skipped; the caller keeps its last good policy.
  */
 export class RedisPolicyWatcher {
-  private applied = 0;
-  private rejected = 0;
+  /** `version:sha256` of the version applied, and of the last one refused. */
+  private applied = '';
+  private rejected = '';
   private running: Promise<void> | null = null;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
@@ -91,17 +92,22 @@ export class RedisPolicyWatcher {
     while (this.running) await this.running;
   }
 
+  // A version is known by its number and its sha256: a Redis that restarted empty hands out
+  // version 1 again, for what may be a different policy.
   private async check(): Promise<void> {
     const v = await this.store.currentVersion();
-    if (v === 0 || v === this.applied || v === this.rejected) return;
+    if (v === 0) return;
+    const sha = await this.store.sha256Of(v);
+    const id = `${v}:${sha}`;
+    if (id === this.applied || id === this.rejected) return;
     const rec = await this.store.get(v);
     const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`);
     if (this.stopped) return;
     if (r.policy) {
-      this.applied = v;
+      this.applied = id;
       this.onChange({ ...r, policy: Object.freeze({ ...r.policy, version: v }) }, v);
     } else {
-      this.rejected = v;
+      this.rejected = id;
       this.onChange(r, v);
     }
   }
