@@ -78,6 +78,12 @@ export class Session implements FrameHandler, UpstreamOwner {
   private pauseMask = 0;
   /** performance.now() when the chunk being processed arrived. */
   private chunkAt = 0;
+  /** When plcguard took up the frames being processed (after chunkAt for frames it held). */
+  private takenAt = 0;
+  /** Answered in the PLC chunk being processed: timed and pooled at flush(). */
+  private readonly answered: Transaction[] = [];
+  /** The client socket is corked while denials are written within one chunk. */
+  private corked = false;
   /** When the partial frame now held started arriving (0: none). */
   private partialSince = 0;
   private framesSeen = 0;
@@ -181,6 +187,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private onData(chunk: Buffer): void {
     if (this.isClosed || this.stopReason !== null) return;
     this.chunkAt = performance.now();
+    this.takenAt = this.chunkAt;
     const seen = this.framesSeen;
     const err = this.splitter.push(chunk);
     // Frames before a framing error were decided: send them on before anything else.
@@ -199,6 +206,10 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (this.isClosed) return;
     if (this.upstream && !this.upstream.flush(this)) this.setPause(PAUSE_UPSTREAM_FULL, true);
     this.writeOut();
+    if (this.corked) {
+      this.corked = false;
+      this.socket.uncork();
+    }
     this.watchPartialFrame(framesSeenBefore);
   }
 
@@ -263,6 +274,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     tx.exp.setFrom(req);
     tx.owner = this;
     tx.receivedAt = this.chunkAt;
+    tx.takenAt = this.takenAt;
     if (this.upstream.send(tx, buf, start, end, this.splitter.owns(buf))) {
       this.outstanding++;
     } else {
@@ -284,6 +296,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     stats.countDenial(reason);
     this.auditDenial('deny', req, reason, rule, exception, action);
     if (action === 'exception') {
+      // Denials among allowed frames: leave in one write with the rest of the chunk's replies.
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+      }
       this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
     } else if (action === 'close') {
       this.writeOut();
@@ -343,14 +360,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     }
   }
 
-  complete(tx: Transaction, _check: ResponseCheck, now: number): void {
-    const stats = this.ctx.stats;
-    stats.upstreamTime.observe((now - tx.sentAt) / 1000);
-    stats.roundTrip.observe((now - tx.receivedAt) / 1000);
-    // What plcguard adds: request path (arrival → handed to the PLC socket) + response path
-    // (arrival → handed to the client socket, which happens in this same tick).
-    stats.added.observe((tx.sentAt - tx.receivedAt + (performance.now() - now)) / 1000);
-    this.release(tx);
+  complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
+    // Timed at flush(), once the response has been handed to the client socket.
+    tx.answeredAt = answeredAt;
+    this.answered.push(tx);
+    this.outstanding--;
     this.responseOpen = false;
     if (this.deferred.length > 0) {
       for (const b of this.deferred.splice(0)) this.reply(b);
@@ -372,9 +386,11 @@ export class Session implements FrameHandler, UpstreamOwner {
   /** End of one chunk from the PLC: write what was forwarded, take up held requests. */
   flush(): void {
     this.writeOut();
+    if (this.answered.length > 0) this.observeAnswered();
     // Requests held at the outstanding limit go on once answers have come back.
     if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding) {
       this.setPause(PAUSE_OUTSTANDING, false);
+      this.takenAt = performance.now();
       const seen = this.framesSeen;
       // Held bytes were never framed: a framing error can surface here as well as in onData.
       const err = this.splitter.resume();
@@ -382,6 +398,22 @@ export class Session implements FrameHandler, UpstreamOwner {
       if (err) this.onFramingError(err);
     }
     this.endIfDone();
+  }
+
+  /** Times the requests answered in this PLC chunk, with one clock reading, and pools them. */
+  private observeAnswered(): void {
+    const stats = this.ctx.stats;
+    const now = performance.now();
+    for (const tx of this.answered) {
+      stats.upstreamTime.observe((tx.answeredAt - tx.sentAt) / 1000);
+      stats.roundTrip.observe((now - tx.receivedAt) / 1000);
+      // What plcguard adds: the request path (taken up → handed to the PLC socket) and the
+      // response path (arrived from the PLC → handed to the client socket).
+      stats.added.observe((tx.sentAt - tx.takenAt + (now - tx.answeredAt)) / 1000);
+      tx.owner = null;
+      this.pool.push(tx);
+    }
+    this.answered.length = 0;
   }
 
   /** Writes the batched responses: one write per contiguous run. */
@@ -488,6 +520,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.upstream = null;
     this.splitter.reset();
     this.deferred.length = 0;
+    this.answered.length = 0;
     const suppressed = this.audit.drain();
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {

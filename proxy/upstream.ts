@@ -15,10 +15,15 @@ import type { DeviceStats, UpstreamErrorKind } from './stats.js';
 export class Transaction {
   readonly exp = new Expectation();
   owner: UpstreamOwner | null = null;
-  /** performance.now() when the chunk carrying the request arrived from the client. */
+  // Times in performance.now() milliseconds, read once per chunk, never per request.
+  /** The chunk carrying the request arrived from the client. */
   receivedAt = 0;
-  /** performance.now() when it was handed to the PLC socket. */
+  /** plcguard took the request up (later than receivedAt when it was held at max_outstanding). */
+  takenAt = 0;
+  /** It was handed to the PLC socket (-1 until the client's chunk is flushed). */
   sentAt = 0;
+  /** The chunk completing its response arrived from the PLC. */
+  answeredAt = 0;
 }
 
 /**
@@ -66,6 +71,9 @@ export class Upstream implements FrameHandler {
   private batchStart = 0;
   private batchEnd = 0;
   private waitingForDrain = false;
+  private corked = false;
+  /** When the PLC chunk being processed arrived. */
+  private chunkAt = 0;
   /** Owners that stopped reading because the PLC socket was full. */
   private readonly blocked = new Set<UpstreamOwner>();
   private readonly touched: UpstreamOwner[] = [];
@@ -91,7 +99,7 @@ export class Upstream implements FrameHandler {
       if (this.now() < this.retryAt) return false;
       this.connect();
     }
-    tx.sentAt = this.now();
+    tx.sentAt = UNSTAMPED;
     this.outstanding.push(tx);
     if (this.responseTimer === null) this.armResponseTimer(this.limits.responseTimeoutMs);
     if (copy) {
@@ -116,15 +124,32 @@ export class Upstream implements FrameHandler {
     const b = this.batch;
     this.batch = null;
     const ok = b === null ? !this.waitingForDrain : this.write(b.subarray(this.batchStart, this.batchEnd));
+    if (this.corked) {
+      this.corked = false;
+      this.socket?.uncork();
+    }
     if (!ok) this.blocked.add(owner);
+    // One clock reading for everything this chunk sent (they are the newest outstanding).
+    const o = this.outstanding;
+    if (o.length > 0 && o[o.length - 1]!.sentAt === UNSTAMPED) {
+      const t = this.now();
+      for (let i = o.length - 1; i >= 0 && o[i]!.sentAt === UNSTAMPED; i--) o[i]!.sentAt = t;
+    }
     return ok;
   }
 
-  /** Writes the batch now (ordering); backpressure is reported by the next flush(). */
+  /**
+   * Writes the batch now, for ordering: the chunk's frames weren't contiguous (a denied or a split
+   * frame in between). Corked, so that the chunk still leaves in one write at flush().
+   */
   private writeBatch(): void {
     const b = this.batch;
     if (b === null) return;
     this.batch = null;
+    if (!this.corked && this.socket !== null) {
+      this.corked = true;
+      this.socket.cork();
+    }
     this.write(b.subarray(this.batchStart, this.batchEnd));
   }
 
@@ -175,6 +200,7 @@ export class Upstream implements FrameHandler {
     this.streaming = null;
     this.streamingDropped = false;
     this.lostKind = null;
+    this.corked = false;
     const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
     this.socket = socket;
     this.connectTimer = setTimeout(() => {
@@ -302,6 +328,7 @@ export class Upstream implements FrameHandler {
   }
 
   private onData(chunk: Buffer): void {
+    this.chunkAt = this.now();
     const err = this.splitter.push(chunk);
     if (err) {
       // The PLC's stream can't be resynchronised: drop the connection ('close' does the rest:
@@ -311,6 +338,11 @@ export class Upstream implements FrameHandler {
       return;
     }
     this.flushOwners();
+  }
+
+  /** Removes outstanding[i]: almost always the oldest, which shift() takes without allocating. */
+  private take(i: number): Transaction {
+    return (i === 0 ? this.outstanding.shift() : this.outstanding.splice(i, 1)[0])!;
   }
 
   private find(buf: Buffer, off: number): number {
@@ -334,8 +366,7 @@ export class Upstream implements FrameHandler {
       this.stats.unsolicitedResponses++;
       return true;
     }
-    const tx = this.outstanding[i]!;
-    this.outstanding.splice(i, 1);
+    const tx = this.take(i);
     const owner = tx.owner!;
     owner.forward(buf, start, end, this.splitter.owns(buf));
     this.finish(tx, checkResponse(tx.exp, buf, start, end));
@@ -350,8 +381,7 @@ export class Upstream implements FrameHandler {
       this.streamingDropped = true;
       return;
     }
-    const tx = this.outstanding[i]!;
-    this.outstanding.splice(i, 1);
+    const tx = this.take(i);
     this.streaming = tx;
     tx.owner!.forward(buf, 0, have, true);
     this.touch(tx.owner);
@@ -367,7 +397,7 @@ export class Upstream implements FrameHandler {
     if (check === 'inconsistent') this.stats.inconsistentResponses++;
     const owner = tx.owner!;
     this.touch(owner);
-    owner.complete(tx, check, this.now());
+    owner.complete(tx, check, this.chunkAt);
   }
 
   private touch(owner: UpstreamOwner | null): void {
@@ -381,3 +411,5 @@ export class Upstream implements FrameHandler {
 }
 
 const KEEPALIVE_MS = 30_000;
+/** sentAt of a request still in the batch of the client chunk being processed. */
+const UNSTAMPED = -1;
