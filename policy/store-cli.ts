@@ -169,7 +169,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
           io.stderr('plcguard policy pull: no policy has been pushed yet');
           return 1;
         }
-        io.stdout(rec.yaml.endsWith('\n') ? rec.yaml.slice(0, -1) : rec.yaml);
+        io.stdout(rec.yaml.replace(/\n$/, ''));
         return 0;
       }
       case 'history': {

@@ -69,6 +69,7 @@ export class RedisPolicyWatcher {
 
   /** Checks for a new version now; concurrent calls coalesce into one more run. */
   sync(): void {
+    /* c8 ignore next -- a message or timer racing stop(): nothing to do */
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
@@ -102,6 +103,7 @@ export class RedisPolicyWatcher {
     if (id === this.applied || id === this.rejected) return;
     const rec = await this.store.get(v);
     const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`);
+    /* c8 ignore next -- stop() during the reads above: the runtime is gone, apply nothing */
     if (this.stopped) return;
     if (r.policy) {
       this.applied = id;

@@ -17,7 +17,13 @@ import { Logger } from './audit.js';
 import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from '../policy/store-cli.js';
 import type { Endpoint } from '../policy/types.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The package's root: the nearest folder up with a package.json (from dist/proxy or proxy/). */
+function packageRoot(from: string): string {
+  let dir = from;
+  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
+  return dir;
+}
+const ROOT = packageRoot(path.dirname(fileURLToPath(import.meta.url)));
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 export const DEMO_POLICY = path.join(ROOT, 'examples/demo-policy.yaml');
 /** Where the demo's simulated PLC listens: the demo policy's upstream. */
@@ -216,13 +222,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/* c8 ignore start -- runs only as the process's entry point (the binary): tests call main() in
+   process and run the binary (test/cli.test.ts) without coverage, see test/fixtures/binary.ts.
+   A rejection here is a bug: every expected failure has its exit code. */
 if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
-    /* c8 ignore next 4 -- only a bug gets here (every expected failure has its exit code) */
     (err: Error) => {
       io.stderr(`plcguard: ${err.stack ?? err.message}`);
       process.exit(1);
     },
   );
 }
+/* c8 ignore stop */

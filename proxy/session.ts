@@ -128,18 +128,11 @@ export class Session implements FrameHandler, UpstreamOwner {
     socket.on('close', () => this.teardown('client_closed'));
   }
 
-  get closed(): boolean {
-    return this.isClosed;
-  }
-
   /** True while the client isn't reading its responses (so it isn't read either). */
   get waitingForClient(): boolean {
     return (this.pauseMask & PAUSE_CLIENT_FULL) !== 0;
   }
 
-  get outstandingRequests(): number {
-    return this.outstanding;
-  }
 
   /** Resolves once the session has ended. */
   whenClosed(): Promise<void> {

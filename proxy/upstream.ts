@@ -203,6 +203,8 @@ export class Upstream implements FrameHandler {
     this.corked = false;
     const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
     this.socket = socket;
+    /* c8 ignore next 3 -- needs a peer that swallows SYNs: loopback always answers at once, and
+       tests may not touch the firewall; an unreachable PLC is covered by the refused path */
     this.connectTimer = setTimeout(() => {
       socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
     }, this.limits.connectTimeoutMs);

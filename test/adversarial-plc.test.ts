@@ -3,6 +3,7 @@
 // mismatched responses, or accepts only one connection. Whatever it does, each client request gets
 // exactly one well-formed reply (the PLC's, 0A or 0B) or, when part of a response already reached
 // the client, a closed connection; never bytes meant for another request. Invariants after each.
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
@@ -371,6 +372,63 @@ void t.test('a PLC that stops reading: every request still gets exactly one repl
   await until(() => proxy.rt.server.stats.get(DEVICE).unsolicitedResponses === asked.length, 'the late answers were dropped');
   c.send(read(9000));
   t.equal(hexOf((await replies(c, 1, 'the next answer'))[0]!), hexOf(plcReply(read(9000))), 'service resumes on the same connection');
+  c.close();
+  await c.closed;
+  await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a PLC that never completes the handshake: 0A after the connect timeout', async (t) => {
+  // A listener whose process is stopped: the kernel queues one or two connections, then drops
+  // every further SYN, so a connect neither succeeds nor fails (a PLC that froze, or a firewall
+  // that drops). Our own child, stopped and killed by this test.
+  const child = spawn(process.execPath, ['-e', "require('net').createServer(() => {}).listen({ port: 0, host: '127.0.0.1', backlog: 1 }, function () { console.log(this.address().port); })"], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  t.teardown(() => void child.kill('SIGKILL'));
+  const port = Number(await within(new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString()))), 'the frozen PLC port'));
+  child.kill('SIGSTOP');
+  // Fill its accept queue until a connect hangs.
+  const fillers: net.Socket[] = [];
+  t.teardown(() => fillers.forEach((s) => s.destroy()));
+  for (let hung = false; !hung && fillers.length < 16; ) {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.on('error', () => {});
+    fillers.push(s);
+    hung = await new Promise<boolean>((resolve) => {
+      s.once('connect', () => resolve(false));
+      // The behaviour under test is the absence of an answer: 200 ms of silence says the queue is full.
+      setTimeout(() => resolve(true), 200);
+    });
+  }
+  const proxy = await startProxy(devicePolicy(port, RULES, 'defaults:\n  limits: { connect_timeout_ms: 300, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 1 }\n'));
+  const frozen = policyOf(proxy);
+  const plc = await startRawPlc();
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  const c = await RawClient.connect(proxy.port);
+  const asked = [read(1), read(2, 5)];
+  const started = performance.now();
+  c.send(Buffer.concat(asked));
+  t.same((await replies(c, 2, 'two 0A')).map(hexOf), asked.map((f) => hexOf(exceptionFor(f, PATH_UNAVAILABLE))), 'each: 0A');
+  t.ok(performance.now() - started >= 290, 'after the connect timeout, not before');
+  t.equal(errors(proxy, 'unreachable'), 1, 'counted as unreachable');
+  c.close();
+  await c.closed;
+  await proxy.rewrite(devicePolicy(plc.port, RULES));
+  await checkInvariants(t, { proxy, plc, policies: [frozen, policyOf(proxy)] });
+});
+
+void t.test('requests queued while the PLC connection is still opening: bounded by max_buffered_bytes, none lost', async (t) => {
+  // 2,000 requests in one write, all allowed and within max_outstanding: they reach plcguard
+  // before its PLC connection is up, so its queue towards the PLC is what max_buffered_bytes bounds.
+  const { plc, proxy } = await setup(t, 'max_buffered_bytes: 260, max_outstanding: 4096');
+  const asked = Array.from({ length: 2000 }, (_, i) => read(i + 1, i % 90, 1 + (i % 10)));
+  const c = await RawClient.connect(proxy.port);
+  c.send(Buffer.concat(asked));
+  t.same((await replies(c, asked.length, 'every answer')).map(hexOf), asked.map((f) => hexOf(plcReply(f))), 'every request answered, in order');
+  t.ok(plc.received[0]?.equals(Buffer.concat(asked)), 'the PLC got exactly the requests, in order');
   c.close();
   await c.closed;
   await checkInvariants(t, { proxy, plc });

@@ -170,3 +170,33 @@ void t.test('on_deny drop: requests over the rate get no reply at all, and nothi
   t.equal(proxy.logs.filter((l) => l.reason === 'rate_limited').length, 3, 'each logged as rate_limited');
   await checkInvariants(t, { proxy, plc, sources: ['127.0.6.6'] });
 });
+
+void t.test('1,100 sources churning through a rate-limited device: each judged on its own, the rate table pruned', async (t) => {
+  // Past 1,024 remembered sources the table drops those with nothing owed (a refilled bucket and
+  // no connection): a stream of new addresses can't grow it without bound.
+  // One request a second: a source that just left still owes its token for up to a second, so the
+  // table fills past 1,024 while the oldest entries have become prunable.
+  const { plc, proxy } = await setup(t, 'defaults:\n  rate_limit: { requests_per_second: 1, burst: 1 }\n');
+  const sources = Array.from({ length: 1100 }, (_, i) => `127.0.${30 + Math.floor(i / 250)}.${(i % 250) + 1}`);
+  const problems: string[] = [];
+  for (let at = 0; at < sources.length; at += 50) {
+    await Promise.all(
+      sources.slice(at, at + 50).map(async (source, k) => {
+        const c = await RawClient.connect(proxy.port, source);
+        // Two at once: the burst of one lets the first through and refuses the second.
+        const pair = [read(2 * (at + k) + 1), read(2 * (at + k) + 2)];
+        c.send(Buffer.concat(pair));
+        const ledger = new Ledger();
+        ledger.expect(plcReply(pair[0]!));
+        ledger.expect(exceptionFor(pair[1]!, BUSY));
+        ledger.take(await within(c.read(2), `the replies to ${source}`));
+        if (!ledger.ok) problems.push(`${source}: ${ledger.describe()}`);
+        c.close();
+        await c.closed;
+      }),
+    );
+  }
+  t.same(problems.slice(0, 5), [], 'every source: its first request served, its second 06');
+  t.equal(plc.requests.length, sources.length, 'the PLC saw one request per source');
+  await checkInvariants(t, { proxy, plc, sources });
+});

@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { binaryEnv } from './fixtures/binary.js';
 import t from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc } from './fixtures/raw-plc.js';
@@ -76,7 +77,7 @@ void t.test('SIGTERM under load on the built binary: nothing the PLC received go
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'p.yaml');
   fs.writeFileSync(file, devicePolicy(plc.port, RULES).replace(ANY_PORT, `127.0.0.1:${await freePort()}`));
-  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)], {
+  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)], { env: binaryEnv(),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   t.teardown(() => child.kill('SIGKILL'));

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { binaryEnv } from './fixtures/binary.js';
 import t from 'tap';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -10,7 +11,7 @@ const MAIN = path.join(ROOT, 'dist/proxy/main.js');
 
 function plcguard(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -86,7 +87,7 @@ void t.test('every subcommand is reachable from the binary', async (t) => {
 
 void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {
   // As the README runs it: admin endpoints on their default 127.0.0.1:9502.
-  const child = spawn(process.execPath, [MAIN, 'demo'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, 'demo'], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   let out = '';
   let err = '';
@@ -111,7 +112,7 @@ void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0'
 });
 
 void t.test('plcguard demo --admin off: no admin endpoint mentioned', async (t) => {
-  const child = spawn(process.execPath, [MAIN, 'demo', '--admin', 'off'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, 'demo', '--admin', 'off'], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   let err = '';
   let out = '';

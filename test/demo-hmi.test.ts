@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
+import { binaryEnv } from './fixtures/binary.js';
 import t from 'tap';
 import { Logger } from '../proxy/audit.js';
 import { hmiCommand, startHmi, type HmiStats } from '../proxy/demo/hmi.js';
@@ -196,7 +197,7 @@ void t.test('untilSignal resolves on the first signal and removes its handlers',
 
 /** Spawns the built CLI; resolves once a stdout line matches `ready`. */
 async function cli(args: string[], ready: RegExp): Promise<{ child: ChildProcess; line: (re: RegExp) => Promise<string>; stdout: () => string }> {
-  const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const kill = (): void => void child.kill('SIGKILL');
   process.once('exit', kill);
   child.once('exit', () => process.off('exit', kill));

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { binaryEnv } from './fixtures/binary.js';
 import t from 'tap';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc } from './fixtures/raw-plc.js';
@@ -24,7 +25,7 @@ void t.test('SIGTERM with requests in flight: all answered, then exit 0', async 
   const file = path.join(dir, 'p.yaml');
   const policy = devicePolicy(plc.port, '    rules:\n      - read: { holding_registers: [0-9] }\n');
   fs.writeFileSync(file, policy.replace(ANY_PORT, `127.0.0.1:${await freePort()}`));
-  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', '5000'], {
+  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', '5000'], { env: binaryEnv(),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   t.teardown(() => child.kill('SIGKILL'));

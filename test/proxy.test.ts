@@ -453,7 +453,10 @@ void t.test('a client that never reads its responses stops being read (bounded b
   // client isn't reading: from then on no more requests can reach the PLC.
   const session = (): Session | undefined => proxy.rt.server.sessions()[0];
   for (let turns = 0; !(session()?.waitingForClient ?? false); turns++) {
-    if (turns > 1e6) t.fail('the proxy never applied backpressure');
+    if (turns > 1e6) {
+      t.fail('the proxy never applied backpressure');
+      break;
+    }
     await new Promise((r) => setImmediate(r));
   }
   const seen = plc.requests.length;
@@ -494,5 +497,27 @@ void t.test('a PLC sending garbage: its connection is dropped, 0B for what was o
   const rs = await c.read(2);
   t.same(rs.map(hexOf), [exc(1, 1, 3, 0x0b), exc(2, 1, 3, 0x0b)]);
   t.equal(proxy.rt.server.stats.get('plc').upstreamErrors[5], 1, 'counted as a framing error of the PLC');
+  c.close();
+});
+
+void t.test('max_buffered_bytes below a batch: the client waits for each write to the PLC, nothing lost', async (t) => {
+  const { proxy } = await setup(
+    t,
+    '    rules:\n      - write: { holding_registers: [0-199] }\n',
+    'defaults:\n  limits: { max_buffered_bytes: 300, max_outstanding: 4096 }\n',
+  );
+  const c = await RawClient.connect(proxy.port);
+  const write = (tid: number): Buffer => req(tid, 1, [16, 0, 0, 0, 123, 246, ...new Array<number>(246).fill(7)]);
+  // 4,096 frames of 260 bytes: every batch plcguard writes to the PLC is over the limit, so it
+  // stops reading its client until each one has gone out.
+  const n = 4096;
+  c.send(Buffer.concat(Array.from({ length: n }, (_, i) => write(i))));
+  const rs = await c.read(n);
+  t.equal(rs.length, n, 'every request answered');
+  t.same(
+    rs.map((r) => r.readUInt16BE(0)),
+    Array.from({ length: n }, (_, i) => i),
+    'in order',
+  );
   c.close();
 });

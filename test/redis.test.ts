@@ -244,9 +244,15 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   const r = redis.url;
   t.same(await cli(['history', '--redis', r]), { code: 0, out: 'no policy has been pushed yet\n', err: '' });
   const f1 = writeFile('e1.yaml', policyText(5021, 10));
+  t.equal((await cli(['diff', f1, '--redis', r])).out, 'diff against an empty store:\n+ device boiler-0 (2 rules)\n');
   await cli(['push', f1, '--redis', r]);
+  t.equal((await cli(['diff', f1, '--redis', r])).out, 'diff against version 1:\n  no change\n');
+  const rb = await cli(['rollback', '1', '--redis', r]);
+  t.equal(rb.out, 'rolled back to version 1 as version 2\n');
+  t.match((await cli(['history', '--redis', r])).out, new RegExp(`\\* 2 {2}\\S+ {2}${os.userInfo().username}@${os.hostname()} `), 'the author defaults to user@host');
   t.equal((await cli(['pull', '--redis', r, '--version', '1'])).out, fs.readFileSync(f1, 'utf8'));
   t.match(await cli(['pull', '--redis', r, '--version', '9']), { code: 1, err: 'plcguard policy pull: version 9 is not in the store\n' });
+  t.match(await cli(['pull', '--redis', 'not a url']), { code: 2, err: /^plcguard policy pull: --redis: "not a url" is not a URL like redis:\/\/host:6379/ });
   t.match(await cli(['rollback', '9', '--redis', r]), { code: 1, err: 'plcguard policy rollback: version 9 is not in the store\n' });
   const usage: [string[], string][] = [
     [['rollback', 'latest', '--redis', r], 'plcguard policy rollback: VERSION must be a whole number ≥ 1, got "latest"'],
@@ -273,8 +279,9 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   t.teardown(() => client.disconnect());
   await client.hset('plcguard:version:1', 'yaml', 'version: 1\ndevices: nope\n');
   t.match(await cli(['rollback', '1', '--redis', r]), { code: 1, err: /version 1 no longer validates; nothing written/ });
-  t.equal(await client.get('plcguard:current'), '1', 'nothing written');
+  await client.hset('plcguard:version:2', 'yaml', 'version: 1\ndevices: nope\n');
+  t.equal(await client.get('plcguard:current'), '2', 'nothing written');
   const d = await cli(['diff', f1, '--redis', r]);
-  t.equal(d.out, 'diff against version 1:\n+ device boiler-0 (2 rules)\n', 'an invalid version in force diffs as empty');
+  t.equal(d.out, 'diff against version 2:\n+ device boiler-0 (2 rules)\n', 'an invalid version in force diffs as empty');
   t.match(await cli(['pull', '--redis', 'redis://127.0.0.1:1']), { code: 1, err: /^plcguard policy pull: / }, 'Redis unreachable → exit 1');
 });

@@ -132,3 +132,52 @@ void t.test('start: every error of an invalid file; a device filter names what i
   t.same([...rt.ports().keys()], ['a']);
   t.match(logs.find((l) => l.event === 'policy_warning'), { message: 'devices not in this policy: zz' });
 });
+
+void t.test('the admin address taken: start fails and leaves nothing listening', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const blocker = (await import('node:net')).createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => blocker.close());
+  const adminPort = (blocker.address() as { port: number }).port;
+  const dir = fs.mkdtempSync('/tmp/plcguard-rt-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = `${dir}/p.yaml`;
+  const port = await freePort();
+  fs.writeFileSync(file, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
+  const err = await ProxyRuntime.start({
+    source: new FilePolicySource(file, parsePolicy),
+    admin: { host: '127.0.0.1', port: adminPort },
+    logger: new Logger(() => {}),
+    graceMs: 0,
+  }).catch((e: unknown) => e as NodeJS.ErrnoException);
+  t.equal((err as NodeJS.ErrnoException).code, 'EADDRINUSE');
+  const refused = await RawClient.connect(port).then(
+    () => 'connected',
+    (e: NodeJS.ErrnoException) => e.code,
+  );
+  t.equal(refused, 'ECONNREFUSED', 'the Modbus listener was closed again');
+});
+
+void t.test('rate state of many past sources is pruned once they have refilled', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const proxy = await startProxy(
+    `version: 1\ndefaults:\n  rate_limit: { requests_per_second: 1000, burst: 1 }\ndevices:\n${device('a', ANY_PORT, plc.port)}`,
+  );
+  t.teardown(() => proxy.stop());
+  // More distinct sources than are remembered (1,024), one after another, each gone at once.
+  for (let i = 0; i < 1030; i++) {
+    const c = await RawClient.connect(proxy.port, `127.1.${Math.floor(i / 200) + 1}.${(i % 200) + 1}`);
+    c.close();
+    await c.closed;
+  }
+  // A source that used its burst a moment ago is still limited: pruning only forgets refilled ones.
+  const a = await RawClient.connect(proxy.port, '127.2.0.1');
+  a.send(Buffer.concat([req(1, 1, [3, 0, 0, 0, 1]), req(2, 1, [3, 0, 0, 0, 1])]));
+  const rs = await a.read(2);
+  const byTid = new Map(rs.map((r) => [r.readUInt16BE(0), r[7]]));
+  t.same([byTid.get(1), byTid.get(2)], [3, 0x83], 'burst 1: the second request in the same instant is refused');
+  t.equal(proxy.rt.server.sessions().length, 1, 'the past sources are all gone');
+  a.close();
+});

@@ -1,0 +1,117 @@
+// The CLI's wiring, run in this process (so that it is covered): argv in, exit code and output out.
+// test/cli.test.ts runs the same through the built binary, as a user would.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { main } from '../proxy/main.js';
+import { RawClient, req } from './fixtures/raw-client.js';
+import { startRawPlc } from './fixtures/raw-plc.js';
+import { freePort } from './fixtures/proxy.js';
+
+type Write = typeof process.stdout.write;
+
+/**
+ * Runs main(args) capturing what it writes. plcguard's JSON log lines are captured; anything else
+ * (tap's own output) passes through. `during` runs once main is serving (for run/demo), and is
+ * expected to end it with a signal.
+ */
+async function plcguard(args: string[], during?: (lines: string[]) => Promise<void>): Promise<{ code: number; out: string; err: string; lines: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const lines: string[] = [];
+  const origOut: Write = process.stdout.write.bind(process.stdout);
+  const origErr: Write = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+    const s = String(chunk);
+    if (s.startsWith('{"time"')) lines.push(s.trimEnd());
+    else if (during === undefined) out.push(s);
+    else return (origOut as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+    return true;
+  });
+  process.stderr.write = ((chunk: string | Uint8Array): boolean => {
+    err.push(String(chunk));
+    return true;
+  });
+  try {
+    const running = main(args);
+    if (during) {
+      while (!lines.some((l) => l.includes('"event":"started"')) && err.length === 0) await new Promise((r) => setImmediate(r));
+      if (lines.some((l) => l.includes('"event":"started"'))) await during(lines);
+    }
+    const code = await running;
+    return { code, out: out.join(''), err: err.join(''), lines };
+  } finally {
+    process.stdout.write = origOut;
+    process.stderr.write = origErr;
+  }
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-main-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+void t.test('help, version, unknown commands, usage errors', async (t) => {
+  t.match(await plcguard(['--help']), { code: 0, out: /^plcguard \S+: an inline Modbus\/TCP allow-list proxy/ });
+  t.match(await plcguard([]), { code: 2 });
+  t.match(await plcguard(['version']), { code: 0, out: /^\d+\.\d+\.\d+\n$/ });
+  t.match(await plcguard(['nope']), { code: 2, err: /^plcguard: unknown command "nope"/ });
+  t.match(await plcguard(['run']), { code: 2, err: /give either --policy FILE or --redis URL/ });
+  t.match(await plcguard(['run', '--policy', 'x', '--grace-ms=-1']), { code: 2, err: /--grace-ms must be a whole number/ });
+  t.match(await plcguard(['run', '--policy', 'x', '--admin', 'bad']), { code: 2, err: /--admin: "bad" is not HOST:PORT/ });
+  t.match(await plcguard(['run', '--redis', 'http://x']), { code: 2, err: /must start with redis:\/\// });
+  t.match(await plcguard(['run', '--frob']), { code: 2, err: /Unknown option '--frob'/ });
+  t.match(await plcguard(['policy', 'validate', 'examples/demo-policy.yaml']), { code: 0, out: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n' });
+  t.match(await plcguard(['policy', 'history', '--redis', 'redis://127.0.0.1:1']), { code: 1 });
+  for (const command of ['probe', 'plc', 'hmi']) t.equal((await plcguard([command, '--bogus'])).code, 2, command);
+});
+
+void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', async (t) => {
+  const bad = path.join(dir, 'bad.yaml');
+  fs.writeFileSync(bad, 'version: 1\ndevices:\n  - name: X\n');
+  const invalid = await plcguard(['run', '--policy', bad, '--admin', 'off']);
+  t.equal(invalid.code, 1);
+  t.match(invalid.err, new RegExp(`^plcguard: ${bad} is not a valid policy; nothing started:\\n${bad}:3:`));
+
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const port = await freePort();
+  const file = path.join(dir, 'ok.yaml');
+  fs.writeFileSync(file, `version: 1\ndevices:\n  - name: plc\n    listen: 127.0.0.1:${port}\n    upstream: 127.0.0.1:${plc.port}\n    rules:\n      - read: { holding_registers: [0-9] }\n`);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const r = await plcguard(['run', '--policy', file, '--admin', 'off', '--devices', 'plc'], async () => {
+      const c = await RawClient.connect(port);
+      c.send(req(1, 1, [3, 0, 0, 0, 1]));
+      await c.read();
+      c.close();
+      process.emit(signal);
+    });
+    t.equal(r.code, 0, `${signal} → exit 0`);
+    t.match(r.lines.map((l) => (JSON.parse(l) as { event: string }).event), ['listening', 'policy_loaded', 'started', 'stopping', 'stopped']);
+  }
+  const taken = await plcguard(['run', '--policy', file, '--admin', `127.0.0.1:${plc.port}`]);
+  t.equal(taken.code, 1);
+  t.match(taken.err, /^plcguard: cannot start: listen EADDRINUSE/);
+});
+
+void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {
+  for (const admin of [[], ['--admin', 'off']]) {
+    const r = await plcguard(['demo', ...admin], async () => {
+      const c = await RawClient.connect(5020);
+      c.send(req(1, 1, [6, 0, 10, 0x13, 0x88]));
+      const [resp] = await c.read();
+      t.equal(resp![8], 3, 'a setpoint out of bounds is denied with 03');
+      c.close();
+      process.emit('SIGINT');
+    });
+    t.equal(r.code, 0);
+    t.match(r.err, admin.length ? /\npolicy: examples\/demo-policy\.yaml\n/ : /; metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
+  }
+});
+
+void t.test('run --redis: waits for a policy, stops on a signal', async (t) => {
+  const r = await plcguard(['run', '--redis', 'redis://127.0.0.1:1', '--admin', 'off'], () => {
+    process.emit('SIGTERM');
+    return Promise.resolve();
+  });
+  t.equal(r.code, 0);
+});
