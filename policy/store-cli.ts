@@ -153,7 +153,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
     /* reported by the failing command */
   });
   const store = new PolicyStore(redis, opts.prefix);
-  try {
+  const run = async (): Promise<number> => {
     switch (command) {
       case 'push': {
         const v = await store.push(text, policy!.sha256, deviceDocuments(policy!), {
@@ -211,10 +211,11 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
         return 0;
       }
     }
-  } catch (err) {
-    io.stderr(`plcguard policy ${command}: ${(err as Error).message}`);
+  };
+  const code = await run().catch((err: Error) => {
+    io.stderr(`plcguard policy ${command}: ${err.message}`);
     return 1;
-  } finally {
-    redis.disconnect();
-  }
+  });
+  redis.disconnect();
+  return code;
 }

@@ -34,16 +34,16 @@ export class RedisPolicyWatcher {
     private readonly subscriber: Redis,
     private readonly parse: Parser,
     private readonly onChange: (result: SourceResult, version: number) => void,
-    private readonly onStatus: (up: boolean, error?: string) => void,
+    private readonly onStatus: (up: boolean, error: string) => void,
   ) {}
 
   start(): void {
     const redis = this.store.redis;
     redis.on('ready', () => {
-      this.status(true);
+      this.status(true, '');
       this.sync();
     });
-    for (const ev of ['close', 'end'] as const) redis.on(ev, () => this.status(false));
+    for (const ev of ['close', 'end'] as const) redis.on(ev, () => this.status(false, ''));
     redis.on('error', (err: Error) => this.status(false, err.message));
     this.subscriber.on('ready', () => {
       this.subscriber.subscribe(this.store.channel).then(
@@ -61,7 +61,8 @@ export class RedisPolicyWatcher {
     this.timer.unref();
   }
 
-  private status(up: boolean, error?: string): void {
+  /** `error`: what Redis said, '' when it just closed. */
+  private status(up: boolean, error: string): void {
     if (up === this.up || this.stopped) return;
     this.up = up;
     this.onStatus(up, error);
@@ -76,9 +77,8 @@ export class RedisPolicyWatcher {
       return;
     }
     this.running = this.check()
-      .catch(() => {
-        /* Redis went away mid-read: the reconnect resyncs */
-      })
+      /* c8 ignore next -- Redis going away between 'ready' and a read: the reconnect resyncs */
+      .catch(() => {})
       .finally(() => {
         this.running = null;
         if (this.again) {
@@ -90,7 +90,7 @@ export class RedisPolicyWatcher {
 
   /** Resolves when no check is running (tests, shutdown). */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    await this.running;
   }
 
   // A version is known by its number and its sha256: a Redis that restarted empty hands out

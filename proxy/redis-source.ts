@@ -32,7 +32,7 @@ export class RedisPolicySource implements PolicySource {
       (r) => onChange(r),
       (up, error) => {
         this.up = up;
-        this.logger.log(up ? 'redis_up' : 'redis_down', { redis: this.name, ...(error ? { error } : {}) });
+        this.logger.log(up ? 'redis_up' : 'redis_down', { redis: this.name, error });
       },
     );
     this.watcher.start();

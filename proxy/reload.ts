@@ -21,7 +21,7 @@ export const WATCH_DEBOUNCE_MS = 100;
  */
 export class PolicyFileWatcher {
   private watcher: fs.FSWatcher | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: NodeJS.Timeout | undefined;
   private lastText: string | null = null;
 
   constructor(
@@ -48,7 +48,7 @@ export class PolicyFileWatcher {
     const base = path.basename(this.file);
     this.watcher = fs.watch(dir, (_event, name) => {
       if (name !== null && name !== base) return;
-      if (this.timer) clearTimeout(this.timer);
+      clearTimeout(this.timer);
       this.timer = setTimeout(() => this.check(), WATCH_DEBOUNCE_MS);
     });
     /* c8 ignore next 3 -- fs.watch errors are platform failures (inotify limits, the directory
@@ -57,7 +57,7 @@ export class PolicyFileWatcher {
   }
 
   private check(): void {
-    this.timer = null;
+    this.timer = undefined;
     let text: string;
     try {
       text = fs.readFileSync(this.file, 'utf8');
@@ -74,7 +74,7 @@ export class PolicyFileWatcher {
   stop(): void {
     this.watcher?.close();
     this.watcher = null;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 }

@@ -1,6 +1,7 @@
 import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { CompiledPolicy, Endpoint } from '../policy/types.js';
-import { Logger } from './audit.js';
+import type { Logger } from './audit.js';
 import { startAdminServer } from './http.js';
 import { PolicyStats, createRegistry } from './metrics.js';
 import { PolicyFileWatcher, type LoadResult, type PolicyParser } from './reload.js';
@@ -49,7 +50,7 @@ export interface ProxyOptions {
   devices?: readonly string[];
   /** Admin HTTP endpoint; null for none. */
   admin: Endpoint | null;
-  logger?: Logger;
+  logger: Logger;
   /** How long SIGTERM waits for outstanding requests. */
   graceMs?: number;
   version?: string;
@@ -74,7 +75,7 @@ export class ProxyRuntime {
   private applying: Promise<void> = Promise.resolve();
 
   private constructor(private readonly opts: ProxyOptions) {
-    this.logger = opts.logger ?? new Logger();
+    this.logger = opts.logger;
     this.server = new ProxyServer(this.logger);
   }
 
@@ -107,6 +108,7 @@ export class ProxyRuntime {
         rt.admin = await startAdminServer(opts.admin, register, {
           checks: () => ({ policy_loaded: rt.policyStats.loaded, listeners_up: rt.server.ready, ...opts.source.checks() }),
         });
+        rt.adminPort = (rt.admin.address() as AddressInfo).port;
       } catch (err) {
         await rt.stop();
         throw err;
@@ -130,10 +132,8 @@ export class ProxyRuntime {
     return this.server.ports();
   }
 
-  adminPort(): number {
-    const a = this.admin?.address();
-    return a !== null && typeof a === 'object' ? a.port : 0;
-  }
+  /** The admin endpoint's port (0 without one). */
+  adminPort = 0;
 
   private loaded(policy: CompiledPolicy): void {
     const ps = this.policyStats;

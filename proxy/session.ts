@@ -150,6 +150,7 @@ export class Session implements FrameHandler, UpstreamOwner {
    * a request the PLC has executed always gets its answer, however the connection ends.
    */
   private stop(reason: CloseReason): void {
+    /* c8 ignore next -- a second reason to stop (a shutdown after an error): the first stands */
     if (this.stopReason !== null) return;
     this.stopReason = reason;
     this.setPause(PAUSE_STOPPED, true);
@@ -231,6 +232,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   // FrameHandler: one whole request ADU.
   frame(buf: Buffer, start: number, end: number): boolean {
+    /* c8 ignore next -- defensive: a stop pauses the splitter, so no frame follows it */
     if (this.isClosed || this.stopReason !== null) return false;
     this.framesSeen++;
     const req = decodeRequest(buf, start, end, this.req);
@@ -337,7 +339,6 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- PLC → client (UpstreamOwner) ----
 
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
-    if (this.isClosed) return;
     // Open until complete(): within one call for a whole frame, across chunks for a streamed one.
     this.responseOpen = true;
     if (copy) {
@@ -423,7 +424,6 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private reply(b: Buffer): void {
-    if (this.isClosed) return;
     if (this.responseOpen) {
       // Bounded: reading stops until the response completes (or is cut, which closes).
       this.deferred.push(b);
@@ -499,7 +499,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private onIdle(): void {
-    if (this.isClosed || this.outstanding > 0 || this.splitter.partialBytes > 0) return;
+    // Waiting on the PLC, or on the rest of a frame (the frame timeout's business), is not idle.
+    if (this.outstanding > 0 || this.splitter.partialBytes > 0) return;
     this.log('idle_timeout', { action: 'close' });
     this.close('idle_timeout');
   }

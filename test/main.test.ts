@@ -54,6 +54,8 @@ void t.test('help, version, unknown commands, usage errors', async (t) => {
   t.match(await plcguard(['--help']), { code: 0, out: /^plcguard \S+: an inline Modbus\/TCP allow-list proxy/ });
   t.match(await plcguard([]), { code: 2 });
   t.match(await plcguard(['version']), { code: 0, out: /^\d+\.\d+\.\d+\n$/ });
+  t.match(await plcguard(['--version']), { code: 0, out: /^\d+\.\d+\.\d+\n$/ });
+  t.match(await plcguard(['policy']), { code: 2 });
   t.match(await plcguard(['nope']), { code: 2, err: /^plcguard: unknown command "nope"/ });
   t.match(await plcguard(['run']), { code: 2, err: /give either --policy FILE or --redis URL/ });
   t.match(await plcguard(['run', '--policy', 'x', '--grace-ms=-1']), { code: 2, err: /--grace-ms must be a whole number/ });
@@ -91,6 +93,12 @@ void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', a
   const taken = await plcguard(['run', '--policy', file, '--admin', `127.0.0.1:${plc.port}`]);
   t.equal(taken.code, 1);
   t.match(taken.err, /^plcguard: cannot start: listen EADDRINUSE/);
+  const busy = path.join(dir, 'busy.yaml');
+  fs.writeFileSync(busy, fs.readFileSync(file, 'utf8').replace(`listen: 127.0.0.1:${port}`, `listen: 127.0.0.1:${plc.port}`));
+  const listenTaken = await plcguard(['run', '--policy', busy, '--admin', 'off']);
+  t.match(listenTaken, { code: 1, err: new RegExp(`^plcguard: cannot start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${plc.port}`) });
+  const missing = await plcguard(['run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off']);
+  t.match(missing, { code: 1, err: /missing\.yaml: cannot read policy: ENOENT/ });
 });
 
 void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {

@@ -133,7 +133,7 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   const deadUpstream = await freePort(); // nothing listens there: connections are refused
   const proxy = await startProxy(POLICY(plc.port, deadListen, deadUpstream), { admin: true });
   t.teardown(() => proxy.stop());
-  const admin = proxy.rt.adminPort();
+  const admin = proxy.rt.adminPort;
   t.ok(admin > 0, 'the admin server listens');
 
   const before = await scrape(admin);
@@ -283,7 +283,7 @@ void t.test('/healthz, /readyz, 404, 405, HEAD and query strings', async (t) => 
   t.teardown(() => plc.close());
   const proxy = await startProxy(POLICY(plc.port, await freePort(), await freePort()), { admin: true });
   t.teardown(() => proxy.stop());
-  const port = proxy.rt.adminPort();
+  const port = proxy.rt.adminPort;
 
   const health = await get(port, '/healthz');
   t.same([health.status, health.body, health.headers.get('content-type')], [200, 'ok\n', 'text/plain']);
@@ -328,7 +328,7 @@ void t.test('Redis mode: /readyz is 503 until a policy arrives and while Redis i
     graceMs: 200,
   });
   t.teardown(() => rt.stop());
-  const port = rt.adminPort();
+  const port = rt.adminPort;
   await logged('redis_up');
 
   const empty = await get(port, '/readyz');

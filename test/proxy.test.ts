@@ -521,3 +521,30 @@ void t.test('max_buffered_bytes below a batch: the client waits for each write t
   );
   c.close();
 });
+
+void t.test('frame timeout: each frame gets its own deadline from its first byte', async (t) => {
+  const { proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { frame_timeout_ms: 300 }\n');
+  const c = await RawClient.connect(proxy.port);
+  const a = req(1, 1, [3, 0, 0, 0, 1]);
+  const b = req(2, 1, [3, 0, 1, 0, 1]);
+  c.send(a.subarray(0, 11));
+  // Frame a completes late in its window and frame b starts: b's deadline runs from now.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  c.send(Buffer.concat([a.subarray(11), b.subarray(0, 5)]));
+  t.equal((await c.read())[0]!.readUInt16BE(0), 1, 'a answered');
+  await c.closed;
+  t.equal(proxy.rt.server.stats.get('plc').frameTimeouts, 1, 'b timed out on its own deadline');
+});
+
+void t.test('idle timeout: not while waiting on the PLC or on the rest of a frame', async (t) => {
+  const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  limits: { idle_timeout_ms: 100, response_timeout_ms: 400, frame_timeout_ms: 400 }\n');
+  plc.respond = () => ({ hang: true });
+  const waiting = await RawClient.connect(proxy.port);
+  waiting.send(req(1, 1, [3, 0, 0, 0, 1]));
+  t.equal(hexOf((await waiting.read())[0]!), exc(1, 1, 3, 0x0b), 'the PLC timed out (0B), not the idle client');
+  const partial = await RawClient.connect(proxy.port);
+  partial.send(req(2, 1, [3, 0, 0, 0, 1]).subarray(0, 9));
+  await partial.closed;
+  t.equal(proxy.rt.server.stats.get('plc').frameTimeouts, 1, 'a half-sent frame ends by the frame timeout');
+  waiting.close();
+});

@@ -80,7 +80,7 @@ void t.test('TLS with a CA file, an ACL user in the URL, a key prefix', async (t
     ],
   });
   t.teardown(() => redis.kill());
-  const url = `rediss://plcguard:s3cret@127.0.0.1:${redis.port}`;
+  const url = `rediss://plcguard:s3cret@127.0.0.1:${redis.port}/0`;
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
   const { file, listen } = await policyFile(plc.port);
@@ -105,7 +105,8 @@ void t.test('Redis Sentinel: plcguard finds the master through the sentinel', as
   const { file, listen } = await policyFile(plc.port);
   const sentinels = `127.0.0.1:${sentinel.port}`;
   t.match(await push([file, '--redis', 'redis://ignored', '--redis-sentinels', sentinels, '--redis-master', 'mymaster']), /as version 1/);
-  const { loaded } = await instance(t, { url: 'redis://ignored', sentinels: [{ host: '127.0.0.1', port: sentinel.port }], masterName: 'mymaster' });
+  // The master's name defaults to mymaster.
+  const { loaded } = await instance(t, { url: 'redis://ignored', sentinels: [{ host: '127.0.0.1', port: sentinel.port }] });
   await loaded;
   t.equal(await answers(listen), 7);
 });
@@ -124,4 +125,21 @@ void t.test('Redis not there at start: nothing listens until it comes and holds 
   await loaded;
   t.equal(rt.policyStats.redisUp!(), true);
   t.equal(await answers(listen), 7);
+});
+
+void t.test('a first version that does not validate: still nothing listens, and the log says so', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.kill());
+  const { rt, logs } = await instance(t, { url: redis.url });
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  await client.hset('plcguard:version:1', 'yaml', 'version: 1\ndevices: none\n', 'sha256', 'x');
+  await client.set('plcguard:current', 1);
+  await client.publish('plcguard:changes', '1');
+  for (let turns = 0; !logs.some((l) => l.event === 'policy_rejected') && turns < 1e6; turns++) await new Promise((r) => setImmediate(r));
+  t.match(logs.find((l) => l.event === 'policy_rejected'), { kept: 'nothing (not listening)' });
+  t.equal(rt.ports().size, 0);
+  let err = '';
+  const code = await storeCommand('pull', ['--redis', `redis://127.0.0.1`], { stdout: () => {}, stderr: (s) => (err += s) }, parsePolicy);
+  t.equal(code, 1, `the default port 6379 (nothing there, or not this policy): ${err.split('\n')[0]}`);
 });

@@ -284,4 +284,7 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   const d = await cli(['diff', f1, '--redis', r]);
   t.equal(d.out, 'diff against version 2:\n+ device boiler-0 (2 rules)\n', 'an invalid version in force diffs as empty');
   t.match(await cli(['pull', '--redis', 'redis://127.0.0.1:1']), { code: 1, err: /^plcguard policy pull: / }, 'Redis unreachable → exit 1');
+  // A version hash written by hand with nothing but its YAML still pulls.
+  await client.hset('plcguard:version:7', 'yaml', 'by hand\n');
+  t.equal((await cli(['pull', '--redis', r, '--version', '7'])).out, 'by hand\n');
 });

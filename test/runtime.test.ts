@@ -80,6 +80,15 @@ void t.test('a reload whose new listen address is taken is rejected; the rest ke
   await proxy.rewrite(`version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${taken}`, plc.port)}`);
   t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/], kept: 'last good policy' });
   t.equal(proxy.rt.policyStats.reloadsFailed, 1);
+  // A move to a free port together with a device on the taken one: neither happens.
+  const free = await freePort();
+  await proxy.rewrite(`version: 1\ndevices:\n${device('a', `127.0.0.1:${free}`, plc.port)}${device('b', `127.0.0.1:${taken}`, plc.port)}`);
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/] });
+  const notMoved = await RawClient.connect(free).then(
+    () => 'connected',
+    (e: NodeJS.ErrnoException) => e.code,
+  );
+  t.equal(notMoved, 'ECONNREFUSED', 'the listener opened for the move was closed again');
   // Moving the running device onto the taken port fails the same way, and changes nothing.
   await proxy.rewrite(`version: 1\ndevices:\n${device('a', `127.0.0.1:${taken}`, plc.port, 11)}`);
   t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/EADDRINUSE/] });
@@ -163,9 +172,16 @@ void t.test('rate state of many past sources is pruned once they have refilled',
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
   const proxy = await startProxy(
-    `version: 1\ndefaults:\n  rate_limit: { requests_per_second: 1000, burst: 1 }\ndevices:\n${device('a', ANY_PORT, plc.port)}`,
+    `version: 1\ndefaults:\n  rate_limit: { requests_per_second: 1, burst: 1 }\ndevices:\n${device('a', ANY_PORT, plc.port)}`,
   );
   t.teardown(() => proxy.stop());
+  // One source stays connected and one has spent its burst and left: pruning keeps both.
+  const stay = await RawClient.connect(proxy.port, '127.3.0.1');
+  const spent = await RawClient.connect(proxy.port, '127.3.0.2');
+  spent.send(req(9, 1, [3, 0, 0, 0, 1]));
+  await spent.read();
+  spent.close();
+  await spent.closed;
   // More distinct sources than are remembered (1,024), one after another, each gone at once.
   for (let i = 0; i < 1030; i++) {
     const c = await RawClient.connect(proxy.port, `127.1.${Math.floor(i / 200) + 1}.${(i % 200) + 1}`);
@@ -178,6 +194,44 @@ void t.test('rate state of many past sources is pruned once they have refilled',
   const rs = await a.read(2);
   const byTid = new Map(rs.map((r) => [r.readUInt16BE(0), r[7]]));
   t.same([byTid.get(1), byTid.get(2)], [3, 0x83], 'burst 1: the second request in the same instant is refused');
-  t.equal(proxy.rt.server.sessions().length, 1, 'the past sources are all gone');
+  t.equal(proxy.rt.server.sessions().length, 2, 'the past sources are all gone');
   a.close();
+  stay.close();
+});
+
+void t.test('warnings are logged at start and on reload; a save without change reloads nothing', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  // A device without rules denies everything: valid, with a warning.
+  const spare = await freePort();
+  const proxy = await startProxy(
+    `version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}  - name: spare\n    listen: 127.0.0.1:${spare}\n    upstream: 127.0.0.1:1\n    rules: []\n`,
+  );
+  t.teardown(() => proxy.stop());
+  t.match(proxy.logs.find((l) => l.event === 'policy_warning'), { message: /devices\[1\]\.rules: no rules; this device denies everything/ });
+  const loads = (): number => proxy.logs.filter((l) => l.event === 'policy_loaded').length;
+  const before = loads();
+  // Saved again unchanged (as editors do): the watcher reads it, sees the same text, does nothing.
+  fs.writeFileSync(proxy.file, fs.readFileSync(proxy.file));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // past the 100 ms debounce
+  t.equal(loads(), before, 'no reload for an unchanged file');
+  const warned = proxy.logs.filter((l) => l.event === 'policy_warning').length;
+  await proxy.rewrite(fs.readFileSync(proxy.file, 'utf8').replace('[10]', '[11]'));
+  t.equal(loads(), before + 1);
+  t.equal(proxy.logs.filter((l) => l.event === 'policy_warning').length, warned + 1, 'the warning again, for the new version');
+});
+
+void t.test('an IPv6 client is logged as [address]:port', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const port = await freePort();
+  const proxy = await startProxy(`version: 1\ndevices:\n${device('a', `"[::1]:${port}"`, plc.port)}`);
+  t.teardown(() => proxy.stop());
+  const net = await import('node:net');
+  const s = net.connect({ host: '::1', port });
+  await new Promise((resolve) => s.once('connect', resolve));
+  s.write(req(1, 1, [6, 0, 50, 0, 1]));
+  await new Promise((resolve) => s.once('data', resolve));
+  s.destroy();
+  t.match(proxy.logs.find((l) => l.event === 'deny'), { source: /^\[::1\]:\d+$/ });
 });
