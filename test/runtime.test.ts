@@ -172,7 +172,7 @@ void t.test('rate state of many past sources is pruned once they have refilled',
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
   const proxy = await startProxy(
-    `version: 1\ndefaults:\n  rate_limit: { requests_per_second: 1, burst: 1 }\ndevices:\n${device('a', ANY_PORT, plc.port)}`,
+    `version: 1\ndefaults:\n  rate_limit: { requests_per_second: 100, burst: 1 }\ndevices:\n${device('a', ANY_PORT, plc.port)}`,
   );
   t.teardown(() => proxy.stop());
   // One source stays connected and one has spent its burst and left: pruning keeps both.
@@ -182,9 +182,13 @@ void t.test('rate state of many past sources is pruned once they have refilled',
   await spent.read();
   spent.close();
   await spent.closed;
-  // More distinct sources than are remembered (1,024), one after another, each gone at once.
+  // More distinct sources than are remembered (1,024), one after another, each sending one
+  // request (so its bucket is not full when it leaves) and gone at once: when the 1,025th comes,
+  // the early ones have refilled (10 ms at 100/s) and are forgotten, the latest are kept.
   for (let i = 0; i < 1030; i++) {
     const c = await RawClient.connect(proxy.port, `127.1.${Math.floor(i / 200) + 1}.${(i % 200) + 1}`);
+    c.send(req(i & 0xffff, 1, [3, 0, 0, 0, 1]));
+    await c.read();
     c.close();
     await c.closed;
   }
