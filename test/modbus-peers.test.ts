@@ -18,7 +18,7 @@ import {
   decodeRequest,
   responseMatches,
 } from '../proxy/modbus/index.js';
-import { type Decoded, fill, request, unpackCoils } from './fixtures/frames.js';
+import { type Decoded, fill, request, snapshot, unpackCoils } from './fixtures/frames.js';
 
 // modbus-serial is CommonJS with `module.exports.default = module.exports`: its typings only
 // describe the class as the `default` member.
@@ -27,28 +27,7 @@ const ModbusRTU = modbusSerial.default;
 type Fields = Partial<Decoded>;
 
 function decodedOf(frame: Buffer): Decoded {
-  const r = decodeRequest(frame, 0, frame.length, new ModbusRequest());
-  return {
-    transactionId: r.transactionId,
-    unitId: r.unitId,
-    functionCode: r.functionCode,
-    pduLength: r.pduLength,
-    kind: r.kind,
-    readTable: r.readTable,
-    readStart: r.readStart,
-    readQuantity: r.readQuantity,
-    writeTable: r.writeTable,
-    writeStart: r.writeStart,
-    writeQuantity: r.writeQuantity,
-    coilValue: r.coilValue,
-    andMask: r.andMask,
-    orMask: r.orMask,
-    subFunction: r.subFunction,
-    meiType: r.meiType,
-    exception: r.exception,
-    violation: r.violation,
-    values: r.writtenValues(),
-  };
+  return snapshot(decodeRequest(frame, 0, frame.length, new ModbusRequest()));
 }
 
 /** The fields a test states, taken from what the decoder produced. */

@@ -9,31 +9,7 @@ import {
   isReserved,
   isUserDefined,
 } from '../proxy/modbus/index.js';
-import { type Decoded, REQUESTS, SMUGGLER, request } from './fixtures/frames.js';
-
-function snapshot(r: ModbusRequest): Decoded {
-  return {
-    transactionId: r.transactionId,
-    unitId: r.unitId,
-    functionCode: r.functionCode,
-    pduLength: r.pduLength,
-    kind: r.kind,
-    readTable: r.readTable,
-    readStart: r.readStart,
-    readQuantity: r.readQuantity,
-    writeTable: r.writeTable,
-    writeStart: r.writeStart,
-    writeQuantity: r.writeQuantity,
-    coilValue: r.coilValue,
-    andMask: r.andMask,
-    orMask: r.orMask,
-    subFunction: r.subFunction,
-    meiType: r.meiType,
-    exception: r.exception,
-    violation: r.violation,
-    values: r.writtenValues(),
-  };
-}
+import { REQUESTS, SMUGGLER, request, snapshot } from './fixtures/frames.js';
 
 function decode(bytes: Buffer): ModbusRequest {
   return decodeRequest(bytes, 0, bytes.length, new ModbusRequest());
