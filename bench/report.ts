@@ -1,6 +1,6 @@
 // The shape of a benchmark result, how rounds become numbers, the targets of issue 7, and the
 // table/Markdown renderings. Pure: bench/run.ts does the measuring and the writing.
-import type { ErrorCounts, LatencySummary } from './ipc.js';
+import type { LoadResult } from './ipc.js';
 import { PATH_LABELS, type MixName, type PathName } from './scenarios.js';
 import { median } from './stats.js';
 
@@ -34,21 +34,10 @@ export interface CpuFigures {
 }
 
 /** One scenario × path × round. In the JSON file, errorKinds and errorSamples appear only when errors > 0 and scrapes only when scraped. */
-export interface RunRecord {
+export interface RunRecord extends LoadResult {
   scenario: string;
   path: PathName;
   round: number;
-  requests: number;
-  windowSeconds: number;
-  requestsPerSecond: number;
-  latency: LatencySummary;
-  sent: number;
-  verified: number;
-  deniedVerified: number;
-  errors: number;
-  errorKinds: ErrorCounts;
-  errorSamples: string[];
-  samplesDropped: number;
   cpu: CpuFigures;
   rss: { proxyIdleBytes: number | null; proxyPeakBytes: number | null };
   scrapes: ScrapeFigures | null;
@@ -61,7 +50,8 @@ export interface ScrapeFigures {
   bytes: number;
 }
 
-export interface PathSummary {
+/** The CPU figures here are medians over rounds, like the throughput and latency ones. */
+export interface PathSummary extends CpuFigures {
   path: PathName;
   rounds: number;
   /** Medians over rounds. */
@@ -69,15 +59,6 @@ export interface PathSummary {
   p50Us: number;
   p99Us: number;
   p999Us: number;
-  proxyUsPerRequest: number | null;
-  proxyCores: number | null;
-  plcUsPerRequest: number;
-  plcCores: number;
-  loadCores: number;
-  totalCores: number;
-  otherCores: number;
-  proxyReadsPerRequest: number | null;
-  proxyWritesPerRequest: number | null;
   /** Largest over rounds. */
   proxyPeakRssBytes: number | null;
   proxyIdleRssBytes: number | null;
