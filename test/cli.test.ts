@@ -1,10 +1,10 @@
 // The plcguard binary as a user runs it: exit codes and messages of the built CLI.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { binaryEnv } from './fixtures/binary.js';
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const MAIN = path.join(ROOT, 'dist/proxy/main.js');
@@ -85,9 +85,9 @@ void t.test('every subcommand is reachable from the binary', async (t) => {
   }
 });
 
-void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {
-  // As the README runs it: admin endpoints on their default 127.0.0.1:9502.
-  const child = spawn(process.execPath, [MAIN, 'demo'], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `plcguard demo ARGS` and resolves once it serves; the output keeps accumulating. */
+async function startDemo(t: Test, args: string[]): Promise<{ child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [MAIN, 'demo', ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   let out = '';
   let err = '';
@@ -99,32 +99,27 @@ void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0'
       if (out.includes('"event":"started"')) resolve();
     }),
   );
-  t.match(err, /plcguard demo: simulated PLC on 127\.0\.0\.1:5021 \(unit 1\), plcguard in front of it on 127\.0\.0\.1:5020/);
-  t.match(err, /metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
+  return { child, out: () => out, err: () => err, exited };
+}
+
+void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {
+  // As the README runs it: admin endpoints on their default 127.0.0.1:9502.
+  const demo = await startDemo(t, []);
+  t.match(demo.err(), /plcguard demo: simulated PLC on 127\.0\.0\.1:5021 \(unit 1\), plcguard in front of it on 127\.0\.0\.1:5020/);
+  t.match(demo.err(), /metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
   const read = await plcguard('probe', '127.0.0.1:5020', 'read', 'holding_registers', '7');
   t.same(read, { code: 0, stdout: 'holding_registers 7: 258\n', stderr: '' }, 'an allowed read through the demo');
   const denied = await plcguard('probe', '127.0.0.1:5020', 'write', 'holding_registers', '10=5000');
   t.equal(denied.stdout, 'exception 0x03 (illegal data value) from 127.0.0.1:5020 unit 1\n');
-  child.kill('SIGINT');
-  t.equal(await exited, 0);
-  t.match(out, /"event":"deny".*"reason":"value_not_allowed"/);
-  t.match(out, /"event":"stopping","signal":"SIGINT"/);
+  demo.child.kill('SIGINT');
+  t.equal(await demo.exited, 0);
+  t.match(demo.out(), /"event":"deny".*"reason":"value_not_allowed"/);
+  t.match(demo.out(), /"event":"stopping","signal":"SIGINT"/);
 });
 
 void t.test('plcguard demo --admin off: no admin endpoint mentioned', async (t) => {
-  const child = spawn(process.execPath, [MAIN, 'demo', '--admin', 'off'], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => child.kill('SIGKILL'));
-  let err = '';
-  let out = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  await new Promise<void>((resolve) =>
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"event":"started"')) resolve();
-    }),
-  );
-  t.match(err, /\npolicy: examples\/demo-policy\.yaml\n/);
-  child.kill('SIGTERM');
-  t.equal(await exited, 0);
+  const demo = await startDemo(t, ['--admin', 'off']);
+  t.match(demo.err(), /\npolicy: examples\/demo-policy\.yaml\n/);
+  demo.child.kill('SIGTERM');
+  t.equal(await demo.exited, 0);
 });
