@@ -3,6 +3,7 @@
 // some requests: each reply must be what A or B gives, never anything else; the PLC gets only what
 // A or B allows; no client connection is dropped; the last good policy stays in force.
 import fs from 'node:fs';
+import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -161,15 +162,10 @@ void t.test('Redis killed and restarted under load: nothing lost, the new policy
     const code = await storeCommand('push', [file, '--redis', redis.url], { stdout: () => {}, stderr: (s) => (err += s) }, parsePolicy);
     t.equal(code, 0, `pushed ${err}`);
   };
-  const logs: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: () => void }[] = [];
-  const logger = new Logger((line) => {
-    const l = JSON.parse(line) as Record<string, unknown>;
-    logs.push(l);
-    for (const w of [...waiters]) if (w.pred(l)) waiters.splice(waiters.indexOf(w), 1)[0]!.resolve();
-  });
-  const logged = (pred: (l: Record<string, unknown>) => boolean, from = logs.length): Promise<void> =>
-    logs.slice(from).some(pred) ? Promise.resolve() : new Promise((resolve) => waiters.push({ pred, resolve }));
+  const recorder = recordLogs();
+  const { logger, logs } = recorder;
+  // Here a wait without a mark means "from now on".
+  const logged = (pred: (l: Record<string, unknown>) => boolean, from = logs.length): Promise<void> => recorder.logged(pred, from);
   await push(textA);
   const rt = await ProxyRuntime.start({ source: new RedisPolicySource({ url: redis.url }, parsePolicy, logger), logger, admin: null, graceMs: 500 });
   t.teardown(() => rt.stop());

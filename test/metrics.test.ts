@@ -2,13 +2,13 @@
 // refused, timed out, unsolicited, cut short), then /metrics over HTTP with every plcguard_ sample
 // checked for its exact value; /healthz, /readyz (file and Redis mode), 404, 405.
 import fs from 'node:fs';
+import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import client from 'prom-client';
 import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../policy/store-cli.js';
-import { Logger } from '../proxy/audit.js';
 import { startAdminServer } from '../proxy/http.js';
 import { createRegistry } from '../proxy/metrics.js';
 import { RedisPolicySource } from '../proxy/redis-source.js';
@@ -309,18 +309,9 @@ void t.test('Redis mode: /readyz is 503 until a policy arrives and while Redis i
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
   const listen = await freePort();
-  const logs: Record<string, unknown>[] = [];
-  const waiters: { event: string; resolve: () => void }[] = [];
-  const logged = (event: string): Promise<void> =>
-    logs.some((l) => l.event === event) ? Promise.resolve() : within(new Promise<void>((resolve) => waiters.push({ event, resolve })), `log event ${event}`);
-  const logger = new Logger((line) => {
-    const l = JSON.parse(line) as Record<string, unknown>;
-    logs.push(l);
-    for (const w of waiters.filter((w) => w.event === l.event)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve();
-    }
-  });
+  const recorder = recordLogs();
+  const { logger } = recorder;
+  const logged = (event: string): Promise<void> => within(recorder.logged((l) => l.event === event), `log event ${event}`);
   const rt = await ProxyRuntime.start({
     source: new RedisPolicySource({ url: redis.url }, parsePolicy, logger),
     logger,

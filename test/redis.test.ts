@@ -1,13 +1,13 @@
 // Policy in Redis against a real redis-server: push/pull/history/diff/rollback, live reload
 // across several proxies, and Redis failing under traffic.
 import fs from 'node:fs';
+import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Redis } from 'ioredis';
 import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../policy/store-cli.js';
-import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../proxy/redis-source.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
@@ -119,18 +119,7 @@ interface Instance {
 }
 
 async function startInstance(redis: TestRedis, t: Test, devices?: string[]): Promise<Instance> {
-  const logs: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: () => void }[] = [];
-  const logger = new Logger((line) => {
-    const l = JSON.parse(line) as Record<string, unknown>;
-    logs.push(l);
-    for (const w of [...waiters]) {
-      if (w.pred(l)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve();
-      }
-    }
-  });
+  const { logger, logs, logged } = recordLogs();
   const rt = await ProxyRuntime.start({
     source: new RedisPolicySource({ url: redis.url }, parsePolicy, logger),
     logger,
@@ -139,12 +128,7 @@ async function startInstance(redis: TestRedis, t: Test, devices?: string[]): Pro
     ...(devices ? { devices } : {}),
   });
   t.teardown(() => rt.stop());
-  return {
-    rt,
-    logs,
-    logged: (pred) =>
-      logs.some(pred) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ pred, resolve })),
-  };
+  return { rt, logs, logged };
 }
 
 const loadedVersion =
