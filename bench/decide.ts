@@ -8,7 +8,7 @@
 // The 1,000-rule policy is the hard case: every rule matches the source and unit, so the unit's
 // tables hold 1,000 disjoint intervals each and every lookup is a full binary search.
 
-import { decodeRequest, encodeAdu, ModbusRequest } from '../proxy/modbus/index.js';
+import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
 import { Decision, parsePolicy } from '../policy/index.js';
 import type { CompiledDevice, SourceView } from '../policy/index.js';
 

@@ -14,7 +14,7 @@
 //   split only     the splitter with a handler that only counts
 //   decode only    decodeRequest over pre-split frames (no splitter)
 
-import { FrameSplitter, ModbusRequest, decodeRequest, encodeAdu } from '../proxy/modbus/index.js';
+import { FrameSplitter, ModbusRequest, decodeRequest, encodeAdu } from '../modbus/index.js';
 
 const QUICK = process.argv.includes('--quick');
 const WARMUP_MS = QUICK ? 15 : 200;

@@ -3,7 +3,7 @@
 // relay, plcguard, direct, relay, plcguard, ...) and every number is the median of its rounds.
 //
 // Every party is its own process, forked from the compiled JS next to this file, so CPU time read
-// from /proc is attributable: the simulated PLC, the relay, plcguard (dist/proxy/main.js) and the
+// from /proc is attributable: the simulated PLC, the relay, plcguard (dist/cli/main.js) and the
 // load generator. All bind 127.0.0.1, every wait is bounded, and all are stopped at the end, on
 // error and on SIGINT/SIGTERM.
 //
@@ -39,7 +39,7 @@ import { SCENARIOS, PATH_LABELS, type PathName, type Scenario } from './scenario
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The repository root (this file runs from dist/bench/). */
 const ROOT = path.resolve(HERE, '../..');
-const PLCGUARD_MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const PLCGUARD_MAIN = path.join(ROOT, 'dist/cli/main.js');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
 const RESULTS_MD = path.join(ROOT, 'bench/RESULTS.md');
 

@@ -1,7 +1,7 @@
 // `npm run soak [-- --minutes N]`: hours of mixed load through the built plcguard binary with
 // faults injected on a schedule, printing memory, latency and counts every few seconds. Not in CI.
 //
-// Pieces, all on 127.0.0.1: plcguard (dist/proxy/main.js run, a watched policy file, an admin
+// Pieces, all on 127.0.0.1: plcguard (dist/cli/main.js run, a watched policy file, an admin
 // port for /metrics) as a child process, so its memory is its own; a simulated PLC and the clients
 // in this process. Every reply is checked byte for byte against what the request must get: the
 // PLC's answer, the policy's exception, or 0A/0B while the PLC is faulty. A request that gets a
@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const MAIN = path.join(ROOT, 'dist/cli/main.js');
 
 const REPORT_EVERY_MS = 5000;
 const CYCLE_MS = 60_000;

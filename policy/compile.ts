@@ -4,8 +4,8 @@
 // function grants — shared between every view and unit with the same rule set. Per frame
 // (decide): an array index, a switch and one or two binary searches.
 
-import { ExceptionCode, FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../proxy/modbus/index.js';
-import type { ModbusRequest, Table, Violation } from '../proxy/modbus/index.js';
+import { ExceptionCode, FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
+import type { ModbusRequest, Table, Violation } from '../modbus/index.js';
 import { limitsOf, rateLimitOf } from './document.js';
 import type { DeviceDocument, PolicyDocument, RuleDocument } from './document.js';
 import {

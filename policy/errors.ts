@@ -44,12 +44,20 @@ export class PolicyReadError extends PolicyError {
   ) {
     super('ERR_POLICY_READ', `${file}: cannot read: ${describeCause(cause)}`, { cause });
   }
+
+  /** Reported like an issue: a watched file that vanished is one more reason a reload failed. */
+  format(): string {
+    return this.message;
+  }
 }
+
+/** What a parse or load reports as an error: a positioned issue, or a file that couldn't be read. */
+export type PolicyProblem = PolicyIssue | PolicyReadError;
 
 /** A policy that failed validation, carrying every issue. */
 export class PolicyInvalidError extends PolicyError {
   override readonly name = 'PolicyInvalidError';
-  constructor(readonly issues: readonly PolicyIssue[]) {
+  constructor(readonly issues: readonly PolicyProblem[]) {
     super('ERR_POLICY_INVALID', issues.map((i) => i.format()).join('\n'));
   }
 }

@@ -3,8 +3,8 @@
 // can't drift apart. The builders carry the TypeScript type of what each node validates to, which
 // gives `PolicyInput` without writing it twice.
 
-import { FUNCTION_NAMES, FunctionCode, MAX_ADDRESS, MAX_ADU_LENGTH, MEI_READ_DEVICE_IDENTIFICATION } from '../proxy/modbus/index.js';
-import type { Table } from '../proxy/modbus/index.js';
+import { FUNCTION_NAMES, FunctionCode, MAX_ADDRESS, MAX_ADU_LENGTH, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
+import type { Table } from '../modbus/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Numbers of the format

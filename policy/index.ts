@@ -12,7 +12,3 @@ export type { PolicyDocument, DeviceDocument, RuleDocument, RateLimitDocument } 
 export { POLICY_SCHEMA, POLICY_VERSION, LIMIT_FIELDS, FUNCTION_LIST_NAMES } from './format.js';
 export type { PolicyInput } from './format.js';
 export { generateJsonSchema, jsonSchemaText, writeJsonSchema, defaultSchemaPath, SCHEMA_FILE } from './schema-gen.js';
-export { policyCommand, EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_DENY } from './cli.js';
-export { parseRequestSpec } from './request-spec.js';
-export type { RequestSpec } from './request-spec.js';
-export type { CommandIO } from './cli.js';

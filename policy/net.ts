@@ -2,6 +2,8 @@
 // taken from node:net because the policy needs the bits (CIDR containment, host-bit checks,
 // IPv4-mapped IPv6 folded onto IPv4), not just a yes/no.
 
+import net from 'node:net';
+import { UsageError } from '../modbus/errors.js';
 import type { Endpoint } from './types.js';
 
 /**
@@ -271,6 +273,29 @@ function isHostname(s: string): boolean {
   if (s.length > MAX_HOSTNAME_LENGTH) return false;
   const labels = s.endsWith('.') ? s.slice(0, -1).split('.') : s.split('.');
   return labels.every((l) => HOSTNAME_LABEL.test(l));
+}
+
+/** An endpoint given on the command line that `parseEndpoint` refuses. */
+export class EndpointError extends UsageError {
+  override readonly name = 'EndpointError';
+  constructor(message: string) {
+    super('ERR_ENDPOINT', message);
+  }
+}
+
+/**
+ * The same grammar as in a policy file, for a command-line option: throws EndpointError naming the
+ * option (`what`), the value and what is wrong with it.
+ */
+export function endpointOption(value: string, what: string): Endpoint {
+  const r = parseEndpoint(value);
+  if (!r.ok) throw new EndpointError(`${what}: "${value}" ${r.problem}; expected HOST:PORT or [IPv6]:PORT with a port 1..65535`);
+  return r.value;
+}
+
+/** `host:port`, with IPv6 addresses in brackets. */
+export function formatEndpoint(host: string, port: number): string {
+  return `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
 }
 
 /**

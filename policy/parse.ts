@@ -6,7 +6,7 @@ import { compilePolicy } from './compile.js';
 import { normalizePolicy } from './document.js';
 import type { PolicyDocument } from './document.js';
 import { PolicyInvalidError, PolicyReadError } from './errors.js';
-import type { PolicyIssue } from './errors.js';
+import type { PolicyIssue, PolicyProblem } from './errors.js';
 import type { CompiledPolicy } from './types.js';
 import { validatePolicyText } from './validate.js';
 
@@ -15,7 +15,7 @@ export interface ParseResult {
   readonly policy?: CompiledPolicy;
   /** The normalized document (also `policy.document`); present when there are no errors. */
   readonly document?: PolicyDocument;
-  readonly errors: readonly PolicyIssue[];
+  readonly errors: readonly PolicyProblem[];
   readonly warnings: readonly PolicyIssue[];
 }
 

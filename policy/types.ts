@@ -1,4 +1,4 @@
-import type { ModbusRequest, Violation } from '../proxy/modbus/index.js';
+import type { ModbusRequest, Violation } from '../modbus/index.js';
 import type { DeviceDocument, PolicyDocument } from './document.js';
 
 /** enforce: deny what the policy doesn't allow. monitor: forward everything, report would-denials. */

@@ -5,7 +5,7 @@
 
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document, Node as YamlNode, Scalar } from 'yaml';
-import { FUNCTION_NAMES, FunctionCode } from '../proxy/modbus/index.js';
+import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
 import {
   ADDRESS_MODEL_FUNCTIONS,

@@ -4,45 +4,10 @@ import type { CompiledPolicy, Endpoint } from '../policy/types.js';
 import type { Logger } from './audit.js';
 import { startAdminServer } from './http.js';
 import { PolicyStats, createRegistry } from './metrics.js';
-import { PolicyFileWatcher, type LoadResult, type PolicyParser } from './reload.js';
+import { PolicyInvalidError } from '../policy/errors.js';
+import type { ParseResult } from '../policy/parse.js';
+import type { PolicySource } from '../policy/source/source.js';
 import { ProxyServer } from './server.js';
-
-/** Where policies come from: a watched file, or Redis. */
-export interface PolicySource {
-  /** For logs: the file, or the Redis version key. */
-  readonly name: string;
-  /**
-   * Starts following the source. A file returns its first parse at once; Redis returns null and
-   * delivers through `onChange` when it can.
-   */
-  start(onChange: (r: LoadResult) => void): LoadResult | null;
-  stop(): Promise<void>;
-  /** Readiness checks of the source itself (e.g. redis_up). */
-  checks(): Record<string, boolean>;
-  /** Whether Redis is reachable, for sources that use it. */
-  redisUp?(): boolean;
-}
-
-export class FilePolicySource implements PolicySource {
-  private watcher: PolicyFileWatcher | null = null;
-  constructor(
-    readonly name: string,
-    private readonly parse: PolicyParser,
-  ) {}
-  start(onChange: (r: LoadResult) => void): LoadResult {
-    this.watcher = new PolicyFileWatcher(this.name, this.parse, onChange);
-    const first = this.watcher.load();
-    if (first.policy) this.watcher.start();
-    return first;
-  }
-  stop(): Promise<void> {
-    this.watcher?.stop();
-    return Promise.resolve();
-  }
-  checks(): Record<string, boolean> {
-    return {};
-  }
-}
 
 export interface ProxyOptions {
   source: PolicySource;
@@ -59,13 +24,6 @@ export interface ProxyOptions {
 export const DEFAULT_ADMIN: Endpoint = { host: '127.0.0.1', port: 9502 };
 export const DEFAULT_GRACE_MS = 5000;
 
-export class PolicyLoadError extends Error {
-  readonly code = 'ERR_POLICY_INVALID';
-  constructor(readonly errors: readonly string[]) {
-    super(`no valid policy:\n${errors.join('\n')}`);
-  }
-}
-
 /** A running plcguard: listeners, file watch, admin endpoints. */
 export class ProxyRuntime {
   readonly server: ProxyServer;
@@ -80,7 +38,7 @@ export class ProxyRuntime {
   }
 
   /**
-   * Starts following the policy source. A file must parse now (else PolicyLoadError with every
+   * Starts following the policy source. A file must parse now (else PolicyInvalidError with every
    * error); with Redis nothing listens until a valid version arrives (fail closed).
    */
   static async start(opts: ProxyOptions): Promise<ProxyRuntime> {
@@ -90,7 +48,7 @@ export class ProxyRuntime {
     if (first !== null) {
       if (!first.policy) {
         await opts.source.stop();
-        throw new PolicyLoadError(first.errors.map((e) => e.format()));
+        throw new PolicyInvalidError(first.errors);
       }
       for (const w of first.warnings) rt.logger.log('policy_warning', { message: w.format() });
       try {
@@ -155,12 +113,12 @@ export class ProxyRuntime {
     });
   }
 
-  private onChange(r: LoadResult): void {
+  private onChange(r: ParseResult): void {
     // Reloads apply one after another, in the order the file changed.
     this.applying = this.applying.then(() => this.applyChange(r));
   }
 
-  private async applyChange(r: LoadResult): Promise<void> {
+  private async applyChange(r: ParseResult): Promise<void> {
     if (!r.policy) {
       this.policyStats.reloadsFailed++;
       this.logger.log('policy_rejected', {

@@ -10,7 +10,7 @@ import {
   type FrameHandler,
   type FramingError,
   type ResponseCheck,
-} from './modbus/index.js';
+} from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
 import { AuditLimiter, type Logger } from './audit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';

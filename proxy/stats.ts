@@ -1,4 +1,4 @@
-import { FUNCTION_NAMES } from './modbus/index.js';
+import { FUNCTION_NAMES } from '../modbus/index.js';
 import { DECISION_REASONS, type DecisionReason } from '../policy/types.js';
 
 // Hot-path counting: plain numbers in typed arrays, indexed by small integers, read at scrape time

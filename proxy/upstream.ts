@@ -7,7 +7,7 @@ import {
   responseMatches,
   type FrameHandler,
   type ResponseCheck,
-} from './modbus/index.js';
+} from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
 

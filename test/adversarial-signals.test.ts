@@ -1,4 +1,4 @@
-// SIGTERM under load on the built binary (dist/proxy/main.js; `npm test` builds it first): clients
+// SIGTERM under load on the built binary (dist/cli/main.js; `npm test` builds it first): clients
 // keep pipelining allowed and denied requests to a PLC that answers after a random delay, and one
 // client ignores plcguard's FIN. No request the PLC received may go unanswered, no reply may be
 // wrong or doubled, and the process must exit 0 within the grace period. The same for the
@@ -18,7 +18,7 @@ import { within } from './fixtures/net.js';
 import { Random } from './fixtures/random.js';
 import { PROBE_RULE, exceptionFor, plcReply, until } from './fixtures/invariants.js';
 
-const MAIN = path.resolve(import.meta.dirname, '../dist/proxy/main.js');
+const MAIN = path.resolve(import.meta.dirname, '../dist/cli/main.js');
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi
         units: [1]

@@ -7,7 +7,7 @@ import { binaryEnv } from './fixtures/binary.js';
 import t, { type Test } from 'tap';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const MAIN = path.join(ROOT, 'dist/cli/main.js');
 
 function plcguard(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -34,7 +34,7 @@ void t.test('help, version and usage errors', async (t) => {
     [['run'], /^plcguard run: give either --policy FILE or --redis URL/],
     [['run', '--policy', 'a.yaml', '--redis', 'redis://x'], /^plcguard run: give either --policy FILE or --redis URL/],
     [['run', '--policy', 'a.yaml', '--grace-ms', 'soon'], /^plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "soon"/],
-    [['run', '--policy', 'a.yaml', '--admin', 'nowhere'], /^plcguard: --admin: "nowhere" is not HOST:PORT or \[IPv6\]:PORT with a port 1\.\.65535/],
+    [['run', '--policy', 'a.yaml', '--admin', 'nowhere'], /^plcguard: --admin: "nowhere" has no port; expected HOST:PORT or \[IPv6\]:PORT with a port 1\.\.65535/],
     [['run', '--redis', 'http://localhost'], /^plcguard: --redis: "http:\/\/localhost" must start with redis:\/\/ or rediss:\/\//],
     [['run', '--bogus'], /^plcguard: Unknown option '--bogus'/],
   ];
@@ -57,7 +57,7 @@ void t.test('run with an invalid policy: every error with its position, exit 1, 
   t.equal(r.stdout, '', 'nothing logged as started');
   const missing = await plcguard('run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off', '--devices', 'a,b');
   t.equal(missing.code, 1);
-  t.match(missing.stderr, /missing\.yaml: cannot read policy: ENOENT/);
+  t.match(missing.stderr, /missing\.yaml: cannot read: ENOENT/);
 });
 
 void t.test('run when the listen address is taken: a clear error, exit 1', async (t) => {

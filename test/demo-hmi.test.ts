@@ -1,4 +1,4 @@
-// The simulated HMI (proxy/demo/hmi.ts) and the `plcguard plc` / `plcguard hmi` commands: polling
+// The simulated HMI (demo/hmi.ts) and the `plcguard plc` / `plcguard hmi` commands: polling
 // through a real plcguard in front of the simulated PLC, the denied writes it tries, reconnects,
 // timeouts, and the commands' usage errors and signal handling.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -7,17 +7,17 @@ import path from 'node:path';
 import { binaryEnv } from './fixtures/binary.js';
 import t from 'tap';
 import { Logger } from '../proxy/audit.js';
-import { hmiCommand, startHmi, type HmiStats } from '../proxy/demo/hmi.js';
-import { HR, startSimulatedPlc } from '../proxy/demo/plc.js';
-import { plcCommand } from '../proxy/demo/plc-command.js';
-import { untilSignal } from '../proxy/demo/signals.js';
+import { hmiCommand, startHmi, type HmiStats } from '../demo/hmi.js';
+import { HR, startSimulatedPlc } from '../demo/plc.js';
+import { plcCommand } from '../demo/plc-command.js';
+import { untilSignal } from '../demo/signals.js';
 import { reasonIndex } from '../proxy/stats.js';
 import { closedPort, within } from './fixtures/net.js';
 import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const MAIN = path.join(ROOT, 'dist/cli/main.js');
 
 /** examples/demo-policy.yaml's rules in front of `plcPort`. */
 const demoPolicy = (plcPort: number): string => `version: 1
@@ -145,7 +145,7 @@ void t.test('plcguard hmi and plcguard plc: usage errors, a run, a taken port', 
   const usage: [string[], RegExp][] = [
     [[], /^plcguard hmi: expected one HOST:PORT, got 0\nusage: plcguard hmi HOST:PORT/],
     [['a:1', 'b:2'], /expected one HOST:PORT, got 2/],
-    [['nowhere'], /HOST:PORT: "nowhere" is not HOST:PORT/],
+    [['nowhere'], /HOST:PORT: "nowhere" has no port; expected HOST:PORT/],
     [['127.0.0.1:5020', '--interval', '0'], /--interval: expected a whole number 1\.\.3600000, got "0"/],
     [['127.0.0.1:5020', '--deny-every', 'often'], /--deny-every: expected a whole number 0\.\.\d+, got "often"/],
     [['127.0.0.1:5020', '--unit', '256'], /--unit: expected a whole number 0\.\.255, got "256"/],
@@ -159,7 +159,7 @@ void t.test('plcguard hmi and plcguard plc: usage errors, a run, a taken port', 
   for (const [args, message] of [
     [['--unit', 'x'], /^plcguard plc: --unit: expected a whole number 0\.\.255, got "x"\nusage: plcguard plc/],
     [['--unit', '300'], /--unit: expected a whole number 0\.\.255, got "300"/],
-    [['--listen', 'here'], /--listen: "here" is not HOST:PORT/],
+    [['--listen', 'here'], /--listen: "here" has no port; expected HOST:PORT/],
   ] as [string[], RegExp][]) {
     const c = io();
     t.equal(await plcCommand(args, c.io, () => Promise.resolve()), 2, `plc ${args.join(' ')} → 2`);

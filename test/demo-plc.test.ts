@@ -19,8 +19,8 @@ import {
   writeBit,
   type SimulatedPlc,
   type SimulatedPlcOptions,
-} from '../proxy/demo/plc.js';
-import { buildException, encodeAdu } from '../proxy/modbus/index.js';
+} from '../demo/plc.js';
+import { buildException, encodeAdu } from '../modbus/index.js';
 import { WAIT_MS, closed, connectLocal, readBytes, within } from './fixtures/net.js';
 
 const ModbusRTU = ModbusSerial.default;

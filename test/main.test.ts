@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { main } from '../proxy/main.js';
+import { main } from '../cli/main.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
 import { freePort } from './fixtures/proxy.js';
@@ -59,7 +59,7 @@ void t.test('help, version, unknown commands, usage errors', async (t) => {
   t.match(await plcguard(['nope']), { code: 2, err: /^plcguard: unknown command "nope"/ });
   t.match(await plcguard(['run']), { code: 2, err: /give either --policy FILE or --redis URL/ });
   t.match(await plcguard(['run', '--policy', 'x', '--grace-ms=-1']), { code: 2, err: /--grace-ms must be a whole number/ });
-  t.match(await plcguard(['run', '--policy', 'x', '--admin', 'bad']), { code: 2, err: /--admin: "bad" is not HOST:PORT/ });
+  t.match(await plcguard(['run', '--policy', 'x', '--admin', 'bad']), { code: 2, err: /--admin: "bad" has no port; expected HOST:PORT/ });
   t.match(await plcguard(['run', '--redis', 'http://x']), { code: 2, err: /must start with redis:\/\// });
   t.match(await plcguard(['run', '--frob']), { code: 2, err: /Unknown option '--frob'/ });
   t.match(await plcguard(['policy', 'validate', 'examples/demo-policy.yaml']), { code: 0, out: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n' });
@@ -98,7 +98,7 @@ void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', a
   const listenTaken = await plcguard(['run', '--policy', busy, '--admin', 'off']);
   t.match(listenTaken, { code: 1, err: new RegExp(`^plcguard: cannot start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${plc.port}`) });
   const missing = await plcguard(['run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off']);
-  t.match(missing, { code: 1, err: /missing\.yaml: cannot read policy: ENOENT/ });
+  t.match(missing, { code: 1, err: /missing\.yaml: cannot read: ENOENT/ });
 });
 
 void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {

@@ -25,7 +25,7 @@ import {
   decodeRequest,
   encodeAdu,
   responseMatches,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { REQUESTS, RESPONSES, VALID_REQUESTS } from './fixtures/frames.js';
 import { Random } from './fixtures/random.js';
 

@@ -16,7 +16,7 @@ import {
   checkMbapPrefix,
   decodeMbap,
   encodeAdu,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { FRAMING_ERRORS, REQUESTS, RESPONSES } from './fixtures/frames.js';
 
 void t.test('the spec numbers', (t) => {

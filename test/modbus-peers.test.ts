@@ -17,7 +17,7 @@ import {
   checkResponse,
   decodeRequest,
   responseMatches,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { type Decoded, fill, request, snapshot, unpackCoils } from './fixtures/frames.js';
 
 // modbus-serial is CommonJS with `module.exports.default = module.exports`: its typings only

@@ -8,7 +8,7 @@ import {
   functionLabel,
   isReserved,
   isUserDefined,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { REQUESTS, SMUGGLER, request, snapshot } from './fixtures/frames.js';
 
 function decode(bytes: Buffer): ModbusRequest {

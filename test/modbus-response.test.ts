@@ -9,7 +9,7 @@ import {
   decodeRequest,
   responseMatches,
   writeException,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { EXPECTATIONS, RESPONSES, VALID_REQUESTS, request } from './fixtures/frames.js';
 
 function expect(name: string): Expectation {

@@ -6,7 +6,7 @@ import {
   MAX_ADU_LENGTH,
   ModbusRequest,
   decodeRequest,
-} from '../proxy/modbus/index.js';
+} from '../modbus/index.js';
 import { FRAMING_ERRORS, REQUESTS, RESPONSES, SMUGGLED_FC16, SMUGGLER, request } from './fixtures/frames.js';
 import { Random } from './fixtures/random.js';
 

@@ -1,11 +1,11 @@
-// `plcguard policy validate|check`, called as proxy/main.ts calls it, with captured output.
+// `plcguard policy validate|check`, called as cli/main.ts calls it, with captured output.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { policyCommand } from '../policy/index.js';
-import { exceptionText, POLICY_USAGE } from '../policy/cli.js';
-import { parseRequestSpec } from '../policy/request-spec.js';
+import { policyCommand } from '../cli/policy.js';
+import { exceptionText, POLICY_USAGE } from '../cli/policy.js';
+import { parseRequestSpec } from '../cli/request.js';
 import { PolicyError, RequestSpecError } from '../policy/errors.js';
 
 interface Run {

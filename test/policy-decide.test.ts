@@ -1,7 +1,7 @@
 // decide(), case by case: every kind of request at both edges of every range (inside, first,
 // last, one before, one after), with the exact reason, exception and rule each earns.
 import t, { type Test } from 'tap';
-import { decodeRequest, encodeAdu, ModbusRequest } from '../proxy/modbus/index.js';
+import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
 import { Decision, MAX_CACHED_RULE_SETS, parsePolicy } from '../policy/index.js';
 import type { CompiledDevice, CompiledPolicy } from '../policy/index.js';
 

@@ -4,7 +4,7 @@
 // nothing with the compiled matcher but the request decoder.
 import { BlockList, isIPv4 } from 'node:net';
 import t from 'tap';
-import { decodeRequest, encodeAdu, ModbusRequest } from '../proxy/modbus/index.js';
+import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
 import { Decision, parsePolicy } from '../policy/index.js';
 
 /** mulberry32: a small seeded generator, so a failure reproduces from its seed. */

@@ -1,9 +1,9 @@
 // `plcguard probe` against the simulated PLC and against scripted raw servers, all on 127.0.0.1.
 import net from 'node:net';
 import t from 'tap';
-import { HR, readBit, startSimulatedPlc, type SimulatedPlc } from '../proxy/demo/plc.js';
-import { encodeAdu } from '../proxy/modbus/index.js';
-import { PROBE_USAGE, probeCommand } from '../proxy/probe.js';
+import { HR, readBit, startSimulatedPlc, type SimulatedPlc } from '../demo/plc.js';
+import { encodeAdu } from '../modbus/index.js';
+import { PROBE_USAGE, probeCommand } from '../cli/probe.js';
 import { closeServer, closedPort, listenLocal } from './fixtures/net.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -223,9 +223,9 @@ void t.test('usage errors: exit 2, the problem named, then the usage', async (t)
     [[], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 0 argument(s)'],
     [['127.0.0.1:502', 'read', 'coils'], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 3 argument(s)'],
     [['127.0.0.1:502', 'read', 'coils', '0', '1'], 'unexpected argument "1"'],
-    [['127.0.0.1', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
-    [['127.0.0.1:70000', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1:70000" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
-    [['::1:502', 'read', 'coils', '0'], 'HOST:PORT: "::1:502" is not HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['127.0.0.1', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['127.0.0.1:70000', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1:70000" has port "70000"; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['::1:502', 'read', 'coils', '0'], 'HOST:PORT: "::1:502" has an IPv6 address without brackets; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
     [['127.0.0.1:502', 'read', 'coils', '0', '--unit', '256'], '--unit must be a whole number 0..255, got "256"'],
     [['127.0.0.1:502', 'read', 'coils', '0', '--unit', 'one'], '--unit must be a whole number 0..255, got "one"'],
     [['127.0.0.1:502', 'read', 'coils', '0', '--timeout', '0'], '--timeout must be a whole number 1..600000, got "0"'],

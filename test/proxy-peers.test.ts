@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import t, { type Test } from 'tap';
 import Modbus from 'jsmodbus';
 import ModbusSerial from 'modbus-serial';
-import { startSimulatedPlc } from '../proxy/demo/plc.js';
+import { startSimulatedPlc } from '../demo/plc.js';
 import { devicePolicy, startProxy } from './fixtures/proxy.js';
 
 // modbus-serial is CommonJS; its constructor is on `.default`.

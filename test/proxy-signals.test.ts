@@ -10,7 +10,7 @@ import { RawClient, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc } from './fixtures/raw-plc.js';
 import { ANY_PORT, devicePolicy, freePort } from './fixtures/proxy.js';
 
-const MAIN = path.resolve(import.meta.dirname, '../dist/proxy/main.js');
+const MAIN = path.resolve(import.meta.dirname, '../dist/cli/main.js');
 
 void t.test('SIGTERM with requests in flight: all answered, then exit 0', async (t) => {
   const plc = await startRawPlc();

@@ -7,8 +7,8 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Redis } from 'ioredis';
 import { parsePolicy } from '../policy/index.js';
-import { storeCommand } from '../policy/store-cli.js';
-import { RedisPolicySource } from '../proxy/redis-source.js';
+import { storeCommand } from '../cli/store.js';
+import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, startRawPlc } from './fixtures/raw-plc.js';
@@ -249,7 +249,7 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
     [['rollback', '--redis', r], 'plcguard policy rollback: one VERSION expected'],
     [['pull', '--redis', r, '--verbose'], "plcguard policy pull: Unknown option '--verbose'"],
     [['pull', '--redis', 'rediss://127.0.0.1:1', '--redis-ca', '/no/such/ca.pem'], 'plcguard policy pull: --redis-ca: cannot read "/no/such/ca.pem"'],
-    [['pull', '--redis', r, '--redis-sentinels', 'nohost'], 'plcguard policy pull: --redis-sentinels: "nohost" is not HOST:PORT'],
+    [['pull', '--redis', r, '--redis-sentinels', 'nohost'], 'plcguard policy pull: --redis-sentinels: "nohost" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
   ];
   for (const [args, message] of usage) {
     const res = await cli(args);

@@ -6,7 +6,9 @@ import { adu, startRawPlc } from './fixtures/raw-plc.js';
 import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
 import { parsePolicy } from '../policy/index.js';
 import { Logger } from '../proxy/audit.js';
-import { FilePolicySource, PolicyLoadError, ProxyRuntime } from '../proxy/runtime.js';
+import { PolicyInvalidError } from '../policy/errors.js';
+import { FilePolicySource } from '../policy/source/file.js';
+import { ProxyRuntime } from '../proxy/runtime.js';
 
 const device = (name: string, listen: string, upstream: number, writable = 10): string => `  - name: ${name}
     listen: ${listen}
@@ -109,7 +111,7 @@ void t.test('the policy file deleted, then restored', async (t) => {
   t.teardown(() => proxy.stop());
   fs.rmSync(proxy.file);
   await proxy.logged((l) => l.event === 'policy_rejected');
-  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/cannot read policy: ENOENT/] });
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [/cannot read: ENOENT/] });
   await proxy.rewrite(text.replace('[10]', '[11]'));
   t.match(proxy.logs.at(-1), { event: 'policy_loaded' });
 });
@@ -120,10 +122,10 @@ void t.test('start: every error of an invalid file; a device filter names what i
   const bad = `${dir}/bad.yaml`;
   fs.writeFileSync(bad, 'version: 1\ndevices:\n  - name: A\n');
   const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
-  t.ok(err instanceof PolicyLoadError);
-  t.equal((err as PolicyLoadError).code, 'ERR_POLICY_INVALID');
-  t.ok((err as PolicyLoadError).errors.length >= 2, 'all errors, not just the first');
-  t.match((err as PolicyLoadError).errors[0], new RegExp(`^${bad}:3:\\d+: `));
+  t.ok(err instanceof PolicyInvalidError);
+  t.equal((err as PolicyInvalidError).code, 'ERR_POLICY_INVALID');
+  t.ok((err as PolicyInvalidError).issues.length >= 2, 'all errors, not just the first');
+  t.match((err as PolicyInvalidError).issues[0]!.format(), new RegExp(`^${bad}:3:\\d+: `));
 
   const plc = await startRawPlc();
   t.teardown(() => plc.close());

@@ -33,7 +33,7 @@ import { RawClient, req } from '../fixtures/raw-client.js';
 import { startRedis } from '../fixtures/redis.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const MAIN = path.join(ROOT, 'dist/proxy/main.js');
+const MAIN = path.join(ROOT, 'dist/cli/main.js');
 const DEPLOY = path.join(ROOT, 'deploy');
 const DASHBOARD = path.join(DEPLOY, 'grafana/dashboards/plcguard.json');
 const DATASOURCES = path.join(DEPLOY, 'grafana/provisioning/datasources/prometheus.yml');

@@ -76,6 +76,23 @@ export const ExceptionCode = {
 } as const;
 export type ExceptionCode = (typeof ExceptionCode)[keyof typeof ExceptionCode];
 
+/** Exception codes' names as the spec writes them (MB-AP §7), for people. */
+const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map([
+  [0x01, 'illegal function'],
+  [0x02, 'illegal data address'],
+  [0x03, 'illegal data value'],
+  [0x04, 'server device failure'],
+  [0x05, 'acknowledge'],
+  [0x06, 'server device busy'],
+  [0x08, 'memory parity error'],
+  [0x0a, 'gateway path unavailable'],
+  [0x0b, 'gateway target device failed to respond'],
+]);
+
+export function exceptionName(code: number): string {
+  return EXCEPTION_NAMES.get(code) ?? 'unknown exception code';
+}
+
 /** Public function codes (MB-AP §5.1). */
 export const FunctionCode = {
   READ_COILS: 1,

@@ -1,6 +1,6 @@
 // A simulated PLC for `plcguard demo` and for tests: a small gas boiler controller speaking
 // Modbus/TCP, with live values. Its data tables are served by jsmodbus's TCP server; a gate in
-// front of jsmodbus (built on proxy/modbus) frames, checks and answers what jsmodbus gets wrong.
+// front of jsmodbus (built on modbus/) frames, checks and answers what jsmodbus gets wrong.
 //
 // Register map (0-based addresses; temperatures are int16 in 0.1 °C, so 0xFFF6 is -1.0 °C).
 // "model" = the simulation writes it every tick; "rw" = clients write it and the model reads it.
@@ -112,10 +112,11 @@ import {
   buildException,
   decodeRequest,
   encodeAdu,
+  exceptionName,
   functionLabel,
   type Table,
 } from '../modbus/index.js';
-import { exceptionName, formatEndpoint } from '../probe.js';
+import { formatEndpoint } from '../policy/net.js';
 
 /** Registers per register table: addresses 0..999. */
 export const REGISTER_COUNT = 1000;

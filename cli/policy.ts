@@ -1,16 +1,16 @@
 // `plcguard policy validate|check`: the policy's command line. Returns exit codes instead of
-// exiting and writes through `io`, so proxy/main.ts wires it and tests call it directly.
+// exiting and writes through `io`, so cli/main.ts wires it and tests call it directly.
 
 import { parseArgs } from 'node:util';
-import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest } from '../proxy/modbus/index.js';
-import { PolicyReadError, RequestSpecError } from './errors.js';
-import { MAX_UNIT_ID } from './format.js';
-import { parseClientAddress } from './net.js';
-import { loadPolicyFile } from './parse.js';
-import type { ParseResult } from './parse.js';
-import { parseRequestSpec, REQUEST_USAGE } from './request-spec.js';
-import { Decision } from './types.js';
-import type { CompiledDevice } from './types.js';
+import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest } from '../modbus/index.js';
+import { PolicyReadError, RequestSpecError } from '../policy/errors.js';
+import { MAX_UNIT_ID } from '../policy/format.js';
+import { parseClientAddress } from '../policy/net.js';
+import { loadPolicyFile } from '../policy/parse.js';
+import type { ParseResult } from '../policy/parse.js';
+import { parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { Decision } from '../policy/types.js';
+import type { CompiledDevice } from '../policy/types.js';
 
 export interface CommandIO {
   /** One or more lines; a trailing newline is added by the caller's writer when missing. */

@@ -4,20 +4,23 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { policyCommand } from '../policy/cli.js';
+import { policyCommand } from './policy.js';
 import { parsePolicy } from '../policy/index.js';
-import { startSimulatedPlc } from './demo/plc.js';
-import { parseEndpoint } from './endpoint.js';
+import { startSimulatedPlc } from '../demo/plc.js';
+import { endpointOption } from '../policy/net.js';
 import { probeCommand } from './probe.js';
-import { hmiCommand } from './demo/hmi.js';
-import { plcCommand } from './demo/plc-command.js';
-import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, FilePolicySource, PolicyLoadError, ProxyRuntime, type PolicySource } from './runtime.js';
-import { RedisPolicySource } from './redis-source.js';
-import { Logger } from './audit.js';
-import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from '../policy/store-cli.js';
+import { hmiCommand } from '../demo/hmi.js';
+import { plcCommand } from '../demo/plc-command.js';
+import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, ProxyRuntime } from '../proxy/runtime.js';
+import { PolicyInvalidError } from '../policy/errors.js';
+import { FilePolicySource } from '../policy/source/file.js';
+import type { PolicySource } from '../policy/source/source.js';
+import { RedisPolicySource } from '../policy/source/redis.js';
+import { Logger } from '../proxy/audit.js';
+import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
 
-/** The package's root: the nearest folder up with a package.json (from dist/proxy or proxy/). */
+/** The package's root: the nearest folder up with a package.json (from dist/cli or cli/). */
 function packageRoot(from: string): string {
   let dir = from;
   while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
@@ -71,7 +74,7 @@ const io: Io = {
 function adminOption(value: string | undefined): Endpoint | null {
   if (value === 'off') return null;
   if (value === undefined) return DEFAULT_ADMIN;
-  return parseEndpoint(value, '--admin');
+  return endpointOption(value, '--admin');
 }
 
 /** Runs until SIGTERM/SIGINT; resolves with the exit code. */
@@ -89,9 +92,9 @@ async function serve(
     rt = await ProxyRuntime.start({ source, logger, admin, graceMs, version: VERSION, ...(devices ? { devices } : {}) });
   } catch (err) {
     await cleanup();
-    if (err instanceof PolicyLoadError) {
+    if (err instanceof PolicyInvalidError) {
       io.stderr(`plcguard: ${source.name} is not a valid policy; nothing started:`);
-      for (const e of err.errors) io.stderr(e);
+      for (const e of err.issues) io.stderr(e.format());
     } else {
       io.stderr(`plcguard: cannot start: ${(err as Error).message}`);
     }

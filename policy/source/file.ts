@@ -1,15 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CompiledPolicy } from '../policy/types.js';
-
-/** What a policy source hands out: a compiled policy, or every error found. */
-export interface LoadResult {
-  policy?: CompiledPolicy;
-  errors: readonly { format(): string }[];
-  warnings: readonly { format(): string }[];
-}
-
-export type PolicyParser = (text: string, fileName: string) => LoadResult;
+import { PolicyReadError } from '../errors.js';
+import type { ParseResult } from '../parse.js';
+import type { PolicyParser, PolicySource } from './source.js';
 
 /** Quiet time after the last change event before the file is read (editors write in steps). */
 export const WATCH_DEBOUNCE_MS = 100;
@@ -27,17 +20,16 @@ export class PolicyFileWatcher {
   constructor(
     private readonly file: string,
     private readonly parse: PolicyParser,
-    private readonly onChange: (result: LoadResult) => void,
+    private readonly onChange: (result: ParseResult) => void,
   ) {}
 
   /** Reads and parses the file now. */
-  load(): LoadResult {
+  load(): ParseResult {
     let text: string;
     try {
       text = fs.readFileSync(this.file, 'utf8');
     } catch (err) {
-      const message = `${this.file}: cannot read policy: ${(err as Error).message}`;
-      return { errors: [{ format: () => message }], warnings: [] };
+      return { errors: [new PolicyReadError(this.file, err)], warnings: [] };
     }
     this.lastText = text;
     return this.parse(text, this.file);
@@ -62,8 +54,7 @@ export class PolicyFileWatcher {
     try {
       text = fs.readFileSync(this.file, 'utf8');
     } catch (err) {
-      const message = `${this.file}: cannot read policy: ${(err as Error).message}`;
-      this.onChange({ errors: [{ format: () => message }], warnings: [] });
+      this.onChange({ errors: [new PolicyReadError(this.file, err)], warnings: [] });
       return;
     }
     if (text === this.lastText) return;
@@ -76,5 +67,27 @@ export class PolicyFileWatcher {
     this.watcher = null;
     clearTimeout(this.timer);
     this.timer = undefined;
+  }
+}
+
+/** A policy file, watched: valid edits apply live, invalid ones are reported and skipped. */
+export class FilePolicySource implements PolicySource {
+  private watcher: PolicyFileWatcher | null = null;
+  constructor(
+    readonly name: string,
+    private readonly parse: PolicyParser,
+  ) {}
+  start(onChange: (r: ParseResult) => void): ParseResult {
+    this.watcher = new PolicyFileWatcher(this.name, this.parse, onChange);
+    const first = this.watcher.load();
+    if (first.policy) this.watcher.start();
+    return first;
+  }
+  stop(): Promise<void> {
+    this.watcher?.stop();
+    return Promise.resolve();
+  }
+  checks(): Record<string, boolean> {
+    return {};
   }
 }

@@ -1,4 +1,5 @@
 // Pure Modbus/TCP protocol code: bytes in, data out. No sockets, timers or environment.
+export * from './errors.js';
 export * from './constants.js';
 export * from './functions.js';
 export * from './mbap.js';

@@ -1,14 +1,9 @@
+// Policies from Redis: the version in force (policy/store.ts), followed through pub/sub, every
+// (re)connect and a periodic resync.
 import type { Redis } from 'ioredis';
-import type { CompiledPolicy } from './types.js';
-import type { PolicyStore } from './store.js';
-
-export interface SourceResult {
-  policy?: CompiledPolicy;
-  errors: readonly { format(): string }[];
-  warnings: readonly { format(): string }[];
-}
-
-export type Parser = (text: string, fileName: string) => SourceResult;
+import type { ParseResult } from '../parse.js';
+import { PolicyStore, connectRedis, type StoreOptions } from '../store.js';
+import type { EventLog, PolicyParser, PolicySource } from './source.js';
 
 /** Re-reads the version this often even without a message (pub/sub is best effort). */
 export const RESYNC_INTERVAL_MS = 5000;
@@ -32,8 +27,8 @@ export class RedisPolicyWatcher {
   constructor(
     private readonly store: PolicyStore,
     private readonly subscriber: Redis,
-    private readonly parse: Parser,
-    private readonly onChange: (result: SourceResult, version: number) => void,
+    private readonly parse: PolicyParser,
+    private readonly onChange: (result: ParseResult, version: number) => void,
     private readonly onStatus: (up: boolean, error: string) => void,
   ) {}
 
@@ -102,12 +97,12 @@ export class RedisPolicyWatcher {
     const id = `${v}:${sha}`;
     if (id === this.applied || id === this.rejected) return;
     const rec = await this.store.get(v);
-    const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`);
+    const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`, { version: v });
     /* c8 ignore next -- stop() during the reads above: the runtime is gone, apply nothing */
     if (this.stopped) return;
     if (r.policy) {
       this.applied = id;
-      this.onChange({ ...r, policy: Object.freeze({ ...r.policy, version: v }) }, v);
+      this.onChange(r, v);
     } else {
       this.rejected = id;
       this.onChange(r, v);
@@ -120,5 +115,53 @@ export class RedisPolicyWatcher {
     await this.idle();
     this.subscriber.disconnect();
     this.store.redis.disconnect();
+  }
+}
+
+/** Policies from Redis: the version in force, followed live. */
+export class RedisPolicySource implements PolicySource {
+  readonly name: string;
+  private watcher: RedisPolicyWatcher | null = null;
+  private up = false;
+
+  constructor(
+    private readonly opts: StoreOptions,
+    private readonly parse: PolicyParser,
+    private readonly logger: EventLog,
+  ) {
+    const u = new URL(opts.url);
+    u.password = '';
+    u.username = '';
+    this.name = `${u.toString()} ${opts.prefix ?? ''}`.trim();
+  }
+
+  start(onChange: (r: ParseResult) => void): null {
+    const redis = connectRedis({ ...this.opts, failFast: true });
+    const subscriber = redis.duplicate();
+    const store = new PolicyStore(redis, this.opts.prefix);
+    this.watcher = new RedisPolicyWatcher(
+      store,
+      subscriber,
+      this.parse,
+      (r) => onChange(r),
+      (up, error) => {
+        this.up = up;
+        this.logger.log(up ? 'redis_up' : 'redis_down', { redis: this.name, error });
+      },
+    );
+    this.watcher.start();
+    return null;
+  }
+
+  async stop(): Promise<void> {
+    await this.watcher?.stop();
+  }
+
+  checks(): Record<string, boolean> {
+    return { redis_up: this.up };
+  }
+
+  redisUp(): boolean {
+    return this.up;
   }
 }

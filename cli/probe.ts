@@ -2,10 +2,11 @@
 // PLC, with the answer printed as `table address: value` lines or as the exception it earned.
 // Built on modbus-serial's TCP client; every call into it goes through the typed helpers below.
 import type { EventEmitter } from 'node:events';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
+// eslint-disable-next-line no-restricted-imports -- until probe speaks through modbus/ itself (next step)
 import ModbusSerial from 'modbus-serial';
 import {
+  exceptionName,
   FunctionCode,
   FUNCTION_NAMES,
   MAX_ADDRESS,
@@ -14,8 +15,8 @@ import {
   MAX_WRITE_COILS,
   MAX_WRITE_REGISTERS,
   type Table,
-} from './modbus/index.js';
-import { parseEndpoint } from './endpoint.js';
+} from '../modbus/index.js';
+import { endpointOption, formatEndpoint } from '../policy/net.js';
 
 // modbus-serial is CommonJS (`module.exports = ModbusRTU`, with `.default` pointing back at it);
 // under NodeNext the default import is module.exports, typed as the module, so the class is .default.
@@ -52,27 +53,6 @@ export const PROBE_USAGE = `usage:
 exit status: 0 done, 3 Modbus exception, 1 connection error, timeout or bad reply, 2 usage error`;
 
 /** Names of the exception codes (MB-AP §7). */
-const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map([
-  [0x01, 'illegal function'],
-  [0x02, 'illegal data address'],
-  [0x03, 'illegal data value'],
-  [0x04, 'server device failure'],
-  [0x05, 'acknowledge'],
-  [0x06, 'server device busy'],
-  [0x08, 'memory parity error'],
-  [0x0a, 'gateway path unavailable'],
-  [0x0b, 'gateway target device failed to respond'],
-]);
-
-export function exceptionName(code: number): string {
-  return EXCEPTION_NAMES.get(code) ?? 'unknown exception code';
-}
-
-/** `host:port`, with IPv6 addresses in brackets. */
-export function formatEndpoint(host: string, port: number): string {
-  return `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
-}
-
 /** A command line that can't be run; the message names the argument and what was expected. */
 export class ProbeUsageError extends Error {
   override readonly name = 'ProbeUsageError';
@@ -125,7 +105,7 @@ export function parseProbeArgs(args: string[]): ProbePlan {
   if (extra.length > 0) throw new ProbeUsageError(`unexpected argument "${extra[0]}"`);
   let endpoint;
   try {
-    endpoint = parseEndpoint(target, 'HOST:PORT');
+    endpoint = endpointOption(target, 'HOST:PORT');
   } catch (err) {
     throw new ProbeUsageError((err as Error).message);
   }

@@ -1,5 +1,5 @@
 // A simulated HMI for the docker-compose demo and the end-to-end check: it polls the simulated
-// boiler (proxy/demo/plc.ts has the register map) through plcguard on a fixed cycle, writes the
+// boiler (demo/plc.ts has the register map) through plcguard on a fixed cycle, writes the
 // supply setpoint back now and then, and every Nth request tries a write the demo policy denies,
 // so that every panel of the Grafana dashboard has data. One connection, one request at a time,
 // as most HMIs poll; it reconnects (with backoff) when the connection is lost.
@@ -19,10 +19,9 @@
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { FrameSplitter, FunctionCode, MBAP_HEADER_LENGTH, encodeAdu, type FrameHandler } from '../modbus/index.js';
-import { Logger } from '../audit.js';
-import { parseEndpoint } from '../endpoint.js';
-import { formatEndpoint } from '../probe.js';
-import type { Endpoint } from '../../policy/types.js';
+import { Logger } from '../proxy/audit.js';
+import { endpointOption, formatEndpoint } from '../policy/net.js';
+import type { Endpoint } from '../policy/types.js';
 import { HR, IR } from './plc.js';
 import { untilSignal } from './signals.js';
 
@@ -333,7 +332,7 @@ export const HMI_USAGE = `usage: plcguard hmi HOST:PORT [--interval MS] [--deny-
   --interval MS   time between requests (default ${DEFAULT_HMI_INTERVAL_MS})
   --deny-every N  every Nth request is a write the demo policy denies; 0 never (default ${DEFAULT_DENY_EVERY})
   --unit N        unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_HMI_UNIT})
-Polls the simulated boiler PLC's registers (proxy/demo/plc.ts) until SIGTERM or SIGINT; logs JSON lines.`;
+Polls the simulated boiler PLC's registers (demo/plc.ts) until SIGTERM or SIGINT; logs JSON lines.`;
 
 function wholeNumber(value: string | undefined, fallback: number, min: number, max: number, what: string): number {
   if (value === undefined) return fallback;
@@ -356,7 +355,7 @@ export async function hmiCommand(args: string[], io: HmiIo, until: () => Promise
     });
     if (positionals.length !== 1) throw new Error(`expected one HOST:PORT, got ${positionals.length}`);
     opts = {
-      target: parseEndpoint(positionals[0]!, 'HOST:PORT'),
+      target: endpointOption(positionals[0]!, 'HOST:PORT'),
       intervalMs: wholeNumber(values.interval, DEFAULT_HMI_INTERVAL_MS, 1, 3_600_000, '--interval'),
       denyEvery: wholeNumber(values['deny-every'], DEFAULT_DENY_EVERY, 0, Number.MAX_SAFE_INTEGER, '--deny-every'),
       unitId: wholeNumber(values.unit, DEFAULT_HMI_UNIT, 0, MAX_UNIT_ID, '--unit'),

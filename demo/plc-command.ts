@@ -1,7 +1,7 @@
 // `plcguard plc`: the simulated boiler PLC of `plcguard demo` on its own, for docker-compose and
 // the end-to-end check (where plcguard runs in another process or container).
 import { parseArgs } from 'node:util';
-import { parseEndpoint } from '../endpoint.js';
+import { endpointOption } from '../policy/net.js';
 import { startSimulatedPlc } from './plc.js';
 import { untilSignal } from './signals.js';
 
@@ -12,7 +12,7 @@ const MAX_UNIT_ID = 255;
 export const PLC_USAGE = `usage: plcguard plc [--listen HOST:PORT] [--unit N]
   --listen HOST:PORT  where to listen (default ${DEFAULT_PLC_LISTEN}; 0.0.0.0:5021 in a container)
   --unit N            serve only this unit id 0..${MAX_UNIT_ID}; others get exception 0B (default: every unit)
-A simulated gas boiler controller speaking Modbus/TCP (register map: proxy/demo/plc.ts), until
+A simulated gas boiler controller speaking Modbus/TCP (register map: demo/plc.ts), until
 SIGTERM or SIGINT; logs one line per connection, write and exception.`;
 
 export interface PlcIo {
@@ -26,7 +26,7 @@ export async function plcCommand(args: string[], io: PlcIo, until: () => Promise
   let unitId: number | undefined;
   try {
     const { values } = parseArgs({ args, options: { listen: { type: 'string' }, unit: { type: 'string' } } });
-    listen = parseEndpoint(values.listen ?? DEFAULT_PLC_LISTEN, '--listen');
+    listen = endpointOption(values.listen ?? DEFAULT_PLC_LISTEN, '--listen');
     if (values.unit !== undefined) {
       unitId = Number(values.unit);
       if (!/^\d+$/.test(values.unit) || unitId > MAX_UNIT_ID) throw new Error(`--unit: expected a whole number 0..${MAX_UNIT_ID}, got "${values.unit}"`);

@@ -1,17 +1,17 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { diffPolicies } from './diff.js';
-import type { CompiledPolicy } from './types.js';
-import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from './store.js';
-import type { SourceResult } from './watch-redis.js';
+import { diffPolicies } from '../policy/diff.js';
+import { endpointOption } from '../policy/net.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
+import type { PolicyParser } from '../policy/source/source.js';
 
 export interface Io {
   stdout: (s: string) => void;
   stderr: (s: string) => void;
 }
 
-export type Parser = (text: string, fileName: string) => SourceResult;
 
 export const STORE_COMMANDS = ['push', 'pull', 'history', 'diff', 'rollback'] as const;
 
@@ -45,11 +45,7 @@ export function storeOptions(values: {
   const sentinels = values['redis-sentinels']
     ?.split(',')
     .filter(Boolean)
-    .map((hp) => {
-      const m = /^(.+):(\d+)$/.exec(hp.trim());
-      if (!m) throw new StoreError('ERR_STORE_URL', `--redis-sentinels: "${hp}" is not HOST:PORT`);
-      return { host: m[1]!, port: Number(m[2]) };
-    });
+    .map((hp) => endpointOption(hp.trim(), '--redis-sentinels'));
   return {
     url: values.redis,
     ...(values['redis-prefix'] !== undefined ? { prefix: values['redis-prefix'] } : {}),
@@ -79,7 +75,7 @@ function defaultAuthor(): string {
  * `plcguard policy push|pull|history|diff|rollback`: returns the exit code (0 ok, 1 invalid policy
  * or store failure, 2 usage).
  */
-export async function storeCommand(command: string, args: string[], io: Io, parse: Parser): Promise<number> {
+export async function storeCommand(command: string, args: string[], io: Io, parse: PolicyParser): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({

@@ -15,10 +15,10 @@ import {
   MAX_WRITE_REGISTERS,
   MEI_READ_DEVICE_IDENTIFICATION,
   MIN_READ_DEVICE_ID_CODE,
-} from '../proxy/modbus/index.js';
-import { RequestSpecError } from './errors.js';
-import { ADDRESS_MODEL_FUNCTIONS, FUNCTION_CODE_BY_NAME, READ_DEVICE_IDENTIFICATION, READ_TABLES, WRITE_TABLES } from './format.js';
-import type { ReadTable } from './format.js';
+} from '../modbus/index.js';
+import { RequestSpecError } from '../policy/errors.js';
+import { ADDRESS_MODEL_FUNCTIONS, FUNCTION_CODE_BY_NAME, READ_DEVICE_IDENTIFICATION, READ_TABLES, WRITE_TABLES } from '../policy/format.js';
+import type { ReadTable } from '../policy/format.js';
 
 export const REQUEST_USAGE = `REQUEST is one of:
   read TABLE A[-B]                    FC1-4; TABLE: ${READ_TABLES.join(', ')}

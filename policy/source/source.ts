@@ -1,0 +1,28 @@
+// Where a running plcguard gets its policy: a watched file or the version in force in Redis, behind
+// one interface that hands out one result type (the same ParseResult `policy validate` prints).
+
+import type { ParseOptions, ParseResult } from '../parse.js';
+
+/** Turns policy text into a result; `parsePolicy` in production, anything with its shape in tests. */
+export type PolicyParser = (text: string, fileName: string, options?: ParseOptions) => ParseResult;
+
+/** The one thing a source writes to: the proxy's JSON logger fits. */
+export interface EventLog {
+  log(event: string, fields?: Record<string, unknown>): void;
+}
+
+/** Where policies come from: a watched file, or Redis. */
+export interface PolicySource {
+  /** For logs: the file, or the Redis URL (without credentials) and key prefix. */
+  readonly name: string;
+  /**
+   * Starts following the source. A file returns its first parse at once; Redis returns null and
+   * delivers through `onChange` when it can.
+   */
+  start(onChange: (r: ParseResult) => void): ParseResult | null;
+  stop(): Promise<void>;
+  /** Readiness checks of the source itself (e.g. redis_up). */
+  checks(): Record<string, boolean>;
+  /** Whether Redis is reachable, for sources that use it. */
+  redisUp?(): boolean;
+}
