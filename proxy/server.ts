@@ -96,8 +96,8 @@ class DeviceListener implements SessionContext {
     if (refusal !== null) {
       this.stats.countRefusal(refusal);
       if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
-      if (this.refusalLog.take(Date.now())) {
-        const suppressed = this.refusalLog.drain();
+      if (this.refusalLog.allow(Date.now())) {
+        const suppressed = this.refusalLog.takeSuppressed();
         this.logger.log('refused', {
           device: this.device.name,
           source: `${address}:${socket.remotePort}`,
@@ -130,11 +130,11 @@ class DeviceListener implements SessionContext {
   private pruneRates(): void {
     const now = performance.now();
     for (const [address, r] of this.rates) {
-      if (!this.perSource.has(address) && r.idle(now, this.device.rateLimit)) this.rates.delete(address);
+      if (!this.perSource.has(address) && r.refilled(now, this.device.rateLimit)) this.rates.delete(address);
     }
   }
 
-  closed(session: Session): void {
+  sessionClosed(session: Session): void {
     this.sessions.delete(session);
     this.stats.clientConnections--;
     const address = session.remoteAddress;
@@ -146,7 +146,7 @@ class DeviceListener implements SessionContext {
     this.perSource.delete(address);
     // Forget a source's rate only once it has earned its whole burst back: reconnecting must not
     // buy a fresh burst.
-    if (this.rates.get(address)!.idle(performance.now(), this.device.rateLimit)) this.rates.delete(address);
+    if (this.rates.get(address)!.refilled(performance.now(), this.device.rateLimit)) this.rates.delete(address);
   }
 }
 
@@ -235,7 +235,7 @@ export class ProxyServer {
       listenersClosed.push(l.stopListening());
       for (const s of l.sessions) all.push(s);
     }
-    for (const s of all) s.drain();
+    for (const s of all) s.stopGracefully();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(all.map((s) => s.whenClosed())),

@@ -26,8 +26,8 @@ export interface SessionContext {
   readonly logger: Logger;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
-  /** Called once when the session is gone. */
-  closed(session: Session): void;
+  /** Called once, when the session has ended (it no longer counts against the limits). */
+  sessionClosed(session: Session): void;
 }
 
 // Why the client socket isn't being read; it is read only when no bit is set.
@@ -35,7 +35,7 @@ const PAUSE_OUTSTANDING = 1; // max outstanding requests reached (the splitter h
 const PAUSE_UPSTREAM_FULL = 2; // the PLC socket can't take more
 const PAUSE_CLIENT_FULL = 4; // the client isn't reading its responses
 const PAUSE_STOPPED = 8; // no new requests: shutting down, or the client's stream is broken
-const PAUSE_RESPONSE_OPEN = 16; // our own replies wait behind a response still streaming through
+const PAUSE_MID_RESPONSE = 16; // our own replies wait behind a response still streaming through
 
 /**
  * After plcguard's FIN, how long a client gets to close its side before the socket is destroyed.
@@ -80,7 +80,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private chunkAt = 0;
   /** When plcguard took up the frames being processed (after chunkAt for frames it held). */
   private takenAt = 0;
-  /** Answered in the PLC chunk being processed: timed and pooled at flush(). */
+  /** Answered in the PLC chunk being processed: timed and pooled at delivered(). */
   private readonly answered: Transaction[] = [];
   /** The client socket is corked while denials are written within one chunk. */
   private corked = false;
@@ -100,7 +100,7 @@ export class Session implements FrameHandler, UpstreamOwner {
    * reply of plcguard's own (a denial, 0A, 0B) written now would land inside it. Such replies
    * wait in `deferred` until the response is complete.
    */
-  private responseOpen = false;
+  private midResponse = false;
   private readonly deferred: Buffer[] = [];
   private closeWaiters: (() => void)[] = [];
 
@@ -140,16 +140,12 @@ export class Session implements FrameHandler, UpstreamOwner {
     return new Promise((resolve) => this.closeWaiters.push(resolve));
   }
 
-  /** Stops taking requests, lets outstanding ones finish, then closes. */
-  drain(): void {
-    this.stop('shutdown');
-  }
-
   /**
    * Takes no more requests (and reads no more), answers what was already accepted, then closes:
-   * a request the PLC has executed always gets its answer, however the connection ends.
+   * a request the PLC has executed always gets its answer, however the connection ends. A
+   * shutdown, a framing error and a frame timeout end a session this way.
    */
-  private stop(reason: CloseReason): void {
+  stopGracefully(reason: CloseReason = 'shutdown'): void {
     /* c8 ignore next -- a second reason to stop (a shutdown after an error): the first stands */
     if (this.stopReason !== null) return;
     this.stopReason = reason;
@@ -193,7 +189,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private onFramingError(err: FramingError): void {
     this.ctx.stats.framingErrors++;
     this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
-    this.stop('framing_error');
+    this.stopGracefully('framing_error');
   }
 
   private afterInput(framesSeenBefore: number): void {
@@ -227,7 +223,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     }
     this.ctx.stats.frameTimeouts++;
     this.log('frame_timeout', { partial_bytes: this.splitter.partialBytes, action: 'close' });
-    this.stop('frame_timeout');
+    this.stopGracefully('frame_timeout');
   }
 
   // FrameHandler: one whole request ADU.
@@ -311,7 +307,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     exception: number,
     action: string,
   ): void {
-    if (!this.audit.take(Date.now())) return;
+    if (!this.audit.allow(Date.now())) return;
     const fields: Record<string, unknown> = {
       unit: req.unitId,
       fc: req.functionCode,
@@ -327,7 +323,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private log(event: string, fields: Record<string, unknown>): void {
-    const suppressed = this.audit.drain();
+    const suppressed = this.audit.takeSuppressed();
     this.ctx.logger.log(event, {
       device: this.ctx.deviceName,
       source: this.source,
@@ -339,8 +335,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- PLC → client (UpstreamOwner) ----
 
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
-    // Open until complete(): within one call for a whole frame, across chunks for a streamed one.
-    this.responseOpen = true;
+    // Until complete(): within one call for a whole frame, across chunks for a streamed one.
+    this.midResponse = true;
     if (copy) {
       this.writeOut();
       this.write(Buffer.from(buf.subarray(start, end)));
@@ -355,14 +351,14 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
-    // Timed at flush(), once the response has been handed to the client socket.
+    // Timed at delivered(), once the response has been handed to the client socket.
     tx.answeredAt = answeredAt;
     this.answered.push(tx);
     this.outstanding--;
-    this.responseOpen = false;
+    this.midResponse = false;
     if (this.deferred.length > 0) {
       for (const b of this.deferred.splice(0)) this.reply(b);
-      this.setPause(PAUSE_RESPONSE_OPEN, false);
+      this.setPause(PAUSE_MID_RESPONSE, false);
     }
   }
 
@@ -377,8 +373,8 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.close('response_cut');
   }
 
-  /** End of one chunk from the PLC: write what was forwarded, take up held requests. */
-  flush(): void {
+  /** The end of what one PLC chunk (or timeout, or loss) brought: write it, take up held requests. */
+  delivered(): void {
     this.writeOut();
     if (this.answered.length > 0) this.observeAnswered();
     // Requests held at the outstanding limit go on once answers have come back.
@@ -424,10 +420,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private reply(b: Buffer): void {
-    if (this.responseOpen) {
+    if (this.midResponse) {
       // Bounded: reading stops until the response completes (or is cut, which closes).
       this.deferred.push(b);
-      this.setPause(PAUSE_RESPONSE_OPEN, true);
+      this.setPause(PAUSE_MID_RESPONSE, true);
       return;
     }
     this.writeOut();
@@ -515,7 +511,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.splitter.reset();
     this.deferred.length = 0;
     this.answered.length = 0;
-    const suppressed = this.audit.drain();
+    const suppressed = this.audit.takeSuppressed();
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {
         device: this.ctx.deviceName,
@@ -524,7 +520,7 @@ export class Session implements FrameHandler, UpstreamOwner {
         reason,
       });
     }
-    this.ctx.closed(this);
+    this.ctx.sessionClosed(this);
     for (const w of this.closeWaiters.splice(0)) w();
   }
 }

@@ -39,13 +39,17 @@ export interface UpstreamOwner {
   fail(tx: Transaction, exception: number, now: number): void;
   /** A response to this owner was cut off mid-frame: its byte stream is corrupt. */
   corrupt(): void;
-  /** End of one chunk from the PLC: flush what was forwarded. */
-  flush(): void;
+  /**
+   * Everything the link had for this owner from one PLC chunk (or one timeout, or one loss) has
+   * been handed over: write it out.
+   */
+  delivered(): void;
   /** The PLC socket can take more again. */
   upstreamDrained(): void;
 }
 
-type State = 'idle' | 'connecting' | 'open';
+/** disconnected: none opened yet, or the last one was lost (the next request reconnects after retryAt). */
+type State = 'disconnected' | 'connecting' | 'open';
 
 /**
  * One TCP connection to a PLC, opened on demand, reopened on the next request after a failure
@@ -54,7 +58,7 @@ type State = 'idle' | 'connecting' | 'open';
  */
 export class Upstream implements FrameHandler {
   private socket: net.Socket | null = null;
-  private state: State = 'idle';
+  private state: State = 'disconnected';
   private readonly outstanding: Transaction[] = [];
   private splitter = new FrameSplitter(this);
   /** The transaction whose response is being streamed through (it spans chunks). */
@@ -96,7 +100,7 @@ export class Upstream implements FrameHandler {
   send(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): boolean {
     /* c8 ignore next -- defensive: a closed link's owner is gone and sends nothing more */
     if (this.closed) return false;
-    if (this.state === 'idle') {
+    if (this.state === 'disconnected') {
       if (this.now() < this.retryAt) return false;
       this.connect();
     }
@@ -232,7 +236,7 @@ export class Upstream implements FrameHandler {
       const wasOpen = this.state === 'open';
       if (wasOpen) this.stats.upstreamConnections--;
       this.socket = null;
-      this.state = 'idle';
+      this.state = 'disconnected';
       this.clearConnectTimer();
       // (close() has already let go of the socket: its own close never gets here.)
       this.onLost(wasOpen, error);
@@ -293,7 +297,7 @@ export class Upstream implements FrameHandler {
       if (this.state === 'open') this.stats.upstreamConnections--;
       s.destroy();
     }
-    this.state = 'idle';
+    this.state = 'disconnected';
   }
 
   private clearConnectTimer(): void {
@@ -350,7 +354,7 @@ export class Upstream implements FrameHandler {
   }
 
   /** Removes outstanding[i]: almost always the oldest, which shift() takes without allocating. */
-  private take(i: number): Transaction {
+  private dequeue(i: number): Transaction {
     return (i === 0 ? this.outstanding.shift() : this.outstanding.splice(i, 1)[0])!;
   }
 
@@ -367,7 +371,7 @@ export class Upstream implements FrameHandler {
       this.streaming = null;
       const dropped = this.streamingDropped;
       this.streamingDropped = false;
-      if (!dropped && streamed !== null) this.finish(streamed, checkResponse(streamed.exp, buf, start, end));
+      if (!dropped && streamed !== null) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
       return true;
     }
     const i = this.find(buf, start);
@@ -375,10 +379,10 @@ export class Upstream implements FrameHandler {
       this.stats.unsolicitedResponses++;
       return true;
     }
-    const tx = this.take(i);
+    const tx = this.dequeue(i);
     const owner = tx.owner!;
     owner.forward(buf, start, end, this.splitter.owns(buf));
-    this.finish(tx, checkResponse(tx.exp, buf, start, end));
+    this.complete(tx, checkResponse(tx.exp, buf, start, end));
     return true;
   }
 
@@ -390,7 +394,7 @@ export class Upstream implements FrameHandler {
       this.streamingDropped = true;
       return;
     }
-    const tx = this.take(i);
+    const tx = this.dequeue(i);
     this.streaming = tx;
     tx.owner!.forward(buf, 0, have, true);
     this.touch(tx.owner);
@@ -400,7 +404,7 @@ export class Upstream implements FrameHandler {
     if (this.streaming !== null) this.streaming.owner!.forward(buf, start, end, false);
   }
 
-  private finish(tx: Transaction, check: ResponseCheck): void {
+  private complete(tx: Transaction, check: ResponseCheck): void {
     this.answeredOnThisConnection = true;
     this.failures = 0;
     if (check === 'inconsistent') this.stats.inconsistentResponses++;
@@ -415,7 +419,7 @@ export class Upstream implements FrameHandler {
 
   private flushOwners(): void {
     const t = this.touched;
-    while (t.length > 0) t.pop()!.flush();
+    while (t.length > 0) t.pop()!.delivered();
   }
 }
 
