@@ -16,6 +16,7 @@ import { AuditLimiter, type Logger } from './audit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
 import { Transaction, Upstream, type UpstreamOwner } from './upstream.js';
 import type { SourceRate } from './ratelimit.js';
+import { BatchWriter } from './writer.js';
 
 /** What a session needs from the listener that accepted it. */
 export interface SessionContext {
@@ -70,6 +71,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly audit: AuditLimiter;
   private readonly source: string;
   private readonly rate: SourceRate;
+  /** Responses and plcguard's own replies to the client. */
+  private readonly out: BatchWriter;
   private device: CompiledDevice;
   private view: SourceView;
   private upstream: Upstream | null = null;
@@ -82,15 +85,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   private takenAt = 0;
   /** Answered in the PLC chunk being processed: timed and pooled at delivered(). */
   private readonly answered: Transaction[] = [];
-  /** The client socket is corked while denials are written within one chunk. */
-  private corked = false;
   /** When the partial frame now held started arriving (0: none). */
   private partialSince = 0;
   private framesSeen = 0;
   private frameTimer: NodeJS.Timeout | null = null;
-  private outBatch: Buffer | null = null;
-  private outStart = 0;
-  private outEnd = 0;
   private clientEnded = false;
   private isClosed = false;
   /** Set once no more requests are taken; the session ends when what is outstanding is answered. */
@@ -115,12 +113,16 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
     this.view = this.device.forSource(remoteAddress);
+    this.out = new BatchWriter(
+      socket,
+      () => this.device.limits.maxBufferedBytes,
+      () => this.onClientDrain(),
+    );
     socket.setTimeout(this.device.limits.idleTimeoutMs);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
-    socket.on('drain', () => this.onClientDrain());
     socket.on('timeout', () => this.onIdle());
     socket.on('error', () => {
       /* 'close' follows; a client reset is not ours to report */
@@ -153,9 +155,10 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.endIfDone();
   }
 
-  /** Closes at once. */
+  /** Closes at once: what is queued is written, the socket destroyed. */
   close(reason: CloseReason): void {
     if (this.isClosed) return;
+    this.out.flush();
     this.teardown(reason);
     this.socket.destroy();
   }
@@ -195,11 +198,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private afterInput(framesSeenBefore: number): void {
     if (this.isClosed) return;
     if (this.upstream && !this.upstream.flush(this)) this.setPause(PAUSE_UPSTREAM_FULL, true);
-    this.writeOut();
-    if (this.corked) {
-      this.corked = false;
-      this.socket.uncork();
-    }
+    if (!this.out.flush()) this.clientFull();
     this.watchPartialFrame(framesSeenBefore);
   }
 
@@ -286,17 +285,8 @@ export class Session implements FrameHandler, UpstreamOwner {
     stats.countRequest(req.functionCode, DECISION_DENIED);
     stats.countDenial(reason);
     this.auditDenial('deny', req, reason, rule, exception, action);
-    if (action === 'exception') {
-      // Denials among allowed frames: leave in one write with the rest of the chunk's replies.
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-      }
-      this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
-    } else if (action === 'close') {
-      this.writeOut();
-      this.close('deny_close');
-    }
+    if (action === 'exception') this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
+    else if (action === 'close') this.close('deny_close');
   }
 
   private auditDenial(
@@ -337,17 +327,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
     // Until complete(): within one call for a whole frame, across chunks for a streamed one.
     this.midResponse = true;
-    if (copy) {
-      this.writeOut();
-      this.write(Buffer.from(buf.subarray(start, end)));
-    } else if (this.outBatch === buf && this.outEnd === start) {
-      this.outEnd = end;
-    } else {
-      this.writeOut();
-      this.outBatch = buf;
-      this.outStart = start;
-      this.outEnd = end;
-    }
+    this.out.queue(buf, start, end, copy);
   }
 
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
@@ -369,13 +349,12 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   corrupt(): void {
-    this.writeOut();
     this.close('response_cut');
   }
 
   /** The end of what one PLC chunk (or timeout, or loss) brought: write it, take up held requests. */
   delivered(): void {
-    this.writeOut();
+    if (!this.out.flush()) this.clientFull();
     if (this.answered.length > 0) this.observeAnswered();
     // Requests held at the outstanding limit go on once answers have come back.
     if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding) {
@@ -406,15 +385,6 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.answered.length = 0;
   }
 
-  /** Writes the batched responses: one write per contiguous run. */
-  private writeOut(): void {
-    const b = this.outBatch;
-    if (b !== null) {
-      this.outBatch = null;
-      this.write(b.subarray(this.outStart, this.outEnd));
-    }
-  }
-
   upstreamDrained(): void {
     this.setPause(PAUSE_UPSTREAM_FULL, false);
   }
@@ -426,30 +396,14 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.setPause(PAUSE_MID_RESPONSE, true);
       return;
     }
-    this.writeOut();
-    this.write(b);
+    this.out.write(b);
   }
 
   /**
-   * Writes to the client. Past max_buffered_bytes queued (or when the socket says it is full),
-   * stop reading both sides until the client has taken it: a client that doesn't read can't make
+   * Past max_buffered_bytes queued to the client (or once its socket says it is full), stop
+   * reading both sides until the client has taken it: a client that doesn't read can't make
    * plcguard buffer without bound.
    */
-  private write(b: Buffer): void {
-    const s = this.socket;
-    const limit = this.device.limits.maxBufferedBytes;
-    if (s.writableLength + b.length > limit) {
-      // 'drain' only follows a write() that returned false; the callback covers a limit below
-      // the socket's own high-water mark.
-      s.write(b, () => {
-        if (s.writableLength <= limit) this.onClientDrain();
-      });
-      this.clientFull();
-    } else if (!s.write(b)) {
-      this.clientFull();
-    }
-  }
-
   private clientFull(): void {
     this.setPause(PAUSE_CLIENT_FULL, true);
     this.upstream?.pause();
@@ -484,7 +438,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private endIfDone(): void {
     if (this.isClosed || this.outstanding > 0) return;
     if (!this.clientEnded && this.stopReason === null) return;
-    this.writeOut();
+    this.out.flush();
     this.teardown(this.stopReason ?? 'client_closed');
     this.socket.end();
     if (!this.clientEnded) {

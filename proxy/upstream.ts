@@ -10,6 +10,7 @@ import {
 } from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
+import { BatchWriter } from './writer.js';
 
 /** A request forwarded to the PLC and not yet answered. Pooled by its owner. */
 export class Transaction {
@@ -58,6 +59,8 @@ type State = 'disconnected' | 'connecting' | 'open';
  */
 export class Upstream implements FrameHandler {
   private socket: net.Socket | null = null;
+  /** Batches the requests to `socket`; one per connection. */
+  private out: BatchWriter | null = null;
   private state: State = 'disconnected';
   private readonly outstanding: Transaction[] = [];
   private splitter = new FrameSplitter(this);
@@ -71,17 +74,14 @@ export class Upstream implements FrameHandler {
   private answeredOnThisConnection = false;
   private connectTimer: NodeJS.Timeout | null = null;
   private responseTimer: NodeJS.Timeout | null = null;
-  private batch: Buffer | null = null;
-  private batchStart = 0;
-  private batchEnd = 0;
-  private waitingForDrain = false;
-  private corked = false;
   /** When the PLC chunk being processed arrived. */
   private chunkAt = 0;
   /** Owners that stopped reading because the PLC socket was full. */
   private readonly blocked = new Set<UpstreamOwner>();
   private readonly touched: UpstreamOwner[] = [];
   private closed = false;
+  private readonly bound = (): number => this.limits.maxBufferedBytes;
+  private readonly drained = (): void => this.releaseBlocked();
   limits: Readonly<Limits>;
 
   constructor(
@@ -107,32 +107,16 @@ export class Upstream implements FrameHandler {
     tx.sentAt = UNSTAMPED;
     this.outstanding.push(tx);
     if (this.responseTimer === null) this.armResponseTimer(this.limits.responseTimeoutMs);
-    if (copy) {
-      this.writeBatch();
-      this.write(Buffer.from(buf.subarray(start, end)));
-    } else if (this.batch === buf && this.batchEnd === start) {
-      this.batchEnd = end;
-    } else {
-      this.writeBatch();
-      this.batch = buf;
-      this.batchStart = start;
-      this.batchEnd = end;
-    }
+    this.out!.queue(buf, start, end, copy);
     return true;
   }
 
   /**
-   * Writes the batched requests: one write per contiguous run, not per frame. False when the PLC
-   * socket is full: `owner` then stops reading its client and is told by `upstreamDrained`.
+   * Writes the requests queued by `owner`'s chunk. False when the PLC socket is full: `owner` then
+   * stops reading its client and is told by `upstreamDrained`.
    */
   flush(owner: UpstreamOwner): boolean {
-    const b = this.batch;
-    this.batch = null;
-    const ok = b === null ? !this.waitingForDrain : this.write(b.subarray(this.batchStart, this.batchEnd));
-    if (this.corked) {
-      this.corked = false;
-      this.socket?.uncork();
-    }
+    const ok = this.out === null ? true : this.out.flush();
     if (!ok) this.blocked.add(owner);
     // One clock reading for everything this chunk sent (they are the newest outstanding).
     const o = this.outstanding;
@@ -141,49 +125,6 @@ export class Upstream implements FrameHandler {
       for (let i = o.length - 1; i >= 0 && o[i]!.sentAt === UNSTAMPED; i--) o[i]!.sentAt = t;
     }
     return ok;
-  }
-
-  /**
-   * Writes the batch now, for ordering: the chunk's frames weren't contiguous (a denied or a split
-   * frame in between). Corked, so that the chunk still leaves in one write at flush().
-   */
-  private writeBatch(): void {
-    const b = this.batch;
-    if (b === null) return;
-    this.batch = null;
-    if (!this.corked && this.socket !== null) {
-      this.corked = true;
-      this.socket.cork();
-    }
-    this.write(b.subarray(this.batchStart, this.batchEnd));
-  }
-
-  /** Writes to the PLC; false once max_buffered_bytes are queued (the owner stops reading). */
-  private write(b: Buffer): boolean {
-    const s = this.socket;
-    /* c8 ignore next -- defensive: a batch exists only after send() opened the socket */
-    if (s === null) return false;
-    const limit = this.limits.maxBufferedBytes;
-    if (s.writableLength + b.length > limit) {
-      // As on the client side: 'drain' only follows a write() that returned false.
-      this.waitingForDrain = true;
-      s.write(b, () => {
-        if (this.socket === s && this.waitingForDrain && s.writableLength <= limit) this.drained();
-      });
-      return false;
-    }
-    /* c8 ignore start -- the socket full below max_buffered_bytes: needs the PLC's TCP window shut,
-       which loopback's multi-megabyte buffers don't allow within max_outstanding */
-    if (!s.write(b)) this.waitingForDrain = true;
-    /* c8 ignore stop */
-    return !this.waitingForDrain;
-  }
-
-  private drained(): void {
-    this.waitingForDrain = false;
-    const owners = [...this.blocked];
-    this.blocked.clear();
-    for (const o of owners) o.upstreamDrained();
   }
 
   /** Closes the connection; outstanding transactions are forgotten (their owner is gone). */
@@ -209,9 +150,9 @@ export class Upstream implements FrameHandler {
     this.streaming = null;
     this.streamingDropped = false;
     this.lostKind = null;
-    this.corked = false;
     const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
     this.socket = socket;
+    this.out = new BatchWriter(socket, this.bound, this.drained);
     /* c8 ignore next 3 -- needs a peer that swallows SYNs: loopback always answers at once, and
        tests may not touch the firewall; an unreachable PLC is covered by the refused path */
     this.connectTimer = setTimeout(() => {
@@ -225,9 +166,6 @@ export class Upstream implements FrameHandler {
       socket.setKeepAlive(true, KEEPALIVE_MS);
     });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => {
-      if (this.waitingForDrain) this.drained();
-    });
     socket.on('error', (err: Error & { code?: string }) => {
       error = err;
     });
@@ -236,6 +174,7 @@ export class Upstream implements FrameHandler {
       const wasOpen = this.state === 'open';
       if (wasOpen) this.stats.upstreamConnections--;
       this.socket = null;
+      this.out = null;
       this.state = 'disconnected';
       this.clearConnectTimer();
       // (close() has already let go of the socket: its own close never gets here.)
@@ -264,14 +203,16 @@ export class Upstream implements FrameHandler {
     }
     if (this.streaming !== null && !this.streamingDropped) this.streaming.owner?.corrupt();
     this.streaming = null;
-    this.batch = null;
-    this.waitingForDrain = false;
     // Nothing is queued towards the PLC any more: its owners may read again.
-    /* c8 ignore next -- only when the link is lost while the PLC socket was full (see write()) */
-    for (const o of this.blocked) o.upstreamDrained();
-    this.blocked.clear();
+    this.releaseBlocked();
     const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
     this.failAll(code);
+  }
+
+  /** The PLC socket can take more (or is gone): owners it held back may read their clients again. */
+  private releaseBlocked(): void {
+    for (const o of this.blocked) o.upstreamDrained();
+    this.blocked.clear();
   }
 
   private failAll(code: number): void {
@@ -293,6 +234,7 @@ export class Upstream implements FrameHandler {
     }
     const s = this.socket;
     this.socket = null;
+    this.out = null;
     if (s !== null) {
       if (this.state === 'open') this.stats.upstreamConnections--;
       s.destroy();
