@@ -33,7 +33,7 @@ export const AUDIT_RATE_PER_SECOND = 5;
 export class AuditLimiter {
   private tokens: number;
   private last: number;
-  suppressed = 0;
+  private suppressed = 0;
 
   constructor(
     now: number,
@@ -44,8 +44,8 @@ export class AuditLimiter {
     this.last = now;
   }
 
-  /** True when a line may be written now; false when it must only be counted. */
-  take(now: number): boolean {
+  /** True when a line may be written now (`now` in ms, never going back); false: only counted. */
+  allow(now: number): boolean {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.ratePerSecond);
     this.last = now;
     if (this.tokens >= 1) {
@@ -57,7 +57,7 @@ export class AuditLimiter {
   }
 
   /** The suppressed count to report now, reset to 0. */
-  drain(): number {
+  takeSuppressed(): number {
     const n = this.suppressed;
     this.suppressed = 0;
     return n;

@@ -52,7 +52,8 @@ export class SourceRate {
     return true;
   }
 
-  idle(now: number, limit: Readonly<RateLimit> | null): boolean {
+  /** True when its buckets have refilled (or there is no limit): forgetting it loses nothing. */
+  refilled(now: number, limit: Readonly<RateLimit> | null): boolean {
     if (limit === null) return true;
     return this.requests.full(now, limit.requestsPerSecond, limit.burst) && this.writes.full(now, limit.writesPerSecond, limit.burst);
   }

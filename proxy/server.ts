@@ -3,9 +3,11 @@ import { once } from 'node:events';
 import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
 import type { Logger } from './audit.js';
 import { AuditLimiter } from './audit.js';
+import { systemClock, type Clock } from './clock.js';
+import { SourceRate } from './ratelimit.js';
 import { Session, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
-import { SourceRate } from './ratelimit.js';
+import { connectTcp, type ConnectPlc } from './upstream.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -30,6 +32,8 @@ class DeviceListener implements SessionContext {
   private readonly rates = new Map<string, SourceRate>();
   private server: net.Server | null = null;
   private readonly refusalLog: AuditLimiter;
+  readonly clock: Clock = systemClock;
+  readonly connect: ConnectPlc = connectTcp;
   listening = false;
 
   constructor(
@@ -37,7 +41,7 @@ class DeviceListener implements SessionContext {
     readonly stats: DeviceStats,
     readonly logger: Logger,
   ) {
-    this.refusalLog = new AuditLimiter(Date.now());
+    this.refusalLog = new AuditLimiter(this.clock.now());
   }
 
   get deviceName(): string {
@@ -96,8 +100,8 @@ class DeviceListener implements SessionContext {
     if (refusal !== null) {
       this.stats.countRefusal(refusal);
       if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
-      if (this.refusalLog.take(Date.now())) {
-        const suppressed = this.refusalLog.drain();
+      if (this.refusalLog.allow(this.clock.now())) {
+        const suppressed = this.refusalLog.takeSuppressed();
         this.logger.log('refused', {
           device: this.device.name,
           source: `${address}:${socket.remotePort}`,
@@ -128,13 +132,13 @@ class DeviceListener implements SessionContext {
 
   /** Drops the rate state of sources with no connection whose bucket has refilled. */
   private pruneRates(): void {
-    const now = performance.now();
+    const now = this.clock.now();
     for (const [address, r] of this.rates) {
-      if (!this.perSource.has(address) && r.idle(now, this.device.rateLimit)) this.rates.delete(address);
+      if (!this.perSource.has(address) && r.refilled(now, this.device.rateLimit)) this.rates.delete(address);
     }
   }
 
-  closed(session: Session): void {
+  sessionClosed(session: Session): void {
     this.sessions.delete(session);
     this.stats.clientConnections--;
     const address = session.remoteAddress;
@@ -146,7 +150,7 @@ class DeviceListener implements SessionContext {
     this.perSource.delete(address);
     // Forget a source's rate only once it has earned its whole burst back: reconnecting must not
     // buy a fresh burst.
-    if (this.rates.get(address)!.idle(performance.now(), this.device.rateLimit)) this.rates.delete(address);
+    if (this.rates.get(address)!.refilled(this.clock.now(), this.device.rateLimit)) this.rates.delete(address);
   }
 }
 
@@ -235,7 +239,7 @@ export class ProxyServer {
       listenersClosed.push(l.stopListening());
       for (const s of l.sessions) all.push(s);
     }
-    for (const s of all) s.drain();
+    for (const s of all) s.stopGracefully();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(all.map((s) => s.whenClosed())),

@@ -1,4 +1,3 @@
-import type net from 'node:net';
 import {
   ExceptionCode,
   FrameSplitter,
@@ -13,9 +12,12 @@ import {
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
 import { AuditLimiter, type Logger } from './audit.js';
-import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
-import { Transaction, Upstream, type UpstreamOwner } from './upstream.js';
+import type { Clock, Timer } from './clock.js';
+import { invariant } from './invariant.js';
 import type { SourceRate } from './ratelimit.js';
+import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
+import { Transaction, Upstream, type ConnectPlc, type UpstreamOwner } from './upstream.js';
+import { BatchWriter, type WritableSocket } from './writer.js';
 
 /** What a session needs from the listener that accepted it. */
 export interface SessionContext {
@@ -26,8 +28,26 @@ export interface SessionContext {
   readonly logger: Logger;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
-  /** Called once when the session is gone. */
-  closed(session: Session): void;
+  /** Times what the session and its upstream link arm (frame, idle, response, connect, linger). */
+  readonly clock: Clock;
+  /** Opens the connection to the PLC. */
+  readonly connect: ConnectPlc;
+  /** Called once, when the session has ended (it no longer counts against the limits). */
+  sessionClosed(session: Session): void;
+}
+
+/** The part of a net.Socket a session uses toward its client (tests pass a fake). */
+export interface ClientSocket extends WritableSocket {
+  /** The client's FIN has been read. */
+  readonly readableEnded: boolean;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'end' | 'drain' | 'close' | 'error', listener: () => void): unknown;
+  setNoDelay(noDelay: boolean): unknown;
+  setKeepAlive(enable: boolean, initialDelay: number): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  end(): unknown;
+  destroy(): unknown;
 }
 
 // Why the client socket isn't being read; it is read only when no bit is set.
@@ -35,7 +55,7 @@ const PAUSE_OUTSTANDING = 1; // max outstanding requests reached (the splitter h
 const PAUSE_UPSTREAM_FULL = 2; // the PLC socket can't take more
 const PAUSE_CLIENT_FULL = 4; // the client isn't reading its responses
 const PAUSE_STOPPED = 8; // no new requests: shutting down, or the client's stream is broken
-const PAUSE_RESPONSE_OPEN = 16; // our own replies wait behind a response still streaming through
+const PAUSE_MID_RESPONSE = 16; // our own replies wait behind a response still streaming through
 
 /**
  * After plcguard's FIN, how long a client gets to close its side before the socket is destroyed.
@@ -43,10 +63,13 @@ const PAUSE_RESPONSE_OPEN = 16; // our own replies wait behind a response still 
  * The bound matters: the session is no longer counted against the connection limits, and a
  * client ignoring the FIN must not hold a socket, or a shutdown, for ever.
  */
-const LINGER_MS = 1000;
+export const LINGER_MS = 1000;
 
 /** TCP keepalive probes find clients that vanished without a FIN (a powered-off HMI). */
 const KEEPALIVE_MS = 30_000;
+
+/** partialSince when no partial frame is held. */
+const NO_PARTIAL = -1;
 
 /** Why a session ended (a log field). */
 export type CloseReason =
@@ -60,6 +83,31 @@ export type CloseReason =
   | 'shutdown';
 
 /**
+ * A session's life. Requests are taken while it is open or ended; it counts against the
+ * connection limits until it is lingering or closed, and whenClosed() resolves then.
+ *
+ *   open ──client's FIN──▶ ended ──────────────────┐
+ *    │                       │                     ├─ nothing outstanding: FIN ─▶ lingering ─▶ closed
+ *    └──stopGracefully──▶ stopping ◀─stopGracefully┘      (the client's FIN already in: closed)
+ *   open, ended, stopping ──close(), or the client's socket closed──▶ closed
+ *
+ * Every change of state is in the "lifecycle" section of Session.
+ */
+type SessionState =
+  | { readonly kind: 'open' }
+  /** The client half-closed: what it sent is still taken and answered, then plcguard closes too. */
+  | { readonly kind: 'ended' }
+  /** No more requests are taken (none read, none held taken up); what was accepted is answered. */
+  | { readonly kind: 'stopping'; readonly reason: CloseReason }
+  /** plcguard's FIN is out; what the client still sends is dropped, for at most LINGER_MS. */
+  | { readonly kind: 'lingering'; readonly timer: Timer }
+  | { readonly kind: 'closed' };
+
+const OPEN: SessionState = { kind: 'open' };
+const ENDED: SessionState = { kind: 'ended' };
+const CLOSED: SessionState = { kind: 'closed' };
+
+/**
  * One client connection: splitter → decode → decide → forward or deny, and the way back.
  * Owns its transactions; talks to the PLC through an Upstream that routes responses by owner.
  */
@@ -67,65 +115,70 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly splitter = new FrameSplitter(this);
   private readonly req = new ModbusRequest();
   private readonly decision = new Decision();
+  private readonly clock: Clock;
   private readonly audit: AuditLimiter;
   private readonly source: string;
   private readonly rate: SourceRate;
+  /** Responses and plcguard's own replies to the client. */
+  private readonly out: BatchWriter;
+  private readonly frameTimer: Timer;
+  private readonly idleTimer: Timer;
+  private state: SessionState = OPEN;
   private device: CompiledDevice;
   private view: SourceView;
   private upstream: Upstream | null = null;
   private readonly pool: Transaction[] = [];
   private outstanding = 0;
   private pauseMask = 0;
-  /** performance.now() when the chunk being processed arrived. */
+  /** Clock time when the chunk being processed arrived. */
   private chunkAt = 0;
   /** When plcguard took up the frames being processed (after chunkAt for frames it held). */
   private takenAt = 0;
-  /** Answered in the PLC chunk being processed: timed and pooled at flush(). */
+  /** When the client last sent something or was last answered: idleness counts from here. */
+  private activeAt: number;
+  /** Answered in the PLC chunk being processed: timed and pooled at delivered(). */
   private readonly answered: Transaction[] = [];
-  /** The client socket is corked while denials are written within one chunk. */
-  private corked = false;
-  /** When the partial frame now held started arriving (0: none). */
-  private partialSince = 0;
+  /** When the partial frame now held started arriving. */
+  private partialSince = NO_PARTIAL;
   private framesSeen = 0;
-  private frameTimer: NodeJS.Timeout | null = null;
-  private outBatch: Buffer | null = null;
-  private outStart = 0;
-  private outEnd = 0;
-  private clientEnded = false;
-  private isClosed = false;
-  /** Set once no more requests are taken; the session ends when what is outstanding is answered. */
-  private stopReason: CloseReason | null = null;
   /**
    * Response bytes have gone to the client and the rest of that response is still to come: any
    * reply of plcguard's own (a denial, 0A, 0B) written now would land inside it. Such replies
    * wait in `deferred` until the response is complete.
    */
-  private responseOpen = false;
+  private midResponse = false;
   private readonly deferred: Buffer[] = [];
-  private closeWaiters: (() => void)[] = [];
+  private readonly closeWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: ClientSocket,
     private readonly ctx: SessionContext,
     readonly remoteAddress: string,
     readonly remotePort: number,
   ) {
     this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
-    this.audit = new AuditLimiter(Date.now());
+    this.clock = ctx.clock;
+    this.activeAt = this.clock.now();
+    this.audit = new AuditLimiter(this.activeAt);
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
     this.view = this.device.forSource(remoteAddress);
-    socket.setTimeout(this.device.limits.idleTimeoutMs);
+    this.out = new BatchWriter(
+      socket,
+      () => this.device.limits.maxBufferedBytes,
+      () => this.onClientDrained(),
+    );
+    this.frameTimer = this.clock.timer(() => this.onFrameTimer());
+    this.idleTimer = this.clock.timer(() => this.onIdleTimer());
+    this.idleTimer.arm(this.device.limits.idleTimeoutMs);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
-    socket.on('drain', () => this.onClientDrain());
-    socket.on('timeout', () => this.onIdle());
     socket.on('error', () => {
       /* 'close' follows; a client reset is not ours to report */
     });
-    socket.on('close', () => this.teardown('client_closed'));
+    socket.on('close', () => this.onSocketClose());
   }
 
   /** True while the client isn't reading its responses (so it isn't read either). */
@@ -133,35 +186,10 @@ export class Session implements FrameHandler, UpstreamOwner {
     return (this.pauseMask & PAUSE_CLIENT_FULL) !== 0;
   }
 
-
   /** Resolves once the session has ended. */
   whenClosed(): Promise<void> {
-    if (this.isClosed) return Promise.resolve();
+    if (this.over) return Promise.resolve();
     return new Promise((resolve) => this.closeWaiters.push(resolve));
-  }
-
-  /** Stops taking requests, lets outstanding ones finish, then closes. */
-  drain(): void {
-    this.stop('shutdown');
-  }
-
-  /**
-   * Takes no more requests (and reads no more), answers what was already accepted, then closes:
-   * a request the PLC has executed always gets its answer, however the connection ends.
-   */
-  private stop(reason: CloseReason): void {
-    /* c8 ignore next -- a second reason to stop (a shutdown after an error): the first stands */
-    if (this.stopReason !== null) return;
-    this.stopReason = reason;
-    this.setPause(PAUSE_STOPPED, true);
-    this.endIfDone();
-  }
-
-  /** Closes at once. */
-  close(reason: CloseReason): void {
-    if (this.isClosed) return;
-    this.teardown(reason);
-    this.socket.destroy();
   }
 
   /** The device as the policy in force has it; a reload shows here from the next frame on. */
@@ -171,7 +199,8 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.device = d;
       this.view = d.forSource(this.remoteAddress);
       if (this.upstream) this.upstream.limits = d.limits;
-      this.socket.setTimeout(d.limits.idleTimeoutMs);
+      // As setTimeout on a socket would: the new idle timeout counts from now (a frame is activity).
+      this.idleTimer.arm(d.limits.idleTimeoutMs);
     }
     return d;
   }
@@ -179,9 +208,12 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- client → PLC ----
 
   private onData(chunk: Buffer): void {
-    if (this.isClosed || this.stopReason !== null) return;
-    this.chunkAt = performance.now();
-    this.takenAt = this.chunkAt;
+    // Lingering: what the client still sends is dropped. (Ended or stopping, nothing is read.)
+    if (this.state.kind !== 'open') return;
+    const now = this.clock.now();
+    this.chunkAt = now;
+    this.takenAt = now;
+    this.activeAt = now;
     const seen = this.framesSeen;
     const err = this.splitter.push(chunk);
     // Frames before a framing error were decided: send them on before anything else.
@@ -193,47 +225,45 @@ export class Session implements FrameHandler, UpstreamOwner {
   private onFramingError(err: FramingError): void {
     this.ctx.stats.framingErrors++;
     this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
-    this.stop('framing_error');
+    this.stopGracefully('framing_error');
   }
 
   private afterInput(framesSeenBefore: number): void {
-    if (this.isClosed) return;
+    // A denial closed the session (on_deny: close).
+    if (this.over) return;
     if (this.upstream && !this.upstream.flush(this)) this.setPause(PAUSE_UPSTREAM_FULL, true);
-    this.writeOut();
-    if (this.corked) {
-      this.corked = false;
-      this.socket.uncork();
-    }
+    if (!this.out.flush()) this.clientFull();
     this.watchPartialFrame(framesSeenBefore);
   }
 
   /** A partly received frame must be completed within the frame timeout (slowloris). */
   private watchPartialFrame(framesSeenBefore: number): void {
     if (this.splitter.partialBytes === 0) {
-      this.partialSince = 0;
+      this.partialSince = NO_PARTIAL;
       return;
     }
-    if (this.partialSince === 0 || this.framesSeen !== framesSeenBefore) this.partialSince = this.chunkAt;
-    this.frameTimer ??= setTimeout(() => this.onFrameTimer(), this.device.limits.frameTimeoutMs);
+    if (this.partialSince === NO_PARTIAL || this.framesSeen !== framesSeenBefore) this.partialSince = this.chunkAt;
+    if (!this.frameTimer.armed) this.frameTimer.arm(this.device.limits.frameTimeoutMs);
   }
 
   private onFrameTimer(): void {
-    this.frameTimer = null;
-    if (this.isClosed || this.splitter.partialBytes === 0 || this.partialSince === 0) return;
-    const left = this.partialSince + this.device.limits.frameTimeoutMs - performance.now();
+    // The frame it was armed for has completed since; a later one re-arms it.
+    if (this.splitter.partialBytes === 0) return;
+    const left = this.partialSince + this.device.limits.frameTimeoutMs - this.clock.now();
     if (left > 0) {
-      this.frameTimer = setTimeout(() => this.onFrameTimer(), left);
+      this.frameTimer.arm(left);
       return;
     }
     this.ctx.stats.frameTimeouts++;
     this.log('frame_timeout', { partial_bytes: this.splitter.partialBytes, action: 'close' });
-    this.stop('frame_timeout');
+    this.stopGracefully('frame_timeout');
   }
 
   // FrameHandler: one whole request ADU.
   frame(buf: Buffer, start: number, end: number): boolean {
-    /* c8 ignore next -- defensive: a stop pauses the splitter, so no frame follows it */
-    if (this.isClosed || this.stopReason !== null) return false;
+    const k = this.state.kind;
+    // Input is read only while open, and held frames are taken up only while open or ended.
+    invariant(k === 'open' || k === 'ended', 'session: a frame after it stopped taking requests');
     this.framesSeen++;
     const req = decodeRequest(buf, start, end, this.req);
     const device = this.refreshDevice();
@@ -254,8 +284,8 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.sendUpstream(req, buf, start, end, device);
     } else {
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
+      if (this.over) return false;
     }
-    if (this.isClosed) return false;
     if (this.outstanding >= device.limits.maxOutstanding) {
       this.setPause(PAUSE_OUTSTANDING, true);
       return false;
@@ -264,10 +294,9 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
-    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx.stats);
-    const tx = this.pool.pop() ?? new Transaction();
+    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx.stats, this.clock, this.ctx.connect);
+    const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
-    tx.owner = this;
     tx.receivedAt = this.chunkAt;
     tx.takenAt = this.takenAt;
     if (this.upstream.send(tx, buf, start, end, this.splitter.owns(buf))) {
@@ -290,17 +319,8 @@ export class Session implements FrameHandler, UpstreamOwner {
     stats.countRequest(req.functionCode, DECISION_DENIED);
     stats.countDenial(reason);
     this.auditDenial('deny', req, reason, rule, exception, action);
-    if (action === 'exception') {
-      // Denials among allowed frames: leave in one write with the rest of the chunk's replies.
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-      }
-      this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
-    } else if (action === 'close') {
-      this.writeOut();
-      this.close('deny_close');
-    }
+    if (action === 'exception') this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
+    else if (action === 'close') this.close('deny_close');
   }
 
   private auditDenial(
@@ -311,7 +331,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     exception: number,
     action: string,
   ): void {
-    if (!this.audit.take(Date.now())) return;
+    if (!this.audit.allow(this.takenAt)) return;
     const fields: Record<string, unknown> = {
       unit: req.unitId,
       fc: req.functionCode,
@@ -327,7 +347,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private log(event: string, fields: Record<string, unknown>): void {
-    const suppressed = this.audit.drain();
+    const suppressed = this.audit.takeSuppressed();
     this.ctx.logger.log(event, {
       device: this.ctx.deviceName,
       source: this.source,
@@ -339,30 +359,20 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- PLC → client (UpstreamOwner) ----
 
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
-    // Open until complete(): within one call for a whole frame, across chunks for a streamed one.
-    this.responseOpen = true;
-    if (copy) {
-      this.writeOut();
-      this.write(Buffer.from(buf.subarray(start, end)));
-    } else if (this.outBatch === buf && this.outEnd === start) {
-      this.outEnd = end;
-    } else {
-      this.writeOut();
-      this.outBatch = buf;
-      this.outStart = start;
-      this.outEnd = end;
-    }
+    // Until complete(): within one call for a whole frame, across chunks for a streamed one.
+    this.midResponse = true;
+    this.out.queue(buf, start, end, copy);
   }
 
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
-    // Timed at flush(), once the response has been handed to the client socket.
+    // Timed at delivered(), once the response has been handed to the client socket.
     tx.answeredAt = answeredAt;
     this.answered.push(tx);
     this.outstanding--;
-    this.responseOpen = false;
+    this.midResponse = false;
     if (this.deferred.length > 0) {
       for (const b of this.deferred.splice(0)) this.reply(b);
-      this.setPause(PAUSE_RESPONSE_OPEN, false);
+      this.setPause(PAUSE_MID_RESPONSE, false);
     }
   }
 
@@ -373,50 +383,41 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   corrupt(): void {
-    this.writeOut();
     this.close('response_cut');
   }
 
-  /** End of one chunk from the PLC: write what was forwarded, take up held requests. */
-  flush(): void {
-    this.writeOut();
+  /** The end of what one PLC chunk (or timeout, or loss) brought: write it, take up held requests. */
+  delivered(now: number): void {
+    this.activeAt = now;
+    if (!this.out.flush()) this.clientFull();
     if (this.answered.length > 0) this.observeAnswered();
-    // Requests held at the outstanding limit go on once answers have come back.
-    if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding) {
+    // Requests held at the outstanding limit go on once answers have come back (unless stopping).
+    const k = this.state.kind;
+    if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding && (k === 'open' || k === 'ended')) {
       this.setPause(PAUSE_OUTSTANDING, false);
-      this.takenAt = performance.now();
+      this.takenAt = this.clock.now();
       const seen = this.framesSeen;
       // Held bytes were never framed: a framing error can surface here as well as in onData.
       const err = this.splitter.resume();
       this.afterInput(seen);
       if (err) this.onFramingError(err);
     }
-    this.endIfDone();
+    this.finishIfDone();
   }
 
   /** Times the requests answered in this PLC chunk, with one clock reading, and pools them. */
   private observeAnswered(): void {
     const stats = this.ctx.stats;
-    const now = performance.now();
+    const now = this.clock.now();
     for (const tx of this.answered) {
       stats.upstreamTime.observe((tx.answeredAt - tx.sentAt) / 1000);
       stats.roundTrip.observe((now - tx.receivedAt) / 1000);
       // What plcguard adds: the request path (taken up → handed to the PLC socket) and the
       // response path (arrived from the PLC → handed to the client socket).
       stats.added.observe((tx.sentAt - tx.takenAt + (now - tx.answeredAt)) / 1000);
-      tx.owner = null;
       this.pool.push(tx);
     }
     this.answered.length = 0;
-  }
-
-  /** Writes the batched responses: one write per contiguous run. */
-  private writeOut(): void {
-    const b = this.outBatch;
-    if (b !== null) {
-      this.outBatch = null;
-      this.write(b.subarray(this.outStart, this.outEnd));
-    }
   }
 
   upstreamDrained(): void {
@@ -424,48 +425,31 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private reply(b: Buffer): void {
-    if (this.responseOpen) {
+    if (this.midResponse) {
       // Bounded: reading stops until the response completes (or is cut, which closes).
       this.deferred.push(b);
-      this.setPause(PAUSE_RESPONSE_OPEN, true);
+      this.setPause(PAUSE_MID_RESPONSE, true);
       return;
     }
-    this.writeOut();
-    this.write(b);
+    this.out.write(b);
   }
 
   /**
-   * Writes to the client. Past max_buffered_bytes queued (or when the socket says it is full),
-   * stop reading both sides until the client has taken it: a client that doesn't read can't make
+   * Past max_buffered_bytes queued to the client (or once its socket says it is full), stop
+   * reading both sides until the client has taken it: a client that doesn't read can't make
    * plcguard buffer without bound.
    */
-  private write(b: Buffer): void {
-    const s = this.socket;
-    const limit = this.device.limits.maxBufferedBytes;
-    if (s.writableLength + b.length > limit) {
-      // 'drain' only follows a write() that returned false; the callback covers a limit below
-      // the socket's own high-water mark.
-      s.write(b, () => {
-        if (s.writableLength <= limit) this.onClientDrain();
-      });
-      this.clientFull();
-    } else if (!s.write(b)) {
-      this.clientFull();
-    }
-  }
-
   private clientFull(): void {
     this.setPause(PAUSE_CLIENT_FULL, true);
-    this.upstream?.pause();
+    this.upstream?.pause(this);
   }
 
-  private onClientDrain(): void {
+  private onClientDrained(): void {
     this.setPause(PAUSE_CLIENT_FULL, false);
-    this.upstream?.resume();
+    this.upstream?.resume(this);
   }
 
   private release(tx: Transaction): void {
-    tx.owner = null;
     this.pool.push(tx);
     this.outstanding--;
   }
@@ -474,48 +458,108 @@ export class Session implements FrameHandler, UpstreamOwner {
     const before = this.pauseMask;
     this.pauseMask = on ? before | bit : before & ~bit;
     if (before === 0 && this.pauseMask !== 0) this.socket.pause();
-    else if (before !== 0 && this.pauseMask === 0 && !this.isClosed) this.socket.resume();
+    else if (before !== 0 && this.pauseMask === 0) this.socket.resume();
   }
 
-  // ---- lifecycle ----
-
-  /** The client half-closed: answer what is outstanding, then close. */
-  private onEnd(): void {
-    this.clientEnded = true;
-    this.endIfDone();
-  }
-
-  private endIfDone(): void {
-    if (this.isClosed || this.outstanding > 0) return;
-    if (!this.clientEnded && this.stopReason === null) return;
-    this.writeOut();
-    this.teardown(this.stopReason ?? 'client_closed');
-    this.socket.end();
-    if (!this.clientEnded) {
-      this.socket.resume();
-      const linger = setTimeout(() => this.socket.destroy(), LINGER_MS);
-      this.socket.once('close', () => clearTimeout(linger));
+  private onIdleTimer(): void {
+    const idleMs = this.device.limits.idleTimeoutMs;
+    const left = this.activeAt + idleMs - this.clock.now();
+    if (left > 0) {
+      this.idleTimer.arm(left);
+      return;
     }
-  }
-
-  private onIdle(): void {
     // Waiting on the PLC, or on the rest of a frame (the frame timeout's business), is not idle.
-    if (this.outstanding > 0 || this.splitter.partialBytes > 0) return;
+    if (this.outstanding > 0 || this.splitter.partialBytes > 0) {
+      this.idleTimer.arm(idleMs);
+      return;
+    }
     this.log('idle_timeout', { action: 'close' });
     this.close('idle_timeout');
   }
 
+  // ---- lifecycle: every change of `state` is made in this section ----
+
+  /** Lingering or closed: the session is over. */
+  private get over(): boolean {
+    const k = this.state.kind;
+    return k === 'lingering' || k === 'closed';
+  }
+
+  /** open → ended: the client half-closed; what it sent is still taken and answered. */
+  private onEnd(): void {
+    // Lingering, the client's FIN answers ours and the socket closes by itself; stopping, the
+    // socket isn't read, and if its FIN was in already, finishIfDone sees it.
+    if (this.state.kind !== 'open') return;
+    this.state = ENDED;
+    this.finishIfDone();
+  }
+
+  /**
+   * open or ended → stopping: takes no more requests (reads no more, takes up none held), answers
+   * what was already accepted, then closes: a request the PLC has executed always gets its
+   * answer, however the connection ends. A shutdown, a framing error and a frame timeout end a
+   * session this way. When stopping already, the first reason stands (a shutdown after an error).
+   */
+  stopGracefully(reason: CloseReason = 'shutdown'): void {
+    const k = this.state.kind;
+    if (k !== 'open' && k !== 'ended') return;
+    this.state = { kind: 'stopping', reason };
+    this.frameTimer.cancel();
+    this.setPause(PAUSE_STOPPED, true);
+    this.finishIfDone();
+  }
+
+  /**
+   * ended or stopping → lingering or closed, once nothing is outstanding: plcguard sends its FIN
+   * and, unless the client's came already, reads and drops what the client still sends until it
+   * closes or LINGER_MS have passed.
+   */
+  private finishIfDone(): void {
+    const s = this.state;
+    if (this.outstanding > 0 || (s.kind !== 'ended' && s.kind !== 'stopping')) return;
+    this.out.flush();
+    this.teardown(s.kind === 'stopping' ? s.reason : 'client_closed');
+    this.socket.end();
+    if (this.socket.readableEnded) {
+      this.state = CLOSED;
+      return;
+    }
+    this.socket.resume();
+    const timer = this.clock.timer(() => this.socket.destroy());
+    timer.arm(LINGER_MS);
+    this.state = { kind: 'lingering', timer };
+  }
+
+  /** open, ended or stopping → closed, at once: what is queued is written, the socket destroyed. */
+  close(reason: CloseReason): void {
+    // Over already: a lingering socket ends with the client's FIN or the linger bound.
+    if (this.over) return;
+    this.out.flush();
+    this.teardown(reason);
+    this.state = CLOSED;
+    this.socket.destroy();
+  }
+
+  /** The client's socket closed: the client reset or closed it, or the linger ran out. */
+  private onSocketClose(): void {
+    const s = this.state;
+    // After plcguard's own destroy(), or its FIN after the client's.
+    if (s.kind === 'closed') return;
+    if (s.kind === 'lingering') s.timer.cancel();
+    else this.teardown('client_closed');
+    this.state = CLOSED;
+  }
+
+  /** Leaves the listener's books: once, on the way from open, ended or stopping to lingering or closed. */
   private teardown(reason: CloseReason): void {
-    if (this.isClosed) return;
-    this.isClosed = true;
-    if (this.frameTimer !== null) clearTimeout(this.frameTimer);
-    this.frameTimer = null;
+    this.frameTimer.cancel();
+    this.idleTimer.cancel();
     this.upstream?.close();
     this.upstream = null;
     this.splitter.reset();
     this.deferred.length = 0;
     this.answered.length = 0;
-    const suppressed = this.audit.drain();
+    const suppressed = this.audit.takeSuppressed();
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {
         device: this.ctx.deviceName,
@@ -524,7 +568,7 @@ export class Session implements FrameHandler, UpstreamOwner {
         reason,
       });
     }
-    this.ctx.closed(this);
+    this.ctx.sessionClosed(this);
     for (const w of this.closeWaiters.splice(0)) w();
   }
 }

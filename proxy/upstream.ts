@@ -9,13 +9,15 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
+import { systemClock, type Clock, type Timer } from './clock.js';
+import { invariant } from './invariant.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
+import { BatchWriter, type WritableSocket } from './writer.js';
 
 /** A request forwarded to the PLC and not yet answered. Pooled by its owner. */
 export class Transaction {
   readonly exp = new Expectation();
-  owner: UpstreamOwner | null = null;
-  // Times in performance.now() milliseconds, read once per chunk, never per request.
+  // Times in clock milliseconds, read once per chunk, never per request.
   /** The chunk carrying the request arrived from the client. */
   receivedAt = 0;
   /** plcguard took the request up (later than receivedAt when it was held at max_outstanding). */
@@ -24,28 +26,77 @@ export class Transaction {
   sentAt = 0;
   /** The chunk completing its response arrived from the PLC. */
   answeredAt = 0;
+
+  constructor(readonly owner: UpstreamOwner) {}
 }
 
 /**
- * What an upstream connection calls back into. The session implements it; routing goes through
- * each transaction's owner, so one PLC connection can later serve several clients.
+ * What an upstream link calls back into. The session implements it; every call goes to the owner
+ * of the transaction concerned, and the link's own methods that act for an owner take it, so that
+ * one PLC connection can later serve several clients.
  */
 export interface UpstreamOwner {
-  /** Response bytes for `tx` (a whole frame, or a piece of one that spans chunks). */
+  /** Response bytes for one of its transactions (a whole frame, or a piece of one that spans chunks). */
   forward(buf: Buffer, start: number, end: number, copy: boolean): void;
   /** The response to `tx` is complete. */
-  complete(tx: Transaction, check: ResponseCheck, now: number): void;
+  complete(tx: Transaction, check: ResponseCheck, answeredAt: number): void;
   /** `tx` will get no response: answer the client with this exception. */
   fail(tx: Transaction, exception: number, now: number): void;
   /** A response to this owner was cut off mid-frame: its byte stream is corrupt. */
   corrupt(): void;
-  /** End of one chunk from the PLC: flush what was forwarded. */
-  flush(): void;
-  /** The PLC socket can take more again. */
+  /**
+   * Everything the link had for this owner from one PLC chunk (or one timeout, or one loss) has
+   * been handed over, at `now`: write it out.
+   */
+  delivered(now: number): void;
+  /** The PLC socket, full when this owner last flushed, can take more again. */
   upstreamDrained(): void;
 }
 
-type State = 'idle' | 'connecting' | 'open';
+type SocketError = Error & { code?: string };
+
+/** The part of a net.Socket an upstream link uses (tests pass a fake). */
+export interface PlcSocket extends WritableSocket {
+  on(event: 'connect' | 'drain' | 'close', listener: () => void): unknown;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'error', listener: (err: SocketError) => void): unknown;
+  setKeepAlive(enable: boolean, initialDelay: number): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  destroy(err?: Error): unknown;
+}
+
+/** Opens a connection to a PLC. */
+export type ConnectPlc = (endpoint: Endpoint) => PlcSocket;
+
+export const connectTcp: ConnectPlc = (e) => net.connect({ host: e.host, port: e.port, noDelay: true });
+
+/** The link's connection, while it has one: the socket and the writer batching requests to it. */
+interface Connection {
+  readonly socket: PlcSocket;
+  readonly out: BatchWriter;
+}
+
+type Connecting = { readonly kind: 'connecting' } & Connection;
+
+type LinkState =
+  /** No connection: none opened yet, or the last one was lost (the next request reconnects after retryAt). */
+  | { readonly kind: 'disconnected' }
+  | Connecting
+  | ({ readonly kind: 'open' } & Connection)
+  /** Closed by its owner: it sends and delivers nothing more. */
+  | { readonly kind: 'closed' };
+
+/** The connection of a state that has one. */
+function connectionOf(s: LinkState): Connection | null {
+  return s.kind === 'connecting' || s.kind === 'open' ? s : null;
+}
+
+const DISCONNECTED: LinkState = { kind: 'disconnected' };
+const CLOSED: LinkState = { kind: 'closed' };
+
+/** `stream` while the rest of an unsolicited response spanning chunks is dropped. */
+const UNSOLICITED = 'unsolicited';
 
 /**
  * One TCP connection to a PLC, opened on demand, reopened on the next request after a failure
@@ -53,40 +104,39 @@ type State = 'idle' | 'connecting' | 'open';
  * transaction id, unit and function code; drops and counts anything else.
  */
 export class Upstream implements FrameHandler {
-  private socket: net.Socket | null = null;
-  private state: State = 'idle';
+  private state: LinkState = DISCONNECTED;
   private readonly outstanding: Transaction[] = [];
   private splitter = new FrameSplitter(this);
-  /** The transaction whose response is being streamed through (it spans chunks). */
-  private streaming: Transaction | null = null;
-  private streamingDropped = false;
+  /** The response that spans chunks, being streamed through (or dropped) as it arrives. */
+  private stream: Transaction | typeof UNSOLICITED | null = null;
   /** Why the connection is being dropped, when plcguard drops it (else read from the error). */
   private lostKind: UpstreamErrorKind | null = null;
   private failures = 0;
   private retryAt = 0;
   private answeredOnThisConnection = false;
-  private connectTimer: NodeJS.Timeout | null = null;
-  private responseTimer: NodeJS.Timeout | null = null;
-  private batch: Buffer | null = null;
-  private batchStart = 0;
-  private batchEnd = 0;
-  private waitingForDrain = false;
-  private corked = false;
+  private readonly connectTimer: Timer;
+  private readonly responseTimer: Timer;
   /** When the PLC chunk being processed arrived. */
   private chunkAt = 0;
   /** Owners that stopped reading because the PLC socket was full. */
   private readonly blocked = new Set<UpstreamOwner>();
+  /** Owners whose clients can't take more: the PLC isn't read while there is one. */
+  private readonly pausedBy = new Set<UpstreamOwner>();
   private readonly touched: UpstreamOwner[] = [];
-  private closed = false;
+  private readonly bound = (): number => this.limits.maxBufferedBytes;
+  private readonly drained = (): void => this.releaseBlocked();
   limits: Readonly<Limits>;
 
   constructor(
     private readonly endpoint: Endpoint,
     limits: Readonly<Limits>,
     private readonly stats: DeviceStats,
-    private readonly now: () => number = () => performance.now(),
+    private readonly clock: Clock = systemClock,
+    private readonly connectTo: ConnectPlc = connectTcp,
   ) {
     this.limits = limits;
+    this.connectTimer = clock.timer(() => this.onConnectTimeout());
+    this.responseTimer = clock.timer(() => this.onResponseTimer());
   }
 
   /**
@@ -94,152 +144,105 @@ export class Upstream implements FrameHandler {
    * Returns false when the PLC can't be tried now (backing off after failures): answer 0A.
    */
   send(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): boolean {
-    /* c8 ignore next -- defensive: a closed link's owner is gone and sends nothing more */
-    if (this.closed) return false;
-    if (this.state === 'idle') {
-      if (this.now() < this.retryAt) return false;
-      this.connect();
+    let s = this.state;
+    invariant(s.kind !== 'closed', 'upstream: send on a closed link');
+    if (s.kind === 'disconnected') {
+      if (this.clock.now() < this.retryAt) return false;
+      s = this.connect();
     }
     tx.sentAt = UNSTAMPED;
     this.outstanding.push(tx);
-    if (this.responseTimer === null) this.armResponseTimer(this.limits.responseTimeoutMs);
-    if (copy) {
-      this.writeBatch();
-      this.write(Buffer.from(buf.subarray(start, end)));
-    } else if (this.batch === buf && this.batchEnd === start) {
-      this.batchEnd = end;
-    } else {
-      this.writeBatch();
-      this.batch = buf;
-      this.batchStart = start;
-      this.batchEnd = end;
-    }
+    if (!this.responseTimer.armed) this.armResponseTimer(this.limits.responseTimeoutMs);
+    s.out.queue(buf, start, end, copy);
     return true;
   }
 
   /**
-   * Writes the batched requests: one write per contiguous run, not per frame. False when the PLC
-   * socket is full: `owner` then stops reading its client and is told by `upstreamDrained`.
+   * Writes the requests queued by `owner`'s chunk. False when the PLC socket is full: `owner` then
+   * stops reading its client and is told by `upstreamDrained`.
    */
   flush(owner: UpstreamOwner): boolean {
-    const b = this.batch;
-    this.batch = null;
-    const ok = b === null ? !this.waitingForDrain : this.write(b.subarray(this.batchStart, this.batchEnd));
-    if (this.corked) {
-      this.corked = false;
-      this.socket?.uncork();
-    }
+    const c = connectionOf(this.state);
+    const ok = c === null || c.out.flush();
     if (!ok) this.blocked.add(owner);
     // One clock reading for everything this chunk sent (they are the newest outstanding).
     const o = this.outstanding;
     if (o.length > 0 && o[o.length - 1]!.sentAt === UNSTAMPED) {
-      const t = this.now();
+      const t = this.clock.now();
       for (let i = o.length - 1; i >= 0 && o[i]!.sentAt === UNSTAMPED; i--) o[i]!.sentAt = t;
     }
     return ok;
   }
 
-  /**
-   * Writes the batch now, for ordering: the chunk's frames weren't contiguous (a denied or a split
-   * frame in between). Corked, so that the chunk still leaves in one write at flush().
-   */
-  private writeBatch(): void {
-    const b = this.batch;
-    if (b === null) return;
-    this.batch = null;
-    if (!this.corked && this.socket !== null) {
-      this.corked = true;
-      this.socket.cork();
-    }
-    this.write(b.subarray(this.batchStart, this.batchEnd));
-  }
-
-  /** Writes to the PLC; false once max_buffered_bytes are queued (the owner stops reading). */
-  private write(b: Buffer): boolean {
-    const s = this.socket;
-    /* c8 ignore next -- defensive: a batch exists only after send() opened the socket */
-    if (s === null) return false;
-    const limit = this.limits.maxBufferedBytes;
-    if (s.writableLength + b.length > limit) {
-      // As on the client side: 'drain' only follows a write() that returned false.
-      this.waitingForDrain = true;
-      s.write(b, () => {
-        if (this.socket === s && this.waitingForDrain && s.writableLength <= limit) this.drained();
-      });
-      return false;
-    }
-    /* c8 ignore start -- the socket full below max_buffered_bytes: needs the PLC's TCP window shut,
-       which loopback's multi-megabyte buffers don't allow within max_outstanding */
-    if (!s.write(b)) this.waitingForDrain = true;
-    /* c8 ignore stop */
-    return !this.waitingForDrain;
-  }
-
-  private drained(): void {
-    this.waitingForDrain = false;
-    const owners = [...this.blocked];
-    this.blocked.clear();
-    for (const o of owners) o.upstreamDrained();
-  }
-
-  /** Closes the connection; outstanding transactions are forgotten (their owner is gone). */
+  /** Closes the link at once (its creator's call): outstanding requests are forgotten. */
   close(): void {
-    this.closed = true;
     this.outstanding.length = 0;
-    this.teardown();
+    this.touched.length = 0;
+    this.blocked.clear();
+    this.pausedBy.clear();
+    this.connectTimer.cancel();
+    this.responseTimer.cancel();
+    const s = this.state;
+    this.state = CLOSED;
+    if (s.kind === 'open') this.stats.upstreamConnections--;
+    connectionOf(s)?.socket.destroy();
   }
 
-  /** Stops reading the PLC (its client can't take more). */
-  pause(): void {
-    this.socket?.pause();
+  /** Stops reading the PLC while `owner` can't take more (its client isn't reading). */
+  pause(owner: UpstreamOwner): void {
+    this.pausedBy.add(owner);
+    connectionOf(this.state)?.socket.pause();
   }
 
-  resume(): void {
-    this.socket?.resume();
+  /** `owner` can take more again: the PLC is read once no owner holds the link paused. */
+  resume(owner: UpstreamOwner): void {
+    this.pausedBy.delete(owner);
+    if (this.pausedBy.size === 0) connectionOf(this.state)?.socket.resume();
   }
 
-  private connect(): void {
-    this.state = 'connecting';
+  private connect(): Connecting {
     this.answeredOnThisConnection = false;
     this.splitter = new FrameSplitter(this);
-    this.streaming = null;
-    this.streamingDropped = false;
+    this.stream = null;
     this.lostKind = null;
-    this.corked = false;
-    const socket = net.connect({ host: this.endpoint.host, port: this.endpoint.port, noDelay: true });
-    this.socket = socket;
-    /* c8 ignore next 3 -- needs a peer that swallows SYNs: loopback always answers at once, and
-       tests may not touch the firewall; an unreachable PLC is covered by the refused path */
-    this.connectTimer = setTimeout(() => {
-      socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
-    }, this.limits.connectTimeoutMs);
-    let error: (Error & { code?: string }) | null = null;
+    const socket = this.connectTo(this.endpoint);
+    const out = new BatchWriter(socket, this.bound, this.drained);
+    const connecting: Connecting = { kind: 'connecting', socket, out };
+    this.state = connecting;
+    if (this.pausedBy.size > 0) socket.pause();
+    this.connectTimer.arm(this.limits.connectTimeoutMs);
+    let error: SocketError | null = null;
     socket.on('connect', () => {
-      this.clearConnectTimer();
-      this.state = 'open';
+      this.connectTimer.cancel();
+      this.state = { kind: 'open', socket, out };
       this.stats.upstreamConnections++;
       socket.setKeepAlive(true, KEEPALIVE_MS);
     });
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => {
-      if (this.waitingForDrain) this.drained();
-    });
-    socket.on('error', (err: Error & { code?: string }) => {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk, socket));
+    socket.on('error', (err: SocketError) => {
       error = err;
     });
     socket.on('close', () => {
-      if (this.socket !== socket) return;
-      const wasOpen = this.state === 'open';
+      const s = this.state;
+      // close() let go of the socket: its owner is gone, there is no one to tell.
+      if (s.kind === 'closed') return;
+      invariant(s.kind !== 'disconnected' && s.socket === socket, 'upstream: close of a socket the link no longer holds');
+      const wasOpen = s.kind === 'open';
       if (wasOpen) this.stats.upstreamConnections--;
-      this.socket = null;
-      this.state = 'idle';
-      this.clearConnectTimer();
-      // (close() has already let go of the socket: its own close never gets here.)
+      this.state = DISCONNECTED;
+      this.connectTimer.cancel();
       this.onLost(wasOpen, error);
     });
+    return connecting;
   }
 
-  private onLost(wasOpen: boolean, error: (Error & { code?: string }) | null): void {
+  private onConnectTimeout(): void {
+    const s = this.state;
+    invariant(s.kind === 'connecting', 'upstream: connect timer outlived the attempt');
+    s.socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
+  }
+
+  private onLost(wasOpen: boolean, error: SocketError | null): void {
     let kind: UpstreamErrorKind;
     if (this.lostKind !== null) kind = this.lostKind;
     else if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
@@ -253,73 +256,54 @@ export class Upstream implements FrameHandler {
         this.limits.reconnectBackoffMaxMs,
         this.limits.reconnectBackoffMinMs * 2 ** Math.min(this.failures - 1, 30),
       );
-      this.retryAt = this.now() + backoff;
+      this.retryAt = this.clock.now() + backoff;
     } else {
       this.failures = 0;
       this.retryAt = 0;
     }
-    if (this.streaming !== null && !this.streamingDropped) this.streaming.owner?.corrupt();
-    this.streaming = null;
-    this.batch = null;
-    this.waitingForDrain = false;
+    const streamed = this.stream;
+    this.stream = null;
+    if (streamed instanceof Transaction) streamed.owner.corrupt();
     // Nothing is queued towards the PLC any more: its owners may read again.
-    /* c8 ignore next -- only when the link is lost while the PLC socket was full (see write()) */
-    for (const o of this.blocked) o.upstreamDrained();
-    this.blocked.clear();
+    this.releaseBlocked();
     const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
     this.failAll(code);
   }
 
+  /** The PLC socket can take more (or is gone): owners it held back may read their clients again. */
+  private releaseBlocked(): void {
+    for (const o of this.blocked) o.upstreamDrained();
+    this.blocked.clear();
+  }
+
   private failAll(code: number): void {
     const txs = this.outstanding.splice(0);
-    const now = this.now();
+    const now = this.clock.now();
     for (const tx of txs) {
-      // Touch first: fail() releases the transaction, which clears its owner.
       this.touch(tx.owner);
-      tx.owner?.fail(tx, code, now);
+      tx.owner.fail(tx, code, now);
     }
-    this.flushOwners();
-  }
-
-  private teardown(): void {
-    this.clearConnectTimer();
-    if (this.responseTimer !== null) {
-      clearTimeout(this.responseTimer);
-      this.responseTimer = null;
-    }
-    const s = this.socket;
-    this.socket = null;
-    if (s !== null) {
-      if (this.state === 'open') this.stats.upstreamConnections--;
-      s.destroy();
-    }
-    this.state = 'idle';
-  }
-
-  private clearConnectTimer(): void {
-    if (this.connectTimer !== null) {
-      clearTimeout(this.connectTimer);
-      this.connectTimer = null;
-    }
+    this.flushOwners(now);
   }
 
   // One timer for all outstanding requests: they were sent in order with the same timeout, so
   // the oldest expires first.
   private armResponseTimer(ms: number): void {
-    this.responseTimer = setTimeout(() => this.onResponseTimer(), Math.max(1, ms));
+    this.responseTimer.arm(Math.max(1, ms));
   }
 
   private onResponseTimer(): void {
-    this.responseTimer = null;
-    const now = this.now();
+    const now = this.clock.now();
     const limit = this.limits.responseTimeoutMs;
-    const streamed = this.streaming;
+    const streamed = this.stream instanceof Transaction ? this.stream : null;
     if (streamed !== null && now - streamed.sentAt >= limit) {
       // Its head already went to the client, so no exception can replace it, and the rest may
       // never come: the PLC stalled mid-response. Drop the connection ('close' does the rest: the
       // owner's stream is cut, the other outstanding requests get 0B).
+      const s = this.state;
+      invariant(s.kind === 'open', 'upstream: a response streams in without a connection');
       this.lostKind = 'timeout';
-      this.socket?.destroy();
+      s.socket.destroy();
       return;
     }
     let expired = 0;
@@ -327,30 +311,29 @@ export class Upstream implements FrameHandler {
     for (const tx of this.outstanding.splice(0, expired)) {
       this.stats.countUpstreamError('timeout');
       this.touch(tx.owner);
-      tx.owner?.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
+      tx.owner.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
     }
-    this.flushOwners();
+    this.flushOwners(now);
     let next = this.outstanding[0]?.sentAt;
-    /* c8 ignore next -- which is older, a response still streaming or the next request, is timing */
     if (streamed !== null && (next === undefined || streamed.sentAt < next)) next = streamed.sentAt;
     if (next !== undefined) this.armResponseTimer(next + limit - now);
   }
 
-  private onData(chunk: Buffer): void {
-    this.chunkAt = this.now();
-    const err = this.splitter.push(chunk);
-    if (err) {
+  private onData(chunk: Buffer, socket: PlcSocket): void {
+    const now = this.clock.now();
+    this.chunkAt = now;
+    if (this.splitter.push(chunk) !== null) {
       // The PLC's stream can't be resynchronised: drop the connection ('close' does the rest:
       // 0B for what was asked).
       this.lostKind = 'framing';
-      this.socket?.destroy();
+      socket.destroy();
       return;
     }
-    this.flushOwners();
+    this.flushOwners(now);
   }
 
   /** Removes outstanding[i]: almost always the oldest, which shift() takes without allocating. */
-  private take(i: number): Transaction {
+  private dequeue(i: number): Transaction {
     return (i === 0 ? this.outstanding.shift() : this.outstanding.splice(i, 1)[0])!;
   }
 
@@ -362,12 +345,10 @@ export class Upstream implements FrameHandler {
 
   // FrameHandler: a whole response frame.
   frame(buf: Buffer, start: number, end: number): boolean {
-    const streamed = this.streaming;
-    if (streamed !== null || this.streamingDropped) {
-      this.streaming = null;
-      const dropped = this.streamingDropped;
-      this.streamingDropped = false;
-      if (!dropped && streamed !== null) this.finish(streamed, checkResponse(streamed.exp, buf, start, end));
+    const streamed = this.stream;
+    if (streamed !== null) {
+      this.stream = null;
+      if (streamed !== UNSOLICITED) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
       return true;
     }
     const i = this.find(buf, start);
@@ -375,10 +356,9 @@ export class Upstream implements FrameHandler {
       this.stats.unsolicitedResponses++;
       return true;
     }
-    const tx = this.take(i);
-    const owner = tx.owner!;
-    owner.forward(buf, start, end, this.splitter.owns(buf));
-    this.finish(tx, checkResponse(tx.exp, buf, start, end));
+    const tx = this.dequeue(i);
+    tx.owner.forward(buf, start, end, this.splitter.owns(buf));
+    this.complete(tx, checkResponse(tx.exp, buf, start, end));
     return true;
   }
 
@@ -387,35 +367,39 @@ export class Upstream implements FrameHandler {
     const i = this.find(buf, 0);
     if (i < 0) {
       this.stats.unsolicitedResponses++;
-      this.streamingDropped = true;
+      this.stream = UNSOLICITED;
       return;
     }
-    const tx = this.take(i);
-    this.streaming = tx;
-    tx.owner!.forward(buf, 0, have, true);
+    const tx = this.dequeue(i);
+    this.stream = tx;
+    tx.owner.forward(buf, 0, have, true);
     this.touch(tx.owner);
   }
 
+  // FrameHandler: a later piece of it; delivered with this chunk, not held for the next.
   part(buf: Buffer, start: number, end: number): void {
-    if (this.streaming !== null) this.streaming.owner!.forward(buf, start, end, false);
+    const streamed = this.stream;
+    if (streamed instanceof Transaction) {
+      streamed.owner.forward(buf, start, end, false);
+      this.touch(streamed.owner);
+    }
   }
 
-  private finish(tx: Transaction, check: ResponseCheck): void {
+  private complete(tx: Transaction, check: ResponseCheck): void {
     this.answeredOnThisConnection = true;
     this.failures = 0;
     if (check === 'inconsistent') this.stats.inconsistentResponses++;
-    const owner = tx.owner!;
-    this.touch(owner);
-    owner.complete(tx, check, this.chunkAt);
+    this.touch(tx.owner);
+    tx.owner.complete(tx, check, this.chunkAt);
   }
 
-  private touch(owner: UpstreamOwner | null): void {
-    if (owner !== null && !this.touched.includes(owner)) this.touched.push(owner);
+  private touch(owner: UpstreamOwner): void {
+    if (!this.touched.includes(owner)) this.touched.push(owner);
   }
 
-  private flushOwners(): void {
+  private flushOwners(now: number): void {
     const t = this.touched;
-    while (t.length > 0) t.pop()!.flush();
+    while (t.length > 0) t.pop()!.delivered(now);
   }
 }
 

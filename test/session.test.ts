@@ -1,0 +1,509 @@
+// Session and upstream link in memory: fake client and PLC sockets, a clock that moves only when
+// told. Timeouts, pauses and the end of a session, exactly and without waiting for real time.
+import t from 'tap';
+import { parsePolicy, type CompiledDevice } from '../policy/index.js';
+import { LINGER_MS, Session, type SessionContext } from '../proxy/session.js';
+import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
+import { SourceRate } from '../proxy/ratelimit.js';
+import { InvariantError } from '../proxy/invariant.js';
+import { Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
+import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
+import { recordLogs, type LogLine } from './fixtures/logs.js';
+import { hexOf, req } from './fixtures/raw-client.js';
+import { adu } from './fixtures/raw-plc.js';
+
+/** One device: reads of holding registers 0-99 on unit 1 allowed, nothing else. */
+function compile(limits: Record<string, number>): CompiledDevice {
+  const text = `version: 1
+defaults:
+  limits: { ${Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+devices:
+  - name: plc
+    listen: 127.0.0.1:15020
+    upstream: 127.0.0.1:15021
+    rules:
+      - name: read
+        units: [1]
+        read: { holding_registers: [0-99] }
+`;
+  const { policy, errors } = parsePolicy(text, 'session.test.yaml');
+  if (!policy) throw new Error(errors.map((e) => e.format()).join('\n'));
+  return policy.devices.get('plc')!;
+}
+
+interface Harness {
+  session: Session;
+  client: FakeSocket;
+  clock: FakeClock;
+  stats: DeviceStats;
+  logs: LogLine[];
+  /** PLC connections opened, in order. */
+  plcs: FakeSocket[];
+  /** The newest PLC connection. */
+  plc(): FakeSocket;
+  /** Times sessionClosed was called. */
+  closedCalls: number;
+  /** Swaps the device a reload would. */
+  reload(limits: Record<string, number>): void;
+}
+
+function start(limits: Record<string, number> = {}): Harness {
+  const clock = new FakeClock();
+  const stats = new DeviceStats();
+  const { logger, logs } = recordLogs();
+  const rate = new SourceRate();
+  const plcs: FakeSocket[] = [];
+  let device = compile({ idle_timeout_ms: 600_000, ...limits });
+  const h = {
+    clock,
+    stats,
+    logs,
+    plcs,
+    closedCalls: 0,
+    plc: () => plcs.at(-1)!,
+    reload: (l: Record<string, number>) => {
+      device = compile(l);
+    },
+  } as Omit<Harness, 'session' | 'client'> as Harness;
+  const ctx: SessionContext = {
+    deviceName: 'plc',
+    current: () => device,
+    stats,
+    logger,
+    rateFor: () => rate,
+    clock,
+    connect: () => {
+      const s = new FakeSocket();
+      plcs.push(s);
+      return s;
+    },
+    sessionClosed: () => {
+      h.closedCalls++;
+    },
+  };
+  h.client = new FakeSocket();
+  h.session = new Session(h.client, ctx, '127.0.0.1', 50_000);
+  return h;
+}
+
+// Read Holding Registers (FC3) of unit 1 from `start`, `qty` registers:
+// tid(2) | protocol 0(2) | length 6(2) | unit 1 | FC 3 | start(2) | quantity(2)
+const read = (tid: number, start = 0, qty = 1): Buffer => req(tid, 1, [3, start >> 8, start & 0xff, qty >> 8, qty & 0xff]);
+// Its answer: tid | 0 | length | unit 1 | FC 3 | byte count 2·qty | register i holds start + i
+const answer = (tid: number, start = 0, qty = 1): Buffer =>
+  adu(tid, 1, [3, 2 * qty, ...Array.from({ length: qty }, (_, i) => [(start + i) >> 8, (start + i) & 0xff]).flat()]);
+// Write Single Register (FC6) of unit 1: no rule allows it, so it is denied with 01.
+const write = (tid: number): Buffer => req(tid, 1, [6, 0, 10, 0, 1]);
+
+const timeoutErrors = (h: Harness): number => h.stats.upstreamErrors[UPSTREAM_ERRORS.indexOf('timeout')]!;
+
+void t.test('an allowed read goes to the PLC and its answer back, byte for byte', (t) => {
+  const h = start();
+  h.client.receive(read(0x1234, 5, 3));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(read(0x1234, 5, 3)));
+  plc.receive(answer(0x1234, 5, 3));
+  t.equal(hexOf(h.client.read()), '123400000009010306000500060007');
+  t.end();
+});
+
+void t.test('batching: one chunk of frames leaves in one write each way, denials among them too', (t) => {
+  const h = start();
+  h.client.receive(Buffer.concat([read(1), write(2), read(3)]));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  t.same(plc.writes.map(hexOf), [hexOf(Buffer.concat([read(1), read(3)]))], 'both allowed frames in one write to the PLC');
+  // The denial: tid 2 | 0 | length 3 | unit 1 | FC 6|0x80 | 01 (illegal function)
+  t.same(h.client.read().toString('hex'), '000200000003018601', 'the denial written to the client');
+  plc.receive(Buffer.concat([answer(1), answer(3)]));
+  h.client.read();
+  t.same(h.client.writes.slice(1).map(hexOf), [hexOf(Buffer.concat([answer(1), answer(3)]))], 'both answers in one write');
+  t.end();
+});
+
+void t.test('frame timeout: from the first byte of the frame, exactly; then FIN and the linger bound', async (t) => {
+  const h = start({ frame_timeout_ms: 100 });
+  const frame = read(1);
+  h.client.receive(frame.subarray(0, 4));
+  h.clock.advance(60);
+  h.client.receive(frame.subarray(4, 8)); // more of the same frame: its deadline stays
+  h.clock.advance(39);
+  t.equal(h.stats.frameTimeouts, 0, 'not at 99 ms');
+  h.clock.advance(1);
+  t.equal(h.stats.frameTimeouts, 1, 'at 100 ms from its first byte');
+  t.match(h.logs.at(-1), { event: 'frame_timeout', partial_bytes: 8, action: 'close' });
+  t.ok(h.client.finSent, 'nothing outstanding: FIN at once');
+  t.equal(h.closedCalls, 1, 'no longer counted');
+  t.equal(h.plcs.length, 0, 'nothing went to the PLC');
+  h.client.receive(frame); // lingering: read and dropped
+  t.equal(h.plcs.length, 0, 'what comes after the FIN is dropped');
+  h.clock.advance(LINGER_MS - 1);
+  t.notOk(h.client.destroyed, 'the client has the linger time to close');
+  h.clock.advance(1);
+  t.ok(h.client.destroyed, 'a client ignoring the FIN is cut off at the linger bound');
+  await nextTurn();
+  t.equal(h.closedCalls, 1, 'the close after lingering is not counted again');
+  t.equal(h.clock.pending, 0, 'no timer left');
+});
+
+void t.test('frame timeout: each frame gets its own deadline', (t) => {
+  const h = start({ frame_timeout_ms: 100 });
+  const a = read(1);
+  const b = read(2);
+  h.client.receive(a.subarray(0, 11));
+  h.clock.advance(90);
+  h.client.receive(Buffer.concat([a.subarray(11), b.subarray(0, 5)])); // a completes, b begins
+  h.clock.advance(99);
+  t.equal(h.stats.frameTimeouts, 0, "b is not held to a's deadline");
+  h.clock.advance(1);
+  t.equal(h.stats.frameTimeouts, 1, "b times out 100 ms after its own first byte");
+  t.end();
+});
+
+void t.test('frame timeout: a frame completed in time leaves its timer nothing to do', (t) => {
+  const h = start({ frame_timeout_ms: 100 });
+  h.client.receive(read(1).subarray(0, 3));
+  h.client.receive(read(1).subarray(3));
+  h.clock.advance(100);
+  t.equal(h.stats.frameTimeouts, 0);
+  t.notOk(h.client.finSent, 'the session goes on');
+  t.end();
+});
+
+void t.test('idle timeout: counted from the last request or answer, not while one is outstanding', (t) => {
+  const h = start({ idle_timeout_ms: 1000, response_timeout_ms: 5000 });
+  h.clock.advance(999);
+  t.notOk(h.client.destroyed, 'not idle at 999 ms');
+  h.client.receive(read(1)); // activity at 999
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(1500); // waiting on the PLC is not idle
+  t.notOk(h.client.destroyed, 'not idle while the PLC is working on a request');
+  plc.receive(answer(1)); // answered at 2499
+  h.clock.advance(999);
+  t.notOk(h.client.destroyed, 'not idle 999 ms after the answer');
+  h.clock.advance(1);
+  t.ok(h.client.destroyed, 'closed 1000 ms after the answer');
+  t.notOk(h.client.finSent, 'closed at once, no FIN first');
+  t.match(h.logs.at(-1), { event: 'idle_timeout', action: 'close' });
+  t.equal(h.closedCalls, 1);
+  t.ok(plc.destroyed, 'its PLC connection closed with it');
+  t.end();
+});
+
+void t.test('idle timeout: a reload applies the new value from the next frame', (t) => {
+  const h = start({ idle_timeout_ms: 10_000 });
+  h.reload({ idle_timeout_ms: 100 });
+  h.client.receive(write(1)); // denied, but a frame: the reload shows
+  h.clock.advance(99);
+  t.notOk(h.client.destroyed);
+  h.clock.advance(1);
+  t.ok(h.client.destroyed, 'closed after the new, shorter idle timeout');
+  t.end();
+});
+
+void t.test('response timeout: exactly then, exception 0B with the exact bytes; the late answer is dropped', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(0x1234));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(499);
+  t.equal(h.client.read().length, 0, 'nothing at 499 ms');
+  h.clock.advance(1);
+  // tid 0x1234 | protocol 0 | length 3 | unit 1 | FC 3|0x80 | 0B gateway target failed to respond
+  t.equal(hexOf(h.client.read()), '12340000000301830b');
+  t.equal(timeoutErrors(h), 1, 'counted as a PLC timeout');
+  plc.receive(answer(0x1234));
+  t.equal(h.client.read().length, 0, 'the late answer is not delivered');
+  t.equal(h.stats.unsolicitedResponses, 1, 'it is counted as unsolicited');
+  t.end();
+});
+
+void t.test('response timeout: one timer for all outstanding, each request its own deadline', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(200);
+  h.client.receive(read(2));
+  h.clock.advance(300);
+  t.equal(hexOf(h.client.read()), hexOf(adu(1, 1, [0x83, 0x0b])), 'the first at 500 ms');
+  h.clock.advance(199);
+  t.equal(h.client.read().length, 0);
+  h.clock.advance(1);
+  t.equal(hexOf(h.client.read()), hexOf(adu(2, 1, [0x83, 0x0b])), 'the second 500 ms after it was sent');
+  t.end();
+});
+
+void t.test('max_outstanding: reading stops at the limit, the rest is held, an answer lets one more go', (t) => {
+  const h = start({ max_outstanding: 2 });
+  h.client.receive(Buffer.concat([read(1), read(2), read(3)]));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(Buffer.concat([read(1), read(2)])), 'two at the PLC');
+  t.ok(h.client.isPaused, 'the client is not read at the limit');
+  plc.receive(answer(1));
+  t.equal(hexOf(plc.read()), hexOf(read(3)), 'one answer: the held one goes');
+  t.ok(h.client.isPaused, 'at the limit again');
+  plc.receive(Buffer.concat([answer(2), answer(3)]));
+  t.notOk(h.client.isPaused, 'below it: read again');
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(1), answer(2), answer(3)])), 'every answer, in order');
+  t.end();
+});
+
+void t.test("write() false toward the client: both sides stop being read until the client's 'drain'", (t) => {
+  const h = start({ max_outstanding: 4096, max_buffered_bytes: 1024 * 1024 });
+  const n = 80; // 80 answers of 209 bytes (100 registers): past the socket's 16 KiB high-water mark
+  h.client.receive(Buffer.concat(Array.from({ length: n }, (_, i) => read(i, 0, 100))));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  plc.receive(Buffer.concat(Array.from({ length: n }, (_, i) => answer(i, 0, 100))));
+  t.ok(h.session.waitingForClient, 'waiting for the client');
+  t.ok(h.client.isPaused, 'the client is not read');
+  t.ok(plc.isPaused, 'nor the PLC');
+  t.equal(h.client.read().length, n * 209, 'every answer was written');
+  t.notOk(h.session.waitingForClient, "after 'drain'");
+  t.notOk(h.client.isPaused, 'the client is read again');
+  t.notOk(plc.isPaused, 'and the PLC');
+  t.end();
+});
+
+void t.test('max_buffered_bytes below the high-water mark: the write callback ends the wait', (t) => {
+  const h = start({ max_buffered_bytes: 300 });
+  h.client.receive(Buffer.concat([read(1, 0, 100), read(2, 0, 100)]));
+  const plc = h.plc();
+  plc.accept();
+  plc.receive(answer(1, 0, 100));
+  t.notOk(h.session.waitingForClient, '209 bytes queued: within 300');
+  plc.receive(answer(2, 0, 100));
+  t.ok(h.session.waitingForClient, '418 bytes queued: over 300');
+  t.ok(plc.isPaused);
+  h.client.read();
+  t.notOk(h.session.waitingForClient, 'taken: no wait, though no drain is owed');
+  t.notOk(plc.isPaused);
+  t.end();
+});
+
+void t.test("write() false toward the PLC: the client stops being read until the PLC's 'drain'", (t) => {
+  const h = start({ max_outstanding: 4096, max_buffered_bytes: 1024 * 1024 });
+  const chunk = Buffer.concat(Array.from({ length: 1400 }, (_, i) => read(i))); // 16.8 KB
+  h.client.receive(chunk);
+  const plc = h.plc();
+  t.ok(h.client.isPaused, 'the PLC socket is full: the client is not read');
+  t.equal(plc.read().length, chunk.length);
+  t.notOk(h.client.isPaused, "read again after the PLC socket's 'drain'");
+  t.end();
+});
+
+void t.test('the PLC lost while its socket was full: the client is read again and gets 0B', async (t) => {
+  const h = start({ max_outstanding: 4096, max_buffered_bytes: 1024 * 1024, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 1 });
+  h.client.receive(Buffer.concat(Array.from({ length: 1400 }, (_, i) => read(i))));
+  const plc = h.plc();
+  plc.accept();
+  t.ok(h.client.isPaused);
+  plc.hangUp();
+  await nextTurn();
+  t.notOk(h.client.isPaused, 'nothing is queued to the PLC any more');
+  const replies = h.client.read();
+  t.equal(replies.length, 1400 * 9, 'a 0B for each outstanding request');
+  t.equal(hexOf(replies.subarray(0, 9)), hexOf(adu(0, 1, [0x83, 0x0b])));
+  t.end();
+});
+
+void t.test('connect timeout: the request gets 0A', async (t) => {
+  const h = start({ connect_timeout_ms: 100 });
+  h.client.receive(read(7));
+  const plc = h.plc();
+  h.clock.advance(99);
+  t.notOk(plc.destroyed);
+  h.clock.advance(1);
+  t.ok(plc.destroyed, 'the attempt is given up at 100 ms');
+  await nextTurn();
+  // tid 7 | 0 | length 3 | unit 1 | FC 3|0x80 | 0A gateway path unavailable
+  t.equal(hexOf(h.client.read()), '00070000000301830a');
+  t.equal(h.stats.upstreamErrors[UPSTREAM_ERRORS.indexOf('unreachable')], 1);
+});
+
+void t.test('a response in pieces: each piece reaches the client with the chunk that brought it', (t) => {
+  const h = start();
+  h.client.receive(read(1, 0, 10));
+  const plc = h.plc();
+  plc.accept();
+  const full = answer(1, 0, 10); // 29 bytes
+  plc.receive(full.subarray(0, 10));
+  t.equal(hexOf(h.client.read()), hexOf(full.subarray(0, 10)), 'the head');
+  plc.receive(full.subarray(10, 20));
+  t.equal(hexOf(h.client.read()), hexOf(full.subarray(10, 20)), 'a middle piece, not held for the next');
+  h.client.receive(write(2)); // a denial while the response is open waits behind it
+  t.equal(h.client.read().length, 0, 'no reply inside the response');
+  t.ok(h.client.isPaused, 'and no more reading meanwhile');
+  plc.receive(full.subarray(20));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([full.subarray(20), adu(2, 1, [0x86, 0x01])])), 'the rest, then the denial');
+  t.notOk(h.client.isPaused);
+  t.end();
+});
+
+void t.test('an unsolicited response in pieces is dropped whole and counted once', (t) => {
+  const h = start();
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  const stray = answer(99, 0, 10); // tid 99: nothing asked for it
+  plc.receive(stray.subarray(0, 10));
+  plc.receive(stray.subarray(10, 20));
+  plc.receive(Buffer.concat([stray.subarray(20), answer(1)]));
+  t.equal(hexOf(h.client.read()), hexOf(answer(1)), 'only the answer asked for');
+  t.equal(h.stats.unsolicitedResponses, 1);
+  t.end();
+});
+
+void t.test('a response stalling mid-way: the client is closed at the response timeout', async (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(100);
+  h.client.receive(read(2, 0, 10));
+  plc.receive(answer(1));
+  plc.receive(answer(2, 0, 10).subarray(0, 12)); // the head of the second, sent at 100
+  h.clock.advance(400); // the timer set for the first: the second still has 100 ms
+  t.notOk(plc.destroyed, 'not before its own deadline');
+  h.clock.advance(100);
+  t.ok(plc.destroyed, 'the PLC connection is dropped');
+  await nextTurn();
+  t.ok(h.client.destroyed, 'the client, whose response was cut, is closed');
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(1), answer(2, 0, 10).subarray(0, 12)])), 'what it got: the first answer and the head of the second');
+  t.equal(timeoutErrors(h), 1);
+});
+
+void t.test('response timer: a streamed response and the requests after it keep their own deadlines', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(100);
+  h.client.receive(read(2, 0, 10));
+  h.clock.advance(100);
+  h.client.receive(read(3));
+  h.clock.advance(100);
+  h.client.receive(read(4));
+  // The PLC answers 1, then streams the head of 3 (out of order), leaving 2 and 4 waiting.
+  plc.receive(Buffer.concat([answer(1), answer(3, 0, 1).subarray(0, 9)]));
+  h.clock.advance(200); // t = 500: the timer for 1 finds nothing expired; 2 (sent at 100) is next
+  t.equal(h.client.read().length, answer(1).length + 9);
+  h.clock.advance(100); // t = 600: 2 expires; its 0B waits behind the open response
+  t.equal(h.client.read().length, 0, '0B for 2 deferred behind the response streaming');
+  h.clock.advance(100); // t = 700: 3, streaming since it was sent at 200, stalls
+  t.ok(plc.destroyed, 'the stalled response drops the connection at its own deadline');
+  t.equal(timeoutErrors(h), 1, '2 timed out; 3 is counted when the connection goes');
+  t.end();
+});
+
+void t.test('a reconnect while the client is not reading: the new PLC connection is not read either', async (t) => {
+  const h = start({ max_outstanding: 1, max_buffered_bytes: 300 });
+  h.client.receive(Buffer.concat([read(1, 0, 100), read(2, 0, 100), read(3, 0, 100), read(4)]));
+  const first = h.plc();
+  first.accept();
+  first.receive(answer(1, 0, 100));
+  first.receive(answer(2, 0, 100)); // 418 bytes queued to the client: over 300
+  t.ok(first.isPaused, 'the PLC is not read while the client is full');
+  first.hangUp(); // with 3 outstanding: it gets 0B, and 4 goes on a new connection
+  await nextTurn();
+  t.equal(h.plcs.length, 2, 'reconnected for the held request');
+  const second = h.plc();
+  t.ok(second.isPaused, 'the new connection starts paused: the client is still full');
+  h.client.read();
+  t.notOk(second.isPaused, 'the client took it all: the PLC is read again');
+  second.accept();
+  t.equal(hexOf(second.read()), hexOf(read(4)));
+});
+
+void t.test('a half-closed client: held requests still go, every one is answered, then FIN without linger', async (t) => {
+  const h = start({ max_outstanding: 1 });
+  h.client.receive(Buffer.concat([read(1), read(2)]));
+  h.client.receiveEnd();
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(read(1)));
+  plc.receive(answer(1));
+  t.equal(hexOf(plc.read()), hexOf(read(2)), 'the held request is taken after the FIN');
+  t.notOk(h.client.finSent);
+  plc.receive(answer(2));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(1), answer(2)])));
+  t.ok(h.client.finSent, 'then FIN');
+  t.equal(h.clock.pending, 0, 'no linger: the client closed its side first');
+  await nextTurn();
+  t.ok(h.client.destroyed);
+  t.equal(h.closedCalls, 1);
+});
+
+void t.test('stopGracefully: held requests never go, outstanding ones are answered, then FIN', async (t) => {
+  const h = start({ max_outstanding: 1 });
+  h.client.receive(Buffer.concat([read(1), read(2)]));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  let closed = false;
+  void h.session.whenClosed().then(() => (closed = true));
+  h.session.stopGracefully();
+  t.ok(h.client.isPaused);
+  plc.receive(answer(1));
+  t.equal(plc.read().length, 0, 'the held request is not taken up');
+  t.equal(hexOf(h.client.read()), hexOf(answer(1)), 'the outstanding one is answered');
+  t.ok(h.client.finSent);
+  await nextTurn();
+  t.ok(closed, 'whenClosed resolved');
+  t.ok(plc.destroyed, 'the PLC connection is closed');
+  h.client.receiveEnd(); // the client's FIN, while lingering
+  await nextTurn();
+  t.ok(h.client.destroyed);
+  t.equal(h.clock.pending, 0, 'the linger timer went with the socket');
+  await h.session.whenClosed();
+  h.session.stopGracefully();
+  h.session.close('shutdown');
+  t.equal(h.closedCalls, 1, 'stopping or closing an ended session does nothing');
+});
+
+void t.test('a second reason to stop: the first stands', (t) => {
+  const h = start();
+  h.client.receive(read(1));
+  h.plc().accept();
+  h.client.receive([0, 1, 0, 9, 0, 6]); // protocol id 9: a framing error, with 1 outstanding
+  t.match(h.logs.at(-1), { event: 'framing_error', action: 'close' });
+  h.session.stopGracefully();
+  t.notOk(h.client.finSent, 'still answering what is outstanding');
+  h.plc().receive(answer(1));
+  t.ok(h.client.finSent);
+  t.end();
+});
+
+void t.test('the client resets: the session and its PLC connection go at once', async (t) => {
+  const h = start();
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.client.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+  await nextTurn();
+  t.equal(h.closedCalls, 1);
+  await nextTurn();
+  t.ok(plc.destroyed);
+  t.equal(h.stats.upstreamConnections, 0, 'no PLC connection counted');
+  t.equal(h.clock.pending, 0, 'no timer left');
+});
+
+void t.test('states plcguard rules out throw instead of passing silently', (t) => {
+  const h = start();
+  h.session.close('shutdown');
+  const f = read(1);
+  t.throws(() => h.session.frame(f, 0, f.length), { name: 'InvariantError', code: 'ERR_INVARIANT' }, 'a frame for a closed session');
+  const device = compile({});
+  const link = new Upstream(device.upstream, device.limits, h.stats, h.clock, () => new FakeSocket());
+  link.close();
+  const owner = {} as UpstreamOwner;
+  t.throws(() => link.send(new Transaction(owner), f, 0, f.length, false), InvariantError, 'a send on a closed link');
+  t.end();
+});
