@@ -3,12 +3,12 @@
 
 import { parseArgs } from 'node:util';
 import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest } from '../modbus/index.js';
-import { PolicyReadError, RequestSpecError } from '../policy/errors.js';
+import { PolicyReadError } from '../policy/errors.js';
 import { MAX_UNIT_ID } from '../policy/format.js';
 import { parseClientAddress } from '../policy/net.js';
 import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
-import { parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { parseRequestSpec, REQUEST_USAGE, RequestSpecError } from './request.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
 

@@ -7,6 +7,8 @@ import { parseArgs } from 'node:util';
 import ModbusSerial from 'modbus-serial';
 import {
   exceptionName,
+  PlcguardError,
+  UsageError,
   FunctionCode,
   FUNCTION_NAMES,
   MAX_ADDRESS,
@@ -52,11 +54,12 @@ export const PROBE_USAGE = `usage:
 
 exit status: 0 done, 3 Modbus exception, 1 connection error, timeout or bad reply, 2 usage error`;
 
-/** Names of the exception codes (MB-AP §7). */
 /** A command line that can't be run; the message names the argument and what was expected. */
-export class ProbeUsageError extends Error {
+export class ProbeUsageError extends UsageError {
   override readonly name = 'ProbeUsageError';
-  readonly code = 'ERR_PROBE_USAGE';
+  constructor(message: string) {
+    super('ERR_PROBE_USAGE', message);
+  }
 }
 
 export interface ProbeRead {
@@ -178,8 +181,13 @@ function writeFunctionCode(action: ProbeWrite): number {
   return single ? FunctionCode.WRITE_SINGLE_REGISTER : FunctionCode.WRITE_MULTIPLE_REGISTERS;
 }
 
-/** A failure that ends the probe with exit 1 and one line on stderr. */
-class ProbeFailure extends Error {}
+/** The request got no usable answer: no connection, no response, or one that doesn't answer it. */
+export class ProbeFailure extends PlcguardError {
+  override readonly name = 'ProbeFailure';
+  constructor(message: string) {
+    super('ERR_PROBE_FAILED', message);
+  }
+}
 
 interface ErrorFields {
   message: string;

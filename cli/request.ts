@@ -15,8 +15,8 @@ import {
   MAX_WRITE_REGISTERS,
   MEI_READ_DEVICE_IDENTIFICATION,
   MIN_READ_DEVICE_ID_CODE,
+  UsageError,
 } from '../modbus/index.js';
-import { RequestSpecError } from '../policy/errors.js';
 import { ADDRESS_MODEL_FUNCTIONS, FUNCTION_CODE_BY_NAME, READ_DEVICE_IDENTIFICATION, READ_TABLES, WRITE_TABLES } from '../policy/format.js';
 import type { ReadTable } from '../policy/format.js';
 
@@ -34,6 +34,14 @@ export const REQUEST_USAGE = `REQUEST is one of:
                                       MEI type (default 14 = read device identification)
   raw HEX                             any PDU, function code first (e.g. 5a0001)
 Numbers are decimal or 0x-hex; addresses are 0-based.`;
+
+/** Request words that describe no request. */
+export class RequestSpecError extends UsageError {
+  override readonly name = 'RequestSpecError';
+  constructor(message: string) {
+    super('ERR_POLICY_CHECK_REQUEST', message);
+  }
+}
 
 /** The PDU to send and how to describe it. */
 export interface RequestSpec {

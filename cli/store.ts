@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { diffPolicies } from '../policy/diff.js';
 import { endpointOption } from '../policy/net.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
+import { PolicyStore, StoreOptionError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
 import type { PolicyParser } from '../policy/source/source.js';
 
 export interface Io {
@@ -40,7 +40,7 @@ export function storeOptions(values: {
   'redis-sentinels'?: string;
   'redis-master'?: string;
 }): StoreOptions {
-  if (!values.redis) throw new StoreError('ERR_STORE_URL', '--redis URL is required (e.g. redis://127.0.0.1:6379)');
+  if (!values.redis) throw new StoreOptionError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
   parseRedisUrl(values.redis);
   const sentinels = values['redis-sentinels']
     ?.split(',')

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { policyCommand } from '../cli/policy.js';
 import { exceptionText, POLICY_USAGE } from '../cli/policy.js';
-import { parseRequestSpec } from '../cli/request.js';
-import { PolicyError, RequestSpecError } from '../policy/errors.js';
+import { parseRequestSpec, RequestSpecError } from '../cli/request.js';
+import { UsageError } from '../modbus/errors.js';
 
 interface Run {
   code: number;
@@ -277,7 +277,7 @@ void t.test('request words that describe no request', (t) => {
     t.throws(() => parseRequestSpec(words), new RequestSpecError(message), words.join(' '));
   }
   t.equal(new RequestSpecError('x').code, 'ERR_POLICY_CHECK_REQUEST');
-  t.ok(new RequestSpecError('x') instanceof PolicyError);
+  t.ok(new RequestSpecError('x') instanceof UsageError, 'request words are something a person typed');
   t.end();
 });
 
