@@ -1,14 +1,14 @@
 // `plcguard policy validate|check`: the policy's command line. Returns exit codes instead of
 // exiting and writes through `io`, so cli/main.ts wires it and tests call it directly.
 
-import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest, UsageError } from '../modbus/index.js';
+import { ExceptionCode, UsageError } from '../modbus/index.js';
 import { PolicyReadError } from '../policy/errors.js';
 import { MAX_UNIT_ID } from '../policy/format.js';
 import { parseClientAddress } from '../policy/net.js';
 import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
 import { ExitCode, exitCodeFor, inContext, parseCommandLine, type CommandIo } from './command.js';
-import { parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { frameRequest, parseRequestSpec, REQUEST_USAGE } from './request.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
 
@@ -142,8 +142,7 @@ async function checkCommand(args: readonly string[], io: CommandIo): Promise<num
     if (device === undefined) throw usage(`check: ${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
   }
 
-  const adu = encodeAdu(CHECK_TRANSACTION_ID, unit, spec.pdu);
-  const req = decodeRequest(adu, 0, adu.length, new ModbusRequest());
+  const req = frameRequest(spec, CHECK_TRANSACTION_ID, unit);
   const view = device.forSource(values.source);
   const d = device.decide(view, req, new Decision());
   const lines = [
