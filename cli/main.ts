@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
 import { policyCommand } from './policy.js';
 import { parsePolicy } from '../policy/index.js';
 import { startSimulatedPlc } from '../demo/plc.js';
@@ -61,12 +61,7 @@ usage:
 admin endpoints (default ${DEFAULT_ADMIN.host}:${DEFAULT_ADMIN.port}): /metrics /healthz /readyz
 `;
 
-interface Io {
-  stdout: (s: string) => void;
-  stderr: (s: string) => void;
-}
-
-const io: Io = {
+const io: CommandIo = {
   stdout: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n'),
   stderr: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
 };
@@ -98,7 +93,7 @@ async function serve(
     } else {
       io.stderr(`plcguard: cannot start: ${(err as Error).message}`);
     }
-    return 1;
+    return ExitCode.FAILURE;
   }
   logger.log('started', { version: VERSION, source: source.name, admin: admin ? `${admin.host}:${admin.port}` : null });
   return new Promise<number>((resolve) => {
@@ -112,12 +107,12 @@ async function serve(
         .then(cleanup)
         .then(() => {
           logger.log('stopped');
-          resolve(0);
+          resolve(ExitCode.OK);
         })
         /* c8 ignore next 4 -- stopping closes sockets and timers; nothing in it is expected to throw */
         .catch((err: Error) => {
           io.stderr(`plcguard: error while stopping: ${err.message}`);
-          resolve(1);
+          resolve(ExitCode.FAILURE);
         });
     };
     const onTerm = (): void => stop('SIGTERM');
@@ -128,7 +123,7 @@ async function serve(
 }
 
 async function run(args: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandLine({
     args,
     options: {
       policy: { type: 'string' },
@@ -140,12 +135,12 @@ async function run(args: string[]): Promise<number> {
   });
   if (!values.policy === !values.redis) {
     io.stderr('plcguard run: give either --policy FILE or --redis URL\n\n' + USAGE);
-    return 2;
+    return ExitCode.USAGE;
   }
   const grace = values['grace-ms'] === undefined ? DEFAULT_GRACE_MS : Number(values['grace-ms']);
   if (!Number.isInteger(grace) || grace < 0) {
     io.stderr(`plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
-    return 2;
+    return ExitCode.USAGE;
   }
   const logger = new Logger();
   const source = values.policy
@@ -156,7 +151,7 @@ async function run(args: string[]): Promise<number> {
 }
 
 async function demo(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { admin: { type: 'string' } } });
+  const { values } = parseCommandLine({ args, options: { admin: { type: 'string' } } });
   const admin = adminOption(values.admin);
   return serve(new FilePolicySource(DEMO_POLICY, parsePolicy), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT, unitId: 1 });
@@ -202,26 +197,24 @@ export async function main(argv: string[]): Promise<number> {
       case '--version':
       case 'version':
         io.stdout(VERSION);
-        return 0;
+        return ExitCode.OK;
       case undefined:
       case '--help':
       case '-h':
       case 'help':
         io.stdout(USAGE);
-        return command === undefined ? 2 : 0;
+        return command === undefined ? ExitCode.USAGE : ExitCode.OK;
       default:
         io.stderr(`plcguard: unknown command "${command}"\n\n${USAGE}`);
-        return 2;
+        return ExitCode.USAGE;
     }
   } catch (err) {
-    // parseArgs' errors (unknown option, missing value) and bad option values are usage errors.
-    const code = (err as { code?: string }).code;
-    if (code?.startsWith('ERR_PARSE_ARGS') || code === 'ERR_STORE_URL' || code === 'ERR_ENDPOINT') {
-      io.stderr(`plcguard: ${(err as Error).message}\n\n${USAGE}`);
-      return 2;
-    }
-    /* c8 ignore next 2 -- anything else is a bug: reported with its stack below */
-    throw err;
+    // Only run and demo get here, with a usage error (an option's value, parseArgs' complaints):
+    // serve() reports their failures, and the other commands report their own errors.
+    // exitCodeFor rethrows a bug, to be reported with its stack below.
+    const code = exitCodeFor(err);
+    io.stderr(`plcguard: ${(err as Error).message}\n\n${USAGE}`);
+    return code;
   }
 }
 

@@ -1,29 +1,16 @@
 // `plcguard policy validate|check`: the policy's command line. Returns exit codes instead of
 // exiting and writes through `io`, so cli/main.ts wires it and tests call it directly.
 
-import { parseArgs } from 'node:util';
-import { decodeRequest, encodeAdu, ExceptionCode, ModbusRequest } from '../modbus/index.js';
-import { PolicyReadError, RequestSpecError } from '../policy/errors.js';
+import { ExceptionCode, UsageError } from '../modbus/index.js';
+import { PolicyReadError } from '../policy/errors.js';
 import { MAX_UNIT_ID } from '../policy/format.js';
 import { parseClientAddress } from '../policy/net.js';
 import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
-import { parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { ExitCode, exitCodeFor, inContext, parseCommandLine, type CommandIo } from './command.js';
+import { frameRequest, parseRequestSpec, REQUEST_USAGE } from './request.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
-
-export interface CommandIO {
-  /** One or more lines; a trailing newline is added by the caller's writer when missing. */
-  stdout: (s: string) => void;
-  stderr: (s: string) => void;
-}
-
-export const EXIT_OK = 0;
-/** validate: a policy has errors or can't be read. */
-export const EXIT_INVALID = 1;
-export const EXIT_USAGE = 2;
-/** check: the request would be denied. */
-export const EXIT_DENY = 3;
 
 /** Unit id used by `check` when --unit is not given: the usual id of a single PLC behind a gateway. */
 const DEFAULT_UNIT = 1;
@@ -47,26 +34,33 @@ examples:
   plcguard policy check examples/plant-policy.yaml --device boiler-plc --source 10.20.0.50 function 43/14`;
 
 /** Runs `plcguard policy ARGS…`; resolves to the exit code. */
-export async function policyCommand(args: readonly string[], io: CommandIO): Promise<number> {
+export async function policyCommand(args: readonly string[], io: CommandIo): Promise<number> {
   const [sub, ...rest] = args;
-  switch (sub) {
-    case 'validate':
-      return validateCommand(rest, io);
-    case 'check':
-      return checkCommand(rest, io);
-    case 'help':
-    case '--help':
-    case '-h':
-      io.stdout(POLICY_USAGE);
-      return EXIT_OK;
-    default:
-      return usageError(io, sub === undefined ? 'a subcommand is required (validate or check)' : `unknown subcommand ${JSON.stringify(sub)} (expected validate or check)`);
+  try {
+    switch (sub) {
+      case 'validate':
+        return await validateCommand(rest, io);
+      case 'check':
+        return await checkCommand(rest, io);
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout(POLICY_USAGE);
+        return ExitCode.OK;
+      default:
+        throw usage(sub === undefined ? 'a subcommand is required (validate or check)' : `unknown subcommand ${JSON.stringify(sub)} (expected validate or check)`);
+    }
+  } catch (err) {
+    const code = exitCodeFor(err);
+    const { message } = err as Error;
+    // A policy that can't be read says so itself (`FILE: cannot read: ...`).
+    io.stderr(code === ExitCode.USAGE ? `plcguard policy: ${message}\n\n${POLICY_USAGE}` : message);
+    return code;
   }
 }
 
-function usageError(io: CommandIO, message: string): number {
-  io.stderr(`plcguard policy: ${message}\n\n${POLICY_USAGE}`);
-  return EXIT_USAGE;
+function usage(message: string): UsageError {
+  return new UsageError('ERR_POLICY_USAGE', message);
 }
 
 function plural(n: number, word: string): string {
@@ -74,7 +68,7 @@ function plural(n: number, word: string): string {
 }
 
 /** Loads a file, printing why when it can't be used; null then. */
-async function load(file: string, io: CommandIO): Promise<ParseResult | null> {
+async function load(file: string, io: CommandIo): Promise<ParseResult | null> {
   try {
     return await loadPolicyFile(file);
   } catch (err) {
@@ -86,22 +80,22 @@ async function load(file: string, io: CommandIO): Promise<ParseResult | null> {
   }
 }
 
-async function validateCommand(files: readonly string[], io: CommandIO): Promise<number> {
-  if (files.length === 0) return usageError(io, 'validate needs at least one FILE');
+async function validateCommand(files: readonly string[], io: CommandIo): Promise<number> {
+  if (files.length === 0) throw usage('validate needs at least one FILE');
   const flag = files.find((f) => f.startsWith('-'));
-  if (flag !== undefined) return usageError(io, `validate takes no options (got ${JSON.stringify(flag)})`);
-  let code = EXIT_OK;
+  if (flag !== undefined) throw usage(`validate takes no options (got ${JSON.stringify(flag)})`);
+  let code: ExitCode = ExitCode.OK;
   for (const file of files) {
     const r = await load(file, io);
     if (r === null) {
-      code = EXIT_INVALID;
+      code = ExitCode.FAILURE;
       continue;
     }
     for (const e of r.errors) io.stderr(e.format());
     for (const w of r.warnings) io.stderr(w.format());
     if (r.policy === undefined) {
       io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
-      code = EXIT_INVALID;
+      code = ExitCode.FAILURE;
       continue;
     }
     const devices = [...r.policy.devices.values()];
@@ -112,57 +106,43 @@ async function validateCommand(files: readonly string[], io: CommandIO): Promise
   return code;
 }
 
-async function checkCommand(args: readonly string[], io: CommandIO): Promise<number> {
-  let values: { device?: string; source?: string; unit?: string };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
+async function checkCommand(args: readonly string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = inContext('check: ', () =>
+    parseCommandLine({
       args: [...args],
       options: { device: { type: 'string' }, source: { type: 'string' }, unit: { type: 'string' } },
       allowPositionals: true,
       strict: true,
-    }));
-  } catch (err) {
-    return usageError(io, `check: ${(err as Error).message}`);
-  }
+    }),
+  );
   const [file, ...words] = positionals;
-  if (file === undefined) return usageError(io, 'check needs a policy FILE');
-  if (values.source === undefined) return usageError(io, 'check needs --source IP (the client address)');
-  if (parseClientAddress(values.source) === null) return usageError(io, `check: --source ${JSON.stringify(values.source)} is not an IPv4 or IPv6 address`);
+  if (file === undefined) throw usage('check needs a policy FILE');
+  if (values.source === undefined) throw usage('check needs --source IP (the client address)');
+  if (parseClientAddress(values.source) === null) throw usage(`check: --source ${JSON.stringify(values.source)} is not an IPv4 or IPv6 address`);
   let unit = DEFAULT_UNIT;
   if (values.unit !== undefined) {
     unit = /^\d{1,3}$/.test(values.unit) ? Number(values.unit) : -1;
-    if (unit < 0 || unit > MAX_UNIT_ID) return usageError(io, `check: --unit ${JSON.stringify(values.unit)} is not a unit id 0..${MAX_UNIT_ID}`);
+    if (unit < 0 || unit > MAX_UNIT_ID) throw usage(`check: --unit ${JSON.stringify(values.unit)} is not a unit id 0..${MAX_UNIT_ID}`);
   }
-  let spec;
-  try {
-    spec = parseRequestSpec(words);
-  } catch (err) {
-    /* c8 ignore start: parseRequestSpec throws nothing else */
-    if (!(err instanceof RequestSpecError)) throw err;
-    /* c8 ignore stop */
-    return usageError(io, `check: ${err.message}`);
-  }
+  const spec = inContext('check: ', () => parseRequestSpec(words));
 
-  const r = await load(file, io);
-  if (r === null) return EXIT_INVALID;
+  const r = await loadPolicyFile(file);
   if (r.policy === undefined) {
     for (const e of r.errors) io.stderr(e.format());
     io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
-    return EXIT_INVALID;
+    return ExitCode.FAILURE;
   }
   const names = [...r.policy.devices.keys()];
   let device: CompiledDevice | undefined;
   if (values.device === undefined) {
-    if (names.length !== 1) return usageError(io, `check: ${file} has ${plural(names.length, 'device')}; pick one with --device (${names.join(', ') || 'none'})`);
+    if (names.length !== 1) throw usage(`check: ${file} has ${plural(names.length, 'device')}; pick one with --device (${names.join(', ') || 'none'})`);
     device = r.policy.devices.get(names[0]!)!;
   } else {
     device = r.policy.devices.get(values.device);
-    if (device === undefined) return usageError(io, `check: ${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
+    if (device === undefined) throw usage(`check: ${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
   }
 
-  const adu = encodeAdu(CHECK_TRANSACTION_ID, unit, spec.pdu);
-  const req = decodeRequest(adu, 0, adu.length, new ModbusRequest());
+  const req = frameRequest(spec, CHECK_TRANSACTION_ID, unit);
   const view = device.forSource(values.source);
   const d = device.decide(view, req, new Decision());
   const lines = [
@@ -177,7 +157,7 @@ async function checkCommand(args: readonly string[], io: CommandIO): Promise<num
   lines.push(`rule: ${d.rule ?? 'none'}`);
   lines.push(`action: ${action(device, d)}`);
   io.stdout(lines.join('\n'));
-  return d.allow ? EXIT_OK : EXIT_DENY;
+  return d.allow ? ExitCode.OK : ExitCode.DENIED;
 }
 
 const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map(

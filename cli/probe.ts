@@ -1,77 +1,64 @@
 // `plcguard probe`: one Modbus request from the command line, through plcguard or straight to a
 // PLC, with the answer printed as `table address: value` lines or as the exception it earned.
-// Built on modbus-serial's TCP client; every call into it goes through the typed helpers below.
-import type { EventEmitter } from 'node:events';
-import { parseArgs } from 'node:util';
-// eslint-disable-next-line no-restricted-imports -- until probe speaks through modbus/ itself (next step)
-import ModbusSerial from 'modbus-serial';
+// The request is written in the words `policy check` reads (cli/request.ts), reads and writes only;
+// it goes out as one ADU on a plain TCP connection, and modbus/ frames and checks the answer.
+import net from 'node:net';
 import {
+  checkResponse,
   exceptionName,
-  FunctionCode,
+  Expectation,
+  FrameSplitter,
   FUNCTION_NAMES,
-  MAX_ADDRESS,
   MAX_READ_BITS,
   MAX_READ_REGISTERS,
-  MAX_WRITE_COILS,
-  MAX_WRITE_REGISTERS,
-  type Table,
+  MBAP_HEADER_LENGTH,
+  PlcguardError,
+  responseMatches,
+  UsageError,
+  type ModbusRequest,
 } from '../modbus/index.js';
+import { MAX_UNIT_ID, READ_TABLES, WRITE_TABLES } from '../policy/format.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
-
-// modbus-serial is CommonJS (`module.exports = ModbusRTU`, with `.default` pointing back at it);
-// under NodeNext the default import is module.exports, typed as the module, so the class is .default.
-const ModbusRTU = ModbusSerial.default;
-type Client = InstanceType<typeof ModbusRTU>;
-
-export interface ProbeIo {
-  stdout: (s: string) => void;
-  stderr: (s: string) => void;
-}
-
-/** Exit codes of `plcguard probe`. */
-export const ProbeExit = { OK: 0, ERROR: 1, USAGE: 2, EXCEPTION: 3 } as const;
+import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
+import { frameRequest, parseRequestSpec } from './request.js';
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 3000;
 const MAX_PROBE_TIMEOUT_MS = 600_000;
-const MAX_UNIT_ID = 255;
-const MAX_REGISTER_VALUE = 0xffff;
-
-const TABLES: readonly Table[] = ['holding_registers', 'input_registers', 'coils', 'discrete_inputs'];
-const WRITABLE: readonly Table[] = ['holding_registers', 'coils'];
+const DEFAULT_UNIT = 1;
+/** The request grammar's verbs probe sends: their answers are values it can print. */
+const OPERATIONS: readonly string[] = ['read', 'write'];
+/** Transaction id of the one request (any value works: nothing else travels on the connection). */
+const PROBE_TRANSACTION_ID = 1;
 
 export const PROBE_USAGE = `usage:
   plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS]
   plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS]
 
   HOST:PORT   the PLC or plcguard; IPv6 as [ADDRESS]:PORT
-  TABLE       holding_registers, input_registers, coils, discrete_inputs (write: holding_registers, coils)
+  TABLE       ${READ_TABLES.join(', ')} (write: ${WRITE_TABLES.join(', ')})
   RANGE       A or A-B: 0-based addresses, inclusive (read at most ${MAX_READ_REGISTERS} registers or ${MAX_READ_BITS} bits)
-  ADDR=VALUE  registers 0..${MAX_REGISTER_VALUE}, coils 0 or 1; one address: FC6/FC5, several contiguous: FC16/FC15
-  --unit N    unit id 0..${MAX_UNIT_ID} (default 1)
+  ADDR=VALUE  registers 0..65535, coils 0 or 1; A-B=VALUE writes VALUE to A..B; in any order, over
+              consecutive addresses; one address: FC6/FC5, several: FC16/FC15
+              (addresses and values: decimal or 0x-hex)
+  --unit N    unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_UNIT})
   --timeout MS  for the connection and for the response, each (default ${DEFAULT_PROBE_TIMEOUT_MS})
 
-exit status: 0 done, 3 Modbus exception, 1 connection error, timeout or bad reply, 2 usage error`;
+exit status: ${ExitCode.OK} done, ${ExitCode.DENIED} Modbus exception, ${ExitCode.FAILURE} connection error, timeout or bad reply, ${ExitCode.USAGE} usage error`;
 
-/** Names of the exception codes (MB-AP §7). */
 /** A command line that can't be run; the message names the argument and what was expected. */
-export class ProbeUsageError extends Error {
+export class ProbeUsageError extends UsageError {
   override readonly name = 'ProbeUsageError';
-  readonly code = 'ERR_PROBE_USAGE';
+  constructor(message: string) {
+    super('ERR_PROBE_USAGE', message);
+  }
 }
 
-export interface ProbeRead {
-  op: 'read';
-  table: Table;
-  start: number;
-  quantity: number;
-}
-
-export interface ProbeWrite {
-  op: 'write';
-  table: 'holding_registers' | 'coils';
-  start: number;
-  /** Registers 0..65535 or coils 0/1, for start, start+1, ... */
-  values: number[];
+/** The request got no usable answer: no connection, no response, or one that doesn't answer it. */
+export class ProbeFailure extends PlcguardError {
+  override readonly name = 'ProbeFailure';
+  constructor(message: string) {
+    super('ERR_PROBE_FAILED', message);
+  }
 }
 
 export interface ProbePlan {
@@ -79,48 +66,39 @@ export interface ProbePlan {
   port: number;
   unit: number;
   timeoutMs: number;
-  action: ProbeRead | ProbeWrite;
+  /** The request as framed and decoded (its ADU is request.buf). */
+  request: ModbusRequest;
+  /** How cli/request.ts describes it: `FC3 read_holding_registers holding_registers 0-9`. */
+  description: string;
 }
 
-/** Parses the arguments after `probe`. Throws ProbeUsageError. */
+/** Parses the arguments after `probe`. Throws UsageErrors. */
 export function parseProbeArgs(args: string[]): ProbePlan {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { unit: { type: 'string' }, timeout: { type: 'string' } },
-    });
-  } catch (err) {
-    throw new ProbeUsageError((err as Error).message);
-  }
-  const { values, positionals } = parsed;
-  const [target, op, table, spec, ...extra] = positionals;
-  if (target === undefined || op === undefined || table === undefined || spec === undefined) {
+  const { values, positionals } = parseCommandLine({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { unit: { type: 'string' }, timeout: { type: 'string' } },
+  });
+  const [target, operation, ...words] = positionals;
+  if (target === undefined || operation === undefined) {
     throw new ProbeUsageError(
       `expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got ${positionals.length} argument(s)`,
     );
   }
-  if (extra.length > 0) throw new ProbeUsageError(`unexpected argument "${extra[0]}"`);
-  let endpoint;
-  try {
-    endpoint = endpointOption(target, 'HOST:PORT');
-  } catch (err) {
-    throw new ProbeUsageError((err as Error).message);
-  }
-  const unit = values.unit === undefined ? 1 : whole(values.unit, '--unit', 0, MAX_UNIT_ID);
+  const endpoint = endpointOption(target, 'HOST:PORT');
+  const unit = values.unit === undefined ? DEFAULT_UNIT : whole(values.unit, '--unit', 0, MAX_UNIT_ID);
   const timeoutMs =
     values.timeout === undefined ? DEFAULT_PROBE_TIMEOUT_MS : whole(values.timeout, '--timeout', 1, MAX_PROBE_TIMEOUT_MS);
-  if (!(TABLES as readonly string[]).includes(table)) {
-    throw new ProbeUsageError(`TABLE "${table}" is not one of ${TABLES.join(', ')}`);
+  if (!OPERATIONS.includes(operation)) throw new ProbeUsageError(`operation "${operation}" is not read or write`);
+  const spec = parseRequestSpec([operation, ...words]);
+  const request = frameRequest(spec, PROBE_TRANSACTION_ID, unit);
+  // `policy check` describes malformed requests (to show what plcguard does with them); probe sends
+  // only what a conforming client would. The grammar bounds writes; this catches over-long reads.
+  if (request.violation !== 'none') {
+    throw new ProbeUsageError(`${spec.description} is malformed (${request.violation}); probe sends only well-formed requests`);
   }
-  const t = table as Table;
-  let action: ProbeRead | ProbeWrite;
-  if (op === 'read') action = parseRead(t, spec);
-  else if (op === 'write') action = parseWrite(t, spec);
-  else throw new ProbeUsageError(`operation "${op}" is not read or write`);
-  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, action };
+  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, request, description: spec.description };
 }
 
 function whole(text: string, what: string, min: number, max: number): number {
@@ -129,207 +107,113 @@ function whole(text: string, what: string, min: number, max: number): number {
   return n;
 }
 
-function parseRead(table: Table, spec: string): ProbeRead {
-  const m = /^([^-]+)(?:-(.*))?$/.exec(spec);
-  if (!m) throw new ProbeUsageError(`RANGE "${spec}" is not A or A-B`);
-  const start = whole(m[1]!, 'start address', 0, MAX_ADDRESS);
-  const end = m[2] === undefined ? start : whole(m[2], 'end address', 0, MAX_ADDRESS);
-  if (end < start) throw new ProbeUsageError(`RANGE "${spec}" is reversed: ${start} > ${end}`);
-  const quantity = end - start + 1;
-  const bits = table === 'coils' || table === 'discrete_inputs';
-  const max = bits ? MAX_READ_BITS : MAX_READ_REGISTERS;
-  if (quantity > max) {
-    throw new ProbeUsageError(`RANGE "${spec}" is ${quantity} ${table}; one read takes at most ${max}`);
+/** `plcguard probe ...`: resolves the exit code. Never throws for bad input or network trouble. */
+export async function probeCommand(args: string[], io: CommandIo): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    io.stdout(PROBE_USAGE);
+    return ExitCode.OK;
   }
-  return { op: 'read', table, start, quantity };
-}
-
-function parseWrite(table: Table, spec: string): ProbeWrite {
-  if (!(WRITABLE as readonly string[]).includes(table)) {
-    throw new ProbeUsageError(`${table} are read-only; write holding_registers or coils`);
+  try {
+    return await talk(parseProbeArgs(args), io);
+  } catch (err) {
+    const code = exitCodeFor(err);
+    const { message } = err as Error;
+    io.stderr(code === ExitCode.USAGE ? `plcguard probe: ${message}\n\n${PROBE_USAGE}` : `error: ${message}`);
+    return code;
   }
-  const coils = table === 'coils';
-  const pairs = spec.split(',').map((item) => {
-    const eq = item.indexOf('=');
-    if (eq < 0) throw new ProbeUsageError(`"${item}" is not ADDR=VALUE`);
-    const addr = whole(item.slice(0, eq), 'address', 0, MAX_ADDRESS);
-    const text = item.slice(eq + 1);
-    const value = whole(text, `value for ${table} ${addr}`, 0, coils ? 1 : MAX_REGISTER_VALUE);
-    return [addr, value] as const;
-  });
-  pairs.sort((a, b) => a[0] - b[0]);
-  for (let i = 1; i < pairs.length; i++) {
-    const prev = pairs[i - 1]![0];
-    const addr = pairs[i]![0];
-    if (addr === prev) throw new ProbeUsageError(`address ${addr} is written twice`);
-    if (addr !== prev + 1) {
-      throw new ProbeUsageError(`addresses ${prev} and ${addr} are not contiguous; one request writes one contiguous range`);
-    }
+}
+
+/** Sends the plan's request and prints its answer; resolves the exit code. */
+async function talk(plan: ProbePlan, io: CommandIo): Promise<number> {
+  const { request: req, unit } = plan;
+  const where = formatEndpoint(plan.host, plan.port);
+  const exp = new Expectation().setFrom(req);
+  const reply = await firstFrame(plan, where);
+  const check = responseMatches(exp, reply, 0) ? checkResponse(exp, reply, 0, reply.length) : 'inconsistent';
+  if (check === 'inconsistent') {
+    const pdu = reply.subarray(MBAP_HEADER_LENGTH).toString('hex');
+    throw new ProbeFailure(
+      `bad response from ${where} unit ${unit}: transaction ${reply.readUInt16BE(0)}, unit ${reply[6]!}, PDU ${pdu} does not answer ${plan.description}`,
+    );
   }
-  const max = coils ? MAX_WRITE_COILS : MAX_WRITE_REGISTERS;
-  if (pairs.length > max) throw new ProbeUsageError(`${pairs.length} ${table} in one write; at most ${max}`);
-  return { op: 'write', table: coils ? 'coils' : 'holding_registers', start: pairs[0]![0], values: pairs.map((p) => p[1]) };
+  if (check === 'exception') {
+    // MB-AP §7: | FC|0x80 | exception code |
+    const code = reply[MBAP_HEADER_LENGTH + 1]!;
+    io.stdout(`exception 0x${code.toString(16).padStart(2, '0')} (${exceptionName(code)}) from ${where} unit ${unit}`);
+    return ExitCode.DENIED;
+  }
+  if (req.kind === 'read') {
+    const values = readValues(req, reply);
+    for (let i = 0; i < values.length; i++) io.stdout(`${req.readTable!} ${req.readStart + i}: ${values[i]!}`);
+  } else {
+    const values = req.writtenValues();
+    for (let i = 0; i < values.length; i++) io.stdout(`${req.writeTable!} ${req.writeStart + i}: ${values[i]!}`);
+    const fc = req.functionCode;
+    io.stdout(`written with ${FUNCTION_NAMES.get(fc)!} (FC${fc}), acknowledged by ${where} unit ${unit}`);
+  }
+  return ExitCode.OK;
 }
 
-/** The function code a write sends: FC5/FC6 for one address, FC15/FC16 for several. */
-function writeFunctionCode(action: ProbeWrite): number {
-  const single = action.values.length === 1;
-  if (action.table === 'coils') return single ? FunctionCode.WRITE_SINGLE_COIL : FunctionCode.WRITE_MULTIPLE_COILS;
-  return single ? FunctionCode.WRITE_SINGLE_REGISTER : FunctionCode.WRITE_MULTIPLE_REGISTERS;
-}
-
-/** A failure that ends the probe with exit 1 and one line on stderr. */
-class ProbeFailure extends Error {}
-
-interface ErrorFields {
-  message: string;
-  /** Node's socket error code, e.g. ECONNREFUSED. */
-  code?: unknown;
-  /** The exception code of a Modbus exception reply. */
-  modbusCode?: unknown;
-}
-
-/** modbus-serial rejects with Errors and with Error-like objects (its timeout and port errors). */
-function fields(err: unknown): ErrorFields {
-  return Object(err) as ErrorFields;
+// A read's response (MB-AP §6.1–6.4), its byte count already checked against the request:
+// | FC | byte count(1) | data |
+// FC1/2: bit i of the read is bit i mod 8 of data byte i div 8 (LSB first);
+// FC3/4: register i is the big-endian word at data offset 2i.
+function readValues(req: ModbusRequest, reply: Buffer): number[] {
+  const data = MBAP_HEADER_LENGTH + 2;
+  const bits = req.readTable === 'coils' || req.readTable === 'discrete_inputs';
+  return Array.from({ length: req.readQuantity }, (_, i) =>
+    bits ? (reply[data + (i >> 3)]! >> (i & 7)) & 1 : reply.readUInt16BE(data + 2 * i),
+  );
 }
 
 /**
- * Waits for `work`, but at most `ms`, and not past the connection closing. Our own deadline, not
- * modbus-serial's: it keeps a request pending when the peer closes (a proxy that denies by closing),
- * and its connect "timeout" is a socket idle timer that leaves the socket connecting.
- * (Its client is an EventEmitter; the typings declare only on(), hence the cast for off().)
+ * Connects, sends the request and resolves the first whole frame that comes back (a copy). The
+ * connection and the response each get timeoutMs. Rejects with ProbeFailure.
  */
-function guarded<T>(client: Client, work: Promise<T>, ms: number, timeoutMessage: string, closedMessage: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const stop = (): void => {
+function firstFrame(plan: ProbePlan, where: string): Promise<Buffer> {
+  const { host, port, unit, timeoutMs, request } = plan;
+  return new Promise<Buffer>((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    let connected = false;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    /** Ends the exchange; false when it had already ended (the close that follows our destroy). */
+    const finish = (): boolean => {
+      if (done) return false;
+      done = true;
       clearTimeout(timer);
-      (client as unknown as EventEmitter).off('close', onClose);
+      socket.destroy();
+      return true;
     };
-    const onClose = (): void => {
-      stop();
-      reject(new ProbeFailure(closedMessage));
+    const fail = (message: string): void => {
+      if (finish()) reject(new ProbeFailure(message));
     };
-    const timer = setTimeout(() => {
-      stop();
-      reject(new ProbeFailure(timeoutMessage));
-    }, ms);
-    client.on('close', onClose);
-    // modbus-serial rejects with Errors or Error-like objects (see fields()).
-    work.then(
-      (v) => {
-        stop();
-        resolve(v);
+    const deadline = (message: string): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fail(message), timeoutMs);
+    };
+    // The first frame ends the exchange: the splitter pauses after it and the socket is destroyed.
+    const splitter = new FrameSplitter({
+      frame: (buf, start, end) => {
+        finish();
+        resolve(Buffer.from(buf.subarray(start, end)));
+        return false;
       },
-      (err: Error) => {
-        stop();
-        reject(err);
-      },
-    );
-  });
-}
-
-/** Sends the plan's request; resolves the values read, or those written once acknowledged. */
-async function exchange(client: Client, action: ProbeRead | ProbeWrite): Promise<number[]> {
-  if (action.op === 'read') {
-    const { start, quantity } = action;
-    switch (action.table) {
-      case 'coils':
-        return (await client.readCoils(start, quantity)).data.slice(0, quantity).map(Number);
-      case 'discrete_inputs':
-        return (await client.readDiscreteInputs(start, quantity)).data.slice(0, quantity).map(Number);
-      case 'holding_registers':
-        return (await client.readHoldingRegisters(start, quantity)).data;
-      case 'input_registers':
-        return (await client.readInputRegisters(start, quantity)).data;
-    }
-  }
-  const { start, values } = action;
-  let echo: { address: number; second: number };
-  let expected: number;
-  if (values.length === 1) {
-    expected = values[0]!;
-    if (action.table === 'coils') {
-      const r = await client.writeCoil(start, expected === 1);
-      echo = { address: r.address, second: Number(r.state) };
-    } else {
-      const r = await client.writeRegister(start, expected);
-      echo = { address: r.address, second: r.value };
-    }
-  } else {
-    expected = values.length;
-    const r =
-      action.table === 'coils'
-        ? await client.writeCoils(start, values.map((v) => v === 1))
-        : await client.writeRegisters(start, values);
-    echo = { address: r.address, second: r.length };
-  }
-  if (echo.address !== start || echo.second !== expected) {
-    throw new Error(`the reply echoes address ${echo.address} and ${echo.second}, expected ${start} and ${expected}`);
-  }
-  return values;
-}
-
-/** `plcguard probe ...`: resolves the exit code. Never throws for bad input or network trouble. */
-export async function probeCommand(args: string[], io: ProbeIo): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    io.stdout(PROBE_USAGE);
-    return ProbeExit.OK;
-  }
-  let plan: ProbePlan;
-  try {
-    plan = parseProbeArgs(args);
-  } catch (err) {
-    io.stderr(`plcguard probe: ${(err as Error).message}\n\n${PROBE_USAGE}`);
-    return ProbeExit.USAGE;
-  }
-  const client = new ModbusRTU();
-  const code = await talk(client, plan, io);
-  // destroy, not close: close waits for a 'close' that never comes when the peer already left.
-  client.destroy(() => {});
-  return code;
-}
-
-/** Connects, sends, prints; resolves the exit code. */
-async function talk(client: Client, plan: ProbePlan, io: ProbeIo): Promise<number> {
-  const { host, port, unit, timeoutMs, action } = plan;
-  const where = formatEndpoint(host, port);
-  try {
-    const connecting = client.connectTCP(host, { port }).catch((err: unknown) => {
-      const f = fields(err);
-      const refused = f.code === 'ECONNREFUSED';
-      throw new ProbeFailure(refused ? `connection refused by ${where}` : `cannot connect to ${where}: ${f.message}`);
     });
-    await guarded(
-      client,
-      connecting,
-      timeoutMs,
-      `no connection to ${where} within ${timeoutMs} ms`,
-      `connection to ${where} closed while connecting`,
-    );
-    client.setID(unit);
-    const values = await guarded(
-      client,
-      exchange(client, action),
-      timeoutMs,
-      `no response from ${where} unit ${unit} within ${timeoutMs} ms`,
-      `connection closed by ${where} before a response`,
-    );
-    for (let i = 0; i < values.length; i++) io.stdout(`${action.table} ${action.start + i}: ${values[i]}`);
-    if (action.op === 'write') {
-      const fc = writeFunctionCode(action);
-      io.stdout(`written with ${FUNCTION_NAMES.get(fc)} (FC${fc}), acknowledged by ${where} unit ${unit}`);
-    }
-    return ProbeExit.OK;
-  } catch (err) {
-    const f = fields(err);
-    if (typeof f.modbusCode === 'number') {
-      const code = f.modbusCode;
-      io.stdout(`exception 0x${code.toString(16).padStart(2, '0')} (${exceptionName(code)}) from ${where} unit ${unit}`);
-      return ProbeExit.EXCEPTION;
-    }
-    const message = err instanceof ProbeFailure ? f.message : `bad response from ${where} unit ${unit}: ${f.message}`;
-    io.stderr(`error: ${message}`);
-    return ProbeExit.ERROR;
-  }
+    deadline(`no connection to ${where} within ${timeoutMs} ms`);
+    socket.on('connect', () => {
+      connected = true;
+      deadline(`no response from ${where} unit ${unit} within ${timeoutMs} ms`);
+      socket.write(request.buf);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      const err = splitter.push(chunk);
+      if (err) fail(`bad response from ${where} unit ${unit}: ${err.message}`);
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (connected) fail(`connection to ${where} lost before a response: ${err.message}`);
+      else fail(err.code === 'ECONNREFUSED' ? `connection refused by ${where}` : `cannot connect to ${where}: ${err.message}`);
+    });
+    socket.on('close', () => fail(`connection closed by ${where} before a response`));
+  });
 }

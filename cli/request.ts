@@ -1,9 +1,12 @@
-// The request language of `plcguard policy check`: words → the request PDU a client would send.
-// The dry run then frames, decodes and decides those bytes exactly as the proxy would.
+// The request language of `plcguard policy check` and `plcguard probe`: words → the request PDU a
+// client would send. check frames, decodes and decides those bytes exactly as the proxy would;
+// probe sends them.
 
 import {
   COIL_ON,
+  decodeRequest,
   DIAG_RETURN_QUERY_DATA,
+  encodeAdu,
   FILE_REFERENCE_TYPE,
   FUNCTION_NAMES,
   FunctionCode,
@@ -15,8 +18,9 @@ import {
   MAX_WRITE_REGISTERS,
   MEI_READ_DEVICE_IDENTIFICATION,
   MIN_READ_DEVICE_ID_CODE,
+  ModbusRequest,
+  UsageError,
 } from '../modbus/index.js';
-import { RequestSpecError } from '../policy/errors.js';
 import { ADDRESS_MODEL_FUNCTIONS, FUNCTION_CODE_BY_NAME, READ_DEVICE_IDENTIFICATION, READ_TABLES, WRITE_TABLES } from '../policy/format.js';
 import type { ReadTable } from '../policy/format.js';
 
@@ -33,7 +37,16 @@ export const REQUEST_USAGE = `REQUEST is one of:
                                       SUB: diagnostics sub-function (default 0) or
                                       MEI type (default 14 = read device identification)
   raw HEX                             any PDU, function code first (e.g. 5a0001)
+Assignments may come in any order; together they cover consecutive addresses.
 Numbers are decimal or 0x-hex; addresses are 0-based.`;
+
+/** Request words that describe no request. */
+export class RequestSpecError extends UsageError {
+  override readonly name = 'RequestSpecError';
+  constructor(message: string) {
+    super('ERR_POLICY_CHECK_REQUEST', message);
+  }
+}
 
 /** The PDU to send and how to describe it. */
 export interface RequestSpec {
@@ -41,6 +54,11 @@ export interface RequestSpec {
   readonly description: string;
 }
 
+/** The request as a whole ADU for `unit`, decoded as the proxy decodes it (the ADU is `buf`). */
+export function frameRequest(spec: RequestSpec, transactionId: number, unit: number): ModbusRequest {
+  const adu = encodeAdu(transactionId, unit, spec.pdu);
+  return decodeRequest(adu, 0, adu.length, new ModbusRequest());
+}
 
 const READ_FC: Record<ReadTable, number> = {
   coils: FunctionCode.READ_COILS,
@@ -70,22 +88,27 @@ function u16(n: number): number[] {
   return [n >> 8, n & 0xff];
 }
 
-/** `10=500,11=600` or `10-12=7` (several words are joined): consecutive addresses and values. */
+/**
+ * `10=500,11=600` or `10-12=7` (several words are joined), in any order: the values of consecutive
+ * addresses, from the lowest.
+ */
 function assignments(words: readonly string[], maxValue: number): { start: number; values: number[] } {
   const items = words.join(',').split(',').map((w) => w.trim()).filter((w) => w !== '');
   if (items.length === 0) throw new RequestSpecError('expected ADDR=VALUE assignments');
-  let start = -1;
-  const values: number[] = [];
-  for (const item of items) {
+  const runs = items.map((item) => {
     const eq = item.indexOf('=');
     if (eq < 0) throw new RequestSpecError(`${JSON.stringify(item)} is not ADDR=VALUE`);
     const [lo, hi] = addressRange(item.slice(0, eq));
-    const v = num(item.slice(eq + 1), 'value', maxValue);
-    if (start < 0) start = lo;
-    if (lo !== start + values.length) {
-      throw new RequestSpecError(`address ${lo} does not follow ${start + values.length - 1}: one request writes consecutive addresses`);
-    }
-    for (let a = lo; a <= hi; a++) values.push(v);
+    return { lo, hi, value: num(item.slice(eq + 1), 'value', maxValue) };
+  });
+  runs.sort((a, b) => a.lo - b.lo);
+  const start = runs[0]!.lo;
+  const values: number[] = [];
+  for (const { lo, hi, value } of runs) {
+    const next = start + values.length;
+    if (lo < next) throw new RequestSpecError(`address ${lo} is written twice`);
+    if (lo > next) throw new RequestSpecError(`address ${lo} does not follow ${next - 1}: one request writes consecutive addresses`);
+    for (let a = lo; a <= hi; a++) values.push(value);
   }
   return { start, values };
 }
@@ -102,7 +125,7 @@ function tableOf<T extends string>(word: string | undefined, tables: readonly T[
   return word as T;
 }
 
-/** Parses the request words of `policy check`; throws RequestSpecError with a usage hint. */
+/** Parses request words (`read coils 0-7`, see REQUEST_USAGE); throws RequestSpecError. */
 export function parseRequestSpec(words: readonly string[]): RequestSpec {
   const [verb, ...rest] = words;
   switch (verb) {

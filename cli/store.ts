@@ -1,17 +1,13 @@
+// `plcguard policy push|pull|history|diff|rollback`: policies kept in Redis (policy/store.ts).
 import fs from 'node:fs';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
+import { UsageError } from '../modbus/errors.js';
 import { diffPolicies } from '../policy/diff.js';
 import { endpointOption } from '../policy/net.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import { PolicyStore, StoreError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
+import { PolicyStore, StoreOptionError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
 import type { PolicyParser } from '../policy/source/source.js';
-
-export interface Io {
-  stdout: (s: string) => void;
-  stderr: (s: string) => void;
-}
-
+import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
 
 export const STORE_COMMANDS = ['push', 'pull', 'history', 'diff', 'rollback'] as const;
 
@@ -40,7 +36,7 @@ export function storeOptions(values: {
   'redis-sentinels'?: string;
   'redis-master'?: string;
 }): StoreOptions {
-  if (!values.redis) throw new StoreError('ERR_STORE_URL', '--redis URL is required (e.g. redis://127.0.0.1:6379)');
+  if (!values.redis) throw new StoreOptionError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
   parseRedisUrl(values.redis);
   const sentinels = values['redis-sentinels']
     ?.split(',')
@@ -75,47 +71,44 @@ function defaultAuthor(): string {
  * `plcguard policy push|pull|history|diff|rollback`: returns the exit code (0 ok, 1 invalid policy
  * or store failure, 2 usage).
  */
-export async function storeCommand(command: string, args: string[], io: Io, parse: PolicyParser): Promise<number> {
-  let parsed;
+export async function storeCommand(command: string, args: string[], io: CommandIo, parse: PolicyParser): Promise<number> {
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        ...REDIS_OPTIONS,
-        author: { type: 'string' },
-        message: { type: 'string' },
-        version: { type: 'string' },
-        limit: { type: 'string' },
-      },
-    });
+    return await runStore(command, args, io, parse);
   } catch (err) {
-    io.stderr(`plcguard policy ${command}: ${(err as Error).message}\n${USAGE}`);
-    return 2;
+    const code = exitCodeFor(err);
+    io.stderr(`plcguard policy ${command}: ${(err as Error).message}${code === ExitCode.USAGE ? `\n${USAGE}` : ''}`);
+    return code;
   }
-  const { values, positionals } = parsed;
+}
+
+function usage(message: string): UsageError {
+  return new UsageError('ERR_STORE_USAGE', message);
+}
+
+async function runStore(command: string, args: string[], io: CommandIo, parse: PolicyParser): Promise<number> {
+  const { values, positionals } = parseCommandLine({
+    args,
+    allowPositionals: true,
+    options: {
+      ...REDIS_OPTIONS,
+      author: { type: 'string' },
+      message: { type: 'string' },
+      version: { type: 'string' },
+      limit: { type: 'string' },
+    },
+  });
   const wantsFile = command === 'push' || command === 'diff';
   const wantsVersion = command === 'rollback';
   if ((wantsFile || wantsVersion) !== (positionals.length === 1) || positionals.length > 1) {
-    io.stderr(`plcguard policy ${command}: ${wantsFile ? 'one FILE' : wantsVersion ? 'one VERSION' : 'no positional argument'} expected\n${USAGE}`);
-    return 2;
+    throw usage(`${wantsFile ? 'one FILE' : wantsVersion ? 'one VERSION' : 'no positional argument'} expected`);
   }
-  let opts: StoreOptions;
-  try {
-    opts = storeOptions(values);
-  } catch (err) {
-    io.stderr(`plcguard policy ${command}: ${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
+  const opts = storeOptions(values);
 
   const versionText = wantsVersion ? positionals[0] : values.version;
   const version = wholeNumber(versionText);
   const limit = wholeNumber(values.limit);
-  const bad = version === null ? [wantsVersion ? 'VERSION' : '--version', versionText] : limit === null ? ['--limit', values.limit] : null;
-  if (bad !== null || version === null || limit === null) {
-    io.stderr(`plcguard policy ${command}: ${bad![0]} must be a whole number ≥ 1, got "${bad![1]}"`);
-    return 2;
-  }
+  if (version === null) throw usage(`${wantsVersion ? 'VERSION' : '--version'} must be a whole number ≥ 1, got "${versionText}"`);
+  if (limit === null) throw usage(`--limit must be a whole number ≥ 1, got "${values.limit}"`);
 
   // push and diff: the file must be a valid policy before Redis is touched.
   let text = '';
@@ -126,30 +119,24 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
       io.stderr(`${file}: cannot read: ${(err as Error).message}`);
-      return 1;
+      return ExitCode.FAILURE;
     }
     const r = parse(text, file);
     for (const w of r.warnings) io.stderr(w.format());
     if (!r.policy) {
       for (const e of r.errors) io.stderr(e.format());
       io.stderr(`plcguard policy ${command}: ${file} is not valid; nothing written`);
-      return 1;
+      return ExitCode.FAILURE;
     }
     policy = r.policy;
   }
 
-  let redis;
-  try {
-    redis = connectRedis(opts);
-  } catch (err) {
-    io.stderr(`plcguard policy ${command}: ${(err as Error).message}`);
-    return 2;
-  }
+  const redis = connectRedis(opts);
   redis.on('error', () => {
     /* reported by the failing command */
   });
   const store = new PolicyStore(redis, opts.prefix);
-  const run = async (): Promise<number> => {
+  try {
     switch (command) {
       case 'push': {
         const v = await store.push(text, policy!.sha256, deviceDocuments(policy!), {
@@ -157,16 +144,16 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
           message: values.message ?? '',
         });
         io.stdout(`pushed ${positionals[0]} as version ${v} (sha256 ${policy!.sha256.slice(0, 12)})`);
-        return 0;
+        return ExitCode.OK;
       }
       case 'pull': {
         const rec = version !== undefined ? await store.get(version) : await store.current();
         if (rec === null) {
           io.stderr('plcguard policy pull: no policy has been pushed yet');
-          return 1;
+          return ExitCode.FAILURE;
         }
         io.stdout(rec.yaml.replace(/\n$/, ''));
-        return 0;
+        return ExitCode.OK;
       }
       case 'history': {
         const current = await store.currentVersion();
@@ -177,7 +164,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
           const rb = e.rollbackOf !== null ? ` (rollback to ${e.rollbackOf})` : '';
           io.stdout(`${mark} ${e.version}  ${e.time}  ${e.author}  ${e.sha256.slice(0, 12)}  ${e.message}${rb}`);
         }
-        return 0;
+        return ExitCode.OK;
       }
       case 'diff': {
         const rec = await store.current();
@@ -186,7 +173,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
         const lines = diffPolicies(before, policy!.document);
         io.stdout(`diff against ${rec ? `version ${rec.version}` : 'an empty store'}:`);
         io.stdout(lines.length === 0 ? '  no change' : lines.join('\n'));
-        return 0;
+        return ExitCode.OK;
       }
       default: {
         // rollback: re-push an old version as a new one, with its own history entry.
@@ -196,7 +183,7 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
         if (!r.policy) {
           for (const e of r.errors) io.stderr(e.format());
           io.stderr(`plcguard policy rollback: version ${target} no longer validates; nothing written`);
-          return 1;
+          return ExitCode.FAILURE;
         }
         const v = await store.push(rec.yaml, r.policy.sha256, deviceDocuments(r.policy), {
           author: values.author ?? defaultAuthor(),
@@ -204,14 +191,10 @@ export async function storeCommand(command: string, args: string[], io: Io, pars
           rollbackOf: target,
         });
         io.stdout(`rolled back to version ${target} as version ${v}`);
-        return 0;
+        return ExitCode.OK;
       }
     }
-  };
-  const code = await run().catch((err: Error) => {
-    io.stderr(`plcguard policy ${command}: ${err.message}`);
-    return 1;
-  });
-  redis.disconnect();
-  return code;
+  } finally {
+    redis.disconnect();
+  }
 }

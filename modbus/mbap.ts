@@ -5,6 +5,7 @@ import {
   MIN_MBAP_LENGTH,
   MODBUS_PROTOCOL_ID,
 } from './constants.js';
+import { PlcguardError } from './errors.js';
 
 // MBAP header (MB-TCP §3.1.3), big-endian:
 // | off | bytes | field          | rule                                  |
@@ -23,15 +24,16 @@ export interface MbapHeader {
 export type FramingErrorCode = 'ERR_MODBUS_PROTOCOL_ID' | 'ERR_MODBUS_LENGTH';
 
 /** A stream that can't be resynchronised: the connection must be closed. */
-export class FramingError extends Error {
+export class FramingError extends PlcguardError {
   override readonly name = 'FramingError';
+  declare readonly code: FramingErrorCode;
   constructor(
-    readonly code: FramingErrorCode,
+    code: FramingErrorCode,
     /** The offending field's value. */
     readonly value: number,
     message: string,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -1,4 +1,5 @@
 // What the policy layer reports: positioned issues in a policy file, and the few errors it throws.
+import { PlcguardError } from '../modbus/errors.js';
 
 export type PolicyIssueSeverity = 'error' | 'warning';
 
@@ -21,17 +22,14 @@ export class PolicyIssue {
   }
 }
 
-export type PolicyErrorCode = 'ERR_POLICY_READ' | 'ERR_POLICY_INVALID' | 'ERR_POLICY_CHECK_REQUEST';
+export type PolicyErrorCode = 'ERR_POLICY_READ' | 'ERR_POLICY_INVALID';
 
-/** Base of everything the policy layer throws; callers switch on `code`. */
-export class PolicyError extends Error {
+/** A policy that can't be used (unreadable, invalid); callers switch on the class or on `code`. */
+export class PolicyError extends PlcguardError {
   override readonly name: string = 'PolicyError';
-  constructor(
-    readonly code: PolicyErrorCode,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
+  declare readonly code: PolicyErrorCode;
+  constructor(code: PolicyErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
   }
 }
 
@@ -59,14 +57,6 @@ export class PolicyInvalidError extends PolicyError {
   override readonly name = 'PolicyInvalidError';
   constructor(readonly issues: readonly PolicyProblem[]) {
     super('ERR_POLICY_INVALID', issues.map((i) => i.format()).join('\n'));
-  }
-}
-
-/** `policy check` request words that describe no request (a usage error). */
-export class RequestSpecError extends PolicyError {
-  override readonly name = 'RequestSpecError';
-  constructor(message: string) {
-    super('ERR_POLICY_CHECK_REQUEST', message);
   }
 }
 

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
+import { PlcguardError, UsageError } from '../modbus/errors.js';
 
 // Redis layout (every key under a prefix, default "plcguard:", so plants can share one Redis):
 // | key                      | type   | holds                                                       |
@@ -44,29 +45,47 @@ export interface VersionRecord {
 
 export type HistoryEntry = Omit<VersionRecord, 'yaml'>;
 
-export class StoreError extends Error {
-  constructor(
-    readonly code: 'ERR_STORE_URL' | 'ERR_STORE_NO_VERSION' | 'ERR_STORE_CORRUPT',
-    message: string,
-  ) {
-    super(message);
+export type StoreErrorCode = 'ERR_STORE_NO_VERSION' | 'ERR_STORE_REDIS' | 'ERR_STORE_CORRUPT';
+
+/** The store can't do what was asked: no such version, Redis unreachable or refusing, bad data. */
+export class StoreError extends PlcguardError {
+  override readonly name = 'StoreError';
+  declare readonly code: StoreErrorCode;
+  constructor(code: StoreErrorCode, message: string, options?: ErrorOptions) {
+    super(code, message, options);
   }
+}
+
+/** A Redis option as typed (--redis URL, --redis-ca file) that can't be used. */
+export class StoreOptionError extends UsageError {
+  override readonly name = 'StoreOptionError';
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_STORE_URL', message, options);
+  }
+}
+
+/**
+ * ioredis rejects with several classes (ReplyError, MaxRetriesPerRequestError, a plain Error
+ * "Connection is closed."): every rejection of a Redis command is a StoreError here.
+ */
+function redisFailed(err: unknown): never {
+  throw new StoreError('ERR_STORE_REDIS', (err as Error).message, { cause: err });
 }
 
 /** Backoff for reconnects: 50 ms doubling to 2 s; ioredis owns the reconnect loop. */
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2000;
 
-/** Parses a redis:// or rediss:// URL; throws StoreError (ERR_STORE_URL) naming the value. */
+/** Parses a redis:// or rediss:// URL; throws StoreOptionError naming the value. */
 export function parseRedisUrl(text: string): URL {
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw new StoreError('ERR_STORE_URL', `--redis: "${text}" is not a URL like redis://host:6379`);
+    throw new StoreOptionError(`--redis: "${text}" is not a URL like redis://host:6379`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new StoreError('ERR_STORE_URL', `--redis: "${text}" must start with redis:// or rediss://`);
+    throw new StoreOptionError(`--redis: "${text}" must start with redis:// or rediss://`);
   }
   return url;
 }
@@ -79,7 +98,7 @@ export function connectRedis(opts: StoreOptions): Redis {
     try {
       ca = fs.readFileSync(opts.caFile);
     } catch (err) {
-      throw new StoreError('ERR_STORE_URL', `--redis-ca: cannot read "${opts.caFile}": ${(err as Error).message}`);
+      throw new StoreOptionError(`--redis-ca: cannot read "${opts.caFile}": ${(err as Error).message}`, { cause: err });
     }
   }
   const tls = url.protocol === 'rediss:' ? { ca } : undefined;
@@ -127,7 +146,10 @@ redis.call('PUBLISH', p .. 'changes', v)
 return v
 `;
 
-/** Versioned policy storage in Redis. Validation is the caller's: the store keeps what it is given. */
+/**
+ * Versioned policy storage in Redis. Validation is the caller's: the store keeps what it is given.
+ * Every method rejects with a StoreError.
+ */
 export class PolicyStore {
   constructor(
     readonly redis: Redis,
@@ -159,18 +181,18 @@ export class PolicyStore {
       String(devices.size),
     ];
     for (const [name, doc] of devices) args.push(name, doc);
-    const v = await this.redis.eval(PUSH_SCRIPT, 0, ...args);
+    const v = await this.redis.eval(PUSH_SCRIPT, 0, ...args).catch(redisFailed);
     return Number(v);
   }
 
   /** The version in force, or 0 when nothing was ever pushed. */
   async currentVersion(): Promise<number> {
-    const v = await this.redis.get(`${this.prefix}current`);
+    const v = await this.redis.get(`${this.prefix}current`).catch(redisFailed);
     return v === null ? 0 : Number(v);
   }
 
   async get(version: number): Promise<VersionRecord> {
-    const h = await this.redis.hgetall(`${this.prefix}version:${version}`);
+    const h = await this.redis.hgetall(`${this.prefix}version:${version}`).catch(redisFailed);
     if (h.yaml === undefined) throw new StoreError('ERR_STORE_NO_VERSION', `version ${version} is not in the store`);
     return {
       version,
@@ -185,7 +207,7 @@ export class PolicyStore {
 
   /** The sha256 recorded with a version (null when there is no such version). */
   sha256Of(version: number): Promise<string | null> {
-    return this.redis.hget(`${this.prefix}version:${version}`, 'sha256');
+    return this.redis.hget(`${this.prefix}version:${version}`, 'sha256').catch(redisFailed);
   }
 
   /** The version in force, or null when nothing was ever pushed. */
@@ -196,10 +218,19 @@ export class PolicyStore {
 
   /** History, oldest first (the last `limit` entries when given). */
   async history(limit?: number): Promise<HistoryEntry[]> {
-    const raw = await this.redis.lrange(`${this.prefix}history`, limit ? -limit : 0, -1);
+    const raw = await this.redis.lrange(`${this.prefix}history`, limit ? -limit : 0, -1).catch(redisFailed);
     return raw.map((line) => {
-      const e = JSON.parse(line) as { version: number; time: string; author: string; message: string; sha256: string; rollback_of?: number };
+      const e = parseHistoryEntry(line) as { version: number; time: string; author: string; message: string; sha256: string; rollback_of?: number };
       return { version: e.version, time: e.time, author: e.author, message: e.message, sha256: e.sha256, rollbackOf: e.rollback_of ?? null };
     });
+  }
+}
+
+/** One {p}history entry; written by PUSH_SCRIPT, so anything else was written by hand. */
+function parseHistoryEntry(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch (err) {
+    throw new StoreError('ERR_STORE_CORRUPT', `history entry ${JSON.stringify(line)} is not JSON`, { cause: err });
   }
 }

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { policyCommand } from '../cli/policy.js';
 import { exceptionText, POLICY_USAGE } from '../cli/policy.js';
-import { parseRequestSpec } from '../cli/request.js';
-import { PolicyError, RequestSpecError } from '../policy/errors.js';
+import { parseRequestSpec, RequestSpecError } from '../cli/request.js';
+import { UsageError } from '../modbus/errors.js';
 
 interface Run {
   code: number;
@@ -254,6 +254,9 @@ void t.test('request words that describe no request', (t) => {
     [['write', 'coils', '1'], '"1" is not ADDR=VALUE'],
     [['write', 'coils', '1=2'], 'value 2 is out of range 0..1'],
     [['write', 'coils', '1=1,3=1'], 'address 3 does not follow 1: one request writes consecutive addresses'],
+    [['write', 'coils', '3=1,1=1'], 'address 3 does not follow 1: one request writes consecutive addresses'],
+    [['write', 'coils', '1=1,1=0'], 'address 1 is written twice'],
+    [['write', 'holding_registers', '3=2,0-5=1'], 'address 3 is written twice'],
     [['write', 'coils', '0-1968=0'], 'FC15 writes at most 1968 coils'],
     [['write', 'holding_registers', '1=65536'], 'value 65536 is out of range 0..65535'],
     [['write', 'holding_registers', '0-123=1'], 'FC16 writes at most 123 registers'],
@@ -277,7 +280,7 @@ void t.test('request words that describe no request', (t) => {
     t.throws(() => parseRequestSpec(words), new RequestSpecError(message), words.join(' '));
   }
   t.equal(new RequestSpecError('x').code, 'ERR_POLICY_CHECK_REQUEST');
-  t.ok(new RequestSpecError('x') instanceof PolicyError);
+  t.ok(new RequestSpecError('x') instanceof UsageError, 'request words are something a person typed');
   t.end();
 });
 
@@ -291,6 +294,8 @@ void t.test('request words → exact PDU bytes', (t) => {
   t.equal(hex('write', 'coils', '0=1,1=0,2=1,3=1,4=0,5=0,6=0,7=1,8=1'), '0f00000009028d' + '01', 'LSB first: 0b10001101, then 1');
   t.equal(hex('write', 'holding_registers', '1=258'), '0600010102');
   t.equal(hex('write', 'holding_registers', '1-2=258'), '1000010002040102' + '0102');
+  t.equal(hex('write', 'holding_registers', '3=7', '1-2=258'), '1000010003060102' + '0102' + '0007', 'in any order, sent from the lowest address');
+  t.equal(hex('write', 'coils', '9=1,8=0'), '0f000800020102', 'coils too: 8 is bit 0, 9 bit 1');
   t.equal(hex('mask_write', '4', '0xf2', '0x25'), '16000400f20025', 'MB-AP §6.16 example');
   t.equal(hex('read_write', '3-8', '14=255,15=255,16=255'), '1700030006000e000306' + '00ff00ff00ff', 'MB-AP §6.17 example');
   t.equal(hex('read_fifo_queue', '1246'), '1804de', 'MB-AP §6.18 example');

@@ -57,6 +57,7 @@ void t.test('read each table: one `table address: value` line per address', asyn
     stderr: [],
   });
   t.same(await probe(at, 'read', 'input_registers', '2'), { code: 0, stdout: ['input_registers 2: 65526'], stderr: [] });
+  t.same((await probe(at, 'read', 'holding_registers', '0xa-0xb')).stdout, ['holding_registers 10: 650', 'holding_registers 11: 850'], '0x-hex addresses');
   t.same(await probe(at, 'read', 'coils', '0-2', '--unit', '1'), {
     code: 0,
     stdout: ['coils 0: 1', 'coils 1: 1', 'coils 2: 0'],
@@ -106,6 +107,11 @@ void t.test('write with FC6, FC16, FC5, FC15, then read back', async (t) => {
     stderr: [],
   });
   t.same((await probe(at, 'read', 'coils', '0-3')).stdout, ['coils 0: 0', 'coils 1: 0', 'coils 2: 0', 'coils 3: 1']);
+  t.same(await probe(at, 'write', 'holding_registers', '20-21=0x10', '22=5'), {
+    code: 0,
+    stdout: ['holding_registers 20: 16', 'holding_registers 21: 16', 'holding_registers 22: 5', ack('write_multiple_registers (FC16)')],
+    stderr: [],
+  }, 'A-B=V and assignments in several words, as policy check takes them');
   t.same(await probe(at, 'write', 'holding_registers', '999=65535'), {
     code: 0,
     stdout: ['holding_registers 999: 65535', ack('write_single_register (FC6)')],
@@ -169,7 +175,9 @@ void t.test('connection and response failures: one line on stderr, exit 1', asyn
   t.same(await probe(`127.0.0.1:${short}`, 'read', 'holding_registers', '0-1'), {
     code: 1,
     stdout: [],
-    stderr: [`error: bad response from 127.0.0.1:${short} unit 1: Data length error, expected 9 got 7`],
+    stderr: [
+      `error: bad response from 127.0.0.1:${short} unit 1: transaction 1, unit 1, PDU 03020001 does not answer FC3 read_holding_registers holding_registers 0-1`,
+    ],
   });
 
   // A write acknowledged with a different value than was sent.
@@ -177,13 +185,47 @@ void t.test('connection and response failures: one line on stderr, exit 1', asyn
   t.same(await probe(`127.0.0.1:${liar}`, 'write', 'holding_registers', '10=650'), {
     code: 1,
     stdout: [],
-    stderr: [`error: bad response from 127.0.0.1:${liar} unit 1: the reply echoes address 10 and 1, expected 10 and 650`],
+    stderr: [
+      `error: bad response from 127.0.0.1:${liar} unit 1: transaction 1, unit 1, PDU 06000a0001 does not answer FC6 write_single_register holding_registers 10 = 650`,
+    ],
   });
   const coilLiar = await rawServer(t, (r, s) => s.write(answer(r, [15, 0, 3, 0, 2])));
   t.same(await probe(`127.0.0.1:${coilLiar}`, 'write', 'coils', '2=1,3=1'), {
     code: 1,
     stdout: [],
-    stderr: [`error: bad response from 127.0.0.1:${coilLiar} unit 1: the reply echoes address 3 and 2, expected 2 and 2`],
+    stderr: [
+      `error: bad response from 127.0.0.1:${coilLiar} unit 1: transaction 1, unit 1, PDU 0f00030002 does not answer FC15 write_multiple_coils coils 2-3 = 1, 1`,
+    ],
+  });
+
+  // A well-formed answer to someone else: another transaction id, then another unit id.
+  const stranger = await rawServer(t, (r, s) => s.write(encodeAdu(7, r[6]!, Buffer.from([3, 2, 0, 1]))));
+  t.same(await probe(`127.0.0.1:${stranger}`, 'read', 'holding_registers', '0'), {
+    code: 1,
+    stdout: [],
+    stderr: [
+      `error: bad response from 127.0.0.1:${stranger} unit 1: transaction 7, unit 1, PDU 03020001 does not answer FC3 read_holding_registers holding_registers 0-0`,
+    ],
+  });
+  const otherUnit = await rawServer(t, (r, s) => s.write(encodeAdu(r.readUInt16BE(0), 2, Buffer.from([3, 2, 0, 1]))));
+  t.same((await probe(`127.0.0.1:${otherUnit}`, 'read', 'holding_registers', '0')).stderr, [
+    `error: bad response from 127.0.0.1:${otherUnit} unit 1: transaction 1, unit 2, PDU 03020001 does not answer FC3 read_holding_registers holding_registers 0-0`,
+  ]);
+
+  // Not Modbus at all: protocol id 1 is a framing error.
+  const notModbus = await rawServer(t, (_, s) => s.write(Buffer.from([0, 1, 0, 1, 0, 3, 1, 3, 0])));
+  t.same(await probe(`127.0.0.1:${notModbus}`, 'read', 'holding_registers', '0'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: bad response from 127.0.0.1:${notModbus} unit 1: MBAP protocol id is 1, expected 0`],
+  });
+
+  // A reset instead of an answer.
+  const resetter = await rawServer(t, (_, s) => s.resetAndDestroy());
+  t.same(await probe(`127.0.0.1:${resetter}`, 'read', 'holding_registers', '0'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: connection to 127.0.0.1:${resetter} lost before a response: read ECONNRESET`],
   });
 
   const unresolvable = await probe('nonexistent.invalid:502', 'read', 'coils', '0', '--timeout', '10000');
@@ -221,8 +263,9 @@ void t.test(
 void t.test('usage errors: exit 2, the problem named, then the usage', async (t) => {
   const cases: [string[], string][] = [
     [[], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 0 argument(s)'],
-    [['127.0.0.1:502', 'read', 'coils'], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 3 argument(s)'],
-    [['127.0.0.1:502', 'read', 'coils', '0', '1'], 'unexpected argument "1"'],
+    [['127.0.0.1:502'], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 1 argument(s)'],
+    [['127.0.0.1:502', 'read', 'coils'], 'expected read TABLE A[-B]'],
+    [['127.0.0.1:502', 'read', 'coils', '0', '1'], 'expected read TABLE A[-B]'],
     [['127.0.0.1', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
     [['127.0.0.1:70000', 'read', 'coils', '0'], 'HOST:PORT: "127.0.0.1:70000" has port "70000"; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
     [['::1:502', 'read', 'coils', '0'], 'HOST:PORT: "::1:502" has an IPv6 address without brackets; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
@@ -230,27 +273,28 @@ void t.test('usage errors: exit 2, the problem named, then the usage', async (t)
     [['127.0.0.1:502', 'read', 'coils', '0', '--unit', 'one'], '--unit must be a whole number 0..255, got "one"'],
     [['127.0.0.1:502', 'read', 'coils', '0', '--timeout', '0'], '--timeout must be a whole number 1..600000, got "0"'],
     [['127.0.0.1:502', 'erase', 'coils', '0'], 'operation "erase" is not read or write'],
-    [['127.0.0.1:502', 'read', 'registers', '0'], 'TABLE "registers" is not one of holding_registers, input_registers, coils, discrete_inputs'],
-    [['127.0.0.1:502', 'read', 'coils', ''], 'RANGE "" is not A or A-B'],
-    [['127.0.0.1:502', 'read', 'coils', 'a-b'], 'start address must be a whole number 0..65535, got "a"'],
-    [['127.0.0.1:502', 'read', 'coils', '5-'], 'end address must be a whole number 0..65535, got ""'],
-    [['127.0.0.1:502', 'read', 'coils', '1-2-3'], 'end address must be a whole number 0..65535, got "2-3"'],
-    [['127.0.0.1:502', 'read', 'coils', '0x10'], 'start address must be a whole number 0..65535, got "0x10"'],
-    [['127.0.0.1:502', 'read', 'coils', '65536'], 'start address must be a whole number 0..65535, got "65536"'],
-    [['127.0.0.1:502', 'read', 'holding_registers', '20-10'], 'RANGE "20-10" is reversed: 20 > 10'],
-    [['127.0.0.1:502', 'read', 'holding_registers', '0-125'], 'RANGE "0-125" is 126 holding_registers; one read takes at most 125'],
-    [['127.0.0.1:502', 'read', 'input_registers', '0-200'], 'RANGE "0-200" is 201 input_registers; one read takes at most 125'],
-    [['127.0.0.1:502', 'read', 'discrete_inputs', '0-2000'], 'RANGE "0-2000" is 2001 discrete_inputs; one read takes at most 2000'],
-    [['127.0.0.1:502', 'write', 'input_registers', '0=1'], 'input_registers are read-only; write holding_registers or coils'],
-    [['127.0.0.1:502', 'write', 'discrete_inputs', '0=1'], 'discrete_inputs are read-only; write holding_registers or coils'],
+    [['127.0.0.1:502', 'read_fifo_queue', '0'], 'operation "read_fifo_queue" is not read or write'],
+    [['127.0.0.1:502', 'read', 'registers', '0'], 'read needs a table: coils, discrete_inputs, holding_registers, input_registers (got "registers")'],
+    [['127.0.0.1:502', 'read', 'coils', ''], 'address "" is not a number'],
+    [['127.0.0.1:502', 'read', 'coils', 'a-b'], 'address "a" is not a number'],
+    [['127.0.0.1:502', 'read', 'coils', '5-'], 'address "" is not a number'],
+    [['127.0.0.1:502', 'read', 'coils', '1-2-3'], 'address "2-3" is not a number'],
+    [['127.0.0.1:502', 'read', 'coils', '0x1g'], 'address "0x1g" is not a number'],
+    [['127.0.0.1:502', 'read', 'coils', '65536'], 'address 65536 is out of range 0..65535'],
+    [['127.0.0.1:502', 'read', 'holding_registers', '20-10'], 'address range 20-10 is reversed'],
+    [['127.0.0.1:502', 'read', 'holding_registers', '0-125'], 'FC3 read_holding_registers holding_registers 0-125 is malformed (quantity); probe sends only well-formed requests'],
+    [['127.0.0.1:502', 'read', 'input_registers', '0-200'], 'FC4 read_input_registers input_registers 0-200 is malformed (quantity); probe sends only well-formed requests'],
+    [['127.0.0.1:502', 'read', 'discrete_inputs', '0-2000'], 'FC2 read_discrete_inputs discrete_inputs 0-2000 is malformed (quantity); probe sends only well-formed requests'],
+    [['127.0.0.1:502', 'write', 'input_registers', '0=1'], 'write needs a table: coils, holding_registers (got "input_registers")'],
+    [['127.0.0.1:502', 'write', 'discrete_inputs', '0=1'], 'write needs a table: coils, holding_registers (got "discrete_inputs")'],
     [['127.0.0.1:502', 'write', 'holding_registers', '10'], '"10" is not ADDR=VALUE'],
-    [['127.0.0.1:502', 'write', 'holding_registers', '10=65536'], 'value for holding_registers 10 must be a whole number 0..65535, got "65536"'],
-    [['127.0.0.1:502', 'write', 'holding_registers', '10=-1'], 'value for holding_registers 10 must be a whole number 0..65535, got "-1"'],
-    [['127.0.0.1:502', 'write', 'coils', '3=2'], 'value for coils 3 must be a whole number 0..1, got "2"'],
-    [['127.0.0.1:502', 'write', 'holding_registers', 'x=1'], 'address must be a whole number 0..65535, got "x"'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=65536'], 'value 65536 is out of range 0..65535'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=-1'], 'value "-1" is not a number'],
+    [['127.0.0.1:502', 'write', 'coils', '3=2'], 'value 2 is out of range 0..1'],
+    [['127.0.0.1:502', 'write', 'holding_registers', 'x=1'], 'address "x" is not a number'],
     [['127.0.0.1:502', 'write', 'holding_registers', '10=1,10=2'], 'address 10 is written twice'],
-    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,12=2'], 'addresses 10 and 12 are not contiguous; one request writes one contiguous range'],
-    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,'], '"" is not ADDR=VALUE'],
+    [['127.0.0.1:502', 'write', 'holding_registers', '10=1,12=2'], 'address 12 does not follow 10: one request writes consecutive addresses'],
+    [['127.0.0.1:502', 'write', 'holding_registers', ','], 'expected ADDR=VALUE assignments'],
   ];
   for (const [args, message] of cases) {
     const run = await probe(...args);
@@ -269,10 +313,10 @@ void t.test('usage errors: exit 2, the problem named, then the usage', async (t)
   }
   const many = (n: number, v: number): string => Array.from({ length: n }, (_, i) => `${i}=${v}`).join(',');
   t.same((await probe('127.0.0.1:502', 'write', 'holding_registers', many(124, 7))).stderr, [
-    `plcguard probe: 124 holding_registers in one write; at most 123\n\n${PROBE_USAGE}`,
+    `plcguard probe: FC16 writes at most 123 registers\n\n${PROBE_USAGE}`,
   ]);
   t.same((await probe('127.0.0.1:502', 'write', 'coils', many(1969, 1))).stderr, [
-    `plcguard probe: 1969 coils in one write; at most 1968\n\n${PROBE_USAGE}`,
+    `plcguard probe: FC15 writes at most 1968 coils\n\n${PROBE_USAGE}`,
   ]);
 });
 

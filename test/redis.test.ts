@@ -273,4 +273,7 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   // A version hash written by hand with nothing but its YAML still pulls.
   await client.hset('plcguard:version:7', 'yaml', 'by hand\n');
   t.equal((await cli(['pull', '--redis', r, '--version', '7'])).out, 'by hand\n');
+  // A history entry written by hand that isn't JSON: the store says so, exit 1.
+  await client.rpush('plcguard:history', 'not json');
+  t.same(await cli(['history', '--redis', r]), { code: 1, out: '', err: 'plcguard policy history: history entry "not json" is not JSON\n' });
 });
