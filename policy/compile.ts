@@ -7,25 +7,26 @@
 import { FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { ModbusRequest } from '../modbus/index.js';
 import { CompiledSourceView, decide, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
-import { limitsOf, rateLimitOf } from './document.js';
 import type { DeviceDocument, PolicyDocument, RuleDocument } from './document.js';
 import {
   FUNCTION_CODE_BY_NAME,
+  LIMIT_FIELDS,
   MAX_COIL_VALUE,
   MAX_MEI_TYPE,
   MAX_REGISTER_VALUE,
   MAX_SUBFUNCTION,
   MAX_UNIT_ID,
+  RATE_LIMIT_NONE,
   READ_DEVICE_IDENTIFICATION,
   READ_TABLES,
   WRITE_TABLES,
 } from './format.js';
-import type { FunctionInput } from './format.js';
+import type { FunctionInput, LimitKey, Mode, OnDeny } from './format.js';
 import { IntervalSet, WriteSet } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
 import { cidrContains, parseCidr, parseClientAddress, parseEndpoint } from './net.js';
 import type { Cidr } from './net.js';
-import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, Mode, OnDeny, RateLimit, SourceView } from './types.js';
+import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
 /**
@@ -144,6 +145,19 @@ function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[
     functions[code] = new FunctionGrant(allRule, names[list[0]!.rule]!, sub);
   }
   return new UnitPolicy(read, write, functions);
+}
+
+/** `Limits` (camelCase, for the proxy) from a normalized device's limits. */
+function limitsOf(d: DeviceDocument): Limits {
+  const out = {} as Record<string, number>;
+  for (const [k, f] of Object.entries(LIMIT_FIELDS)) out[f.key] = d.limits[k as LimitKey];
+  return out as unknown as Limits;
+}
+
+function rateLimitOf(d: DeviceDocument): RateLimit | null {
+  const r = d.rate_limit;
+  if (r === RATE_LIMIT_NONE) return null;
+  return { requestsPerSecond: r.requests_per_second, writesPerSecond: r.writes_per_second, burst: r.burst };
 }
 
 const NO_UNITS: readonly (UnitPolicy | null)[] = Object.freeze(new Array<UnitPolicy | null>(UNIT_COUNT).fill(null));

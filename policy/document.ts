@@ -2,9 +2,8 @@
 // spelled out and every rule named. Plain JSON, and itself a valid policy file (JSON is YAML), so a
 // store can keep one document per device, diff them rule by rule, and re-validate what it reads.
 
-import { LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
-import type { DeviceInput, FunctionInput, LimitKey, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
-import type { Limits, Mode, OnDeny, RateLimit } from './types.js';
+import { DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
+import type { DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
 
 export interface RuleDocument {
   /** Explicit, or rule-<index> (0-based). */
@@ -46,9 +45,6 @@ export interface PolicyDocument {
 // The normalized form must stay a valid input: a compile-time check that it fits the schema's type.
 type Assert<T extends true> = T;
 export type _NormalizedIsInput = Assert<PolicyDocument extends PolicyInput ? true : false>;
-
-export const DEFAULT_MODE: Mode = 'enforce';
-export const DEFAULT_ON_DENY: OnDeny = 'exception';
 
 /** Built-in limits, keyed as in YAML. */
 export const BUILTIN_LIMITS_YAML: Readonly<Record<LimitKey, number>> = Object.freeze(
@@ -94,17 +90,4 @@ function normalizeRule(r: RuleInput, index: number): RuleDocument {
   if (r.write !== undefined) out.write = r.write;
   if (r.functions !== undefined) out.functions = r.functions;
   return out;
-}
-
-/** `Limits` (camelCase, for the proxy) from a normalized device's limits. */
-export function limitsOf(d: DeviceDocument): Limits {
-  const out = {} as Record<string, number>;
-  for (const [k, f] of Object.entries(LIMIT_FIELDS)) out[f.key] = d.limits[k as LimitKey];
-  return out as unknown as Limits;
-}
-
-export function rateLimitOf(d: DeviceDocument): RateLimit | null {
-  const r = d.rate_limit;
-  if (r === RATE_LIMIT_NONE) return null;
-  return { requestsPerSecond: r.requests_per_second, writesPerSecond: r.writes_per_second, burst: r.burst };
 }

@@ -153,8 +153,24 @@ export type LimitKey = keyof typeof LIMIT_FIELDS;
 
 export const MAX_RATE = 1_000_000;
 
-export const MODES = ['enforce', 'monitor'] as const;
-export const ON_DENY = ['exception', 'drop', 'close'] as const;
+/**
+ * Device modes and what each does. The `Mode` type, the validator's list, its message and the
+ * JSON Schema's enum and description all come from here: a new mode is one entry.
+ */
+export const MODES = {
+  enforce: 'deny what the policy does not allow',
+  monitor: 'forward everything, log and count what would be denied',
+} as const;
+export type Mode = keyof typeof MODES;
+export const DEFAULT_MODE: Mode = 'enforce';
+/** What a denied request gets, per `on_deny` value; everything else derives from it as for MODES. */
+export const ON_DENY = {
+  exception: 'a Modbus exception reply',
+  drop: 'no reply',
+  close: 'a closed client connection',
+} as const;
+export type OnDeny = keyof typeof ON_DENY;
+export const DEFAULT_ON_DENY: OnDeny = 'exception';
 /** `rate_limit: none` on a device switches off a rate limit set in `defaults`. */
 export const RATE_LIMIT_NONE = 'none';
 
@@ -308,6 +324,16 @@ export function optional<T>(s: Schema<T>, description?: string, defaultValue?: n
   return { spec: { schema: s.node, required: false, description, default: defaultValue }, required: false };
 }
 
+/** The keys of a literal table with their literal types (Object.keys widens them to string). */
+function keysOf<T extends object>(table: T): (keyof T & string)[] {
+  return Object.keys(table) as (keyof T & string)[];
+}
+
+/** `a, b{last}c` (`last` is ' or ' in messages): a list of words for people. */
+function listOf(items: readonly string[], last: string): string {
+  return items.map((x, i) => (i === 0 ? x : `${i === items.length - 1 ? last : ', '}${x}`)).join('');
+}
+
 // ---------------------------------------------------------------------------------------------
 // The policy format
 // ---------------------------------------------------------------------------------------------
@@ -401,11 +427,13 @@ const rateLimit = oneOf([rateLimitObject, rateLimitNone], 'a rate limit mapping,
   description: 'Per source address; omitted: no rate limit. `none` on a device switches off one set in defaults.',
 });
 
-const modeField = enumOf(MODES, 'enforce or monitor', {
-  description: 'enforce: deny what the policy does not allow. monitor: forward everything, log and count what would be denied.',
+const modeField = enumOf(keysOf(MODES), listOf(keysOf(MODES), ' or '), {
+  description: Object.entries(MODES)
+    .map(([mode, what]) => `${mode}: ${what}.`)
+    .join(' '),
 });
-const onDenyField = enumOf(ON_DENY, 'exception, drop or close', {
-  description: 'What a denied request gets: a Modbus exception reply, no reply, or a closed client connection.',
+const onDenyField = enumOf(keysOf(ON_DENY), listOf(keysOf(ON_DENY), ' or '), {
+  description: `What a denied request gets: ${listOf(Object.values(ON_DENY), ', or ')}.`,
 });
 const description = leaf('string', 'a string', { description: 'Free text for people; ignored by the proxy.' });
 
@@ -439,8 +467,8 @@ const rule = object(
 );
 
 const deviceSettings = {
-  mode: optional(modeField, undefined, 'enforce'),
-  on_deny: optional(onDenyField, undefined, 'exception'),
+  mode: optional(modeField, undefined, DEFAULT_MODE),
+  on_deny: optional(onDenyField, undefined, DEFAULT_ON_DENY),
   limits: optional(limits),
   rate_limit: optional(rateLimit),
 };

@@ -1,10 +1,6 @@
 import type { ModbusRequest, Violation } from '../modbus/index.js';
 import type { DeviceDocument, PolicyDocument } from './document.js';
-
-/** enforce: deny what the policy doesn't allow. monitor: forward everything, report would-denials. */
-export type Mode = 'enforce' | 'monitor';
-/** What a denied request gets: an exception reply, nothing, or a closed client connection. */
-export type OnDeny = 'exception' | 'drop' | 'close';
+import type { Mode, OnDeny } from './format.js';
 
 /**
  * Why a request or connection was decided as it was. A closed set: the same strings are log
