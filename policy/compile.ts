@@ -1,5 +1,5 @@
-// Normalized document → frozen matcher. Per device: rules with parsed sources, unit sets and
-// grants. Per connection (forSource): the rules matching the client address, turned into one
+// Normalized policy → frozen matcher. Per device: rules with their sources (parsed by validation),
+// unit sets and grants. Per connection (forSource): the rules matching the client address, turned into one
 // UnitPolicy per unit id (0..255) — per table merged intervals, value-bounded write segments,
 // function grants — shared between every view and unit with the same rule set. decide.ts defines
 // that layout and evaluates it per frame.
@@ -7,7 +7,7 @@
 import { FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { ModbusRequest } from '../modbus/index.js';
 import { CompiledSourceView, decide, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
-import type { DeviceDocument, PolicyDocument, RuleDocument } from './document.js';
+import type { DeviceDocument, NormalizedDevice, NormalizedPolicy, NormalizedRule } from './document.js';
 import {
   FUNCTION_CODE_BY_NAME,
   LIMIT_FIELDS,
@@ -24,7 +24,7 @@ import {
 import type { FunctionInput, LimitKey, Mode, OnDeny } from './format.js';
 import { IntervalSet, WriteSet } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
-import { cidrContains, parseCidr, parseClientAddress, parseEndpoint } from './net.js';
+import { cidrContains, parseClientAddress } from './net.js';
 import type { Cidr } from './net.js';
 import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
 
@@ -63,9 +63,10 @@ class CompiledRule {
 
   constructor(
     readonly index: number,
-    doc: RuleDocument,
+    rule: NormalizedRule,
   ) {
-    this.sources = doc.sources === undefined ? null : doc.sources.map((s) => (parseCidr(s) as { value: Cidr }).value);
+    const doc = rule.document;
+    this.sources = rule.sources;
     this.units = new Uint8Array(UNIT_COUNT);
     if (doc.units === undefined) this.units.fill(1);
     else for (const [lo, hi] of doc.units.map(span)) this.units.fill(1, lo, hi + 1);
@@ -171,6 +172,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly limits: Readonly<Limits>;
   readonly rateLimit: Readonly<RateLimit> | null;
   readonly ruleCount: number;
+  readonly document: DeviceDocument;
   private readonly rules: readonly CompiledRule[];
   private readonly names: readonly string[];
   /** Rule set (indexes joined) → the units array of a view. */
@@ -178,16 +180,18 @@ class CompiledDeviceImpl implements CompiledDevice {
   /** Rule set → its UnitPolicy (null: no rule), shared by views and units. */
   private readonly unitPolicies = new Map<string, UnitPolicy | null>();
 
-  constructor(readonly document: DeviceDocument) {
+  constructor(device: NormalizedDevice) {
+    const document = device.document;
+    this.document = document;
     this.name = document.name;
-    this.listen = Object.freeze((parseEndpoint(document.listen) as { value: Endpoint }).value);
-    this.upstream = Object.freeze((parseEndpoint(document.upstream) as { value: Endpoint }).value);
+    this.listen = Object.freeze(device.listen);
+    this.upstream = Object.freeze(device.upstream);
     this.mode = document.mode;
     this.onDeny = document.on_deny;
     this.limits = Object.freeze(limitsOf(document));
     const rate = rateLimitOf(document);
     this.rateLimit = rate === null ? null : Object.freeze(rate);
-    this.rules = document.rules.map((r, i) => new CompiledRule(i, r));
+    this.rules = device.rules.map((r, i) => new CompiledRule(i, r));
     this.names = document.rules.map((r) => r.name);
     this.ruleCount = this.rules.length;
     Object.freeze(this);
@@ -231,11 +235,12 @@ export interface CompileMeta {
   readonly version: number;
 }
 
-/** Compiles a validated, normalized document into the frozen policy the proxy swaps in whole. */
-export function compilePolicy(document: PolicyDocument, meta: CompileMeta): CompiledPolicy {
-  const doc = deepFreeze(document);
+/** Compiles a normalized policy into the frozen policy the proxy swaps in whole. */
+export function compilePolicy(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy {
+  // Freezes every device's and rule's document too: they are the same objects.
+  const doc = deepFreeze(normalized.document);
   const devices = new Map<string, CompiledDevice>();
-  for (const d of doc.devices) devices.set(d.name, new CompiledDeviceImpl(d));
+  for (const d of normalized.devices) devices.set(d.document.name, new CompiledDeviceImpl(d));
   return Object.freeze({ sha256: meta.sha256, version: meta.version, devices, document: doc });
 }
 

@@ -5,6 +5,7 @@
 
 import { FUNCTION_NAMES, FunctionCode, MAX_ADDRESS, MAX_ADU_LENGTH, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { Table } from '../modbus/index.js';
+import type { Cidr, Endpoint } from './net.js';
 
 // ---------------------------------------------------------------------------------------------
 // Numbers of the format
@@ -230,11 +231,11 @@ export interface PatternNode extends NodeBase {
 export interface TextNode extends NodeBase {
   readonly kind: 'string';
 }
-/** An IP address or CIDR (net.ts parseCidr). */
+/** An IP address or CIDR (net.ts parseCidr); validates to `Written<Cidr>`. */
 export interface CidrNode extends NodeBase {
   readonly kind: 'cidr';
 }
-/** host:port (net.ts parseEndpoint). */
+/** host:port (net.ts parseEndpoint); validates to `Written<Endpoint>`. */
 export interface EndpointNode extends NodeBase {
   readonly kind: 'endpoint';
 }
@@ -268,6 +269,23 @@ export interface Schema<T> {
 }
 export type Infer<S> = S extends Schema<infer T> ? T : never;
 
+/**
+ * What a parsed string validates to: its meaning, parsed once by the validator for compile, and
+ * the text as written, which is what the normalized document keeps.
+ */
+export interface Written<T> {
+  readonly text: string;
+  readonly value: T;
+}
+/** A validated type as it is written in a file: every `Written` back to its text. */
+export type AsWritten<T> = T extends Written<unknown>
+  ? string
+  : T extends (infer U)[]
+    ? AsWritten<U>[]
+    : T extends object
+      ? { [K in keyof T]: AsWritten<T[K]> }
+      : T;
+
 export interface Field<T, R extends boolean> {
   readonly spec: FieldSpec;
   readonly [TYPE]?: T;
@@ -296,8 +314,14 @@ export function enumOf<const V extends string>(values: readonly V[], expected: s
 export function pattern(re: RegExp, expected: string, doc: Doc = {}): Schema<string> {
   return schema({ kind: 'pattern', pattern: re, expected, ...doc });
 }
-export function leaf(kind: 'string' | 'cidr' | 'endpoint' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
+export function leaf(kind: 'string' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
   return schema({ kind, expected, ...doc });
+}
+export function cidr(expected: string, doc: Doc = {}): Schema<Written<Cidr>> {
+  return schema({ kind: 'cidr', expected, ...doc });
+}
+export function endpoint(expected: string, doc: Doc = {}): Schema<Written<Endpoint>> {
+  return schema({ kind: 'endpoint', expected, ...doc });
 }
 export function functionCode(expected: string, doc: Doc = {}): Schema<number> {
   return schema({ kind: 'functionCode', expected, ...doc });
@@ -442,7 +466,7 @@ const rule = object(
     name: optional(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique in the device; default rule-<index> (0-based).'),
     description: optional(description),
     sources: optional(
-      array(leaf('cidr', 'an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
+      array(cidr('an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
       'Client addresses this rule applies to; omitted: any source. IPv4 and IPv6 are apart: ::/0 is every IPv6 address, not every address; an IPv4-mapped client (::ffff:10.0.0.1) is IPv4.',
     ),
     units: optional(
@@ -477,8 +501,8 @@ const device = object(
   {
     name: required(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique; used in Redis keys, metric labels and logs.'),
     description: optional(description),
-    listen: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
-    upstream: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
+    listen: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
+    upstream: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
     ...deviceSettings,
     rules: optional(array(rule, 'a list of rules'), 'Allow rules; a request passes when the rules matching its source and unit together cover everything it touches. No rules: everything is denied.'),
   },
@@ -499,7 +523,10 @@ export const POLICY_SCHEMA = object(
   },
 );
 
-/** The document as written, once validated (ranges are canonical `a-b` strings). */
+/**
+ * The document as written, once validated: ranges are canonical `a-b` strings; sources, listen and
+ * upstream are `Written` (parsed, text kept). `AsWritten<PolicyInput>` is its JSON form.
+ */
 export type PolicyInput = Infer<typeof POLICY_SCHEMA>;
 export type DeviceInput = PolicyInput['devices'][number];
 export type RuleInput = NonNullable<DeviceInput['rules']>[number];

@@ -1,6 +1,10 @@
 import type { ModbusRequest, Violation } from '../modbus/index.js';
 import type { DeviceDocument, PolicyDocument } from './document.js';
 import type { Mode, OnDeny } from './format.js';
+import type { Endpoint } from './net.js';
+
+// Where the proxy and the CLI have always found it; it is parsed and defined in net.ts.
+export type { Endpoint };
 
 /**
  * Why a request or connection was decided as it was. A closed set: the same strings are log
@@ -70,11 +74,6 @@ export interface RateLimit {
   writesPerSecond: number;
   /** Bucket size: requests a source may send at once above the rate. */
   burst: number;
-}
-
-export interface Endpoint {
-  host: string;
-  port: number;
 }
 
 /**

@@ -20,9 +20,9 @@ import {
   READ_TABLES,
   WRITE_TABLES,
 } from './format.js';
-import type { PolicyInput, SchemaNode } from './format.js';
+import type { PolicyInput, SchemaNode, Written } from './format.js';
 import { listenConflict, parseCidr, parseEndpoint } from './net.js';
-import type { Endpoint } from './types.js';
+import type { Endpoint, Parsed } from './net.js';
 
 /**
  * YAML nodes visited, aliases expanded. A legitimate policy of 1,000 rules is ~50,000; the cap
@@ -279,14 +279,10 @@ class Walker {
         return schema.pattern.test(s) ? s : fail(`${q} is invalid`);
       case 'string':
         return s;
-      case 'cidr': {
-        const r = parseCidr(s);
-        return r.ok ? s : fail(`${q} ${r.problem}`);
-      }
-      case 'endpoint': {
-        const r = parseEndpoint(s);
-        return r.ok ? s : fail(`${q} ${r.problem}`);
-      }
+      case 'cidr':
+        return written(s, parseCidr(s), fail);
+      case 'endpoint':
+        return written(s, parseEndpoint(s), fail);
       case 'functionName': {
         if (FUNCTION_LIST_NAMES.includes(s)) return s;
         const code = FUNCTION_CODE_BY_NAME.get(s);
@@ -304,6 +300,11 @@ class Walker {
 }
 
 const RANGE_RE = /^(\d+)\s*-\s*(\d+)$/;
+
+/** A parsed string as the walk hands it on: its meaning for compile, its text for the document. */
+function written<T>(text: string, r: Parsed<T>, fail: (problem: string) => typeof INVALID): Written<T> | typeof INVALID {
+  return r.ok ? { text, value: r.value } : fail(`${quote(text)} ${r.problem}`);
+}
 
 type NodeKind = 'number' | 'string' | 'boolean' | 'null' | 'map' | 'list' | 'other';
 const OPTION_KIND: Record<SchemaNode['kind'], NodeKind> = {
@@ -417,7 +418,7 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------------------------
 
 /** The walk's output: the input's shape with any part possibly missing. */
-type Loose<T> = T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
+type Loose<T> = T extends Written<unknown> ? T : T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
 type LooseDevice = Loose<PolicyInput['devices'][number]>;
 type LooseRule = Loose<NonNullable<PolicyInput['devices'][number]['rules']>[number]>;
 type LooseLimits = Loose<NonNullable<PolicyInput['devices'][number]['limits']>>;
@@ -428,7 +429,7 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
     report.warning(w.at(policy, 'devices'), 'devices: empty; this policy serves nothing');
   }
   const names = new Map<string, number>();
-  const listens: { ep: Endpoint; index: number; text: string }[] = [];
+  const listens: { listen: Written<Endpoint>; index: number }[] = [];
   checkBackoff(policy.defaults?.limits, undefined, 'defaults.limits', w, report);
   devices.forEach((device, i) => {
     if (device === undefined) return;
@@ -440,15 +441,12 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
         report.error(w.at(device, 'name'), `${path}.name: ${quote(device.name)} is already the name of devices[${first}] (line ${lineOf(devices[first]!, 'name', w, report)}); expected a unique device name`);
       }
     }
-    if (device.listen !== undefined) {
-      const r = parseEndpoint(device.listen);
-      /* c8 ignore start: pass 1 only lets valid endpoints through */
-      if (!r.ok) return;
-      /* c8 ignore stop */
-      const clash = listens.find((l) => listenConflict(l.ep, r.value));
+    const listen = device.listen;
+    if (listen !== undefined) {
+      const clash = listens.find((l) => listenConflict(l.listen.value, listen.value));
       if (clash !== undefined) {
-        report.error(w.at(device, 'listen'), `${path}.listen: ${quote(device.listen)} conflicts with devices[${clash.index}].listen ${quote(clash.text)} (line ${lineOf(devices[clash.index]!, 'listen', w, report)}); expected a listen address no other device uses`);
-      } else listens.push({ ep: r.value, index: i, text: device.listen });
+        report.error(w.at(device, 'listen'), `${path}.listen: ${quote(listen.text)} conflicts with devices[${clash.index}].listen ${quote(clash.listen.text)} (line ${lineOf(devices[clash.index]!, 'listen', w, report)}); expected a listen address no other device uses`);
+      } else listens.push({ listen, index: i });
     }
     checkBackoff(device.limits, policy.defaults?.limits, `${path}.limits`, w, report);
     checkRules(device, path, w, report);
