@@ -4,9 +4,10 @@
 // the other finds errors, so one run reports everything.
 
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import type { Document, Node as YamlNode, Scalar } from 'yaml';
+import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
+import { invariant } from './invariant.js';
 import {
   ADDRESS_MODEL_FUNCTIONS,
   FUNCTION_CODE_BY_NAME,
@@ -306,7 +307,7 @@ function written<T>(text: string, r: Parsed<T>, fail: (problem: string) => typeo
   return r.ok ? { text, value: r.value } : fail(`${quote(text)} ${r.problem}`);
 }
 
-type NodeKind = 'number' | 'string' | 'boolean' | 'null' | 'map' | 'list' | 'other';
+type NodeKind = 'number' | 'string' | 'boolean' | 'null' | 'map' | 'list' | 'alias' | 'other';
 const OPTION_KIND: Record<SchemaNode['kind'], NodeKind> = {
   object: 'map',
   array: 'list',
@@ -326,9 +327,9 @@ function nodeKind(node: YamlNode | null): NodeKind {
   if (node === null) return 'null';
   if (isMap(node)) return 'map';
   if (isSeq(node)) return 'list';
-  /* c8 ignore start: the tree holds only maps, lists, scalars and (resolved) aliases */
-  if (!isScalar(node)) return 'other';
-  /* c8 ignore stop */
+  // Only where the walk has not resolved it: a key (`*k : v`).
+  if (isAlias(node)) return 'alias';
+  invariant(isScalar(node), 'a YAML tree holds only mappings, lists, scalars and aliases');
   const v = node.value;
   if (v === null) return 'null';
   if (typeof v === 'number') return 'number';
@@ -354,6 +355,8 @@ function describe(node: YamlNode | null): string {
       return 'a list';
     case 'null':
       return 'an empty value';
+    case 'alias':
+      return `the alias *${(node as Alias).source}`;
     case 'number':
     case 'string':
     case 'boolean': {
