@@ -1,59 +1,39 @@
-// Normalized document → frozen matcher. Per device: rules with parsed sources, unit sets and
-// grants. Per connection (forSource): the rules matching the client address, turned into one
+// Normalized policy → frozen matcher. Per device: rules with their sources (parsed by validation),
+// unit sets and grants. Per connection (forSource): the rules matching the client address, turned into one
 // UnitPolicy per unit id (0..255) — per table merged intervals, value-bounded write segments,
-// function grants — shared between every view and unit with the same rule set. Per frame
-// (decide): an array index, a switch and one or two binary searches.
+// function grants — shared between every view and unit with the same rule set. decide.ts defines
+// that layout and evaluates it per frame.
 
-import { ExceptionCode, FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
-import type { ModbusRequest, Table, Violation } from '../modbus/index.js';
-import { limitsOf, rateLimitOf } from './document.js';
-import type { DeviceDocument, PolicyDocument, RuleDocument } from './document.js';
+import { FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
+import type { ModbusRequest } from '../modbus/index.js';
+import { CompiledSourceView, decide, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
+import type { DeviceDocument, NormalizedDevice, NormalizedPolicy, NormalizedRule } from './document.js';
 import {
   FUNCTION_CODE_BY_NAME,
+  LIMIT_FIELDS,
   MAX_COIL_VALUE,
   MAX_MEI_TYPE,
   MAX_REGISTER_VALUE,
   MAX_SUBFUNCTION,
   MAX_UNIT_ID,
+  RATE_LIMIT_NONE,
   READ_DEVICE_IDENTIFICATION,
   READ_TABLES,
   WRITE_TABLES,
 } from './format.js';
-import type { FunctionInput } from './format.js';
+import type { FunctionInput, LimitKey, Mode, OnDeny } from './format.js';
 import { IntervalSet, WriteSet } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
-import { cidrContains, parseCidr, parseClientAddress, parseEndpoint } from './net.js';
+import { cidrContains, parseClientAddress } from './net.js';
 import type { Cidr } from './net.js';
-import { Decision } from './types.js';
-import type { CompiledDevice, CompiledPolicy, DecisionReason, Endpoint, Limits, Mode, OnDeny, RateLimit, SourceView } from './types.js';
+import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
-/** Indexed by the raw function code byte, so any request indexes in bounds. */
-const FUNCTION_SLOTS = 256;
-/** Table order in the per-unit arrays. */
-const TABLE_COUNT = 4;
-const COILS = 0;
-const DISCRETE_INPUTS = 1;
-const HOLDING_REGISTERS = 2;
-const INPUT_REGISTERS = 3;
 /**
  * Distinct rule sets a device keeps resolved views for. Sets come from the policy's own CIDR
  * boundaries, so real policies stay far below this; past it the caches start over rather than grow.
  */
 export const MAX_CACHED_RULE_SETS = 4096;
-
-function tableIndex(t: Table): number {
-  switch (t) {
-    case 'coils':
-      return COILS;
-    case 'discrete_inputs':
-      return DISCRETE_INPUTS;
-    case 'holding_registers':
-      return HOLDING_REGISTERS;
-    case 'input_registers':
-      return INPUT_REGISTERS;
-  }
-}
 
 /** `5` → [5, 5]; `"10-20"` → [10, 20] (canonical form: validated before). */
 function span(x: number | string): [number, number] {
@@ -83,9 +63,10 @@ class CompiledRule {
 
   constructor(
     readonly index: number,
-    doc: RuleDocument,
+    rule: NormalizedRule,
   ) {
-    this.sources = doc.sources === undefined ? null : doc.sources.map((s) => (parseCidr(s) as { value: Cidr }).value);
+    const doc = rule.document;
+    this.sources = rule.sources;
     this.units = new Uint8Array(UNIT_COUNT);
     if (doc.units === undefined) this.units.fill(1);
     else for (const [lo, hi] of doc.units.map(span)) this.units.fill(1, lo, hi + 1);
@@ -132,27 +113,6 @@ function functionGrant(f: FunctionInput): FunctionRuleGrant {
   return { code, narrow: narrow === undefined ? null : narrow.map(span) };
 }
 
-/** Who may call one function code in a unit. */
-class FunctionGrant {
-  constructor(
-    /** First rule granting it without narrowing, or null. */
-    readonly allRule: string | null,
-    /** First rule granting it at all: named when a narrowed grant doesn't fit. */
-    readonly firstRule: string,
-    /** FC8/FC43: sub-functions or MEI types, "all" grants included as the full range. */
-    readonly sub: IntervalSet | null,
-  ) {}
-}
-
-/** Everything the rules of one rule set allow in one unit. */
-class UnitPolicy {
-  constructor(
-    readonly read: readonly (IntervalSet | null)[],
-    readonly write: readonly (WriteSet | null)[],
-    readonly functions: readonly (FunctionGrant | null)[],
-  ) {}
-}
-
 function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[]): UnitPolicy {
   const read: (IntervalSet | null)[] = [];
   const write: (WriteSet | null)[] = [];
@@ -188,39 +148,20 @@ function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[
   return new UnitPolicy(read, write, functions);
 }
 
-class CompiledSourceView implements SourceView {
-  constructor(
-    readonly device: CompiledDeviceImpl,
-    readonly matches: boolean,
-    readonly units: readonly (UnitPolicy | null)[],
-  ) {
-    Object.freeze(this);
-  }
+/** `Limits` (camelCase, for the proxy) from a normalized device's limits. */
+function limitsOf(d: DeviceDocument): Limits {
+  const out = {} as Record<string, number>;
+  for (const [k, f] of Object.entries(LIMIT_FIELDS)) out[f.key] = d.limits[k as LimitKey];
+  return out as unknown as Limits;
+}
+
+function rateLimitOf(d: DeviceDocument): RateLimit | null {
+  const r = d.rate_limit;
+  if (r === RATE_LIMIT_NONE) return null;
+  return { requestsPerSecond: r.requests_per_second, writesPerSecond: r.writes_per_second, burst: r.burst };
 }
 
 const NO_UNITS: readonly (UnitPolicy | null)[] = Object.freeze(new Array<UnitPolicy | null>(UNIT_COUNT).fill(null));
-
-function deny(out: Decision, reason: DecisionReason, exception: number, rule: string | null, violation: Violation): Decision {
-  out.allow = false;
-  out.reason = reason;
-  out.exception = exception;
-  out.rule = rule;
-  out.violation = violation;
-  return out;
-}
-
-function allow(out: Decision, rule: string): Decision {
-  out.allow = true;
-  out.reason = 'allowed';
-  out.exception = 0;
-  out.rule = rule;
-  out.violation = 'none';
-  return out;
-}
-
-function malformed(out: Decision, req: ModbusRequest, rule: string | null): Decision {
-  return deny(out, 'malformed', req.exception, rule, req.violation);
-}
 
 class CompiledDeviceImpl implements CompiledDevice {
   readonly name: string;
@@ -231,6 +172,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly limits: Readonly<Limits>;
   readonly rateLimit: Readonly<RateLimit> | null;
   readonly ruleCount: number;
+  readonly document: DeviceDocument;
   private readonly rules: readonly CompiledRule[];
   private readonly names: readonly string[];
   /** Rule set (indexes joined) → the units array of a view. */
@@ -238,16 +180,18 @@ class CompiledDeviceImpl implements CompiledDevice {
   /** Rule set → its UnitPolicy (null: no rule), shared by views and units. */
   private readonly unitPolicies = new Map<string, UnitPolicy | null>();
 
-  constructor(readonly document: DeviceDocument) {
+  constructor(device: NormalizedDevice) {
+    const document = device.document;
+    this.document = document;
     this.name = document.name;
-    this.listen = Object.freeze((parseEndpoint(document.listen) as { value: Endpoint }).value);
-    this.upstream = Object.freeze((parseEndpoint(document.upstream) as { value: Endpoint }).value);
+    this.listen = Object.freeze(device.listen);
+    this.upstream = Object.freeze(device.upstream);
     this.mode = document.mode;
     this.onDeny = document.on_deny;
     this.limits = Object.freeze(limitsOf(document));
     const rate = rateLimitOf(document);
     this.rateLimit = rate === null ? null : Object.freeze(rate);
-    this.rules = document.rules.map((r, i) => new CompiledRule(i, r));
+    this.rules = device.rules.map((r, i) => new CompiledRule(i, r));
     this.names = document.rules.map((r) => r.name);
     this.ruleCount = this.rules.length;
     Object.freeze(this);
@@ -279,116 +223,9 @@ class CompiledDeviceImpl implements CompiledDevice {
     return p;
   }
 
-  // The hot path. Check order (MB-AP §4.4 server order, with plcguard's gateway checks first):
-  // source → unit (0A) → function (01) → malformed (decoder's 03/02/01) → address (02) → value (03).
-  // Denials name the rule that came closest: the first rule granting that kind of access to that
-  // table (or that function); value denials name the first rule with a grant at the failing address.
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision {
-    if (!(view instanceof CompiledSourceView) || view.device !== this) {
-      return deny(out, 'no_policy', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
-    }
-    if (!view.matches) return deny(out, 'source_not_allowed', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
-    const unit = view.units[req.unitId];
-    if (unit === null || unit === undefined) return deny(out, 'unit_not_allowed', ExceptionCode.GATEWAY_PATH_UNAVAILABLE, null, 'none');
-    switch (req.kind) {
-      case 'read':
-        return decideRead(unit, req, out);
-      case 'write':
-        return decideWrite(unit, req, out);
-      case 'mask_write':
-        return decideMaskWrite(unit, req, out);
-      case 'read_write':
-        return decideReadWrite(unit, req, out);
-      default:
-        return decideFunction(unit, req, out);
-    }
+    return decide(this, view, req, out);
   }
-}
-
-const NOT_ALLOWED = ExceptionCode.ILLEGAL_FUNCTION;
-
-/** FC1–4 and FC24 (the FIFO pointer is a one-register read). */
-function decideRead(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
-  const set = unit.read[tableIndex(req.readTable!)]!;
-  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
-  if (req.exception !== 0) return malformed(out, req, set.firstRule);
-  const lo = req.readStart;
-  if (!set.covers(lo, lo + req.readQuantity - 1)) {
-    return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
-  }
-  return allow(out, set.ruleAt(lo)!);
-}
-
-/** FC5, 6, 15, 16. */
-function decideWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
-  const set = unit.write[tableIndex(req.writeTable!)]!;
-  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
-  if (req.exception !== 0) return malformed(out, req, set.firstRule);
-  return checkWritePart(set, req, out);
-}
-
-/** Address coverage of the write part, then every written value; allows naming the first rule. */
-function checkWritePart(set: WriteSet, req: ModbusRequest, out: Decision): Decision {
-  const lo = req.writeStart;
-  const hi = lo + req.writeQuantity - 1;
-  if (!set.covers(lo, hi)) return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
-  const first = set.segmentOf(lo);
-  let seg = first;
-  for (let a = lo; a <= hi; a++) {
-    seg = set.advance(seg, a);
-    if (set.anyValueRule(seg) !== null) {
-      // Any value goes in this whole segment: skip to its end.
-      a = Math.min(set.segmentEnd(seg), hi);
-      continue;
-    }
-    if (set.valueRule(seg, req.valueAt(a - lo)) === null) {
-      return deny(out, 'value_not_allowed', ExceptionCode.ILLEGAL_DATA_VALUE, set.firstRuleOf(seg), 'none');
-    }
-  }
-  return allow(out, set.valueRule(first, req.valueAt(0))!);
-}
-
-/** FC22: the result depends on the PLC's current value, so only where any value may be written. */
-function decideMaskWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
-  const set = unit.write[HOLDING_REGISTERS]!;
-  if (set === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
-  if (req.exception !== 0) return malformed(out, req, set.firstRule);
-  const a = req.writeStart;
-  if (!set.covers(a, a)) return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
-  const seg = set.segmentOf(a);
-  const rule = set.anyValueRule(seg);
-  if (rule === null) return deny(out, 'value_not_allowed', ExceptionCode.ILLEGAL_DATA_VALUE, set.firstRuleOf(seg), 'none');
-  return allow(out, rule);
-}
-
-/** FC23: the read part must be readable and the write part writable (values checked). */
-function decideReadWrite(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
-  const r = unit.read[HOLDING_REGISTERS]!;
-  const w = unit.write[HOLDING_REGISTERS]!;
-  if (r === null || w === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
-  if (req.exception !== 0) return malformed(out, req, w.firstRule);
-  const lo = req.readStart;
-  if (!r.covers(lo, lo + req.readQuantity - 1)) {
-    return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, r.firstRule, 'none');
-  }
-  return checkWritePart(w, req, out);
-}
-
-/** Everything without an address model: allowed only through `functions`. */
-function decideFunction(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decision {
-  const fc = req.functionCode;
-  const g = unit.functions[fc];
-  if (g === null || g === undefined) return deny(out, 'function_not_allowed', NOT_ALLOWED, null, 'none');
-  let rule: string | null = g.allRule;
-  if (g.sub !== null) {
-    const key = fc === FunctionCode.DIAGNOSTICS ? req.subFunction : req.meiType;
-    // key < 0: the PDU ended before the sub-function; only an unnarrowed grant lets it reach
-    // the malformed check.
-    if (key >= 0) rule = g.sub.ruleAt(key);
-    if (rule === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, g.firstRule, 'none');
-  }
-  if (req.exception !== 0) return malformed(out, req, rule);
-  return allow(out, rule!);
 }
 
 export interface CompileMeta {
@@ -398,11 +235,12 @@ export interface CompileMeta {
   readonly version: number;
 }
 
-/** Compiles a validated, normalized document into the frozen policy the proxy swaps in whole. */
-export function compilePolicy(document: PolicyDocument, meta: CompileMeta): CompiledPolicy {
-  const doc = deepFreeze(document);
+/** Compiles a normalized policy into the frozen policy the proxy swaps in whole. */
+export function compilePolicy(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy {
+  // Freezes every device's and rule's document too: they are the same objects.
+  const doc = deepFreeze(normalized.document);
   const devices = new Map<string, CompiledDevice>();
-  for (const d of doc.devices) devices.set(d.name, new CompiledDeviceImpl(d));
+  for (const d of normalized.devices) devices.set(d.document.name, new CompiledDeviceImpl(d));
   return Object.freeze({ sha256: meta.sha256, version: meta.version, devices, document: doc });
 }
 
@@ -413,5 +251,3 @@ function deepFreeze<T>(x: T): T {
   }
   return x;
 }
-
-export { Decision };

@@ -1,10 +1,12 @@
 // The normalized policy: what was written, with `defaults` folded into each device, every limit
 // spelled out and every rule named. Plain JSON, and itself a valid policy file (JSON is YAML), so a
 // store can keep one document per device, diff them rule by rule, and re-validate what it reads.
+// Beside it travel the values validation parsed out of its text (endpoints, networks), so compile
+// never parses a string again.
 
-import { LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
-import type { DeviceInput, FunctionInput, LimitKey, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
-import type { Limits, Mode, OnDeny, RateLimit } from './types.js';
+import { DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
+import type { AsWritten, DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
+import type { Cidr, Endpoint } from './net.js';
 
 export interface RuleDocument {
   /** Explicit, or rule-<index> (0-based). */
@@ -45,34 +47,54 @@ export interface PolicyDocument {
 
 // The normalized form must stay a valid input: a compile-time check that it fits the schema's type.
 type Assert<T extends true> = T;
-export type _NormalizedIsInput = Assert<PolicyDocument extends PolicyInput ? true : false>;
+export type _NormalizedIsInput = Assert<PolicyDocument extends AsWritten<PolicyInput> ? true : false>;
 
-export const DEFAULT_MODE: Mode = 'enforce';
-export const DEFAULT_ON_DENY: OnDeny = 'exception';
+/** A normalized policy for compile: the document, and per device what validation parsed. */
+export interface NormalizedPolicy {
+  readonly document: PolicyDocument;
+  /** `document.devices`, in order, each with its parsed values. */
+  readonly devices: readonly NormalizedDevice[];
+}
+
+export interface NormalizedDevice {
+  readonly document: DeviceDocument;
+  readonly listen: Endpoint;
+  readonly upstream: Endpoint;
+  /** `document.rules`, in order, each with its parsed values. */
+  readonly rules: readonly NormalizedRule[];
+}
+
+export interface NormalizedRule {
+  readonly document: RuleDocument;
+  /** Null: any source. */
+  readonly sources: readonly Cidr[] | null;
+}
 
 /** Built-in limits, keyed as in YAML. */
 export const BUILTIN_LIMITS_YAML: Readonly<Record<LimitKey, number>> = Object.freeze(
   Object.fromEntries(Object.entries(LIMIT_FIELDS).map(([k, f]) => [k, f.default])) as Record<LimitKey, number>,
 );
 
-/** Folds defaults into devices and names every rule. The input must be valid. */
-export function normalizePolicy(input: PolicyInput): PolicyDocument {
-  return { version: POLICY_VERSION, devices: input.devices.map((d) => normalizeDevice(d, input.defaults)) };
+/** Folds defaults into devices and names every rule. The input is what validation returned. */
+export function normalizePolicy(input: PolicyInput): NormalizedPolicy {
+  const devices = input.devices.map((d) => normalizeDevice(d, input.defaults));
+  return { document: { version: POLICY_VERSION, devices: devices.map((d) => d.document) }, devices };
 }
 
-function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): DeviceDocument {
+function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): NormalizedDevice {
+  const rules = (d.rules ?? []).map(normalizeRule);
   const out: DeviceDocument = {
     name: d.name,
-    listen: d.listen,
-    upstream: d.upstream,
+    listen: d.listen.text,
+    upstream: d.upstream.text,
     mode: d.mode ?? defaults?.mode ?? DEFAULT_MODE,
     on_deny: d.on_deny ?? defaults?.on_deny ?? DEFAULT_ON_DENY,
     limits: { ...BUILTIN_LIMITS_YAML, ...defaults?.limits, ...d.limits },
     rate_limit: normalizeRateLimit(d.rate_limit ?? defaults?.rate_limit),
-    rules: (d.rules ?? []).map(normalizeRule),
+    rules: rules.map((r) => r.document),
   };
   if (d.description !== undefined) out.description = d.description;
-  return out;
+  return { document: out, listen: d.listen.value, upstream: d.upstream.value, rules };
 }
 
 function normalizeRateLimit(r: DeviceInput['rate_limit']): DeviceDocument['rate_limit'] {
@@ -84,27 +106,14 @@ function normalizeRateLimit(r: DeviceInput['rate_limit']): DeviceDocument['rate_
   };
 }
 
-function normalizeRule(r: RuleInput, index: number): RuleDocument {
+function normalizeRule(r: RuleInput, index: number): NormalizedRule {
   // Key order is fixed so documents diff and hash stably.
   const out: RuleDocument = { name: r.name ?? `rule-${index}` };
   if (r.description !== undefined) out.description = r.description;
-  if (r.sources !== undefined) out.sources = r.sources;
+  if (r.sources !== undefined) out.sources = r.sources.map((s) => s.text);
   if (r.units !== undefined) out.units = r.units;
   if (r.read !== undefined) out.read = r.read;
   if (r.write !== undefined) out.write = r.write;
   if (r.functions !== undefined) out.functions = r.functions;
-  return out;
-}
-
-/** `Limits` (camelCase, for the proxy) from a normalized device's limits. */
-export function limitsOf(d: DeviceDocument): Limits {
-  const out = {} as Record<string, number>;
-  for (const [k, f] of Object.entries(LIMIT_FIELDS)) out[f.key] = d.limits[k as LimitKey];
-  return out as unknown as Limits;
-}
-
-export function rateLimitOf(d: DeviceDocument): RateLimit | null {
-  const r = d.rate_limit;
-  if (r === RATE_LIMIT_NONE) return null;
-  return { requestsPerSecond: r.requests_per_second, writesPerSecond: r.writes_per_second, burst: r.burst };
+  return { document: out, sources: r.sources === undefined ? null : r.sources.map((s) => s.value) };
 }

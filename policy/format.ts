@@ -5,6 +5,7 @@
 
 import { FUNCTION_NAMES, FunctionCode, MAX_ADDRESS, MAX_ADU_LENGTH, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { Table } from '../modbus/index.js';
+import type { Cidr, Endpoint } from './net.js';
 
 // ---------------------------------------------------------------------------------------------
 // Numbers of the format
@@ -153,8 +154,24 @@ export type LimitKey = keyof typeof LIMIT_FIELDS;
 
 export const MAX_RATE = 1_000_000;
 
-export const MODES = ['enforce', 'monitor'] as const;
-export const ON_DENY = ['exception', 'drop', 'close'] as const;
+/**
+ * Device modes and what each does. The `Mode` type, the validator's list, its message and the
+ * JSON Schema's enum and description all come from here: a new mode is one entry.
+ */
+export const MODES = {
+  enforce: 'deny what the policy does not allow',
+  monitor: 'forward everything, log and count what would be denied',
+} as const;
+export type Mode = keyof typeof MODES;
+export const DEFAULT_MODE: Mode = 'enforce';
+/** What a denied request gets, per `on_deny` value; everything else derives from it as for MODES. */
+export const ON_DENY = {
+  exception: 'a Modbus exception reply',
+  drop: 'no reply',
+  close: 'a closed client connection',
+} as const;
+export type OnDeny = keyof typeof ON_DENY;
+export const DEFAULT_ON_DENY: OnDeny = 'exception';
 /** `rate_limit: none` on a device switches off a rate limit set in `defaults`. */
 export const RATE_LIMIT_NONE = 'none';
 
@@ -214,11 +231,11 @@ export interface PatternNode extends NodeBase {
 export interface TextNode extends NodeBase {
   readonly kind: 'string';
 }
-/** An IP address or CIDR (net.ts parseCidr). */
+/** An IP address or CIDR (net.ts parseCidr); validates to `Written<Cidr>`. */
 export interface CidrNode extends NodeBase {
   readonly kind: 'cidr';
 }
-/** host:port (net.ts parseEndpoint). */
+/** host:port (net.ts parseEndpoint); validates to `Written<Endpoint>`. */
 export interface EndpointNode extends NodeBase {
   readonly kind: 'endpoint';
 }
@@ -252,6 +269,23 @@ export interface Schema<T> {
 }
 export type Infer<S> = S extends Schema<infer T> ? T : never;
 
+/**
+ * What a parsed string validates to: its meaning, parsed once by the validator for compile, and
+ * the text as written, which is what the normalized document keeps.
+ */
+export interface Written<T> {
+  readonly text: string;
+  readonly value: T;
+}
+/** A validated type as it is written in a file: every `Written` back to its text. */
+export type AsWritten<T> = T extends Written<unknown>
+  ? string
+  : T extends (infer U)[]
+    ? AsWritten<U>[]
+    : T extends object
+      ? { [K in keyof T]: AsWritten<T[K]> }
+      : T;
+
 export interface Field<T, R extends boolean> {
   readonly spec: FieldSpec;
   readonly [TYPE]?: T;
@@ -280,8 +314,14 @@ export function enumOf<const V extends string>(values: readonly V[], expected: s
 export function pattern(re: RegExp, expected: string, doc: Doc = {}): Schema<string> {
   return schema({ kind: 'pattern', pattern: re, expected, ...doc });
 }
-export function leaf(kind: 'string' | 'cidr' | 'endpoint' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
+export function leaf(kind: 'string' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
   return schema({ kind, expected, ...doc });
+}
+export function cidr(expected: string, doc: Doc = {}): Schema<Written<Cidr>> {
+  return schema({ kind: 'cidr', expected, ...doc });
+}
+export function endpoint(expected: string, doc: Doc = {}): Schema<Written<Endpoint>> {
+  return schema({ kind: 'endpoint', expected, ...doc });
 }
 export function functionCode(expected: string, doc: Doc = {}): Schema<number> {
   return schema({ kind: 'functionCode', expected, ...doc });
@@ -306,6 +346,16 @@ export function required<T>(s: Schema<T>, description?: string): Field<T, true> 
 }
 export function optional<T>(s: Schema<T>, description?: string, defaultValue?: number | string): Field<T, false> {
   return { spec: { schema: s.node, required: false, description, default: defaultValue }, required: false };
+}
+
+/** The keys of a literal table with their literal types (Object.keys widens them to string). */
+function keysOf<T extends object>(table: T): (keyof T & string)[] {
+  return Object.keys(table) as (keyof T & string)[];
+}
+
+/** `a, b{last}c` (`last` is ' or ' in messages): a list of words for people. */
+function listOf(items: readonly string[], last: string): string {
+  return items.map((x, i) => (i === 0 ? x : `${i === items.length - 1 ? last : ', '}${x}`)).join('');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,11 +451,13 @@ const rateLimit = oneOf([rateLimitObject, rateLimitNone], 'a rate limit mapping,
   description: 'Per source address; omitted: no rate limit. `none` on a device switches off one set in defaults.',
 });
 
-const modeField = enumOf(MODES, 'enforce or monitor', {
-  description: 'enforce: deny what the policy does not allow. monitor: forward everything, log and count what would be denied.',
+const modeField = enumOf(keysOf(MODES), listOf(keysOf(MODES), ' or '), {
+  description: Object.entries(MODES)
+    .map(([mode, what]) => `${mode}: ${what}.`)
+    .join(' '),
 });
-const onDenyField = enumOf(ON_DENY, 'exception, drop or close', {
-  description: 'What a denied request gets: a Modbus exception reply, no reply, or a closed client connection.',
+const onDenyField = enumOf(keysOf(ON_DENY), listOf(keysOf(ON_DENY), ' or '), {
+  description: `What a denied request gets: ${listOf(Object.values(ON_DENY), ', or ')}.`,
 });
 const description = leaf('string', 'a string', { description: 'Free text for people; ignored by the proxy.' });
 
@@ -414,7 +466,7 @@ const rule = object(
     name: optional(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique in the device; default rule-<index> (0-based).'),
     description: optional(description),
     sources: optional(
-      array(leaf('cidr', 'an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
+      array(cidr('an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
       'Client addresses this rule applies to; omitted: any source. IPv4 and IPv6 are apart: ::/0 is every IPv6 address, not every address; an IPv4-mapped client (::ffff:10.0.0.1) is IPv4.',
     ),
     units: optional(
@@ -439,8 +491,8 @@ const rule = object(
 );
 
 const deviceSettings = {
-  mode: optional(modeField, undefined, 'enforce'),
-  on_deny: optional(onDenyField, undefined, 'exception'),
+  mode: optional(modeField, undefined, DEFAULT_MODE),
+  on_deny: optional(onDenyField, undefined, DEFAULT_ON_DENY),
   limits: optional(limits),
   rate_limit: optional(rateLimit),
 };
@@ -449,8 +501,8 @@ const device = object(
   {
     name: required(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique; used in Redis keys, metric labels and logs.'),
     description: optional(description),
-    listen: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
-    upstream: required(leaf('endpoint', 'host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
+    listen: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
+    upstream: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
     ...deviceSettings,
     rules: optional(array(rule, 'a list of rules'), 'Allow rules; a request passes when the rules matching its source and unit together cover everything it touches. No rules: everything is denied.'),
   },
@@ -471,7 +523,10 @@ export const POLICY_SCHEMA = object(
   },
 );
 
-/** The document as written, once validated (ranges are canonical `a-b` strings). */
+/**
+ * The document as written, once validated: ranges are canonical `a-b` strings; sources, listen and
+ * upstream are `Written` (parsed, text kept). `AsWritten<PolicyInput>` is its JSON form.
+ */
 export type PolicyInput = Infer<typeof POLICY_SCHEMA>;
 export type DeviceInput = PolicyInput['devices'][number];
 export type RuleInput = NonNullable<DeviceInput['rules']>[number];

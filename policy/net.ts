@@ -4,7 +4,12 @@
 
 import net from 'node:net';
 import { UsageError } from '../modbus/errors.js';
-import type { Endpoint } from './types.js';
+
+/** Where to listen or connect: a host (IP address or hostname, IPv6 without brackets) and a port. */
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
 
 /**
  * An IP address as four big-endian 32-bit words. IPv4 keeps its value in w3 (w0..w2 = 0), so both

@@ -36,8 +36,7 @@ export function policySha256(text: string): string {
 export function parsePolicy(text: string, fileName: string, options: ParseOptions = {}): ParseResult {
   const { input, errors, warnings } = validatePolicyText(text, fileName);
   if (input === undefined) return { errors, warnings };
-  const document = normalizePolicy(input);
-  const policy = compilePolicy(document, { sha256: policySha256(text), version: options.version ?? 0 });
+  const policy = compilePolicy(normalizePolicy(input), { sha256: policySha256(text), version: options.version ?? 0 });
   return { policy, document: policy.document, errors, warnings };
 }
 

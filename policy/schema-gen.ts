@@ -112,9 +112,7 @@ export function projectRoot(from: string): string {
   let dir = from;
   while (!existsSync(path.join(dir, 'package.json'))) {
     const up = path.dirname(dir);
-    /* c8 ignore start: only reached when run outside any package */
     if (up === dir) throw new Error(`no package.json above ${from}`);
-    /* c8 ignore stop */
     dir = up;
   }
   return dir;

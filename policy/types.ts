@@ -1,10 +1,10 @@
 import type { ModbusRequest, Violation } from '../modbus/index.js';
 import type { DeviceDocument, PolicyDocument } from './document.js';
+import type { Mode, OnDeny } from './format.js';
+import type { Endpoint } from './net.js';
 
-/** enforce: deny what the policy doesn't allow. monitor: forward everything, report would-denials. */
-export type Mode = 'enforce' | 'monitor';
-/** What a denied request gets: an exception reply, nothing, or a closed client connection. */
-export type OnDeny = 'exception' | 'drop' | 'close';
+// Where the proxy and the CLI have always found it; it is parsed and defined in net.ts.
+export type { Endpoint };
 
 /**
  * Why a request or connection was decided as it was. A closed set: the same strings are log
@@ -74,11 +74,6 @@ export interface RateLimit {
   writesPerSecond: number;
   /** Bucket size: requests a source may send at once above the rate. */
   burst: number;
-}
-
-export interface Endpoint {
-  host: string;
-  port: number;
 }
 
 /**

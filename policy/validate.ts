@@ -4,9 +4,10 @@
 // the other finds errors, so one run reports everything.
 
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import type { Document, Node as YamlNode, Scalar } from 'yaml';
+import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
+import { invariant } from './invariant.js';
 import {
   ADDRESS_MODEL_FUNCTIONS,
   FUNCTION_CODE_BY_NAME,
@@ -20,9 +21,9 @@ import {
   READ_TABLES,
   WRITE_TABLES,
 } from './format.js';
-import type { PolicyInput, SchemaNode } from './format.js';
+import type { PolicyInput, SchemaNode, Written } from './format.js';
 import { listenConflict, parseCidr, parseEndpoint } from './net.js';
-import type { Endpoint } from './types.js';
+import type { Endpoint, Parsed } from './net.js';
 
 /**
  * YAML nodes visited, aliases expanded. A legitimate policy of 1,000 rules is ~50,000; the cap
@@ -279,14 +280,10 @@ class Walker {
         return schema.pattern.test(s) ? s : fail(`${q} is invalid`);
       case 'string':
         return s;
-      case 'cidr': {
-        const r = parseCidr(s);
-        return r.ok ? s : fail(`${q} ${r.problem}`);
-      }
-      case 'endpoint': {
-        const r = parseEndpoint(s);
-        return r.ok ? s : fail(`${q} ${r.problem}`);
-      }
+      case 'cidr':
+        return written(s, parseCidr(s), fail);
+      case 'endpoint':
+        return written(s, parseEndpoint(s), fail);
       case 'functionName': {
         if (FUNCTION_LIST_NAMES.includes(s)) return s;
         const code = FUNCTION_CODE_BY_NAME.get(s);
@@ -305,7 +302,12 @@ class Walker {
 
 const RANGE_RE = /^(\d+)\s*-\s*(\d+)$/;
 
-type NodeKind = 'number' | 'string' | 'boolean' | 'null' | 'map' | 'list' | 'other';
+/** A parsed string as the walk hands it on: its meaning for compile, its text for the document. */
+function written<T>(text: string, r: Parsed<T>, fail: (problem: string) => typeof INVALID): Written<T> | typeof INVALID {
+  return r.ok ? { text, value: r.value } : fail(`${quote(text)} ${r.problem}`);
+}
+
+type NodeKind = 'number' | 'string' | 'boolean' | 'null' | 'map' | 'list' | 'alias' | 'other';
 const OPTION_KIND: Record<SchemaNode['kind'], NodeKind> = {
   object: 'map',
   array: 'list',
@@ -325,9 +327,9 @@ function nodeKind(node: YamlNode | null): NodeKind {
   if (node === null) return 'null';
   if (isMap(node)) return 'map';
   if (isSeq(node)) return 'list';
-  /* c8 ignore start: the tree holds only maps, lists, scalars and (resolved) aliases */
-  if (!isScalar(node)) return 'other';
-  /* c8 ignore stop */
+  // Only where the walk has not resolved it: a key (`*k : v`).
+  if (isAlias(node)) return 'alias';
+  invariant(isScalar(node), 'a YAML tree holds only mappings, lists, scalars and aliases');
   const v = node.value;
   if (v === null) return 'null';
   if (typeof v === 'number') return 'number';
@@ -353,6 +355,8 @@ function describe(node: YamlNode | null): string {
       return 'a list';
     case 'null':
       return 'an empty value';
+    case 'alias':
+      return `the alias *${(node as Alias).source}`;
     case 'number':
     case 'string':
     case 'boolean': {
@@ -417,7 +421,7 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------------------------
 
 /** The walk's output: the input's shape with any part possibly missing. */
-type Loose<T> = T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
+type Loose<T> = T extends Written<unknown> ? T : T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
 type LooseDevice = Loose<PolicyInput['devices'][number]>;
 type LooseRule = Loose<NonNullable<PolicyInput['devices'][number]['rules']>[number]>;
 type LooseLimits = Loose<NonNullable<PolicyInput['devices'][number]['limits']>>;
@@ -428,7 +432,7 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
     report.warning(w.at(policy, 'devices'), 'devices: empty; this policy serves nothing');
   }
   const names = new Map<string, number>();
-  const listens: { ep: Endpoint; index: number; text: string }[] = [];
+  const listens: { listen: Written<Endpoint>; index: number }[] = [];
   checkBackoff(policy.defaults?.limits, undefined, 'defaults.limits', w, report);
   devices.forEach((device, i) => {
     if (device === undefined) return;
@@ -440,15 +444,12 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
         report.error(w.at(device, 'name'), `${path}.name: ${quote(device.name)} is already the name of devices[${first}] (line ${lineOf(devices[first]!, 'name', w, report)}); expected a unique device name`);
       }
     }
-    if (device.listen !== undefined) {
-      const r = parseEndpoint(device.listen);
-      /* c8 ignore start: pass 1 only lets valid endpoints through */
-      if (!r.ok) return;
-      /* c8 ignore stop */
-      const clash = listens.find((l) => listenConflict(l.ep, r.value));
+    const listen = device.listen;
+    if (listen !== undefined) {
+      const clash = listens.find((l) => listenConflict(l.listen.value, listen.value));
       if (clash !== undefined) {
-        report.error(w.at(device, 'listen'), `${path}.listen: ${quote(device.listen)} conflicts with devices[${clash.index}].listen ${quote(clash.text)} (line ${lineOf(devices[clash.index]!, 'listen', w, report)}); expected a listen address no other device uses`);
-      } else listens.push({ ep: r.value, index: i, text: device.listen });
+        report.error(w.at(device, 'listen'), `${path}.listen: ${quote(listen.text)} conflicts with devices[${clash.index}].listen ${quote(clash.listen.text)} (line ${lineOf(devices[clash.index]!, 'listen', w, report)}); expected a listen address no other device uses`);
+      } else listens.push({ listen, index: i });
     }
     checkBackoff(device.limits, policy.defaults?.limits, `${path}.limits`, w, report);
     checkRules(device, path, w, report);

@@ -1,7 +1,7 @@
 // The policy format: the corpus of valid and invalid files with their exact messages, the
 // normalized document, the generated JSON Schema, and YAML corner cases.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -244,6 +244,12 @@ void t.test('YAML corner cases', (t) => {
     'p.yaml:4:10: warning: devices: empty; this policy serves nothing',
   ]);
   t.strictSame(issues('version: 1\n? devices\n'), ['p.yaml:2:3: devices: got an empty value; expected a list of devices']);
+  // An alias as a key is named, not resolved (the validator used to throw on it).
+  t.strictSame(issues('x-k: &k name\nversion: 1\ndevices:\n  - *k : plc\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
+    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, mode, on_deny, limits, rate_limit, rules)',
+    'p.yaml:4:5: devices[0].name: missing; expected a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters',
+    'p.yaml:4:5: warning: devices[0]: no rules; this device denies everything',
+  ]);
   t.strictSame(issues('version: 1\ndevices: []\nx-note: anything goes here\nx-: 1\n'), [
     'p.yaml:2:10: warning: devices: empty; this policy serves nothing',
   ]);
@@ -290,6 +296,7 @@ void t.test('an alias bomb stops at MAX_POLICY_NODES', (t) => {
 void t.test('the committed JSON Schema is the generated one', async (t) => {
   t.equal(readFileSync(join(ROOT, SCHEMA_FILE), 'utf8'), jsonSchemaText(), 'run `node dist/policy/schema-gen.js` after changing policy/format.ts');
   t.equal(projectRoot(join(ROOT, 'policy')), ROOT);
+  if (!existsSync('/package.json')) t.throws(() => projectRoot('/'), { message: 'no package.json above /' });
   t.equal(defaultSchemaPath(), join(ROOT, SCHEMA_FILE));
   const dir = mkdtempSync(join(tmpdir(), 'plcguard-schema-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
