@@ -7,14 +7,15 @@ import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './comma
 import { policyCommand } from './policy.js';
 import { parsePolicy } from '../policy/index.js';
 import { startSimulatedPlc } from '../demo/plc.js';
-import { endpointOption } from '../policy/net.js';
+import { parseDocument } from 'yaml';
+import { endpointOption, formatEndpoint } from '../policy/net.js';
 import { probeCommand } from './probe.js';
 import { hmiCommand } from '../demo/hmi.js';
 import { plcCommand } from '../demo/plc-command.js';
 import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, ProxyRuntime } from '../proxy/runtime.js';
 import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
-import type { PolicySource } from '../policy/source/source.js';
+import type { PolicyParser, PolicySource } from '../policy/source/source.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { Logger } from '../proxy/audit.js';
 import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
@@ -29,8 +30,9 @@ function packageRoot(from: string): string {
 const ROOT = packageRoot(path.dirname(fileURLToPath(import.meta.url)));
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 export const DEMO_POLICY = path.join(ROOT, 'examples/demo-policy.yaml');
-/** Where the demo's simulated PLC listens: the demo policy's upstream. */
-const DEMO_PLC_PORT = 5021;
+/** Where the demo listens unless told otherwise: the demo policy's own listen and upstream. */
+export const DEMO_LISTEN: Endpoint = { host: '127.0.0.1', port: 5020 };
+export const DEMO_PLC: Endpoint = { host: '127.0.0.1', port: 5021 };
 
 const USAGE = `plcguard ${VERSION}: an inline Modbus/TCP allow-list proxy
 
@@ -41,9 +43,9 @@ usage:
   plcguard run --redis URL [--devices a,b] [--redis-prefix P] [--redis-ca FILE]
                [--redis-sentinels HOST:PORT,... --redis-master NAME] [--admin ...]
                                   serve the policy in force in Redis, following every push
-  plcguard demo [--admin HOST:PORT|off]
-                                  a simulated PLC on 127.0.0.1:${DEMO_PLC_PORT} behind plcguard on
-                                  127.0.0.1:5020 with examples/demo-policy.yaml
+  plcguard demo [--listen HOST:PORT] [--plc HOST:PORT] [--admin HOST:PORT|off]
+                                  a simulated PLC on ${formatEndpoint(DEMO_PLC.host, DEMO_PLC.port)} behind plcguard on
+                                  ${formatEndpoint(DEMO_LISTEN.host, DEMO_LISTEN.port)} with examples/demo-policy.yaml
   plcguard policy validate FILE...
   plcguard policy check FILE --device NAME --source IP [--unit N] REQUEST...
   plcguard policy push FILE --redis URL [--author NAME] [--message TEXT]
@@ -150,17 +152,43 @@ async function run(args: string[]): Promise<number> {
   return serve(source, logger, adminOption(values.admin), grace, devices);
 }
 
+/**
+ * The demo policy's parser, its one device moved to `listen` and `plc` when they aren't the file's
+ * own (so that a second demo, or a test, can run beside the first). yaml's Document API changes
+ * the two values and keeps the rest as written; the file stays watched as usual.
+ */
+export function demoParser(listen: Endpoint, plc: Endpoint): PolicyParser {
+  const moved = !sameEndpoint(listen, DEMO_LISTEN) || !sameEndpoint(plc, DEMO_PLC);
+  if (!moved) return parsePolicy;
+  return (text, file, options) => {
+    const doc = parseDocument(text);
+    if (doc.errors.length === 0 && doc.hasIn(['devices', 0])) {
+      doc.setIn(['devices', 0, 'listen'], formatEndpoint(listen.host, listen.port));
+      doc.setIn(['devices', 0, 'upstream'], formatEndpoint(plc.host, plc.port));
+      text = doc.toString();
+    }
+    return parsePolicy(text, file, options);
+  };
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return a.host === b.host && a.port === b.port;
+}
+
 async function demo(args: string[]): Promise<number> {
-  const { values } = parseCommandLine({ args, options: { admin: { type: 'string' } } });
+  const { values } = parseCommandLine({ args, options: { admin: { type: 'string' }, listen: { type: 'string' }, plc: { type: 'string' } } });
   const admin = adminOption(values.admin);
-  return serve(new FilePolicySource(DEMO_POLICY, parsePolicy), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
-    const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT, unitId: 1 });
-    const probe = 'npx plcguard probe 127.0.0.1:5020';
+  const listen = values.listen === undefined ? DEMO_LISTEN : endpointOption(values.listen, '--listen');
+  const plcAt = values.plc === undefined ? DEMO_PLC : endpointOption(values.plc, '--plc');
+  return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt)), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
+    const plc = await startSimulatedPlc({ host: plcAt.host, port: plcAt.port, unitId: 1 });
+    const proxyAt = formatEndpoint(listen.host, listen.port);
+    const probe = `npx plcguard probe ${proxyAt}`;
     io.stderr(
       [
         '',
-        `plcguard demo: simulated PLC on 127.0.0.1:${plc.port} (unit 1), plcguard in front of it on 127.0.0.1:5020`,
-        `policy: ${path.relative(process.cwd(), DEMO_POLICY)}${admin ? `; metrics: http://${admin.host}:${admin.port}/metrics` : ''}`,
+        `plcguard demo: simulated PLC on ${formatEndpoint(plcAt.host, plc.port)} (unit 1), plcguard in front of it on ${proxyAt}`,
+        `policy: ${path.relative(process.cwd(), DEMO_POLICY)}${admin ? `; metrics: http://${formatEndpoint(admin.host, admin.port)}/metrics` : ''}`,
         '',
         'try, in another terminal:',
         `  ${probe} read holding_registers 0-9           # allowed: status and counters`,

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { binaryEnv } from './fixtures/binary.js';
+import { freePort } from './fixtures/proxy.js';
 import t, { type Test } from 'tap';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -103,22 +104,29 @@ async function startDemo(t: Test, args: string[]): Promise<{ child: ChildProcess
 }
 
 void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {
-  // As the README runs it: admin endpoints on their default 127.0.0.1:9502.
-  const demo = await startDemo(t, []);
-  t.match(demo.err(), /plcguard demo: simulated PLC on 127\.0\.0\.1:5021 \(unit 1\), plcguard in front of it on 127\.0\.0\.1:5020/);
-  t.match(demo.err(), /metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
-  const read = await plcguard('probe', '127.0.0.1:5020', 'read', 'holding_registers', '7');
+  // Where the README's demo listens, as the usage says; the run itself takes free ports, so that a
+  // demo already running on this machine can't fail the suite.
+  const help = await plcguard('--help');
+  t.match(help.stdout, 'a simulated PLC on 127.0.0.1:5021 behind plcguard on\n                                  127.0.0.1:5020 with examples/demo-policy.yaml');
+  t.match(help.stdout, 'admin endpoints (default 127.0.0.1:9502)');
+  const [listen, plc, admin] = [await freePort(), await freePort(), await freePort()];
+  const demo = await startDemo(t, ['--listen', `127.0.0.1:${listen}`, '--plc', `127.0.0.1:${plc}`, '--admin', `127.0.0.1:${admin}`]);
+  t.match(demo.err(), `plcguard demo: simulated PLC on 127.0.0.1:${plc} (unit 1), plcguard in front of it on 127.0.0.1:${listen}`);
+  t.match(demo.err(), `metrics: http://127.0.0.1:${admin}/metrics`);
+  t.match(demo.err(), `npx plcguard probe 127.0.0.1:${listen} write holding_registers 10=5000`);
+  const read = await plcguard('probe', `127.0.0.1:${listen}`, 'read', 'holding_registers', '7');
   t.same(read, { code: 0, stdout: 'holding_registers 7: 258\n', stderr: '' }, 'an allowed read through the demo');
-  const denied = await plcguard('probe', '127.0.0.1:5020', 'write', 'holding_registers', '10=5000');
-  t.equal(denied.stdout, 'exception 0x03 (illegal data value) from 127.0.0.1:5020 unit 1\n');
+  const denied = await plcguard('probe', `127.0.0.1:${listen}`, 'write', 'holding_registers', '10=5000');
+  t.equal(denied.stdout, `exception 0x03 (illegal data value) from 127.0.0.1:${listen} unit 1\n`);
   demo.child.kill('SIGINT');
   t.equal(await demo.exited, 0);
   t.match(demo.out(), /"event":"deny".*"reason":"value_not_allowed"/);
   t.match(demo.out(), /"event":"stopping","signal":"SIGINT"/);
+  t.match(demo.out(), `"listen":"127.0.0.1:${listen}","upstream":"127.0.0.1:${plc}"`);
 });
 
 void t.test('plcguard demo --admin off: no admin endpoint mentioned', async (t) => {
-  const demo = await startDemo(t, ['--admin', 'off']);
+  const demo = await startDemo(t, ['--listen', `127.0.0.1:${await freePort()}`, '--plc', `127.0.0.1:${await freePort()}`, '--admin', 'off']);
   t.match(demo.err(), /\npolicy: examples\/demo-policy\.yaml\n/);
   demo.child.kill('SIGTERM');
   t.equal(await demo.exited, 0);

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { main } from '../cli/main.js';
+import { DEMO_LISTEN, DEMO_PLC, DEMO_POLICY, demoParser, main } from '../cli/main.js';
+import { parsePolicy } from '../policy/parse.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
 import { freePort } from './fixtures/proxy.js';
@@ -102,9 +103,13 @@ void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', a
 });
 
 void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {
-  for (const admin of [[], ['--admin', 'off']]) {
-    const r = await plcguard(['demo', ...admin], async () => {
-      const c = await RawClient.connect(5020);
+  for (const withAdmin of [true, false]) {
+    // Free ports, not the demo's own 5020/5021/9502: a demo running on this machine must not fail
+    // the suite (test/cli.test.ts checks the defaults the usage names).
+    const [listen, plcPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+    const admin = withAdmin ? ['--admin', `127.0.0.1:${adminPort}`] : ['--admin', 'off'];
+    const r = await plcguard(['demo', '--listen', `127.0.0.1:${listen}`, '--plc', `127.0.0.1:${plcPort}`, ...admin], async () => {
+      const c = await RawClient.connect(listen);
       c.send(req(1, 1, [6, 0, 10, 0x13, 0x88]));
       const [resp] = await c.read();
       t.equal(resp![8], 3, 'a setpoint out of bounds is denied with 03');
@@ -112,7 +117,8 @@ void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', asyn
       process.emit('SIGINT');
     });
     t.equal(r.code, 0);
-    t.match(r.err, admin.length ? /\npolicy: examples\/demo-policy\.yaml\n/ : /; metrics: http:\/\/127\.0\.0\.1:9502\/metrics/);
+    t.match(r.err, `simulated PLC on 127.0.0.1:${plcPort} (unit 1), plcguard in front of it on 127.0.0.1:${listen}`);
+    t.match(r.err, withAdmin ? `policy: examples/demo-policy.yaml; metrics: http://127.0.0.1:${adminPort}/metrics\n` : /\npolicy: examples\/demo-policy\.yaml\n/);
   }
 });
 
@@ -122,4 +128,27 @@ void t.test('run --redis: waits for a policy, stops on a signal', async (t) => {
     return Promise.resolve();
   });
   t.equal(r.code, 0);
+});
+
+void t.test('demo --listen/--plc: the demo policy moved, everything else as written', (t) => {
+  const text = fs.readFileSync(DEMO_POLICY, 'utf8');
+  t.equal(demoParser(DEMO_LISTEN, DEMO_PLC), parsePolicy, 'at its own addresses the file is parsed as it is');
+  const moved = demoParser({ host: '127.0.0.1', port: 15020 }, { host: '::1', port: 15021 })(text, 'demo.yaml');
+  const asWritten = parsePolicy(text, 'demo.yaml');
+  const device = [...moved.policy!.devices.values()][0]!;
+  const original = [...asWritten.policy!.devices.values()][0]!;
+  t.strictSame([device.listen, device.upstream], [{ host: '127.0.0.1', port: 15020 }, { host: '::1', port: 15021 }]);
+  t.equal(device.name, original.name);
+  t.strictSame(device.document.rules, original.document.rules, 'the rules are untouched');
+  // A demo policy broken by an edit is reported against the text as written.
+  const broken = 'version: 1\ndevices: [\n';
+  const movedErrors = demoParser({ host: '127.0.0.1', port: 1 }, DEMO_PLC)(broken, 'demo.yaml').errors.map((e) => e.format());
+  t.strictSame(movedErrors, parsePolicy(broken, 'demo.yaml').errors.map((e) => e.format()));
+  t.ok(movedErrors.length > 0);
+  const noDevices = 'version: 1\n';
+  t.strictSame(
+    demoParser({ host: '127.0.0.1', port: 1 }, DEMO_PLC)(noDevices, 'demo.yaml').errors.map((e) => e.format()),
+    parsePolicy(noDevices, 'demo.yaml').errors.map((e) => e.format()),
+  );
+  t.end();
 });
