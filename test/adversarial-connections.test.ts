@@ -7,10 +7,10 @@ import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { within } from './fixtures/net.js';
 import { AUDIT_BURST, AUDIT_RATE_PER_SECOND } from '../proxy/audit.js';
 import { REFUSALS } from '../proxy/stats.js';
-import { DEVICE, Ledger, PROBE_RULE, checkInvariants, collect, exceptionFor, plcReply, until, upstreamFrames } from './fixtures/invariants.js';
+import { DEVICE, Ledger, PROBE_RULE, checkInvariants, collect, exceptionFor, plcReply, upstreamFrames } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
 
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi

@@ -7,7 +7,6 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
-import { within } from './fixtures/net.js';
 import {
   DEVICE,
   Ledger,
@@ -19,9 +18,9 @@ import {
   malformation,
   plcReply,
   policyOf,
-  until,
   upstreamFrames,
 } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
 
 const SEED = Number(process.env.ADVERSARIAL_SEED ?? 0xad5e_0008);
 const FRAMES = Number(process.env.ADVERSARIAL_FRAMES ?? 100_000);

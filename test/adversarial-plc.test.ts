@@ -9,10 +9,11 @@ import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { closedPort, within } from './fixtures/net.js';
 import { Random } from './fixtures/random.js';
 import { UPSTREAM_ERRORS, type UpstreamErrorKind } from '../proxy/stats.js';
-import { DEVICE, Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply, policyOf, until } from './fixtures/invariants.js';
+import { DEVICE, Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply, policyOf } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
+import { freePort as closedPort } from '../bench/lib/net.js';
 
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi

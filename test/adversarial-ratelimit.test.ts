@@ -7,8 +7,8 @@ import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { within } from './fixtures/net.js';
 import { Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { within } from '../bench/lib/wait.js';
 
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi

@@ -7,7 +7,7 @@ import t from 'tap';
 import { main } from '../cli/main.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { freePort } from './fixtures/proxy.js';
+import { freePort } from '../bench/lib/net.js';
 
 type Write = typeof process.stdout.write;
 

@@ -14,8 +14,9 @@ import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { freePort } from './fixtures/proxy.js';
+
 import { startRedis, startSentinel } from './fixtures/redis.js';
+import { freePort } from '../bench/lib/net.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-redis-prod-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

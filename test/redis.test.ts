@@ -13,7 +13,7 @@ import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, startRawPlc } from './fixtures/raw-plc.js';
 import { startRedis, type TestRedis } from './fixtures/redis.js';
-import { freePort } from './fixtures/proxy.js';
+import { freePort } from '../bench/lib/net.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-redis-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
