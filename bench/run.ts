@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { httpGet } from './lib/http.js';
+import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls } from './lib/procfs.js';
 import { freePort } from './lib/net.js';
 import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
 import { delay, until, within } from './lib/wait.js';
@@ -78,57 +79,6 @@ const EXPECTED_METRIC = 'plcguard_requests_total';
 // /proc readers
 // ---------------------------------------------------------------------------------------------
 
-const CLOCK_TICKS_PER_SECOND = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime + stime of a process, in seconds (clock-tick resolution). */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may contain spaces) start at field 3 (state).
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-}
-
-/**
- * CPU seconds used by every process except ours, plus what they reaped from exited children (so a
- * short-lived job that ends mid-window still counts). Per process rather than /proc/stat: on this
- * kind of VM the guest's halt-polling idle loop is accounted as busy system time, which would
- * read as a phantom core whenever one of ours sleeps briefly (the 1×1 ping-pong).
- */
-function foreignCpuSeconds(): number {
-  const ours = new Set<number>([process.pid]);
-  for (const c of children) if (c.pid !== undefined) ours.add(c.pid);
-  let ticks = 0;
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || ours.has(Number(name))) continue;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile: its time moves to its parent's cutime
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime stime cutime cstime
-    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  }
-  return ticks / CLOCK_TICKS_PER_SECOND;
-}
-
-/** read()/write() system calls a process has made (readv/writev count too). */
-function syscalls(pid: number): { reads: number; writes: number } {
-  const io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
-  return { reads: Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? NaN), writes: Number(/^syscw:\s+(\d+)/m.exec(io)?.[1] ?? NaN) };
-}
-
-function rssBytes(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  return m ? Number(m[1]) * 1024 : 0;
-}
-
 function machine(): Machine {
   let cpuModel = 'unknown';
   try {
@@ -145,6 +95,11 @@ function machine(): Machine {
 // ---------------------------------------------------------------------------------------------
 
 const children = new Set<ChildProcess>();
+
+/** This process and every child it started: what foreignCpuSeconds leaves out. */
+function ourPids(): number[] {
+  return [process.pid, ...[...children].flatMap((c) => (c.pid === undefined ? [] : [c.pid]))];
+}
 
 function track(child: ChildProcess, name: string): ChildProcess {
   children.add(child);
@@ -322,7 +277,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
   const pids = { proxy: proxy?.pid ?? null, plc: w.plc.pid, load: w.load.pid! };
   const snap = (): Snap => ({
     t: performance.now(),
-    foreign: foreignCpuSeconds(),
+    foreign: foreignCpuSeconds(ourPids()),
     proxy: pids.proxy === null ? null : cpuSeconds(pids.proxy),
     proxyIo: pids.proxy === null ? null : syscalls(pids.proxy),
     plc: cpuSeconds(pids.plc),
@@ -416,9 +371,9 @@ async function waitForQuiet(maxMs: number): Promise<number> {
   const t0 = performance.now();
   let reported = false;
   for (;;) {
-    const a = foreignCpuSeconds();
+    const a = foreignCpuSeconds(ourPids());
     await delay(QUIET_SAMPLE_MS);
-    const busy = (foreignCpuSeconds() - a) / (QUIET_SAMPLE_MS / 1000);
+    const busy = (foreignCpuSeconds(ourPids()) - a) / (QUIET_SAMPLE_MS / 1000);
     const waited = performance.now() - t0;
     if (busy <= DISTURBED_OTHER_CORES || waited >= maxMs) {
       if (reported) progress(`  ...${busy <= DISTURBED_OTHER_CORES ? 'quiet' : 'still busy'} after ${(waited / 1000).toFixed(1)} s`);
