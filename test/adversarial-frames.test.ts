@@ -1,6 +1,10 @@
 // Hostile and broken request bytes at a real session, over real sockets, with a recording PLC
-// behind: every malformed case of issue 8 with its exact outcome, then ≥ 100,000 seeded random and
-// mutated frames checked against an independent model of the wire (test/fixtures/invariants.ts).
+// behind: each malformed request (quantities past the spec's limits, byte counts and PDU lengths
+// that disagree, ranges past the address space, frames hidden inside a declared length, unknown
+// and exception-flagged function codes, units the policy doesn't name), each framing error (a
+// protocol id other than 0, a length outside 2..254) and truncated or half-closed streams, each
+// with its exact outcome, then ≥ 100,000 seeded random and mutated frames checked against an
+// independent model of the wire (test/fixtures/invariants.ts).
 // ADVERSARIAL_SEED=<n> ADVERSARIAL_FRAMES=<n> replays the random part.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';

@@ -1,4 +1,4 @@
-// Rate limits (issue 8 item 1) under attack: a flood split over many connections of one source,
+// Per-source rate limits under attack: a flood split over many connections of one source,
 // reconnecting for a fresh burst, writes hidden among reads, requests decided late (held at
 // max_outstanding while another connection of the same source goes on), dropped denials. Every
 // request gets exactly one reply (the PLC's answer or exception 06) and the PLC never sees more
