@@ -8,8 +8,8 @@
 // ADVERSARIAL_SEED=<n> ADVERSARIAL_FRAMES=<n> replays the random part.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
+import { normalReply, type RawPlc } from './fixtures/raw-plc.js';
+import type { TestProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
 import {
   DEVICE,
@@ -22,6 +22,7 @@ import {
   malformation,
   plcReply,
   policyOf,
+  startCase,
   upstreamFrames,
 } from './fixtures/invariants.js';
 import { until, within } from '../bench/lib/wait.js';
@@ -41,15 +42,7 @@ const OPEN_RULES = `    rules:
 /** A frame timeout far beyond the test: a close can only come from the framing check. */
 const NO_FRAME_TIMEOUT = 'defaults:\n  limits: { frame_timeout_ms: 600000 }\n';
 
-async function setup(t: Test, rules: string, extra = NO_FRAME_TIMEOUT): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, rules, extra));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, rules: string, extra = NO_FRAME_TIMEOUT): Promise<{ plc: RawPlc; proxy: TestProxy }> => startCase(t, rules, extra);
 
 const w16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
 const bytes = (n: number, b = 0): number[] => Array.from({ length: n }, () => b);

@@ -5,28 +5,14 @@
 // than the bucket allows.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { normalReply, type RawPlc } from './fixtures/raw-plc.js';
+import type { TestProxy } from './fixtures/proxy.js';
+import { HMI_RULES, Ledger, checkInvariants, exceptionFor, plcReply, startCase } from './fixtures/invariants.js';
 import { within } from '../bench/lib/wait.js';
 
-const RULES = `    rules:
-${PROBE_RULE}      - name: hmi
-        units: [1]
-        read: { holding_registers: [0-99] }
-        write: { holding_registers: [0-99] }
-`;
 const BUSY = 0x06;
 
-async function setup(t: Test, extra: string): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, RULES, extra));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, extra: string): Promise<{ plc: RawPlc; proxy: TestProxy }> => startCase(t, HMI_RULES, extra);
 
 const read = (tid: number, start = 0): Buffer => req(tid, 1, [3, 0, start, 0, 1]);
 const write = (tid: number, value: number): Buffer => req(tid, 1, [6, 0, 10, value >> 8, value & 0xff]);

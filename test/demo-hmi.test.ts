@@ -11,32 +11,13 @@ import { HR, startSimulatedPlc } from '../demo/plc.js';
 import { plcCommand } from '../demo/plc-command.js';
 import { untilSignal } from '../demo/signals.js';
 import { reasonIndex } from '../proxy/stats.js';
-import { ANY_PORT, startProxy } from './fixtures/proxy.js';
+import { DEMO_RULES, devicePolicy, startProxy } from './fixtures/proxy.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
 import { freePort, freePort as closedPort } from '../bench/lib/net.js';
 import { within } from '../bench/lib/wait.js';
 
-/** examples/demo-policy.yaml's rules in front of `plcPort`. */
-const demoPolicy = (plcPort: number): string => `version: 1
-devices:
-  - name: boiler
-    listen: ${ANY_PORT}
-    upstream: 127.0.0.1:${plcPort}
-    rules:
-      - name: monitoring
-        units: [1]
-        read:
-          holding_registers: [0-99]
-          input_registers: [0-99]
-          coils: [0-15]
-          discrete_inputs: [0-15]
-      - name: setpoints
-        units: [1]
-        write:
-          holding_registers:
-            - { addresses: 10-19, values: 0-1000 }
-          coils: [0-7]
-`;
+/** The demo's rules in front of `plcPort`, for a device named as the demo's. */
+const demoPolicy = (plcPort: number): string => devicePolicy(plcPort, DEMO_RULES, '', 'boiler');
 
 function capture(): { logger: Logger; events: Record<string, unknown>[] } {
   const events: Record<string, unknown>[] = [];
