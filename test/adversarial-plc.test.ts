@@ -12,7 +12,8 @@ import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
 import { UPSTREAM_ERRORS, type UpstreamErrorKind } from '../proxy/stats.js';
 import { DEVICE, HMI_RULES as RULES, Ledger, checkInvariants, exceptionFor, plcReply, policyOf, startCase, withLimits } from './fixtures/invariants.js';
-import { until, within } from '../bench/lib/wait.js';
+// elapse: a waiting period that is itself the behaviour under test (a backoff or a timeout in plcguard).
+import { delay as elapse, until, within } from '../bench/lib/wait.js';
 import { freePort as closedPort } from '../bench/lib/net.js';
 
 const PATH_UNAVAILABLE = 0x0a;
@@ -29,9 +30,6 @@ const errors = (proxy: TestProxy, kind: UpstreamErrorKind): number =>
 async function replies(c: RawClient, n: number, what: string): Promise<Buffer[]> {
   return within(c.read(n), what);
 }
-
-/** A waiting period that is itself the behaviour under test (a backoff or a timeout in plcguard). */
-const elapse = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 void t.test('a PLC that refuses: 0A for everything asked, one attempt per backoff, service once it is back', async (t) => {
   const port = await closedPort();

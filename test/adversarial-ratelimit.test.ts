@@ -8,7 +8,8 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, type RawPlc } from './fixtures/raw-plc.js';
 import type { TestProxy } from './fixtures/proxy.js';
 import { HMI_RULES, Ledger, checkInvariants, exceptionFor, plcReply, startCase } from './fixtures/invariants.js';
-import { within } from '../bench/lib/wait.js';
+// elapse: a waiting period that is itself the behaviour under test (the buckets refilling).
+import { delay as elapse, within } from '../bench/lib/wait.js';
 
 const BUSY = 0x06;
 
@@ -72,9 +73,6 @@ void t.test('reconnecting does not buy a fresh burst; another source has its own
   await Promise.all([again.closed, other.closed]);
   await checkInvariants(t, { proxy, plc, sources: ['127.0.6.2', '127.0.6.3'] });
 });
-
-/** A waiting period that is itself the behaviour under test: the buckets refilling. */
-const elapse = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 void t.test('writes have their own, smaller budget; reads go on', async (t) => {
   const { plc, proxy } = await setup(t, 'defaults:\n  rate_limit: { requests_per_second: 1000, writes_per_second: 1, burst: 3 }\n');
