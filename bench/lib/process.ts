@@ -79,7 +79,7 @@ class Lines {
   push(chunk: string): string[] {
     const parts = (this.rest + chunk).split('\n');
     this.rest = parts.pop()!;
-    this.lines.push(...parts);
+    for (const line of parts) this.lines.push(line);
     if (this.lines.length > this.keep) this.lines.splice(0, this.lines.length - this.keep);
     return parts;
   }
