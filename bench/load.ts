@@ -6,7 +6,6 @@
 //
 // Forked by bench/run.ts; driven over IPC (bench/ipc.ts). Standalone it does nothing.
 import net from 'node:net';
-import { once } from 'node:events';
 import { buildMix, SLOT_COUNT, type MixName } from './scenarios.js';
 import { MBAP_LENGTH, adu, exceptionAdu, referenceResponse } from './model.js';
 import {
@@ -21,6 +20,8 @@ import {
   type LoadRunConfig,
 } from './ipc.js';
 import { summarizeLatencies } from './stats.js';
+import { connectLocal } from './lib/net.js';
+import { delay } from './lib/wait.js';
 
 /** Bounds on every wait, so a broken path fails the run instead of hanging it. */
 const CONNECT_TIMEOUT_MS = 5000;
@@ -279,19 +280,8 @@ class LoadConnection {
   }
 }
 
-async function connect(port: number): Promise<net.Socket> {
-  const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
-  const timer = setTimeout(() => socket.destroy(new Error(`connect to 127.0.0.1:${port} timed out`)), CONNECT_TIMEOUT_MS);
-  try {
-    await once(socket, 'connect');
-  } finally {
-    clearTimeout(timer);
-  }
-  return socket;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function connect(port: number): Promise<net.Socket> {
+  return connectLocal(port, { noDelay: true }, CONNECT_TIMEOUT_MS);
 }
 
 async function runLoad(config: LoadRunConfig): Promise<LoadResult> {

@@ -15,8 +15,8 @@
 // histograms, so an answered request is the dearer case and the one measured.
 //
 // The budget: plcguard's CPU per request at 16 connections × 8 outstanding, 2.4 µs in
-// bench/RESULTS.md (`npm run bench`). The issue allows counting 5 % of hot-path throughput, i.e.
-// at most 5 % of that CPU time per request.
+// bench/RESULTS.md (`npm run bench`). Observability may cost at most 5 % of hot-path throughput,
+// i.e. counting may take at most 5 % of that CPU time per request.
 //
 // Also printed, for scale: one /metrics scrape (createRegistry + registry.metrics()) with 1, 10
 // and 50 devices that have seen traffic. Scrapes run on the same event loop but once per scrape
@@ -33,7 +33,7 @@ const MEASURE_MS = QUICK ? 150 : 1000;
 const ROUNDS = QUICK ? 3 : 5;
 /** plcguard CPU per request at 16×8 (bench/RESULTS.md, "plcguard CPU per request at 16×8"). */
 const DEFAULT_BUDGET_NS = 2400;
-/** The issue's limit: counting may take at most this share of hot-path throughput. */
+/** Counting may take at most this share of hot-path throughput. */
 const MAX_SHARE = 0.05;
 /** Distinct synthetic requests cycled through (a power of two: the index is a mask). */
 const SAMPLES = 4096;

@@ -30,7 +30,9 @@ export const EXCEPTION = {
   ILLEGAL_FUNCTION: 0x01,
   ILLEGAL_DATA_ADDRESS: 0x02,
   ILLEGAL_DATA_VALUE: 0x03,
+  SERVER_DEVICE_BUSY: 0x06,
   GATEWAY_PATH_UNAVAILABLE: 0x0a,
+  GATEWAY_TARGET_FAILED: 0x0b,
 } as const;
 
 // The PLC's memory is a pure function of the address, so any response can be predicted without

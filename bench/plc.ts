@@ -5,8 +5,11 @@
 //
 // Run as its own process (forked by bench/run.ts) so its CPU time is measured apart:
 //   node dist/bench/plc.js [--port N]     → IPC/stdout: {"type":"listening","port":N}
+// The soak (bench/soak.ts) runs it in its own process instead and switches on faults (`fault`):
+// late answers in pieces, resets mid-response, garbage. Without a fault the path is the fast one.
 import net from 'node:net';
 import { parseArgs } from 'node:util';
+import { isEntryPoint } from './lib/process.js';
 import {
   ADDRESS_SPACE,
   EXCEPTION,
@@ -43,8 +46,18 @@ for (let a = 0; a < ADDRESS_SPACE; a++) {
   DISCRETE[a] = discreteValue(a) ? 1 : 0;
 }
 
-let requestsServed = 0;
-let openConnections = 0;
+/**
+ * How the PLC misbehaves, chosen per answer when it is made:
+ * - slow: each answer up to SLOW_MAX_MS late, then in pieces of 1–3 bytes, 1 ms apart;
+ * - reset: RESET_SHARE of the answers are cut in half and the connection reset;
+ * - garbage: GARBAGE_SHARE of the answers are replaced by bytes that aren't Modbus/TCP.
+ */
+export type PlcFault = 'none' | 'slow' | 'reset' | 'garbage';
+const SLOW_MAX_MS = 300;
+const RESET_SHARE = 0.02;
+const GARBAGE_SHARE = 0.05;
+/** Protocol id 0xBEEF: no Modbus/TCP peer can take it for a frame. */
+const GARBAGE = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]);
 
 /** Writes an exception response for the request at inb[s..] into out at o; returns the new end. */
 function exception(inb: Buffer, s: number, out: Buffer, o: number, code: number): number {
@@ -133,15 +146,25 @@ class PlcConnection {
   private out = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
   /** Bytes of a request cut off at the end of the last chunk. */
   private tail: Buffer | null = null;
+  /** Answers held by a fault, in order: later ones queue behind them, as on a real PLC's line. */
+  private queue: Promise<void> = Promise.resolve();
+  private queued = 0;
 
-  constructor(private readonly socket: net.Socket) {
+  constructor(
+    private readonly plc: BenchPlc,
+    private readonly socket: net.Socket,
+  ) {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => {
       /* the client went away; 'close' follows */
     });
-    socket.on('close', () => openConnections--);
-    openConnections++;
+    socket.on('close', () => {
+      plc.openConnections--;
+      plc.sockets.delete(socket);
+    });
+    plc.openConnections++;
+    plc.sockets.add(socket);
   }
 
   private onData(chunk: Buffer): void {
@@ -174,7 +197,7 @@ class PlcConnection {
       out[o + 3] = 0;
       out[o + 6] = inb[s + 6]!;
       o = respond(inb, s, end, out, o);
-      requestsServed++;
+      this.plc.requestsServed++;
       s = end;
     }
     if (s < len) this.tail = inb.subarray(s);
@@ -182,6 +205,10 @@ class PlcConnection {
   }
 
   private write(n: number): void {
+    if (this.plc.fault !== 'none' || this.queued > 0) {
+      this.misbehave(n);
+      return;
+    }
     const ok = this.socket.write(this.out.subarray(0, n));
     // A write that didn't go to the kernel at once still references the buffer: take a new one.
     if (this.socket.writableLength > 0) this.out = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
@@ -190,26 +217,111 @@ class PlcConnection {
       this.socket.once('drain', () => this.socket.resume());
     }
   }
+
+  /** Queues each answer in out[0, n) one by one, through the fault in force now. */
+  private misbehave(n: number): void {
+    const fault = this.plc.fault;
+    for (let i = 0; i < n; ) {
+      const end = i + 6 + this.out.readUInt16BE(i + 4);
+      const answer = Buffer.from(this.out.subarray(i, end));
+      i = end;
+      this.queued++;
+      this.queue = this.queue.then(async () => {
+        if (!this.socket.destroyed) await this.plc.answerWith(fault, this.socket, answer);
+        this.queued--;
+      });
+    }
+  }
+}
+
+/** The simulated PLC: a server on 127.0.0.1 that can be stopped and started again on its port. */
+export class BenchPlc {
+  fault: PlcFault = 'none';
+  requestsServed = 0;
+  openConnections = 0;
+  readonly sockets = new Set<net.Socket>();
+  private server: net.Server | null = null;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  /** Listens on 127.0.0.1:port (0: any free port); resolves the port. */
+  async listen(port = 0): Promise<number> {
+    const server = net.createServer({ noDelay: true }, (socket) => new PlcConnection(this, socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: '127.0.0.1', port, backlog: 4096 }, () => {
+        // Errors after this (accept failing: out of descriptors) are not ours to hide.
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    return (server.address() as net.AddressInfo).port;
+  }
+
+  /** Stops listening and drops every connection, as a PLC that goes down does. */
+  async close(): Promise<void> {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const s of this.sockets) s.destroy();
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Sends one answer as `fault` has it. */
+  async answerWith(fault: PlcFault, socket: net.Socket, answer: Buffer): Promise<void> {
+    switch (fault) {
+      case 'none':
+        socket.write(answer);
+        return;
+      case 'reset':
+        if (Math.random() < RESET_SHARE) {
+          socket.write(answer.subarray(0, Math.max(MBAP_LENGTH + 1, answer.length >> 1)));
+          socket.resetAndDestroy();
+        } else socket.write(answer);
+        return;
+      case 'garbage':
+        socket.write(Math.random() < GARBAGE_SHARE ? GARBAGE : answer);
+        return;
+      case 'slow':
+        await this.later(Math.floor(Math.random() * SLOW_MAX_MS));
+        for (let at = 0; at < answer.length && !socket.destroyed; ) {
+          const n = 1 + Math.floor(Math.random() * 3);
+          socket.write(answer.subarray(at, at + n));
+          at += n;
+          await this.later(1);
+        }
+    }
+  }
+
+  /** Resolves after `ms`, unless the PLC is closed first (then never: its connections are gone). */
+  private later(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        resolve();
+      }, ms);
+      this.timers.add(t);
+    });
+  }
 }
 
 function report(msg: PlcMessage): void {
   if (!sendToParent(msg)) process.stdout.write(JSON.stringify(msg) + '\n');
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { values } = parseArgs({ options: { port: { type: 'string', default: '0' } } });
-  const server = net.createServer({ noDelay: true }, (socket) => new PlcConnection(socket));
-  server.on('error', (err) => {
-    process.stderr.write(`bench plc: ${err.message}\n`);
+  const plc = new BenchPlc();
+  try {
+    report({ type: 'listening', port: await plc.listen(Number(values.port)) });
+  } catch (err) {
+    process.stderr.write(`bench plc: ${(err as Error).message}\n`);
     process.exit(1);
-  });
-  server.listen({ host: '127.0.0.1', port: Number(values.port), backlog: 4096 }, () => {
-    const address = server.address() as net.AddressInfo;
-    report({ type: 'listening', port: address.port });
-  });
+  }
   process.on('message', (m: unknown) => {
     if (typeof m === 'object' && m !== null && (m as { type?: unknown }).type === 'stats') {
-      report({ type: 'stats', requests: requestsServed, connections: openConnections });
+      report({ type: 'stats', requests: plc.requestsServed, connections: plc.openConnections });
     }
   });
   // The orchestrator owns this process: when it goes, so do we.
@@ -217,4 +329,4 @@ function main(): void {
   process.on('SIGTERM', () => process.exit(0));
 }
 
-main();
+if (isEntryPoint(import.meta.url)) await main();

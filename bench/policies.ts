@@ -1,4 +1,4 @@
-// The policies plcguard is benchmarked with, as YAML (the format of issue 3). The 10-rule one is
+// The policies plcguard is benchmarked with, as YAML in plcguard's policy format (policy/format.ts). The 10-rule one is
 // what a plant writes for one PLC; the 1,000-rule one is a large site's worth of clients, units
 // and ranges, generated from a fixed seed, with the bench traffic's rule buried in the middle.
 // What the bench traffic (bench/scenarios.ts) expects allowed or denied follows from these rules.

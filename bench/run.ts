@@ -8,15 +8,17 @@
 // error and on SIGINT/SIGTERM.
 //
 //   node dist/bench/run.js [--quick] [--duration S] [--rounds N] [--only ID,ID] [--out FILE] [--cpu-prof]
-import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { httpGet } from './lib/http.js';
+import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls } from './lib/procfs.js';
+import { freePort } from './lib/net.js';
+import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
+import { delay, until, within } from './lib/wait.js';
 import { hasType, type IdleConfig, type LoadMessage, type LoadResult, type LoadRunConfig } from './ipc.js';
 import { LARGE_RULE_COUNT, largePolicy, realisticPolicy } from './policies.js';
 import {
@@ -37,9 +39,6 @@ import {
 import { SCENARIOS, PATH_LABELS, type PathName, type Scenario } from './scenarios.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-/** The repository root (this file runs from dist/bench/). */
-const ROOT = path.resolve(HERE, '../..');
-const PLCGUARD_MAIN = path.join(ROOT, 'dist/cli/main.js');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
 const RESULTS_MD = path.join(ROOT, 'bench/RESULTS.md');
 
@@ -58,12 +57,12 @@ const QUICK: Settings = { durationSeconds: 0.15, warmupSeconds: 0.05, rounds: 1,
 
 /** Bounds on waits for the processes we start. */
 const START_TIMEOUT_MS = 10_000;
-const STOP_TIMEOUT_MS = 5000;
 /** Beyond warm-up + window: connect and drain bounds of the load generator, plus slack. */
 const RUN_SLACK_MS = 15_000;
 const RSS_SAMPLE_MS = 100;
 const SCRAPE_INTERVAL_MS = 1000;
 const SCRAPE_TIMEOUT_MS = 2000;
+const READY_POLL_MS = 50;
 /** Connections that make one request each before the idle baseline, so code paths are compiled. */
 const IDLE_WARMUP_CONNECTIONS = 20;
 const MAX_REPEATS_PER_ROUND = 2;
@@ -79,57 +78,6 @@ const EXPECTED_METRIC = 'plcguard_requests_total';
 // ---------------------------------------------------------------------------------------------
 // /proc readers
 // ---------------------------------------------------------------------------------------------
-
-const CLOCK_TICKS_PER_SECOND = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime + stime of a process, in seconds (clock-tick resolution). */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may contain spaces) start at field 3 (state).
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-}
-
-/**
- * CPU seconds used by every process except ours, plus what they reaped from exited children (so a
- * short-lived job that ends mid-window still counts). Per process rather than /proc/stat: on this
- * kind of VM the guest's halt-polling idle loop is accounted as busy system time, which would
- * read as a phantom core whenever one of ours sleeps briefly (the 1×1 ping-pong).
- */
-function foreignCpuSeconds(): number {
-  const ours = new Set<number>([process.pid]);
-  for (const c of children) if (c.pid !== undefined) ours.add(c.pid);
-  let ticks = 0;
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || ours.has(Number(name))) continue;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile: its time moves to its parent's cutime
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime stime cutime cstime
-    ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  }
-  return ticks / CLOCK_TICKS_PER_SECOND;
-}
-
-/** read()/write() system calls a process has made (readv/writev count too). */
-function syscalls(pid: number): { reads: number; writes: number } {
-  const io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
-  return { reads: Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? NaN), writes: Number(/^syscw:\s+(\d+)/m.exec(io)?.[1] ?? NaN) };
-}
-
-function rssBytes(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  return m ? Number(m[1]) * 1024 : 0;
-}
 
 function machine(): Machine {
   let cpuModel = 'unknown';
@@ -148,6 +96,11 @@ function machine(): Machine {
 
 const children = new Set<ChildProcess>();
 
+/** This process and every child it started: what foreignCpuSeconds leaves out. */
+function ourPids(): number[] {
+  return [process.pid, ...[...children].flatMap((c) => (c.pid === undefined ? [] : [c.pid]))];
+}
+
 function track(child: ChildProcess, name: string): ChildProcess {
   children.add(child);
   child.on('exit', () => children.delete(child));
@@ -161,19 +114,9 @@ function forkBench(script: string, args: string[]): ChildProcess {
   return track(child, script);
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 /** The next IPC message of `type` from a child; rejects if it exits or reports failure first. */
 function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type'], what: string, ms = START_TIMEOUT_MS): Promise<T> {
-  return withTimeout(
+  return within(
     new Promise<T>((resolve, reject) => {
       const onMessage = (m: unknown): void => {
         if (!hasType(m)) return;
@@ -196,21 +139,9 @@ function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['t
       child.on('message', onMessage);
       child.on('exit', onExit);
     }),
-    ms,
     what,
+    ms,
   );
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  try {
-    await withTimeout(exited, STOP_TIMEOUT_MS, 'process stop');
-  } catch {
-    child.kill('SIGKILL');
-    await exited;
-  }
 }
 
 async function stopAll(): Promise<void> {
@@ -232,76 +163,26 @@ async function startForked(script: string, args: string[], name: string): Promis
 
 interface Plcguard extends Bench {
   adminPort: number;
-  /** Last lines of its output, for error reports. */
-  log: string[];
 }
 
-/** A free port on 127.0.0.1: bound, then released (plcguard needs real ports in its policy). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
+/** Lines of plcguard's output kept for an error report. */
 const LOG_LINES_KEPT = 20;
 
 async function startPlcguard(name: string, policyFile: string, listenPort: number, adminPort: number, cpuProfDir: string | null): Promise<Plcguard> {
-  const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
-  const child = track(
-    spawn(process.execPath, [...nodeArgs, PLCGUARD_MAIN, 'run', '--policy', policyFile, '--admin', `127.0.0.1:${adminPort}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-    name,
-  );
-  const log: string[] = [];
-  const keep = (line: string): void => {
-    log.push(line);
-    if (log.length > LOG_LINES_KEPT) log.shift();
-  };
-  const loaded = new Promise<void>((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      keep(line);
-      if (line.includes('"event":"policy_loaded"')) resolve();
-    });
-    readline.createInterface({ input: child.stderr! }).on('line', keep);
-    child.once('exit', (code, signal) => reject(new Error(`${name} exited (${signal ?? code}) before loading its policy:\n${log.join('\n')}`)));
+  const proc = startPlcguardProcess(name, ['run', '--policy', policyFile, '--admin', `127.0.0.1:${adminPort}`], {
+    nodeArgs: cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [],
+    keepLines: LOG_LINES_KEPT,
   });
-  await withTimeout(loaded, START_TIMEOUT_MS, `${name} start`);
+  const child = track(proc.child, name);
+  await proc.waitForEvent('policy_loaded', START_TIMEOUT_MS);
   // The admin endpoint comes up after the listeners: ready when /readyz says so.
-  await withTimeout(
-    (async () => {
-      for (;;) {
-        const r = await httpGet(adminPort, '/readyz').catch(() => null);
-        if (r?.status === 200) return;
-        await delay(50);
-      }
-    })(),
-    START_TIMEOUT_MS,
+  await until(
+    async () => (await httpGet(adminPort, '/readyz', SCRAPE_TIMEOUT_MS).catch(() => null))?.status === 200,
     `${name} /readyz`,
+    START_TIMEOUT_MS,
+    READY_POLL_MS,
   );
-  return { name, child, pid: child.pid!, port: listenPort, adminPort, log };
-}
-
-function httpGet(port: number, urlPath: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: SCRAPE_TIMEOUT_MS }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${urlPath} timed out`)));
-    req.on('error', reject);
-  });
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return { name, child, pid: child.pid!, port: listenPort, adminPort };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,7 +231,7 @@ function startScraper(adminPort: number): Scraper {
   let inFlight: Promise<void> = Promise.resolve();
   const scrape = (): void => {
     const t0 = performance.now();
-    inFlight = httpGet(adminPort, '/metrics').then(
+    inFlight = httpGet(adminPort, '/metrics', SCRAPE_TIMEOUT_MS).then(
       (r) => {
         fig.count++;
         fig.maxMs = Math.max(fig.maxMs, performance.now() - t0);
@@ -396,7 +277,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
   const pids = { proxy: proxy?.pid ?? null, plc: w.plc.pid, load: w.load.pid! };
   const snap = (): Snap => ({
     t: performance.now(),
-    foreign: foreignCpuSeconds(),
+    foreign: foreignCpuSeconds(ourPids()),
     proxy: pids.proxy === null ? null : cpuSeconds(pids.proxy),
     proxyIo: pids.proxy === null ? null : syscalls(pids.proxy),
     plc: cpuSeconds(pids.plc),
@@ -490,9 +371,9 @@ async function waitForQuiet(maxMs: number): Promise<number> {
   const t0 = performance.now();
   let reported = false;
   for (;;) {
-    const a = foreignCpuSeconds();
+    const a = foreignCpuSeconds(ourPids());
     await delay(QUIET_SAMPLE_MS);
-    const busy = (foreignCpuSeconds() - a) / (QUIET_SAMPLE_MS / 1000);
+    const busy = (foreignCpuSeconds(ourPids()) - a) / (QUIET_SAMPLE_MS / 1000);
     const waited = performance.now() - t0;
     if (busy <= DISTURBED_OTHER_CORES || waited >= maxMs) {
       if (reported) progress(`  ...${busy <= DISTURBED_OTHER_CORES ? 'quiet' : 'still busy'} after ${(waited / 1000).toFixed(1)} s`);

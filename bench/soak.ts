@@ -2,27 +2,29 @@
 // faults injected on a schedule, printing memory, latency and counts every few seconds. Not in CI.
 //
 // Pieces, all on 127.0.0.1: plcguard (dist/cli/main.js run, a watched policy file, an admin
-// port for /metrics) as a child process, so its memory is its own; a simulated PLC and the clients
-// in this process. Every reply is checked byte for byte against what the request must get: the
-// PLC's answer, the policy's exception, or 0A/0B while the PLC is faulty. A request that gets a
-// wrong reply, or none within LOST_AFTER_MS, is an error; so is plcguard dying or exiting non-zero.
+// port for /metrics) as a child process, so its memory is its own; the benchmark's simulated PLC
+// (bench/plc.ts, with its faults) and the clients in this process. Every reply is checked byte for
+// byte against what the request must get: the PLC's answer (bench/model.ts), the policy's
+// exception, or 0A/0B while the PLC is faulty. A request that gets a wrong reply, or none within
+// LOST_AFTER_MS, is an error; so is plcguard dying or exiting non-zero.
 //
 // The fault schedule repeats every CYCLE_MS (offsets below): slow PLC, PLC down and back on the same
 // port, PLC resetting connections mid-response, PLC garbage, valid and invalid policy edits, a
 // connection flood from one source, slowloris. Ctrl-C (SIGINT) or the end of --minutes stops the
 // load, sends plcguard SIGTERM, waits for its exit and prints the summary.
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = path.join(ROOT, 'dist/cli/main.js');
+import { httpGet } from './lib/http.js';
+import { freePort } from './lib/net.js';
+import { rssBytes } from './lib/procfs.js';
+import { PLCGUARD_MAIN, parseEvent, startPlcguard, type Exit } from './lib/process.js';
+import { EXCEPTION, FC, MBAP_LENGTH, adu, exceptionAdu, pdu, referenceResponse } from './model.js';
+import { BenchPlc } from './plc.js';
+import { LogHistogram, summarizeLatencies } from './stats.js';
+import type { LatencySummary } from './ipc.js';
 
 const REPORT_EVERY_MS = 5000;
 const CYCLE_MS = 60_000;
@@ -39,136 +41,11 @@ const SLOWLORIS_CONNECTIONS = 20;
 const LOST_AFTER_MS = 10_000;
 /** Latency samples kept per report interval (reservoir): bounded memory whatever the rate. */
 const SAMPLES = 20_000;
-
-// ---- the simulated PLC ----
-
-type PlcMode = 'normal' | 'slow' | 'reset' | 'garbage';
-
-/** FC3/4: register i holds (start + i); FC1/2: zero bits; writes echo like FC6/FC16 do. */
-function plcAnswer(frame: Buffer): Buffer {
-  const fc = frame[7]!;
-  let pdu: Buffer;
-  if (fc === 3 || fc === 4) {
-    const start = frame.readUInt16BE(8);
-    const qty = frame.readUInt16BE(10);
-    pdu = Buffer.alloc(2 + 2 * qty);
-    pdu[0] = fc;
-    pdu[1] = 2 * qty;
-    for (let i = 0; i < qty; i++) pdu.writeUInt16BE((start + i) & 0xffff, 2 + 2 * i);
-  } else if (fc === 16) {
-    pdu = Buffer.from(frame.subarray(7, 12));
-  } else {
-    pdu = Buffer.from(frame.subarray(7));
-  }
-  return adu(frame.readUInt16BE(0), frame[6]!, pdu);
-}
-
-function adu(tid: number, unit: number, pdu: Buffer | number[]): Buffer {
-  const p = Buffer.from(pdu);
-  const out = Buffer.alloc(7 + p.length);
-  out.writeUInt16BE(tid, 0);
-  out.writeUInt16BE(p.length + 1, 4);
-  out[6] = unit;
-  p.copy(out, 7);
-  return out;
-}
-
-class SimPlc {
-  mode: PlcMode = 'normal';
-  private server: net.Server | null = null;
-  private readonly sockets = new Set<net.Socket>();
-  private readonly timers = new Set<NodeJS.Timeout>();
-  connections = 0;
-  restarts = 0;
-
-  constructor(public port: number) {}
-
-  async start(): Promise<void> {
-    const server = net.createServer((s) => this.serve(s));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
-    });
-    this.port = (server.address() as net.AddressInfo).port;
-  }
-
-  async stop(): Promise<void> {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    for (const s of this.sockets) s.destroy();
-    const server = this.server;
-    this.server = null;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-
-  private later(ms: number, fn: () => void): void {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-  }
-
-  private serve(s: net.Socket): void {
-    this.connections++;
-    this.sockets.add(s);
-    s.setNoDelay(true);
-    s.on('error', () => {});
-    s.on('close', () => this.sockets.delete(s));
-    let pending: Buffer = Buffer.alloc(0);
-    // One response at a time per connection, as a PLC does: slow answers queue behind each other.
-    let line = Promise.resolve();
-    s.on('data', (chunk: Buffer) => {
-      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-      let i = 0;
-      while (pending.length - i >= 6) {
-        const len = 6 + pending.readUInt16BE(i + 4);
-        if (pending.length - i < len) break;
-        this.answer(s, Buffer.from(pending.subarray(i, i + len)), (next) => {
-          line = line.then(next);
-        });
-        i += len;
-      }
-      pending = pending.subarray(i);
-    });
-  }
-
-  private answer(s: net.Socket, frame: Buffer, queue: (step: () => Promise<void>) => void): void {
-    const reply = plcAnswer(frame);
-    // Every answer goes through the connection's queue, whatever the mode: when the mode changes
-    // while slow answers are still trickling out, a PLC doesn't interleave the next one into them.
-    const mode = this.mode;
-    queue(async () => {
-      if (s.destroyed) return;
-      switch (mode) {
-        case 'normal':
-          s.write(reply);
-          return;
-        case 'reset':
-          // One request in fifty: half a response, then a reset.
-          if (Math.random() < 0.02) {
-            s.write(reply.subarray(0, Math.max(8, reply.length >> 1)));
-            s.resetAndDestroy();
-          } else s.write(reply);
-          return;
-        case 'garbage':
-          if (Math.random() < 0.05) s.write(Buffer.from([0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]));
-          else s.write(reply);
-          return;
-        case 'slow':
-          // Up to 300 ms late, in pieces of 1–3 bytes.
-          await new Promise<void>((resolve) => this.later(Math.floor(Math.random() * 300), resolve));
-          for (let at = 0; at < reply.length && !s.destroyed; ) {
-            const n = 1 + Math.floor(Math.random() * 3);
-            s.write(reply.subarray(at, at + n));
-            at += n;
-            await new Promise<void>((resolve) => this.later(1, resolve));
-          }
-      }
-    });
-  }
-}
+/** plcguard's start (listening) and its stop after SIGTERM (grace period 3 s, plus slack). */
+const START_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 10_000;
+/** The unit every request goes to (the policy's rules name it). */
+const UNIT = 1;
 
 // ---- the policy ----
 
@@ -202,12 +79,6 @@ const WRITABLE_B = '20-29';
 
 // ---- requests and what each must get back ----
 
-const ILLEGAL_FUNCTION = 1;
-const ILLEGAL_ADDRESS = 2;
-const SERVER_BUSY = 0x06;
-const PATH_UNAVAILABLE = 0x0a;
-const TARGET_FAILED = 0x0b;
-
 interface Pending {
   frame: Buffer;
   sentAt: number;
@@ -216,7 +87,10 @@ interface Pending {
   kind: 'answer' | 'denied' | 'either';
 }
 
-const exception = (f: Buffer, code: number): Buffer => adu(f.readUInt16BE(0), f[6]!, [(f[7]! | 0x80) & 0xff, code]);
+const exception = (f: Buffer, code: number): Buffer => exceptionAdu(f.readUInt16BE(0), f[6]!, f[7]!, code);
+/** 0A or 0B: plcguard's answer while the PLC is down, slow or broken. */
+const isGatewayError = (p: Pending, r: Buffer): boolean =>
+  r.equals(exception(p.frame, EXCEPTION.GATEWAY_PATH_UNAVAILABLE)) || r.equals(exception(p.frame, EXCEPTION.GATEWAY_TARGET_FAILED));
 
 function makeRequest(tid: number): Pending {
   const r = Math.random();
@@ -224,24 +98,32 @@ function makeRequest(tid: number): Pending {
   let f: Buffer;
   if (r < 0.7) {
     const start = Math.floor(Math.random() * 190);
-    f = frame(tid, [3, 0, start, 0, 1 + Math.floor(Math.random() * Math.min(10, 200 - start))]);
-    return { frame: f, sentAt: now, ok: [plcAnswer(f)], kind: 'answer' };
+    f = adu(tid, UNIT, pdu.read(FC.READ_HOLDING_REGISTERS, start, 1 + Math.floor(Math.random() * Math.min(10, 200 - start))));
+    return { frame: f, sentAt: now, ok: [referenceResponse(f)], kind: 'answer' };
   }
   if (r < 0.8) {
-    f = frame(tid, [6, 0, 200 + Math.floor(Math.random() * 50), 0, 1]);
-    return { frame: f, sentAt: now, ok: [exception(f, ILLEGAL_ADDRESS)], kind: 'denied' };
+    f = adu(tid, UNIT, pdu.writeRegister(200 + Math.floor(Math.random() * 50), 1));
+    return { frame: f, sentAt: now, ok: [exception(f, EXCEPTION.ILLEGAL_DATA_ADDRESS)], kind: 'denied' };
   }
   if (r < 0.85) {
-    f = frame(tid, [8, 0, 4, 0, 0]); // Force Listen Only
-    return { frame: f, sentAt: now, ok: [exception(f, ILLEGAL_FUNCTION)], kind: 'denied' };
+    f = adu(tid, UNIT, pdu.diagnostics(4, 0)); // Force Listen Only
+    return { frame: f, sentAt: now, ok: [exception(f, EXCEPTION.ILLEGAL_FUNCTION)], kind: 'denied' };
   }
   // A write the two policy versions disagree about: either outcome is right.
-  f = frame(tid, [6, 0, Math.random() < 0.5 ? 15 : 25, 0, 7]);
-  return { frame: f, sentAt: now, ok: [plcAnswer(f), exception(f, ILLEGAL_ADDRESS)], kind: 'either' };
+  f = adu(tid, UNIT, pdu.writeRegister(Math.random() < 0.5 ? 15 : 25, 7));
+  return { frame: f, sentAt: now, ok: [referenceResponse(f), exception(f, EXCEPTION.ILLEGAL_DATA_ADDRESS)], kind: 'either' };
 }
 
-function frame(tid: number, pdu: number[]): Buffer {
-  return adu(tid, 1, pdu);
+/** Hands each whole ADU at the start of `buf` to `each`; returns the incomplete rest. */
+function takeFrames(buf: Buffer, each: (frame: Buffer) => void): Buffer {
+  let i = 0;
+  while (buf.length - i >= MBAP_LENGTH - 1) {
+    const len = MBAP_LENGTH - 1 + buf.readUInt16BE(i + 4);
+    if (buf.length - i < len) break;
+    each(buf.subarray(i, i + len));
+    i += len;
+  }
+  return buf.subarray(i);
 }
 
 // ---- counting ----
@@ -264,45 +146,23 @@ class Counts {
   invalidEdits = 0;
 }
 
-/** Log-spaced latency histogram (1 µs … 100 s, 5 % steps): percentiles for the whole run. */
-class LatencyHistogram {
-  private readonly counts = new Float64Array(400);
-  count = 0;
-  max = 0;
-  add(ms: number): void {
-    const i = Math.min(399, Math.max(0, Math.ceil(Math.log(Math.max(ms, 0.001) / 0.001) / Math.log(1.05))));
-    this.counts[i]!++;
-    this.count++;
-    if (ms > this.max) this.max = ms;
-  }
-  quantile(q: number): number {
-    let seen = 0;
-    for (let i = 0; i < this.counts.length; i++) {
-      seen += this.counts[i]!;
-      if (seen >= q * this.count) return 0.001 * 1.05 ** i;
-    }
-    return this.max;
-  }
-}
-
-/** Bounded sample of one interval's latencies. */
+/** A uniform sample (reservoir sampling) of one interval's latencies in µs: bounded whatever the rate. */
 class Reservoir {
-  private readonly values: number[] = [];
+  private readonly values = new Float32Array(SAMPLES);
   private seen = 0;
-  add(v: number): void {
+  add(us: number): void {
     this.seen++;
-    if (this.values.length < SAMPLES) this.values.push(v);
+    if (this.seen <= SAMPLES) this.values[this.seen - 1] = us;
     else {
       const j = Math.floor(Math.random() * this.seen);
-      if (j < SAMPLES) this.values[j] = v;
+      if (j < SAMPLES) this.values[j] = us;
     }
   }
-  take(): { p50: number; p99: number; max: number; n: number } {
-    const v = this.values.splice(0).sort((a, b) => a - b);
+  /** The interval's summary and its request count; starts the next interval. */
+  take(): LatencySummary & { n: number } {
     const n = this.seen;
     this.seen = 0;
-    const at = (q: number): number => v[Math.min(v.length - 1, Math.floor(q * v.length))] ?? 0;
-    return { p50: at(0.5), p99: at(0.99), max: v.at(-1) ?? 0, n };
+    return { ...summarizeLatencies(this.values.subarray(0, Math.min(n, SAMPLES))), n };
   }
 }
 
@@ -322,7 +182,7 @@ class SteadyClient {
     private readonly depth: number,
     private readonly pace: number,
     private readonly counts: Counts,
-    private readonly latency: { all: LatencyHistogram; interval: Reservoir },
+    private readonly latency: { all: LogHistogram; interval: Reservoir },
     private readonly onWrong: (what: string) => void,
   ) {}
 
@@ -391,15 +251,7 @@ class SteadyClient {
   }
 
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    let i = 0;
-    while (this.buf.length - i >= 6) {
-      const len = 6 + this.buf.readUInt16BE(i + 4);
-      if (this.buf.length - i < len) break;
-      this.onReply(this.buf.subarray(i, i + len));
-      i += len;
-    }
-    this.buf = this.buf.subarray(i);
+    this.buf = takeFrames(this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]), (r) => this.onReply(r));
   }
 
   private onReply(r: Buffer): void {
@@ -411,13 +263,13 @@ class SteadyClient {
       return;
     }
     this.pending.delete(tid);
-    const ms = performance.now() - p.sentAt;
-    this.latency.all.add(ms);
-    this.latency.interval.add(ms);
+    const us = (performance.now() - p.sentAt) * 1000;
+    this.latency.all.add(us);
+    this.latency.interval.add(us);
     if (p.ok.some((o) => o.equals(r))) {
       if (p.kind === 'denied' || (p.kind === 'either' && r[7]! & 0x80)) this.counts.denied++;
       else this.counts.answered++;
-    } else if (r.equals(exception(p.frame, PATH_UNAVAILABLE)) || r.equals(exception(p.frame, TARGET_FAILED))) {
+    } else if (isGatewayError(p, r)) {
       this.counts.gateway++;
     } else {
       this.counts.wrong++;
@@ -433,27 +285,24 @@ async function burstOnce(port: number, counts: Counts, onWrong: (w: string) => v
   s.on('error', () => {});
   const reqs = Array.from({ length: BURST }, (_, i) => makeRequest(i + 1));
   let got = 0;
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   await new Promise<void>((resolve) => {
     const timer = setTimeout(() => s.destroy(), LOST_AFTER_MS);
     s.on('connect', () => s.write(Buffer.concat(reqs.map((r) => r.frame))));
     s.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 6 && buf.length >= 6 + buf.readUInt16BE(4)) {
-        const r = buf.subarray(0, 6 + buf.readUInt16BE(4));
-        buf = buf.subarray(r.length);
+      buf = takeFrames(Buffer.concat([buf, chunk]), (r) => {
         const p = reqs[r.readUInt16BE(0) - 1];
         // Behind a stalled PLC its requests wait at max_outstanding and are then decided in a
         // clump, past the rate limit's burst: 06 (server busy) is a right answer here.
-        const busy = p !== undefined && r.equals(exception(p.frame, SERVER_BUSY));
+        const busy = p !== undefined && r.equals(exception(p.frame, EXCEPTION.SERVER_DEVICE_BUSY));
         if (busy) counts.busy++;
-        const fine = p !== undefined && (busy || p.ok.some((o) => o.equals(r)) || r.equals(exception(p.frame, PATH_UNAVAILABLE)) || r.equals(exception(p.frame, TARGET_FAILED)));
+        const fine = p !== undefined && (busy || p.ok.some((o) => o.equals(r)) || isGatewayError(p, r));
         if (!fine) {
           counts.wrong++;
           onWrong(`burst: wrong reply ${r.toString('hex')}`);
         }
         if (++got === BURST) s.end();
-      }
+      });
     });
     s.on('close', () => {
       clearTimeout(timer);
@@ -488,7 +337,7 @@ async function flood(port: number, counts: Counts): Promise<void> {
 
 /** Slowloris: one byte a second until plcguard's frame timeout closes each connection. */
 async function slowloris(port: number, counts: Counts): Promise<void> {
-  const bytes = frame(1, [3, 0, 0, 0, 1]);
+  const bytes = adu(1, UNIT, pdu.read(FC.READ_HOLDING_REGISTERS, 0, 1));
   await Promise.all(
     Array.from(
       { length: SLOWLORIS_CONNECTIONS },
@@ -513,34 +362,13 @@ async function slowloris(port: number, counts: Counts): Promise<void> {
 
 // ---- plcguard ----
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
+/** Resident memory of plcguard; 0 once it is gone (the soak reports that, and ends). */
 function rssOf(pid: number): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
+    return rssBytes(pid);
   } catch {
     return 0;
   }
-}
-
-function scrape(adminPort: number): Promise<string> {
-  return new Promise((resolve) => {
-    const r = http.get({ host: '127.0.0.1', port: adminPort, path: '/metrics', timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    r.on('error', () => resolve(''));
-    r.on('timeout', () => r.destroy());
-  });
 }
 
 function metric(text: string, name: string): number | null {
@@ -551,21 +379,38 @@ function metric(text: string, name: string): number | null {
 // ---- main ----
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)}MiB`;
-const ms = (n: number): string => `${n.toFixed(n < 10 ? 2 : 0)}ms`;
+/** µs as the report prints them: ms, two decimals below 10 ms. */
+const ms = (us: number): string => {
+  const n = us / 1000;
+  return `${n.toFixed(n < 10 ? 2 : 0)}ms`;
+};
+
+const USAGE = 'usage: node dist/bench/soak.js [--minutes N]   (npm run soak [-- --minutes N]; default 60; fractions allowed)\n';
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' } } });
+  let values: { minutes: string; help: boolean };
+  try {
+    values = parseArgs({ options: { minutes: { type: 'string', default: '60' }, help: { type: 'boolean', default: false } } }).values;
+  } catch (err) {
+    process.stderr.write(`soak: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const minutes = Number(values.minutes);
   if (!(minutes > 0)) {
     process.stderr.write(`soak: --minutes must be a positive number, got "${values.minutes}"\n`);
     return 2;
   }
-  if (!fs.existsSync(MAIN)) {
-    process.stderr.write(`soak: ${MAIN} not found: run "npm run soak" (it builds first)\n`);
+  if (!fs.existsSync(PLCGUARD_MAIN)) {
+    process.stderr.write(`soak: ${PLCGUARD_MAIN} not found: run "npm run soak" (it builds first)\n`);
     return 2;
   }
-  const plc = new SimPlc(0);
-  await plc.start();
+  const plc = new BenchPlc();
+  const plcPort = await plc.listen();
+  let plcRestarts = 0;
   const listen = await freePort();
   const adminPort = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-soak-'));
@@ -575,40 +420,36 @@ async function main(): Promise<number> {
     fs.renameSync(`${file}.tmp`, file);
   };
   let writable = WRITABLE_A;
-  writePolicy(policyText(listen, plc.port, writable));
+  writePolicy(policyText(listen, plcPort, writable));
 
-  const child: ChildProcess = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', `127.0.0.1:${adminPort}`, '--grace-ms', '3000'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
   const proxyEvents = new Map<string, number>();
-  let exitCode: number | null | undefined;
-  const exited = new Promise<void>((resolve) =>
-    child.on('exit', (code) => {
-      exitCode = code;
-      resolve();
-    }),
-  );
-  let listening!: () => void;
-  const ready = new Promise<void>((resolve) => (listening = resolve));
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    let e: { event?: string };
-    try {
-      e = JSON.parse(line) as { event?: string };
-    } catch {
-      return;
-    }
-    const ev = e.event ?? 'unknown';
-    proxyEvents.set(ev, (proxyEvents.get(ev) ?? 0) + 1);
-    if (ev === 'listening') listening();
+  const guard = startPlcguard('plcguard', ['run', '--policy', file, '--admin', `127.0.0.1:${adminPort}`, '--grace-ms', '3000'], {
+    stderr: 'inherit',
+    // Its log is counted by event as it comes, not kept: hours of it would be gigabytes.
+    keepLines: 100,
+    onLine: (line) => {
+      const e = parseEvent(line);
+      if (e === null) return;
+      const ev = typeof e.event === 'string' ? e.event : 'unknown';
+      proxyEvents.set(ev, (proxyEvents.get(ev) ?? 0) + 1);
+    },
   });
-  await Promise.race([ready, exited]);
-  if (exitCode !== undefined) {
-    process.stderr.write(`soak: plcguard exited at start with ${exitCode}\n`);
+  let exit: Exit | null = null;
+  const exited = guard.exited.then(
+    (e) => void (exit = e),
+    () => {},
+  );
+  try {
+    await guard.waitForEvent('listening', START_TIMEOUT_MS);
+  } catch (err) {
+    process.stderr.write(`soak: plcguard did not start: ${(err as Error).message}\n`);
+    await guard.stop('SIGKILL');
+    await plc.close();
     return 1;
   }
 
   const counts = new Counts();
-  const latency = { all: new LatencyHistogram(), interval: new Reservoir() };
+  const latency = { all: new LogHistogram(), interval: new Reservoir() };
   const problems: string[] = [];
   const onWrong = (what: string): void => {
     if (problems.length < 20) {
@@ -623,7 +464,7 @@ async function main(): Promise<number> {
   for (const c of clients) c.start();
 
   const started = performance.now();
-  const memStart = rssOf(child.pid!);
+  const memStart = rssOf(guard.child.pid!);
   let memPeak = memStart;
   let memLast = memStart;
   let heapStart: number | null = null;
@@ -641,34 +482,34 @@ async function main(): Promise<number> {
 
   // The fault schedule, one cycle a minute (offsets in ms).
   const schedule: [number, string, () => void][] = [
-    [8_000, 'PLC slow (≤ 300 ms, 1–3 byte pieces) for 8 s', () => (plc.mode = 'slow')],
-    [16_000, 'PLC normal', () => (plc.mode = 'normal')],
+    [8_000, 'PLC slow (≤ 300 ms, 1–3 byte pieces) for 8 s', () => (plc.fault = 'slow')],
+    [16_000, 'PLC normal', () => (plc.fault = 'none')],
     [18_000, 'PLC down (restart on the same port in 3 s)', () => run(plcRestart())],
-    [24_000, 'PLC resets 2 % of connections mid-response for 5 s', () => (plc.mode = 'reset')],
-    [29_000, 'PLC normal', () => (plc.mode = 'normal')],
+    [24_000, 'PLC resets 2 % of connections mid-response for 5 s', () => (plc.fault = 'reset')],
+    [29_000, 'PLC normal', () => (plc.fault = 'none')],
     [30_000, 'policy edit (valid: the writable setpoints move)', () => editPolicy()],
     [34_000, 'policy edit (invalid), restored after 3 s', () => invalidPolicy()],
     [40_000, `connection flood: ${FLOOD_CONNECTIONS} at once from one source`, () => run(flood(listen, counts))],
     [44_000, `slowloris: ${SLOWLORIS_CONNECTIONS} connections at 1 byte/s`, () => run(slowloris(listen, counts))],
-    [50_000, 'PLC garbage (5 % of answers) for 3 s', () => (plc.mode = 'garbage')],
-    [53_000, 'PLC normal', () => (plc.mode = 'normal')],
+    [50_000, 'PLC garbage (5 % of answers) for 3 s', () => (plc.fault = 'garbage')],
+    [53_000, 'PLC normal', () => (plc.fault = 'none')],
   ];
   async function plcRestart(): Promise<void> {
-    await plc.stop();
+    await plc.close();
     await new Promise<void>((resolve) => timers.push(setTimeout(resolve, 3000)));
     if (stopping) return;
-    await plc.start();
-    plc.restarts++;
+    await plc.listen(plcPort);
+    plcRestarts++;
   }
   function editPolicy(): void {
     writable = writable === WRITABLE_A ? WRITABLE_B : WRITABLE_A;
-    writePolicy(policyText(listen, plc.port, writable));
+    writePolicy(policyText(listen, plcPort, writable));
     counts.policyEdits++;
   }
   function invalidPolicy(): void {
-    writePolicy(policyText(listen, plc.port, writable).replace('units: [1]', 'units: [1]\n        colour: red'));
+    writePolicy(policyText(listen, plcPort, writable).replace('units: [1]', 'units: [1]\n        colour: red'));
     counts.invalidEdits++;
-    timers.push(setTimeout(() => writePolicy(policyText(listen, plc.port, writable)), 3000));
+    timers.push(setTimeout(() => writePolicy(policyText(listen, plcPort, writable)), 3000));
   }
   let cycle = 0;
   const scheduleCycle = (): void => {
@@ -690,10 +531,10 @@ async function main(): Promise<number> {
   const report = async (): Promise<void> => {
     const now = performance.now();
     for (const c of clients) c.sweep(now);
-    const rss = rssOf(child.pid!);
+    const rss = rssOf(guard.child.pid!);
     if (rss > 0) memLast = rss;
     memPeak = Math.max(memPeak, rss);
-    const heap = metric(await scrape(adminPort), 'plcguard_nodejs_heap_size_used_bytes');
+    const heap = metric((await httpGet(adminPort, '/metrics').catch(() => null))?.body ?? '', 'plcguard_nodejs_heap_size_used_bytes');
     if (heap !== null) {
       heapStart ??= heap;
       heapPeak = Math.max(heapPeak, heap);
@@ -705,14 +546,14 @@ async function main(): Promise<number> {
     const c = counts;
     log(
       `t=${((now - started) / 1000).toFixed(0)}s plcguard rss ${mib(rss)} heap ${heap === null ? 'n/a' : mib(heap)} | soak rss ${mib(process.memoryUsage().rss)} | ` +
-        `${rate.toFixed(0)} req/s, latency p50 ${ms(l.p50)} p99 ${ms(l.p99)} max ${ms(l.max)} | sent ${c.sent} answered ${c.answered} denied ${c.denied} ` +
+        `${rate.toFixed(0)} req/s, latency p50 ${ms(l.p50Us)} p99 ${ms(l.p99Us)} max ${ms(l.maxUs)} | sent ${c.sent} answered ${c.answered} denied ${c.denied} ` +
         `gateway ${c.gateway} busy ${c.busy} cut ${c.cut} wrong ${c.wrong} lost ${c.lost} | reconnects ${c.reconnects} flood-refused ${c.floodRefused} ` +
-        `slowloris-closed ${c.slowlorisClosed} plc-restarts ${plc.restarts}`,
+        `slowloris-closed ${c.slowlorisClosed} plc-restarts ${plcRestarts}`,
     );
   };
   const reporter = setInterval(() => run(report()), REPORT_EVERY_MS);
 
-  log(`soak: ${minutes} min through plcguard on 127.0.0.1:${listen} (PLC 127.0.0.1:${plc.port}, admin :${adminPort}); Ctrl-C stops`);
+  log(`soak: ${minutes} min through plcguard on 127.0.0.1:${listen} (PLC 127.0.0.1:${plcPort}, admin :${adminPort}); Ctrl-C stops`);
   let signalled = false;
   await new Promise<void>((resolve) => {
     const end = setTimeout(resolve, minutes * 60_000);
@@ -739,13 +580,9 @@ async function main(): Promise<number> {
   for (const c of clients) c.stop();
   await Promise.all(background);
   // Ctrl-C in a terminal signals plcguard too (same process group): its own exit is then fine.
-  const exitedEarly = exitCode !== undefined;
-  const crashed = exitedEarly && !signalled;
-  if (!exitedEarly) child.kill('SIGTERM');
-  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(killer);
-  await plc.stop();
+  const crashed = exit !== null && !signalled;
+  const { code: exitCode } = await guard.stop('SIGTERM', STOP_TIMEOUT_MS);
+  await plc.close();
   fs.rmSync(dir, { recursive: true, force: true });
 
   const all = latency.all;
@@ -756,12 +593,12 @@ async function main(): Promise<number> {
     `plcguard rss start ${mib(memStart)} end ${mib(memLast)} peak ${mib(memPeak)}; heap start ${heapStart === null ? 'n/a' : mib(heapStart)} ` +
       `end ${heapEnd === null ? 'n/a' : mib(heapEnd)} peak ${mib(heapPeak)}`,
   );
-  log(`latency (client round trip, all replies) p50 ${ms(all.quantile(0.5))} p99 ${ms(all.quantile(0.99))} p99.9 ${ms(all.quantile(0.999))} max ${ms(all.max)} over ${all.count} replies`);
+  log(`latency (client round trip, all replies) p50 ${ms(all.percentile(0.5))} p99 ${ms(all.percentile(0.99))} p99.9 ${ms(all.percentile(0.999))} max ${ms(all.maxUs)} over ${all.count} replies`);
   log(
     `requests sent ${c.sent}: answered ${c.answered}, denied ${c.denied}, gateway 0A/0B ${c.gateway}, busy 06 ${c.busy}, cut with their connection ${c.cut}; ` +
       `wrong ${c.wrong}, lost ${c.lost}; reconnects ${c.reconnects}`,
   );
-  log(`faults: PLC restarts ${plc.restarts}, policy edits ${c.policyEdits} valid / ${c.invalidEdits} invalid, flood refused ${c.floodRefused}, slowloris closed ${c.slowlorisClosed}`);
+  log(`faults: PLC restarts ${plcRestarts}, policy edits ${c.policyEdits} valid / ${c.invalidEdits} invalid, flood refused ${c.floodRefused}, slowloris closed ${c.slowlorisClosed}`);
   log(`plcguard log events: ${[...proxyEvents].map(([k, v]) => `${k} ${v}`).join(', ')}`);
   log(`plcguard exit: ${crashed ? `crashed (${exitCode})` : `code ${exitCode}`}`);
   for (const p of problems) log(`problem: ${p}`);

@@ -34,3 +34,35 @@ export function median(values: readonly number[]): number {
   const mid = s.length >> 1;
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/** Bucket bounds of LogHistogram: each GROWTH times the one below, from MIN_US (1 µs … ≈ 290 s). */
+const HISTOGRAM_MIN_US = 1;
+const HISTOGRAM_GROWTH = 1.05;
+const HISTOGRAM_BUCKETS = 400;
+
+/**
+ * Latencies (µs) of a run of any length in fixed memory, for the soak, whose hours of samples
+ * can't be kept: counts per log-spaced bucket. A percentile is the upper bound of the bucket that
+ * holds the nearest-rank sample (as percentileSorted ranks), so at most 5 % above the exact one.
+ */
+export class LogHistogram {
+  private readonly counts = new Float64Array(HISTOGRAM_BUCKETS);
+  count = 0;
+  maxUs = 0;
+
+  add(us: number): void {
+    const i = Math.ceil(Math.log(Math.max(us, HISTOGRAM_MIN_US) / HISTOGRAM_MIN_US) / Math.log(HISTOGRAM_GROWTH));
+    this.counts[Math.min(HISTOGRAM_BUCKETS - 1, i)]!++;
+    this.count++;
+    if (us > this.maxUs) this.maxUs = us;
+  }
+
+  /** p in 0..1; never above the largest value seen; 0 for no samples. */
+  percentile(p: number): number {
+    if (this.count === 0) return 0;
+    const rank = Math.min(this.count, Math.max(1, Math.ceil(p * this.count)));
+    let i = 0;
+    for (let seen = this.counts[0]!; seen < rank; seen += this.counts[++i]!);
+    return Math.min(this.maxUs, HISTOGRAM_MIN_US * HISTOGRAM_GROWTH ** i);
+  }
+}

@@ -5,29 +5,15 @@
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { within } from './fixtures/net.js';
+import type { RawPlc } from './fixtures/raw-plc.js';
+import type { TestProxy } from './fixtures/proxy.js';
 import { AUDIT_BURST, AUDIT_RATE_PER_SECOND } from '../proxy/audit.js';
 import { REFUSALS } from '../proxy/stats.js';
-import { DEVICE, Ledger, PROBE_RULE, checkInvariants, collect, exceptionFor, plcReply, until, upstreamFrames } from './fixtures/invariants.js';
+import { DEVICE, HMI_RULES, Ledger, checkInvariants, collect, exceptionFor, plcReply, startCase, upstreamFrames, withLimits } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
 
-const RULES = `    rules:
-${PROBE_RULE}      - name: hmi
-        units: [1]
-        read: { holding_registers: [0-99] }
-        write: { holding_registers: [0-99] }
-`;
 
-async function setup(t: Test, limits: string): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, RULES, `defaults:\n  limits: { ${limits} }\n`));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, limits: string): Promise<{ plc: RawPlc; proxy: TestProxy }> => startCase(t, HMI_RULES, withLimits(limits));
 
 const read = (tid: number, start = 0, qty = 1): Buffer => req(tid, 1, [3, 0, start, 0, qty]);
 /** Denied: register 200 is outside every rule (02). */

@@ -1,13 +1,16 @@
 // Hostile and broken request bytes at a real session, over real sockets, with a recording PLC
-// behind: every malformed case of issue 8 with its exact outcome, then ≥ 100,000 seeded random and
-// mutated frames checked against an independent model of the wire (test/fixtures/invariants.ts).
+// behind: each malformed request (quantities past the spec's limits, byte counts and PDU lengths
+// that disagree, ranges past the address space, frames hidden inside a declared length, unknown
+// and exception-flagged function codes, units the policy doesn't name), each framing error (a
+// protocol id other than 0, a length outside 2..254) and truncated or half-closed streams, each
+// with its exact outcome, then ≥ 100,000 seeded random and mutated frames checked against an
+// independent model of the wire (test/fixtures/invariants.ts).
 // ADVERSARIAL_SEED=<n> ADVERSARIAL_FRAMES=<n> replays the random part.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
+import { normalReply, type RawPlc } from './fixtures/raw-plc.js';
+import type { TestProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
-import { within } from './fixtures/net.js';
 import {
   DEVICE,
   Ledger,
@@ -19,9 +22,10 @@ import {
   malformation,
   plcReply,
   policyOf,
-  until,
+  startCase,
   upstreamFrames,
 } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
 
 const SEED = Number(process.env.ADVERSARIAL_SEED ?? 0xad5e_0008);
 const FRAMES = Number(process.env.ADVERSARIAL_FRAMES ?? 100_000);
@@ -38,15 +42,7 @@ const OPEN_RULES = `    rules:
 /** A frame timeout far beyond the test: a close can only come from the framing check. */
 const NO_FRAME_TIMEOUT = 'defaults:\n  limits: { frame_timeout_ms: 600000 }\n';
 
-async function setup(t: Test, rules: string, extra = NO_FRAME_TIMEOUT): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, rules, extra));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, rules: string, extra = NO_FRAME_TIMEOUT): Promise<{ plc: RawPlc; proxy: TestProxy }> => startCase(t, rules, extra);
 
 const w16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
 const bytes = (n: number, b = 0): number[] => Array.from({ length: n }, () => b);

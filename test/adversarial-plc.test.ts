@@ -9,29 +9,18 @@ import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { closedPort, within } from './fixtures/net.js';
 import { Random } from './fixtures/random.js';
 import { UPSTREAM_ERRORS, type UpstreamErrorKind } from '../proxy/stats.js';
-import { DEVICE, Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply, policyOf, until } from './fixtures/invariants.js';
+import { DEVICE, HMI_RULES as RULES, Ledger, checkInvariants, exceptionFor, plcReply, policyOf, startCase, withLimits } from './fixtures/invariants.js';
+// elapse: a waiting period that is itself the behaviour under test (a backoff or a timeout in plcguard).
+import { delay as elapse, until, within } from '../bench/lib/wait.js';
+import { freePort as closedPort } from '../bench/lib/net.js';
 
-const RULES = `    rules:
-${PROBE_RULE}      - name: hmi
-        units: [1]
-        read: { holding_registers: [0-99] }
-        write: { holding_registers: [0-99] }
-`;
 const PATH_UNAVAILABLE = 0x0a;
 const TARGET_FAILED = 0x0b;
 
-async function setup(t: Test, limits: string, plcOpts: { maxConnections?: number } = {}): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc(plcOpts);
-  const proxy = await startProxy(devicePolicy(plc.port, RULES, `defaults:\n  limits: { ${limits} }\n`));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, limits: string, plcOpts: { maxConnections?: number } = {}): Promise<{ plc: RawPlc; proxy: TestProxy }> =>
+  startCase(t, RULES, withLimits(limits), plcOpts);
 
 const read = (tid: number, start = 0, qty = 1): Buffer => req(tid, 1, [3, 0, start, 0, qty]);
 const errors = (proxy: TestProxy, kind: UpstreamErrorKind): number =>
@@ -41,9 +30,6 @@ const errors = (proxy: TestProxy, kind: UpstreamErrorKind): number =>
 async function replies(c: RawClient, n: number, what: string): Promise<Buffer[]> {
   return within(c.read(n), what);
 }
-
-/** A waiting period that is itself the behaviour under test (a backoff or a timeout in plcguard). */
-const elapse = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 void t.test('a PLC that refuses: 0A for everything asked, one attempt per backoff, service once it is back', async (t) => {
   const port = await closedPort();

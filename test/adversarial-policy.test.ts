@@ -14,10 +14,11 @@ import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, freePort, startProxy } from './fixtures/proxy.js';
+import { devicePolicy, startProxy } from './fixtures/proxy.js';
 import { startRedis } from './fixtures/redis.js';
-import { within } from './fixtures/net.js';
-import { DEVICE, PROBE_RULE, checkInvariants, compile, exceptionFor, plcReply, until } from './fixtures/invariants.js';
+import { DEVICE, PROBE_RULE, checkInvariants, compile, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { until, within } from '../bench/lib/wait.js';
+import { freePort } from '../bench/lib/net.js';
 
 /** A: reads 0-99, writes 10-19. B: reads 0-49, writes 20-29. */
 const RULES_A = `    rules:

@@ -1,32 +1,19 @@
-// Rate limits (issue 8 item 1) under attack: a flood split over many connections of one source,
+// Per-source rate limits under attack: a flood split over many connections of one source,
 // reconnecting for a fresh burst, writes hidden among reads, requests decided late (held at
 // max_outstanding while another connection of the same source goes on), dropped denials. Every
 // request gets exactly one reply (the PLC's answer or exception 06) and the PLC never sees more
 // than the bucket allows.
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
-import { within } from './fixtures/net.js';
-import { Ledger, PROBE_RULE, checkInvariants, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { normalReply, type RawPlc } from './fixtures/raw-plc.js';
+import type { TestProxy } from './fixtures/proxy.js';
+import { HMI_RULES, Ledger, checkInvariants, exceptionFor, plcReply, startCase } from './fixtures/invariants.js';
+// elapse: a waiting period that is itself the behaviour under test (the buckets refilling).
+import { delay as elapse, within } from '../bench/lib/wait.js';
 
-const RULES = `    rules:
-${PROBE_RULE}      - name: hmi
-        units: [1]
-        read: { holding_registers: [0-99] }
-        write: { holding_registers: [0-99] }
-`;
 const BUSY = 0x06;
 
-async function setup(t: Test, extra: string): Promise<{ plc: RawPlc; proxy: TestProxy }> {
-  const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, RULES, extra));
-  t.teardown(async () => {
-    await proxy.stop();
-    await plc.close();
-  });
-  return { plc, proxy };
-}
+const setup = (t: Test, extra: string): Promise<{ plc: RawPlc; proxy: TestProxy }> => startCase(t, HMI_RULES, extra);
 
 const read = (tid: number, start = 0): Buffer => req(tid, 1, [3, 0, start, 0, 1]);
 const write = (tid: number, value: number): Buffer => req(tid, 1, [6, 0, 10, value >> 8, value & 0xff]);
@@ -86,9 +73,6 @@ void t.test('reconnecting does not buy a fresh burst; another source has its own
   await Promise.all([again.closed, other.closed]);
   await checkInvariants(t, { proxy, plc, sources: ['127.0.6.2', '127.0.6.3'] });
 });
-
-/** A waiting period that is itself the behaviour under test: the buckets refilling. */
-const elapse = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 void t.test('writes have their own, smaller budget; reads go on', async (t) => {
   const { plc, proxy } = await setup(t, 'defaults:\n  rate_limit: { requests_per_second: 1000, writes_per_second: 1, burst: 3 }\n');

@@ -3,22 +3,19 @@
 // client ignores plcguard's FIN. No request the PLC received may go unanswered, no reply may be
 // wrong or doubled, and the process must exit 0 within the grace period. The same for the
 // in-process runtime.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { binaryEnv } from './fixtures/binary.js';
+import { startBinary } from './fixtures/binary.js';
 import t from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc } from './fixtures/raw-plc.js';
-import { ANY_PORT, devicePolicy, freePort, startProxy } from './fixtures/proxy.js';
-import { within } from './fixtures/net.js';
+import { ANY_PORT, devicePolicy, startProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
-import { PROBE_RULE, exceptionFor, plcReply, until } from './fixtures/invariants.js';
-
-const MAIN = path.resolve(import.meta.dirname, '../dist/cli/main.js');
+import { PROBE_RULE, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { freePort } from '../bench/lib/net.js';
+import { until, within } from '../bench/lib/wait.js';
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi
         units: [1]
@@ -77,15 +74,9 @@ void t.test('SIGTERM under load on the built binary: nothing the PLC received go
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'p.yaml');
   fs.writeFileSync(file, devicePolicy(plc.port, RULES).replace(ANY_PORT, `127.0.0.1:${await freePort()}`));
-  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)], { env: binaryEnv(),
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  t.teardown(() => child.kill('SIGKILL'));
-  const events: Record<string, unknown>[] = [];
-  readline.createInterface({ input: child.stdout }).on('line', (line) => events.push(JSON.parse(line) as Record<string, unknown>));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await until(() => events.some((e) => e.event === 'listening'), 'plcguard listening');
-  const port = events.find((e) => e.event === 'listening')!.port as number;
+  const child = startBinary(['run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)]);
+  t.teardown(() => child.stop('SIGKILL'));
+  const port = (await child.waitForEvent('listening')).port as number;
 
   const pipeliners = await Promise.all(
     Array.from({ length: 6 }, async (_, i) => new Pipeliner(await RawClient.connect(port, `127.0.9.${i + 1}`), i + 1, new Random(i + 1))),
@@ -98,18 +89,18 @@ void t.test('SIGTERM under load on the built binary: nothing the PLC received go
 
   await plc.waitForRequests(2000);
   const termAt = performance.now();
-  child.kill('SIGTERM');
-  await until(() => events.some((e) => e.event === 'stopping'), 'stopping');
+  child.child.kill('SIGTERM');
+  await child.waitForEvent('stopping');
   const late = await RawClient.connect(port).then(
     (c) => (c.close(), 'connected'),
     (e: NodeJS.ErrnoException) => e.code,
   );
   t.equal(late, 'ECONNREFUSED', 'no new connections once stopping');
-  const code = await within(exited, 'the exit', GRACE_MS + 5000);
+  const { code } = await within(child.exited, 'the exit', GRACE_MS + 5000);
   const took = performance.now() - termAt;
   t.equal(code, 0, 'exit 0');
   t.ok(took < GRACE_MS + 1500, `exited ${Math.round(took)} ms after SIGTERM, within the grace period and the close linger`);
-  t.equal(events.at(-1)!.event, 'stopped');
+  t.equal(child.events().at(-1)!.event, 'stopped');
   await within(Promise.all(runs), 'every client saw its connection end');
   stubborn.destroy();
 

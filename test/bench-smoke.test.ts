@@ -2,14 +2,14 @@
 // through every path once, and every response must verify. No performance thresholds here: timing
 // on a CI machine says nothing; the numbers come from `npm run bench` (bench/RESULTS.md).
 // Runs the compiled harness (dist/, built by `npm ci`'s prepare step), as `npm run bench` does.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import type { BenchResults } from '../bench/report.js';
+import { runToEnd, type Finished } from '../bench/lib/process.js';
+import { ROOT, binaryEnv } from './fixtures/binary.js';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
 const RUN = path.join(ROOT, 'dist/bench/run.js');
 /** The quick run takes ~10 s on 2 cores; a slow shared CI machine gets plenty more. */
 const SMOKE_TIMEOUT_MS = 90_000;
@@ -18,30 +18,11 @@ const QUICK_IDLE_CONNECTIONS = 100;
 const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'metrics-16x8'];
 const TARGET_IDS = ['throughput', 'latency', 'cpu', 'large-policy', 'idle-memory', 'rss-bounded'];
 
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function runQuick(out: string): Promise<Finished> {
   // The bench's processes are measured, not covered: tap would otherwise collect coverage in every
-  // process they start and hold bench/ (which this smoke can't cover) to the 100% check.
-  const env: NodeJS.ProcessEnv = { ...process.env, _TAPJS_PROCESSINFO_COVERAGE_: '0' };
-  delete env.NODE_V8_COVERAGE;
-  const child = spawn(process.execPath, [RUN, '--quick', '--out', out], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  return new Promise((resolve) => {
-    // SIGINT lets the harness stop its own children before it exits.
-    const timer = setTimeout(() => child.kill('SIGINT'), SMOKE_TIMEOUT_MS);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  // process they start and hold bench/ (which this smoke can't cover) to the 100% check. SIGINT at
+  // the timeout lets the harness stop its own children before it exits.
+  return runToEnd(process.execPath, [RUN, '--quick', '--out', out], { cwd: ROOT, env: binaryEnv(), stopAfter: { ms: SMOKE_TIMEOUT_MS, signal: 'SIGINT' } });
 }
 
 void t.test('bench --quick: every scenario and path runs and every response verifies', async (t) => {

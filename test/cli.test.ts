@@ -1,24 +1,15 @@
 // The plcguard binary as a user runs it: exit codes and messages of the built CLI.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { binaryEnv } from './fixtures/binary.js';
-import { freePort } from './fixtures/proxy.js';
+import { ROOT, runBinary, startBinary } from './fixtures/binary.js';
+import { freePort } from '../bench/lib/net.js';
 import t, { type Test } from 'tap';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-const MAIN = path.join(ROOT, 'dist/cli/main.js');
-
-function plcguard(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+async function plcguard(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await runBinary(args);
+  return { code, stdout, stderr };
 }
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-cli-'));
@@ -88,19 +79,10 @@ void t.test('every subcommand is reachable from the binary', async (t) => {
 
 /** Starts `plcguard demo ARGS` and resolves once it serves; the output keeps accumulating. */
 async function startDemo(t: Test, args: string[]): Promise<{ child: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [MAIN, 'demo', ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => child.kill('SIGKILL'));
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-  await new Promise<void>((resolve) =>
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"event":"started"')) resolve();
-    }),
-  );
-  return { child, out: () => out, err: () => err, exited };
+  const demo = startBinary(['demo', ...args]);
+  t.teardown(() => demo.stop('SIGKILL'));
+  await demo.waitForEvent('started');
+  return { child: demo.child, out: () => demo.stdout(), err: () => demo.stderr(), exited: demo.exited.then((e) => e.code) };
 }
 
 void t.test('plcguard demo: serves the demo policy, stops on SIGINT with exit 0', async (t) => {

@@ -1,10 +1,9 @@
 // The simulated HMI (demo/hmi.ts) and the `plcguard plc` / `plcguard hmi` commands: polling
 // through a real plcguard in front of the simulated PLC, the denied writes it tries, reconnects,
 // timeouts, and the commands' usage errors and signal handling.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import path from 'node:path';
-import { binaryEnv } from './fixtures/binary.js';
+import { startBinary } from './fixtures/binary.js';
 import t from 'tap';
 import { Logger } from '../proxy/audit.js';
 import { hmiCommand, startHmi, type HmiStats } from '../demo/hmi.js';
@@ -12,34 +11,13 @@ import { HR, startSimulatedPlc } from '../demo/plc.js';
 import { plcCommand } from '../demo/plc-command.js';
 import { untilSignal } from '../demo/signals.js';
 import { reasonIndex } from '../proxy/stats.js';
-import { closedPort, within } from './fixtures/net.js';
-import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
+import { DEMO_RULES, devicePolicy, startProxy } from './fixtures/proxy.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
+import { freePort, freePort as closedPort } from '../bench/lib/net.js';
+import { within } from '../bench/lib/wait.js';
 
-const ROOT = path.resolve(import.meta.dirname, '..');
-const MAIN = path.join(ROOT, 'dist/cli/main.js');
-
-/** examples/demo-policy.yaml's rules in front of `plcPort`. */
-const demoPolicy = (plcPort: number): string => `version: 1
-devices:
-  - name: boiler
-    listen: ${ANY_PORT}
-    upstream: 127.0.0.1:${plcPort}
-    rules:
-      - name: monitoring
-        units: [1]
-        read:
-          holding_registers: [0-99]
-          input_registers: [0-99]
-          coils: [0-15]
-          discrete_inputs: [0-15]
-      - name: setpoints
-        units: [1]
-        write:
-          holding_registers:
-            - { addresses: 10-19, values: 0-1000 }
-          coils: [0-7]
-`;
+/** The demo's rules in front of `plcPort`, for a device named as the demo's. */
+const demoPolicy = (plcPort: number): string => devicePolicy(plcPort, DEMO_RULES, '', 'boiler');
 
 function capture(): { logger: Logger; events: Record<string, unknown>[] } {
   const events: Record<string, unknown>[] = [];
@@ -197,36 +175,9 @@ void t.test('untilSignal resolves on the first signal and removes its handlers',
 
 /** Spawns the built CLI; resolves once a stdout line matches `ready`. */
 async function cli(args: string[], ready: RegExp): Promise<{ child: ChildProcess; line: (re: RegExp) => Promise<string>; stdout: () => string }> {
-  const child = spawn(process.execPath, [MAIN, ...args], { env: binaryEnv(), cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const kill = (): void => void child.kill('SIGKILL');
-  process.once('exit', kill);
-  child.once('exit', () => process.off('exit', kill));
-  let out = '';
-  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
-  const check = (): void => {
-    for (const w of [...waiters]) {
-      const m = out.split('\n').find((l) => w.re.test(l));
-      if (m !== undefined) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(m);
-      }
-    }
-  };
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-    check();
-  });
-  const line = (re: RegExp): Promise<string> =>
-    within(
-      new Promise<string>((resolve, reject) => {
-        waiters.push({ re, resolve });
-        child.once('exit', (code) => reject(new Error(`plcguard ${args.join(' ')} exited with ${code}: ${out}`)));
-        check();
-      }),
-      `plcguard ${args[0]}: a line like ${re}`,
-    );
-  await line(ready);
-  return { child, line, stdout: () => out };
+  const p = startBinary(args);
+  await p.waitForLine(ready);
+  return { child: p.child, line: (re) => p.waitForLine(re), stdout: () => p.stdout() };
 }
 
 void t.test('the built CLI: `plcguard plc` and `plcguard hmi` stop cleanly on SIGTERM', async (t) => {

@@ -21,7 +21,9 @@ import {
   type SimulatedPlcOptions,
 } from '../demo/plc.js';
 import { buildException, encodeAdu } from '../modbus/index.js';
-import { WAIT_MS, closed, connectLocal, readBytes, within } from './fixtures/net.js';
+import { closed, readBytes } from './fixtures/net.js';
+import { WAIT_MS, within } from '../bench/lib/wait.js';
+import { connectLocal } from '../bench/lib/net.js';
 
 const ModbusRTU = ModbusSerial.default;
 type Client = InstanceType<typeof ModbusRTU>;

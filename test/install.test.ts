@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { ROOT, binaryEnv } from './fixtures/binary.js';
-import { closedPort, within } from './fixtures/net.js';
+import { freePort as closedPort } from '../bench/lib/net.js';
+import { within } from '../bench/lib/wait.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 
 interface PackageJson {

@@ -8,7 +8,7 @@ import { DEMO_LISTEN, DEMO_PLC, DEMO_POLICY, demoParser, main } from '../cli/mai
 import { parsePolicy } from '../policy/parse.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { freePort } from './fixtures/proxy.js';
+import { freePort } from '../bench/lib/net.js';
 
 type Write = typeof process.stdout.write;
 

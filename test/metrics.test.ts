@@ -14,11 +14,12 @@ import { createRegistry } from '../proxy/metrics.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { LATENCY_BUCKETS_SECONDS } from '../proxy/stats.js';
-import { within } from './fixtures/net.js';
-import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
+import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
 import { startRedis } from './fixtures/redis.js';
+import { freePort } from '../bench/lib/net.js';
+import { within } from '../bench/lib/wait.js';
 
 // ---- reading the exposition format ----
 

@@ -4,7 +4,8 @@ import t from 'tap';
 import { HR, readBit, startSimulatedPlc, type SimulatedPlc } from '../demo/plc.js';
 import { encodeAdu } from '../modbus/index.js';
 import { PROBE_USAGE, probeCommand } from '../cli/probe.js';
-import { closeServer, closedPort, listenLocal } from './fixtures/net.js';
+import { closeServer, listenLocal } from './fixtures/net.js';
+import { freePort as closedPort } from '../bench/lib/net.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
 

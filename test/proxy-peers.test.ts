@@ -6,30 +6,14 @@ import t, { type Test } from 'tap';
 import Modbus from 'jsmodbus';
 import ModbusSerial from 'modbus-serial';
 import { startSimulatedPlc } from '../demo/plc.js';
-import { devicePolicy, startProxy } from './fixtures/proxy.js';
+import { DEMO_RULES, devicePolicy, startProxy } from './fixtures/proxy.js';
 
 // modbus-serial is CommonJS; its constructor is on `.default`.
 const ModbusRTU = ModbusSerial.default;
 
-const POLICY_BODY = `    rules:
-      - name: hmi-read
-        units: [1]
-        read:
-          holding_registers: [0-99]
-          input_registers: [0-99]
-          coils: [0-15]
-          discrete_inputs: [0-15]
-      - name: setpoints
-        units: [1]
-        write:
-          holding_registers:
-            - { addresses: 10-19, values: 0-1000 }
-          coils: [0-7]
-`;
-
 async function setup(t: Test) {
   const plc = await startSimulatedPlc({ tickMs: 0 });
-  const proxy = await startProxy(devicePolicy(plc.port, POLICY_BODY));
+  const proxy = await startProxy(devicePolicy(plc.port, DEMO_RULES));
   t.teardown(async () => {
     await proxy.stop();
     await plc.close();

@@ -9,13 +9,14 @@ import { Redis } from 'ioredis';
 import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../cli/store.js';
 import type { StoreOptions } from '../policy/store.js';
-import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { freePort } from './fixtures/proxy.js';
+
 import { startRedis, startSentinel } from './fixtures/redis.js';
+import { recordLogs } from './fixtures/logs.js';
+import { freePort } from '../bench/lib/net.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-redis-prod-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -40,14 +41,8 @@ async function push(args: string[]): Promise<string> {
 
 /** Starts a Redis-mode plcguard and resolves once it has loaded a policy. */
 async function instance(t: Test, opts: StoreOptions): Promise<{ rt: ProxyRuntime; loaded: Promise<void>; logs: Record<string, unknown>[] }> {
-  const logs: Record<string, unknown>[] = [];
-  let onLoaded: () => void = () => {};
-  const loaded = new Promise<void>((resolve) => (onLoaded = resolve));
-  const logger = new Logger((line) => {
-    const l = JSON.parse(line) as Record<string, unknown>;
-    logs.push(l);
-    if (l.event === 'policy_loaded') onLoaded();
-  });
+  const { logger, logs, logged } = recordLogs();
+  const loaded = logged((l) => l.event === 'policy_loaded');
   const rt = await ProxyRuntime.start({ source: new RedisPolicySource(opts, parsePolicy, logger), logger, admin: null, graceMs: 200 });
   t.teardown(() => rt.stop());
   return { rt, loaded, logs };

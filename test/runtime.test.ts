@@ -3,12 +3,13 @@ import fs from 'node:fs';
 import t from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, startRawPlc } from './fixtures/raw-plc.js';
-import { ANY_PORT, freePort, startProxy } from './fixtures/proxy.js';
+import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 import { parsePolicy } from '../policy/index.js';
 import { Logger } from '../proxy/audit.js';
 import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
+import { freePort } from '../bench/lib/net.js';
 
 const device = (name: string, listen: string, upstream: number, writable = 10): string => `  - name: ${name}
     listen: ${listen}

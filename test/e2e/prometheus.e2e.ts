@@ -20,7 +20,7 @@
 //      unit tests.
 // Every wait is a bounded poll of a condition or an event; every process is killed at the end, and
 // at exit if the run dies first.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,12 +28,13 @@ import t from 'tap';
 import YAML from 'yaml';
 import { Redis } from 'ioredis';
 import { PolicyStore } from '../../policy/store.js';
-import { freePort } from '../fixtures/proxy.js';
+
 import { RawClient, req } from '../fixtures/raw-client.js';
 import { startRedis } from '../fixtures/redis.js';
-
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const MAIN = path.join(ROOT, 'dist/cli/main.js');
+import { freePort } from '../../bench/lib/net.js';
+import { PLCGUARD_MAIN as MAIN, Proc, ROOT, startPlcguard } from '../../bench/lib/process.js';
+import { until, within } from '../../bench/lib/wait.js';
+import { httpGet } from '../../bench/lib/http.js';
 const DEPLOY = path.join(ROOT, 'deploy');
 const DASHBOARD = path.join(DEPLOY, 'grafana/dashboards/plcguard.json');
 const DATASOURCES = path.join(DEPLOY, 'grafana/provisioning/datasources/prometheus.yml');
@@ -67,11 +68,11 @@ const RECONNECT_BACKOFF_MAX_MS = 500;
  * waits 5 minutes before it fires. Here they must evaluate and not fire, but may be pending.
  */
 const LOAD_DEPENDENT = new Set(['PlcguardAddedLatencyHigh']);
+/** Prometheus is polled no more often than this: each poll is a query or a scrape. */
 const POLL_MS = 250;
 const START_TIMEOUT_MS = 20_000;
 const SCRAPES_TIMEOUT_MS = 30_000;
 const FAULT_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 5000;
 
 /** Below the runner's --timeout (package.json), so the teardowns run before it kills this process. */
 t.setTimeout(100_000);
@@ -85,93 +86,15 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-e2e-'));
 
 // ---- processes ----
 
-/** A child process whose output is kept (shown when something fails) and can be waited on. */
-class Proc {
-  readonly child: ChildProcess;
-  output = '';
-  private readonly waiters: { re: RegExp; resolve: () => void }[] = [];
-  readonly exited: Promise<number | null>;
-
-  constructor(
-    readonly name: string,
-    command: string,
-    args: string[],
-  ) {
-    this.child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const kill = (): void => void this.child.kill('SIGKILL');
-    process.once('exit', kill);
-    this.exited = new Promise((resolve) =>
-      this.child.once('exit', (code) => {
-        process.off('exit', kill);
-        resolve(code);
-      }),
-    );
-    const take = (d: Buffer): void => {
-      this.output += d.toString();
-      for (const w of [...this.waiters]) {
-        if (w.re.test(this.output)) {
-          this.waiters.splice(this.waiters.indexOf(w), 1);
-          w.resolve();
-        }
-      }
-    };
-    this.child.stdout!.on('data', take);
-    this.child.stderr!.on('data', take);
-    // At the end, or after a failure or timeout: at once, before tap's runner gives up on us.
-    t.teardown(() => void this.child.kill('SIGKILL'));
-  }
-
-  /** Resolves when the output (so far or later) matches `re`; rejects if the process exits first. */
-  waitFor(re: RegExp, ms = START_TIMEOUT_MS): Promise<void> {
-    if (re.test(this.output)) return Promise.resolve();
-    return bounded(
-      Promise.race([
-        new Promise<void>((resolve) => this.waiters.push({ re, resolve })),
-        this.exited.then((code) => {
-          throw new Error(`${this.name} exited (${code}) before printing ${re}:\n${this.tail()}`);
-        }),
-      ]),
-      ms,
-      `${this.name} to print ${re}`,
-    );
-  }
-
-  tail(): string {
-    return this.output.split('\n').slice(-20).join('\n');
-  }
-
-  /** SIGTERM, then SIGKILL if it hasn't exited in time; resolves with the exit code. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
-
-async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `check` every POLL_MS until it returns a value other than undefined, for at most `ms`. */
-async function until<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
+/** A child process that is killed at the end of the run, after a failure or timeout too. */
+function started(p: Proc): Proc {
+  // At once, before tap's runner gives up on us.
+  t.teardown(() => p.stop('SIGKILL'));
+  return p;
 }
 
 function plcguard(name: string, ...args: string[]): Proc {
-  return new Proc(name, process.execPath, [MAIN, ...args]);
+  return started(startPlcguard(name, args));
 }
 
 function run(command: string, args: string[]): { code: number | null; output: string } {
@@ -190,7 +113,7 @@ let promPort = 0;
 
 /** Evaluates `expr` now; the result as series (a scalar is one series without labels). */
 async function query(expr: string): Promise<Series[]> {
-  const res = await bounded(fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`), 5000, `query ${expr}`);
+  const res = await within(fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`), `query ${expr}`);
   const body = (await res.json()) as {
     status: string;
     error?: string;
@@ -203,7 +126,7 @@ async function query(expr: string): Promise<Series[]> {
 }
 
 async function promGet<T>(url: string): Promise<T> {
-  const res = await bounded(fetch(`http://127.0.0.1:${promPort}${url}`), 5000, url);
+  const res = await within(fetch(`http://127.0.0.1:${promPort}${url}`), url);
   return (await res.json()) as T;
 }
 
@@ -215,7 +138,7 @@ const [plcPort, listenPort, adminPort] = await Promise.all([freePort(), freePort
 promPort = await freePort();
 
 const plc = plcguard('plc', 'plc', '--listen', `127.0.0.1:${plcPort}`, '--unit', '1');
-await plc.waitFor(/simulated PLC listening on/);
+await plc.waitForLine(/simulated PLC listening on/, START_TIMEOUT_MS);
 
 // The compose policy on loopback: the HMI (127.0.0.1) may read and write setpoints; any other
 // source is refused.
@@ -232,9 +155,9 @@ const push = run(process.execPath, [MAIN, 'policy', 'push', policyFile, '--redis
 if (push.code !== 0) throw new Error(`policy push failed:\n${push.output}`);
 
 const proxy = plcguard('plcguard', 'run', '--redis', redis.url, '--admin', `127.0.0.1:${adminPort}`);
-await proxy.waitFor(/"event":"policy_loaded"/);
+await proxy.waitForEvent('policy_loaded', START_TIMEOUT_MS);
 const hmi = plcguard('hmi', 'hmi', `127.0.0.1:${listenPort}`, '--interval', String(HMI_INTERVAL_MS), '--deny-every', String(HMI_DENY_EVERY));
-await hmi.waitFor(/"event":"hmi_connected"/);
+await hmi.waitForEvent('hmi_connected', START_TIMEOUT_MS);
 
 const promConfig = YAML.parse(fs.readFileSync(path.join(DEPLOY, 'prometheus.yml'), 'utf8')) as {
   global: Record<string, string>;
@@ -249,28 +172,37 @@ promConfig.global.evaluation_interval = SCRAPE_INTERVAL;
 promConfig.rule_files = promConfig.rule_files.map((f) => path.resolve(DEPLOY, f));
 const promConfigFile = path.join(dir, 'prometheus.yml');
 fs.writeFileSync(promConfigFile, YAML.stringify(promConfig));
-const prometheus = new Proc('prometheus', 'prometheus', [
-  `--config.file=${promConfigFile}`,
-  `--storage.tsdb.path=${path.join(dir, 'data')}`,
-  `--web.listen-address=127.0.0.1:${promPort}`,
-]);
+const prometheus = started(
+  new Proc('prometheus', 'prometheus', [`--config.file=${promConfigFile}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`], {
+    cwd: ROOT,
+  }),
+);
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-await until('Prometheus to be ready', START_TIMEOUT_MS, async () => {
-  if (prometheus.child.exitCode !== null) throw new Error(`prometheus exited:\n${prometheus.tail()}`);
-  const res = await fetch(`http://127.0.0.1:${promPort}/-/ready`).catch(() => null);
-  return res?.ok === true ? true : undefined;
-});
-await until('a first scrape of plcguard', SCRAPES_TIMEOUT_MS, async () => ((await query(`up{job="plcguard"} == 1`)).length > 0 ? true : undefined));
+await until(
+  async () => {
+    if (prometheus.child.exitCode !== null) throw new Error(`prometheus exited:\n${prometheus.tail()}`);
+    return (await httpGet(promPort, '/-/ready').catch(() => null))?.status === 200;
+  },
+  'Prometheus to be ready',
+  START_TIMEOUT_MS,
+  POLL_MS,
+);
+await until(async () => (await query(`up{job="plcguard"} == 1`)).length > 0, 'a first scrape of plcguard', SCRAPES_TIMEOUT_MS, POLL_MS);
 // One refused connection (a source the policy doesn't list) once Prometheus has seen the counter
 // at 0: an increase before the first scrape is invisible to increase() and rate().
 const stranger = await RawClient.connect(listenPort, '127.0.0.2');
-await bounded(stranger.closed, START_TIMEOUT_MS, 'the stranger to be refused');
-await until(`${SCRAPES_BEFORE_QUERIES} scrapes of plcguard, the last after the refusal`, SCRAPES_TIMEOUT_MS, async () => {
-  const [n] = await query(`count_over_time(up{job="plcguard"}[1m])`);
-  const refused = await query(`plcguard_refused_connections_total{reason="source_not_allowed"} > 0`);
-  return n !== undefined && n.value >= SCRAPES_BEFORE_QUERIES && refused.length > 0 ? true : undefined;
-});
+await within(stranger.closed, 'the stranger to be refused', START_TIMEOUT_MS);
+await until(
+  async () => {
+    const [n] = await query(`count_over_time(up{job="plcguard"}[1m])`);
+    const refused = await query(`plcguard_refused_connections_total{reason="source_not_allowed"} > 0`);
+    return n !== undefined && n.value >= SCRAPES_BEFORE_QUERIES && refused.length > 0;
+  },
+  `${SCRAPES_BEFORE_QUERIES} scrapes of plcguard, the last after the refusal`,
+  SCRAPES_TIMEOUT_MS,
+  POLL_MS,
+);
 
 // ---- checks ----
 
@@ -374,7 +306,7 @@ const faultExpr = (rule: Rule): string => {
   const w = FAULT_WINDOWS[rule.alert];
   return w ? rule.expr.replaceAll(w[0], w[1]) : rule.expr;
 };
-const holds = async (name: string): Promise<true | undefined> => ((await query(faultExpr(rules.find((r) => r.alert === name)!))).length > 0 ? true : undefined);
+const holds = async (name: string): Promise<boolean> => (await query(faultExpr(rules.find((r) => r.alert === name)!))).length > 0;
 
 void t.test('alert rules: loaded and healthy; none holds under normal traffic, none fires', async (t) => {
   t.ok(rules.length >= 6, `${rules.length} alert rules`);
@@ -399,29 +331,29 @@ void t.test('faults make their alerts hold', async (t) => {
   // A burst of denied writes from an allowed source.
   const c = await RawClient.connect(listenPort);
   c.send(Buffer.concat(Array.from({ length: DENIAL_BURST }, (_, i) => req(i & 0xffff, 1, [6, 0, 50, 0, 1]))));
-  t.equal((await bounded(c.read(DENIAL_BURST), FAULT_TIMEOUT_MS, 'the burst to be answered')).length, DENIAL_BURST);
+  t.equal((await within(c.read(DENIAL_BURST), 'the burst to be answered', FAULT_TIMEOUT_MS)).length, DENIAL_BURST);
   c.close();
   // A version in Redis that isn't a policy (pushed past the CLI, which would refuse it).
   const r = new Redis(redis.url);
   await new PolicyStore(r).push('version: 1\ndevices: [', 'not-a-policy', new Map(), { author: 'e2e', message: 'invalid on purpose' });
   r.disconnect();
-  await proxy.waitFor(/"event":"policy_rejected"/);
+  await proxy.waitForEvent('policy_rejected', START_TIMEOUT_MS);
   // The PLC dies.
   await plc.stop('SIGKILL');
-  await until('PlcguardDenialSpike', FAULT_TIMEOUT_MS, () => holds('PlcguardDenialSpike'));
+  await until(() => holds('PlcguardDenialSpike'), 'PlcguardDenialSpike', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardDenialSpike holds after the burst');
-  await until('PlcguardPolicyReloadFailed', FAULT_TIMEOUT_MS, () => holds('PlcguardPolicyReloadFailed'));
+  await until(() => holds('PlcguardPolicyReloadFailed'), 'PlcguardPolicyReloadFailed', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardPolicyReloadFailed holds after the invalid version');
   t.equal((await query('plcguard_policy_version'))[0]?.value, 1, 'the last good policy stays in force');
-  await until('PlcguardPlcUnreachable', FAULT_TIMEOUT_MS, () => holds('PlcguardPlcUnreachable'));
+  await until(() => holds('PlcguardPlcUnreachable'), 'PlcguardPlcUnreachable', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardPlcUnreachable holds with the PLC dead');
 
   await redis.kill();
-  await until('PlcguardRedisDown', FAULT_TIMEOUT_MS, () => holds('PlcguardRedisDown'));
+  await until(() => holds('PlcguardRedisDown'), 'PlcguardRedisDown', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardRedisDown holds with Redis dead');
 
-  t.equal(await proxy.stop(), 0, 'plcguard exits 0 on SIGTERM');
-  await until('PlcguardDown', FAULT_TIMEOUT_MS, () => holds('PlcguardDown'));
+  t.equal((await proxy.stop()).code, 0, 'plcguard exits 0 on SIGTERM');
+  await until(() => holds('PlcguardDown'), 'PlcguardDown', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardDown holds with plcguard stopped');
-  t.equal(await hmi.stop(), 0, 'the HMI exits 0 on SIGTERM');
+  t.equal((await hmi.stop()).code, 0, 'the HMI exits 0 on SIGTERM');
 });
