@@ -68,10 +68,11 @@ const io: CommandIo = {
   stderr: (s) => process.stderr.write(s.endsWith('\n') ? s : s + '\n'),
 };
 
-function adminOption(value: string | undefined): Endpoint | null {
-  if (value === 'off') return null;
-  if (value === undefined) return DEFAULT_ADMIN;
-  return endpointOption(value, '--admin');
+/** Options' defaults as parseArgs takes them, so "not given" is one path with "given". */
+const ADMIN_OPTION = { type: 'string', default: formatEndpoint(DEFAULT_ADMIN.host, DEFAULT_ADMIN.port) } as const;
+
+function adminOption(value: string): Endpoint | null {
+  return value === 'off' ? null : endpointOption(value, '--admin');
 }
 
 /** Runs until SIGTERM/SIGINT; resolves with the exit code. */
@@ -129,7 +130,7 @@ async function run(args: string[]): Promise<number> {
     args,
     options: {
       policy: { type: 'string' },
-      admin: { type: 'string' },
+      admin: ADMIN_OPTION,
       'grace-ms': { type: 'string' },
       devices: { type: 'string' },
       ...REDIS_OPTIONS,
@@ -176,10 +177,17 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
 }
 
 async function demo(args: string[]): Promise<number> {
-  const { values } = parseCommandLine({ args, options: { admin: { type: 'string' }, listen: { type: 'string' }, plc: { type: 'string' } } });
+  const { values } = parseCommandLine({
+    args,
+    options: {
+      admin: ADMIN_OPTION,
+      listen: { type: 'string', default: formatEndpoint(DEMO_LISTEN.host, DEMO_LISTEN.port) },
+      plc: { type: 'string', default: formatEndpoint(DEMO_PLC.host, DEMO_PLC.port) },
+    },
+  });
   const admin = adminOption(values.admin);
-  const listen = values.listen === undefined ? DEMO_LISTEN : endpointOption(values.listen, '--listen');
-  const plcAt = values.plc === undefined ? DEMO_PLC : endpointOption(values.plc, '--plc');
+  const listen = endpointOption(values.listen, '--listen');
+  const plcAt = endpointOption(values.plc, '--plc');
   return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt)), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: plcAt.host, port: plcAt.port, unitId: 1 });
     const proxyAt = formatEndpoint(listen.host, listen.port);
