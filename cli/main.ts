@@ -149,7 +149,7 @@ async function run(args: string[]): Promise<number> {
   }
   const logger = new Logger();
   const source = values.policy
-    ? new FilePolicySource(values.policy, parsePolicy)
+    ? new FilePolicySource(values.policy, parsePolicy, logger)
     : new RedisPolicySource(storeOptions(values), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
   return serve(source, logger, adminOption(values.admin), grace, devices);
@@ -158,7 +158,8 @@ async function run(args: string[]): Promise<number> {
 async function demo(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { admin: { type: 'string' } } });
   const admin = adminOption(values.admin);
-  return serve(new FilePolicySource(DEMO_POLICY, parsePolicy), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
+  const logger = new Logger();
+  return serve(new FilePolicySource(DEMO_POLICY, parsePolicy, logger), logger, admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: '127.0.0.1', port: DEMO_PLC_PORT, unitId: 1 });
     const probe = 'npx plcguard probe 127.0.0.1:5020';
     io.stderr(

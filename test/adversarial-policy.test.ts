@@ -1,7 +1,8 @@
 // Policy faults under load: the policy file replaced by invalid ones (and deleted) while clients
 // pipeline requests, and Redis killed and restarted under load. Policies A and B disagree about
 // some requests: each reply must be what A or B gives, never anything else; the PLC gets only what
-// A or B allows; no client connection is dropped; the last good policy stays in force.
+// A or B allows; no client connection is dropped; the last good policy stays in force. Then a
+// file rewritten in place in two steps, whose first half used to be applied.
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
@@ -17,7 +18,7 @@ import { startRawPlc } from './fixtures/raw-plc.js';
 import { devicePolicy, freePort, startProxy } from './fixtures/proxy.js';
 import { startRedis } from './fixtures/redis.js';
 import { within } from './fixtures/net.js';
-import { DEVICE, PROBE_RULE, checkInvariants, compile, exceptionFor, plcReply, until } from './fixtures/invariants.js';
+import { DEVICE, PROBE_RULE, PolicyOracle, checkInvariants, compile, exceptionFor, plcReply, until } from './fixtures/invariants.js';
 
 /** A: reads 0-99, writes 10-19. B: reads 0-49, writes 20-29. */
 const RULES_A = `    rules:
@@ -89,7 +90,8 @@ async function startLoad(port: number, sources: string[]): Promise<Load> {
 
 void t.test('the policy file replaced by invalid ones (and deleted) under load', async (t) => {
   const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, RULES_A));
+  // Every edit here is a rename, complete when it lands: a short settle keeps the load short.
+  const proxy = await startProxy(devicePolicy(plc.port, RULES_A), { settleMs: 50 });
   t.teardown(async () => {
     await proxy.stop();
     await plc.close();
@@ -238,3 +240,59 @@ void t.test(
     await until(() => applied === compile(textB).sha256, 'B applied', 7000).catch((err: Error) => t.fail(err.message));
   },
 );
+
+void t.test('a policy file rewritten in place in two steps 0.5 s apart: its first half is never applied', async (t) => {
+  const plc = await startRawPlc();
+  const proxy = await startProxy(devicePolicy(plc.port, '    rules:\n      - read: { holding_registers: [0-9] }\n'));
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  // In force: no writes. Meant: HR10 writable within 200..850. Cut before its `values:` line, the
+  // new file is a valid policy that lets any value through.
+  const before = fs.readFileSync(proxy.file, 'utf8');
+  const half = `${before}        write:\n          holding_registers:\n            - addresses: 10\n`;
+  const rest = '              values: 200-850\n';
+  const attack = req(0, 1, [6, 0, 10, 0x13, 0x88]); // HR10 = 5000
+  t.ok(new PolicyOracle([compile(half)]).allows(attack, ['127.0.0.1']), 'premise: the first half alone allows HR10=5000');
+  t.notOk(new PolicyOracle([compile(half + rest)]).allows(attack, ['127.0.0.1']), 'premise: the whole file does not');
+  const whole = compile(half + rest).sha256;
+  const applied = within(
+    proxy.logged((l) => l.event === 'policy_loaded' && l.sha256 === whole),
+    'the whole file applied',
+    10_000,
+  );
+  // An attacker writing HR10=5000 back to back for as long as the change takes.
+  const c = await RawClient.connect(proxy.port);
+  let done = false;
+  const replies: string[] = [];
+  const expected = new Set([hexOf(exceptionFor(attack, 0x01)), hexOf(exceptionFor(attack, 0x03))]);
+  const writes = (async () => {
+    while (!done) {
+      c.send(attack);
+      for (const r of await within(c.read(), 'a reply')) if (!expected.has(hexOf(r))) replies.push(hexOf(r));
+    }
+  })();
+  fs.writeFileSync(proxy.file, half);
+  await new Promise((resolve) => setTimeout(resolve, 500)); // the writer's pause, part of the scenario
+  fs.appendFileSync(proxy.file, rest);
+  await applied;
+  done = true;
+  await writes;
+  t.same(replies, [], 'every write denied: 01 (no writes) before the change, 03 (value) after');
+  t.same(plc.requests.filter((r) => r.fc === 6).length, 0, 'no write reached the PLC');
+  t.notOk(
+    proxy.logs.some((l) => l.event === 'policy_loaded' && l.sha256 === compile(half).sha256),
+    'the first half was never loaded',
+  );
+  t.match(
+    proxy.logs.filter((l) => l.event === 'policy_change_held')[0],
+    { source: proxy.file, reason: 'settling' },
+    'the change was held, and said so',
+  );
+  // The whole file is in force: an in-bounds write passes.
+  const ok = req(1, 1, [6, 0, 10, 0x02, 0xbc]); // HR10 = 700
+  c.send(ok);
+  t.equal(hexOf((await within(c.read(), 'the allowed write'))[0]!), hexOf(plcReply(ok)));
+  c.close();
+});

@@ -121,7 +121,7 @@ void t.test('start: every error of an invalid file; a device filter names what i
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const bad = `${dir}/bad.yaml`;
   fs.writeFileSync(bad, 'version: 1\ndevices:\n  - name: A\n');
-  const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
+  const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy, new Logger(() => {})), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
   t.ok(err instanceof PolicyInvalidError);
   t.equal((err as PolicyInvalidError).code, 'ERR_POLICY_INVALID');
   t.ok((err as PolicyInvalidError).issues.length >= 2, 'all errors, not just the first');
@@ -133,12 +133,8 @@ void t.test('start: every error of an invalid file; a device filter names what i
   const port = await freePort();
   fs.writeFileSync(good, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
   const logs: Record<string, unknown>[] = [];
-  const rt = await ProxyRuntime.start({
-    source: new FilePolicySource(good, parsePolicy),
-    admin: null,
-    devices: ['a', 'zz'],
-    logger: new Logger((l) => logs.push(JSON.parse(l) as Record<string, unknown>)),
-  });
+  const logger = new Logger((l) => logs.push(JSON.parse(l) as Record<string, unknown>));
+  const rt = await ProxyRuntime.start({ source: new FilePolicySource(good, parsePolicy, logger), admin: null, devices: ['a', 'zz'], logger });
   t.teardown(() => rt.stop());
   t.same([...rt.ports().keys()], ['a']);
   t.match(logs.find((l) => l.event === 'policy_warning'), { message: 'devices not in this policy: zz' });
@@ -157,7 +153,7 @@ void t.test('the admin address taken: start fails and leaves nothing listening',
   const port = await freePort();
   fs.writeFileSync(file, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
   const err = await ProxyRuntime.start({
-    source: new FilePolicySource(file, parsePolicy),
+    source: new FilePolicySource(file, parsePolicy, new Logger(() => {})),
     admin: { host: '127.0.0.1', port: adminPort },
     logger: new Logger(() => {}),
     graceMs: 0,
@@ -217,9 +213,9 @@ void t.test('warnings are logged at start and on reload; a save without change r
   t.match(proxy.logs.find((l) => l.event === 'policy_warning'), { message: /devices\[1\]\.rules: no rules; this device denies everything/ });
   const loads = (): number => proxy.logs.filter((l) => l.event === 'policy_loaded').length;
   const before = loads();
-  // Saved again unchanged (as editors do): the watcher reads it, sees the same text, does nothing.
+  // Saved again unchanged (as editors do): the watcher reads it, sees the same text, says so.
   fs.writeFileSync(proxy.file, fs.readFileSync(proxy.file));
-  await new Promise((resolve) => setTimeout(resolve, 300)); // past the 100 ms debounce
+  await proxy.logged((l) => l.event === 'policy_unchanged');
   t.equal(loads(), before, 'no reload for an unchanged file');
   const warned = proxy.logs.filter((l) => l.event === 'policy_warning').length;
   await proxy.rewrite(fs.readFileSync(proxy.file, 'utf8').replace('[10]', '[11]'));
