@@ -1,8 +1,9 @@
 // Policy faults under load: the policy file replaced by invalid ones (and deleted) while clients
 // pipeline requests, and Redis killed and restarted under load. Policies A and B disagree about
 // some requests: each reply must be what A or B gives, never anything else; the PLC gets only what
-// A or B allows; no client connection is dropped; the last good policy stays in force. Then a
-// file rewritten in place in two steps, whose first half used to be applied.
+// A or B allows; no client connection is dropped; the last good policy stays in force. Then the
+// ways a change was applied wrongly or not at all: a file rewritten in place in two steps (its
+// first half was applied) and a Kubernetes ConfigMap's symlink swap (never applied).
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
@@ -12,10 +13,11 @@ import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../cli/store.js';
 import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
+import { FilePolicySource } from '../policy/source/file.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, freePort, startProxy } from './fixtures/proxy.js';
+import { ANY_PORT, devicePolicy, freePort, startProxy } from './fixtures/proxy.js';
 import { startRedis } from './fixtures/redis.js';
 import { within } from './fixtures/net.js';
 import { DEVICE, PROBE_RULE, PolicyOracle, checkInvariants, compile, exceptionFor, plcReply, until } from './fixtures/invariants.js';
@@ -294,5 +296,44 @@ void t.test('a policy file rewritten in place in two steps 0.5 s apart: its firs
   const ok = req(1, 1, [6, 0, 10, 0x02, 0xbc]); // HR10 = 700
   c.send(ok);
   t.equal(hexOf((await within(c.read(), 'the allowed write'))[0]!), hexOf(plcReply(ok)));
+  c.close();
+});
+
+void t.test('a Kubernetes ConfigMap update (a ..data symlink swap) revokes a write', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-adv-cm-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const textA = devicePolicy(plc.port, RULES_A).replace(ANY_PORT, `127.0.0.1:${await freePort()}`);
+  const textB = textA.replace(RULES_A, RULES_B);
+  // As the kubelet does it: a new timestamped folder, a new ..data link renamed over the old.
+  const publish = (stamp: string, text: string): void => {
+    fs.mkdirSync(path.join(dir, stamp));
+    fs.writeFileSync(path.join(dir, stamp, 'policy.yaml'), text);
+    fs.symlinkSync(stamp, path.join(dir, '..data_tmp'));
+    fs.renameSync(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+  };
+  publish('..2026_05_01_10_00_00.1', textA);
+  fs.symlinkSync('..data/policy.yaml', path.join(dir, 'policy.yaml'));
+  const { logger, logs, logged } = recordLogs();
+  const rt = await ProxyRuntime.start({
+    source: new FilePolicySource(path.join(dir, 'policy.yaml'), parsePolicy, logger),
+    logger,
+    admin: null,
+    graceMs: 100,
+  });
+  t.teardown(() => rt.stop());
+  const c = await RawClient.connect([...rt.ports().values()][0]!);
+  const write = (tid: number): Buffer => req(tid, 1, [6, 0, 15, 0, 1]);
+  c.send(write(1));
+  t.equal(hexOf((await within(c.read(), 'the write under A'))[0]!), hexOf(plcReply(write(1))), 'A lets HR15 be written');
+  const mark = logs.length;
+  publish('..2026_05_01_10_05_00.2', textB);
+  fs.rmSync(path.join(dir, '..2026_05_01_10_00_00.1'), { recursive: true });
+  await within(logged((l) => l.event === 'policy_loaded' && l.sha256 === compile(textB).sha256, mark), 'B applied', 10_000);
+  await rt.settled();
+  c.send(write(2));
+  t.equal(hexOf((await within(c.read(), 'the write under B'))[0]!), hexOf(exceptionFor(write(2), ADDRESS)), 'B revoked it');
+  t.equal(plc.requests.filter((r) => r.fc === 6).length, 1, 'only the write under A reached the PLC');
   c.close();
 });

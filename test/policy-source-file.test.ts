@@ -1,6 +1,7 @@
 // The policy file source on its own: a change applies only once the file has settled (never half
-// written). Every text is a valid policy (what differs is a comment), and the parser
-// records what it was given, so each test sees exactly which bytes would have been applied.
+// written), and symlinks are followed wherever they lead and however they are swapped. Every text
+// is a valid policy (what differs is a comment), and the parser records what it was given, so
+// each test sees exactly which bytes would have been applied.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,6 +51,13 @@ function tempDir(t: Test): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-src-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** Replaces a file or a link whole: the new one under a temporary name, renamed over the old. */
+function replace(file: string, make: (tmp: string) => void): void {
+  const tmp = `${file}.tmp`;
+  make(tmp);
+  fs.renameSync(tmp, file);
 }
 
 /** A valid policy, told apart by its first line. */
@@ -117,4 +125,49 @@ void t.test('a path that is a folder, or in a folder that does not exist: a read
   const missing = path.join(dir, 'nope', 'p.yaml');
   t.match(follow(t, missing).first, /cannot read: ENOENT/);
   t.end();
+});
+
+void t.test('a Kubernetes ConfigMap volume: each ..data swap is seen', async (t) => {
+  const dir = tempDir(t);
+  // The kubelet's layout: the files in a timestamped folder, ..data a link to it, the file a link
+  // through ..data. An update writes a new folder and renames a new ..data link over the old.
+  const publish = (stamp: string, text: string): void => {
+    fs.mkdirSync(path.join(dir, stamp));
+    fs.writeFileSync(path.join(dir, stamp, 'policy.yaml'), text);
+    replace(path.join(dir, '..data'), (tmp) => fs.symlinkSync(stamp, tmp));
+  };
+  publish('..2026_05_01_10_00_00.1', policy('A'));
+  fs.symlinkSync('..data/policy.yaml', path.join(dir, 'policy.yaml'));
+  const f = follow(t, path.join(dir, 'policy.yaml'), { settleMs: 50 });
+  t.equal(f.first, policy('A'));
+  publish('..2026_05_01_10_05_00.2', policy('B'));
+  fs.rmSync(path.join(dir, '..2026_05_01_10_00_00.1'), { recursive: true });
+  await f.deliveries(1, 'the first swap');
+  publish('..2026_05_01_10_10_00.3', policy('C'));
+  fs.rmSync(path.join(dir, '..2026_05_01_10_05_00.2'), { recursive: true });
+  await f.deliveries(2, 'the second swap');
+  t.same(f.delivered, [policy('B'), policy('C')]);
+});
+
+void t.test('a link to a file in another folder: edits there are seen, and the link re-pointed', async (t) => {
+  const dir = tempDir(t);
+  for (const d of ['etc', 'srv', 'other']) fs.mkdirSync(path.join(dir, d));
+  const link = path.join(dir, 'etc', 'policy.yaml');
+  const target = path.join(dir, 'srv', 'plant.yaml');
+  fs.writeFileSync(target, policy('A'));
+  // Two hops: etc/policy.yaml → etc/current.yaml → ../srv/plant.yaml.
+  fs.symlinkSync('current.yaml', link);
+  fs.symlinkSync('../srv/plant.yaml', path.join(dir, 'etc', 'current.yaml'));
+  const f = follow(t, link, { settleMs: 50 });
+  t.equal(f.first, policy('A'));
+  replace(target, (tmp) => fs.writeFileSync(tmp, policy('B')));
+  await f.deliveries(1, 'the edit in the target folder');
+  // The middle link re-pointed to a file in a third folder, then that file edited in place.
+  const other = path.join(dir, 'other', 'plant.yaml');
+  fs.writeFileSync(other, policy('C'));
+  replace(path.join(dir, 'etc', 'current.yaml'), (tmp) => fs.symlinkSync(other, tmp));
+  await f.deliveries(2, 'the re-pointed link');
+  fs.writeFileSync(other, policy('D'));
+  await f.deliveries(3, 'an edit in the new target folder');
+  t.same(f.delivered, [policy('B'), policy('C'), policy('D')]);
 });

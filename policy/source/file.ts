@@ -15,6 +15,9 @@ export const WATCH_DEBOUNCE_MS = 100;
 export const SETTLE_MS = 1000;
 /** A change still not settled this long after it was first seen is reported, and still held. */
 export const SETTLE_BOUND_MS = 10_000;
+/** Symlinks followed at most on the way to the file, as Linux does (MAXSYMLINKS); more is a loop. */
+const MAX_SYMLINK_HOPS = 40;
+
 export interface FileSourceOptions {
   /** Default SETTLE_MS. */
   settleMs?: number;
@@ -52,6 +55,47 @@ function sameSnapshot(a: Snapshot, b: Snapshot): boolean {
   return a.stamp === b.stamp && ('text' in a ? 'text' in b && a.text === b.text : !('text' in b));
 }
 
+function realOr(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
+/**
+ * Where `file` leads: its final target (itself while it doesn't resolve) and, per folder (real path),
+ * the names in it that matter: the file's own name, the name of each symlink on the way, the
+ * target's name. A Kubernetes ConfigMap volume is policy.yaml → ..data/policy.yaml with ..data →
+ * ..2026_05_01_…, updated by renaming a new ..data over the old one: the only event is for
+ * `..data`, in the link's folder, and the file's content changes in a folder nobody named.
+ */
+function resolveLinks(file: string): { target: string; names: Map<string, Set<string>> } {
+  const names = new Map<string, Set<string>>();
+  const note = (p: string): void => {
+    const dir = realOr(path.dirname(p));
+    names.set(dir, (names.get(dir) ?? new Set()).add(path.basename(p)));
+  };
+  let p = path.resolve(file);
+  note(p);
+  for (let hops = 0; hops < MAX_SYMLINK_HOPS; hops++) {
+    let link: string;
+    try {
+      link = fs.readlinkSync(p);
+    } catch {
+      break; // not a link (EINVAL), or not there: the end of the chain
+    }
+    p = path.resolve(path.dirname(p), link);
+    note(p);
+  }
+  return { target: realOr(file), names };
+}
+
+interface Watched {
+  watcher: fs.FSWatcher;
+  names: Set<string>;
+}
+
 /** A change seen and not applied yet. */
 interface Pending {
   /** The last read, to compare with the next; null before the first. */
@@ -64,12 +108,16 @@ interface Pending {
 
 /**
  * Watches a policy file and calls `onChange` with each new parse of it, once the file has
- * settled (see SETTLE_MS). Watches the directory, not the file: editors and `mv` replace the
- * file, which ends a watch on the file itself. A change that leaves the bytes as they were is
- * logged (`policy_unchanged`) and not reported.
+ * settled (see SETTLE_MS). Watches folders, not the file: editors and
+ * `mv` replace the file, which ends a watch on the file itself. Follows symlinks (see
+ * resolveLinks), re-resolving at every event in a watched folder, so a link re-pointed or a
+ * folder swapped under it is seen and the watches move with it. A change that leaves the bytes
+ * as they were is logged (`policy_unchanged`) and not reported.
  */
 export class PolicyFileWatcher {
-  private watcher: fs.FSWatcher | null = null;
+  /** Per watched folder (real path). */
+  private readonly watched = new Map<string, Watched>();
+  private target = '';
   private lastText: string | null = null;
   private pending: Pending | null = null;
   private readonly settleMs: number;
@@ -92,14 +140,47 @@ export class PolicyFileWatcher {
   }
 
   start(): void {
-    const dir = path.dirname(path.resolve(this.file));
-    const base = path.basename(this.file);
-    this.watcher = fs.watch(dir, (_event, name) => {
-      if (name === null || name === base) this.changed();
-    });
+    this.follow();
+  }
+
+  /**
+   * Re-resolves the path and moves the watches to the folders it now goes through. Returns
+   * whether the final target changed.
+   */
+  private follow(): boolean {
+    const { target, names } = resolveLinks(this.file);
+    for (const [dir, w] of this.watched) {
+      if (names.has(dir)) continue;
+      w.watcher.close();
+      this.watched.delete(dir);
+    }
+    for (const [dir, set] of names) {
+      const w = this.watched.get(dir);
+      if (w) w.names = set;
+      else this.watch(dir, set);
+    }
+    const moved = target !== this.target;
+    this.target = target;
+    return moved;
+  }
+
+  private watch(dir: string, names: Set<string>): void {
+    let watcher: fs.FSWatcher;
+    try {
+      watcher = fs.watch(dir, (_event, name) => {
+        // The names as they were when the event happened, before follow() updates them.
+        const named = name === null || this.watched.get(dir)?.names.has(name) === true;
+        if (this.follow() || named) this.changed();
+      });
+    } catch {
+      // The folder isn't there (yet): the file can't be read either, which is reported; the
+      // next event in a folder that is watched resolves the path again.
+      return;
+    }
     /* c8 ignore next 3 -- fs.watch errors are platform failures (inotify limits, the directory
        unmounted): not reproducible in a test; the last good policy stays either way */
-    this.watcher.on('error', () => {});
+    watcher.on('error', () => {});
+    this.watched.set(dir, { watcher, names });
   }
 
   /**
@@ -163,8 +244,8 @@ export class PolicyFileWatcher {
   }
 
   stop(): void {
-    this.watcher?.close();
-    this.watcher = null;
+    for (const w of this.watched.values()) w.watcher.close();
+    this.watched.clear();
     this.cancel();
   }
 }
@@ -180,9 +261,9 @@ export class FilePolicySource implements PolicySource {
   ) {}
   start(onChange: (r: ParseResult) => void): ParseResult {
     this.watcher = new PolicyFileWatcher(this.name, this.parse, onChange, this.logger, this.options);
-    const first = this.watcher.load();
-    if (first.policy) this.watcher.start();
-    return first;
+    // Watch first, then read: a change between the two is seen, not lost.
+    this.watcher.start();
+    return this.watcher.load();
   }
   stop(): Promise<void> {
     this.watcher?.stop();
