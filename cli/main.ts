@@ -77,7 +77,7 @@ function adminOption(value: string | undefined): Endpoint | null {
   return endpointOption(value, '--admin');
 }
 
-/** Runs until SIGTERM/SIGINT; resolves with the exit code. */
+/** Runs until SIGTERM/SIGINT, reloading the policy at SIGHUP; resolves with the exit code. */
 async function serve(
   source: PolicySource,
   logger: Logger,
@@ -111,6 +111,8 @@ async function serve(
       stopped
         .then(cleanup)
         .then(() => {
+          // Only now: without a handler SIGHUP ends the process, which would cut the drain short.
+          process.off('SIGHUP', onHup);
           logger.log('stopped');
           resolve(0);
         })
@@ -122,8 +124,10 @@ async function serve(
     };
     const onTerm = (): void => stop('SIGTERM');
     const onInt = (): void => stop('SIGINT');
+    const onHup = (): void => rt.reload();
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
+    process.on('SIGHUP', onHup);
   });
 }
 

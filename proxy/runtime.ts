@@ -31,6 +31,7 @@ export class ProxyRuntime {
   private admin: http.Server | null = null;
   private readonly logger: Logger;
   private applying: Promise<void> = Promise.resolve();
+  private stopping = false;
 
   private constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger;
@@ -138,6 +139,17 @@ export class ProxyRuntime {
     }
   }
 
+  /**
+   * Reads the policy again now and applies it, as SIGHUP asks: a file as it is (without waiting
+   * for it to settle, and even if unchanged: a reload that failed for a reason outside the file,
+   * a port in use, is retried), or the version in force in Redis. Ignored once stopping.
+   */
+  reload(): void {
+    if (this.stopping) return;
+    this.logger.log('reload_requested', { source: this.opts.source.name });
+    this.opts.source.reload();
+  }
+
   /** Waits until reloads triggered so far are applied (tests). */
   settled(): Promise<void> {
     return this.applying;
@@ -145,6 +157,7 @@ export class ProxyRuntime {
 
   /** Stops accepting, lets outstanding requests finish (bounded), closes everything. */
   async stop(): Promise<void> {
+    this.stopping = true;
     // Stop accepting first, in this tick; then let what is in flight finish.
     const shutdown = this.server.shutdown(this.opts.graceMs ?? DEFAULT_GRACE_MS);
     await this.opts.source.stop();

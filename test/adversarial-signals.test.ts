@@ -1,8 +1,8 @@
-// SIGTERM under load on the built binary (dist/cli/main.js; `npm test` builds it first): clients
-// keep pipelining allowed and denied requests to a PLC that answers after a random delay, and one
-// client ignores plcguard's FIN. No request the PLC received may go unanswered, no reply may be
-// wrong or doubled, and the process must exit 0 within the grace period. The same for the
-// in-process runtime.
+// SIGHUP, then SIGTERM, under load on the built binary (dist/cli/main.js; `npm test` builds it
+// first): clients keep pipelining allowed and denied requests to a PLC that answers after a random
+// delay, and one client ignores plcguard's FIN. The reloads must drop nothing; no request the PLC
+// received may go unanswered, no reply may be wrong or doubled, and the process must exit 0 within
+// the grace period. The same for the in-process runtime.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -58,7 +58,7 @@ class Pipeliner {
   }
 }
 
-void t.test('SIGTERM under load on the built binary: nothing the PLC received goes unanswered, exit 0', async (t) => {
+void t.test('SIGHUP and SIGTERM under load on the built binary: nothing the PLC received goes unanswered, exit 0', async (t) => {
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
   const rnd = new Random(0x516_7e);
@@ -96,6 +96,15 @@ void t.test('SIGTERM under load on the built binary: nothing the PLC received go
   stubborn.on('error', () => {});
   await within(new Promise((resolve) => stubborn.once('connect', resolve)), 'the stubborn connection');
 
+  await plc.waitForRequests(1000);
+  // Reloads in the middle of it (SIGHUP used to end the process here, exit 129).
+  for (let i = 0; i < 3; i++) {
+    const mark = events.length;
+    child.kill('SIGHUP');
+    await until(() => events.slice(mark).some((e) => e.event === 'policy_loaded'), `reload ${i + 1} applied`);
+  }
+  t.equal(events.filter((e) => e.event === 'reload_requested').length, 3);
+  t.ok(pipeliners.every((p) => !p.c.isClosed), 'no connection dropped by the reloads');
   await plc.waitForRequests(2000);
   const termAt = performance.now();
   child.kill('SIGTERM');

@@ -1,7 +1,7 @@
 // The policy file source on its own: a change applies only once the file has settled (never half
-// written), and symlinks are followed wherever they lead and however they are swapped. Every text
-// is a valid policy (what differs is a comment), and the parser records what it was given, so
-// each test sees exactly which bytes would have been applied.
+// written), symlinks are followed wherever they lead and however they are swapped, and reload()
+// reads the file now. Every text is a valid policy (what differs is a comment), and the parser
+// records what it was given, so each test sees exactly which bytes would have been applied.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -115,6 +115,22 @@ void t.test('a file saved unchanged is logged, not handed on; a deleted file is,
   fs.rmSync(file);
   await f.deliveries(1, 'the deletion');
   t.match(f.delivered, [new RegExp(`^${file}: cannot read: ENOENT`)]);
+});
+
+void t.test('reload(): the file now, without waiting for it to settle, and even if unchanged', async (t) => {
+  const file = path.join(tempDir(t), 'p.yaml');
+  fs.writeFileSync(file, policy('a'));
+  // A settle time no test waits for: only reload() can hand anything on.
+  const f = follow(t, file, { settleMs: 600_000 });
+  fs.writeFileSync(file, policy('b'));
+  await within(f.logged((l) => l.event === 'policy_change_held'), 'the change seen');
+  f.source.reload();
+  t.same(f.delivered, [policy('b')], 'at once');
+  f.source.reload();
+  t.same(f.delivered, [policy('b'), policy('b')], 'unchanged, handed on again (a reload retries what failed outside the file)');
+  fs.rmSync(file);
+  f.source.reload();
+  t.match(f.delivered[2], /cannot read: ENOENT/);
 });
 
 void t.test('a path that is a folder, or in a folder that does not exist: a read error', (t) => {

@@ -108,7 +108,7 @@ interface Pending {
 
 /**
  * Watches a policy file and calls `onChange` with each new parse of it, once the file has
- * settled (see SETTLE_MS). Watches folders, not the file: editors and
+ * settled (see SETTLE_MS); `reload()` reads it now. Watches folders, not the file: editors and
  * `mv` replace the file, which ends a watch on the file itself. Follows symlinks (see
  * resolveLinks), re-resolving at every event in a watched folder, so a link re-pointed or a
  * folder swapped under it is seen and the watches move with it. A change that leaves the bytes
@@ -141,6 +141,13 @@ export class PolicyFileWatcher {
 
   start(): void {
     this.follow();
+  }
+
+  /** Reads the file now and reports it, changed or not, without waiting for it to settle. */
+  reload(): void {
+    this.follow();
+    this.cancel();
+    this.onChange(this.result(readSnapshot(this.file), true));
   }
 
   /**
@@ -264,6 +271,9 @@ export class FilePolicySource implements PolicySource {
     // Watch first, then read: a change between the two is seen, not lost.
     this.watcher.start();
     return this.watcher.load();
+  }
+  reload(): void {
+    this.watcher?.reload();
   }
   stop(): Promise<void> {
     this.watcher?.stop();
