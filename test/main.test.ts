@@ -120,6 +120,15 @@ void t.test('run: SIGHUP reloads the policy', async (t) => {
   t.equal(process.listenerCount('SIGHUP'), hupsBefore, 'and no longer once stopped');
 });
 
+void t.test('run: a device filter that selects nothing is an error', async (t) => {
+  const file = path.join(dir, 'filter.yaml');
+  fs.writeFileSync(file, `version: 1\ndevices:\n  - name: plc\n    listen: 127.0.0.1:${await freePort()}\n    upstream: 127.0.0.1:1502\n    rules:\n      - read: { coils: [0] }\n`);
+  const typo = await plcguard(['run', '--policy', file, '--admin', 'off', '--devices', 'plcc,pcl']);
+  t.equal(typo.code, 1);
+  t.match(typo.err, /: none of the devices to serve \(plcc, pcl\) is in the policy; it has: plc\n$/);
+  t.same(typo.lines, [], 'nothing listened');
+});
+
 void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {
   for (const admin of [[], ['--admin', 'off']]) {
     const r = await plcguard(['demo', ...admin], async () => {
