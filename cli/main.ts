@@ -75,7 +75,7 @@ function adminOption(value: string): Endpoint | null {
   return value === 'off' ? null : endpointOption(value, '--admin');
 }
 
-/** Runs until SIGTERM/SIGINT; resolves with the exit code. */
+/** Runs until SIGTERM/SIGINT, reloading the policy at SIGHUP; resolves with the exit code. */
 async function serve(
   source: PolicySource,
   logger: Logger,
@@ -109,6 +109,8 @@ async function serve(
       stopped
         .then(cleanup)
         .then(() => {
+          // Only now: without a handler SIGHUP ends the process, which would cut the drain short.
+          process.off('SIGHUP', onHup);
           logger.log('stopped');
           resolve(ExitCode.OK);
         })
@@ -120,8 +122,10 @@ async function serve(
     };
     const onTerm = (): void => stop('SIGTERM');
     const onInt = (): void => stop('SIGINT');
+    const onHup = (): void => rt.reload();
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
+    process.on('SIGHUP', onHup);
   });
 }
 
@@ -147,7 +151,7 @@ async function run(args: string[]): Promise<number> {
   }
   const logger = new Logger();
   const source = values.policy
-    ? new FilePolicySource(values.policy, parsePolicy)
+    ? new FilePolicySource(values.policy, parsePolicy, logger)
     : new RedisPolicySource(storeOptions(values), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
   return serve(source, logger, adminOption(values.admin), grace, devices);
@@ -188,7 +192,8 @@ async function demo(args: string[]): Promise<number> {
   const admin = adminOption(values.admin);
   const listen = endpointOption(values.listen, '--listen');
   const plcAt = endpointOption(values.plc, '--plc');
-  return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt)), new Logger(), admin, DEFAULT_GRACE_MS, undefined, async () => {
+  const logger = new Logger();
+  return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt), logger), logger, admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: plcAt.host, port: plcAt.port, unitId: 1 });
     const proxyAt = formatEndpoint(listen.host, listen.port);
     const probe = `npx plcguard probe ${proxyAt}`;

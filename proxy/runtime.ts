@@ -5,6 +5,7 @@ import type { Logger } from './audit.js';
 import { startAdminServer } from './http.js';
 import { PolicyStats, createRegistry } from './metrics.js';
 import { PolicyInvalidError } from '../policy/errors.js';
+import { PlcguardError } from '../modbus/errors.js';
 import type { ParseResult } from '../policy/parse.js';
 import type { PolicySource } from '../policy/source/source.js';
 import { ProxyServer } from './server.js';
@@ -21,6 +22,20 @@ export interface ProxyOptions {
   version?: string;
 }
 
+/**
+ * The device filter (`--devices`) names none of the policy's devices. At start that is an error:
+ * an instance that serves nothing while looking healthy hides a typo.
+ */
+export class NoDeviceSelectedError extends PlcguardError {
+  override readonly name = 'NoDeviceSelectedError';
+  constructor(
+    readonly asked: readonly string[],
+    readonly has: readonly string[],
+  ) {
+    super('ERR_NO_DEVICE_SELECTED', `none of the devices to serve (${asked.join(', ')}) is in the policy; it has: ${has.join(', ')}`);
+  }
+}
+
 export const DEFAULT_ADMIN: Endpoint = { host: '127.0.0.1', port: 9502 };
 export const DEFAULT_GRACE_MS = 5000;
 
@@ -31,15 +46,22 @@ export class ProxyRuntime {
   private admin: http.Server | null = null;
   private readonly logger: Logger;
   private applying: Promise<void> = Promise.resolve();
+  /** The device filter; null to serve every device of the policy. */
+  private readonly only: readonly string[] | null;
+  /** Devices of the policy in force this instance serves. */
+  private served = 0;
+  private stopping = false;
 
   private constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger;
+    this.only = opts.devices?.length ? opts.devices : null;
     this.server = new ProxyServer(this.logger);
   }
 
   /**
    * Starts following the policy source. A file must parse now (else PolicyInvalidError with every
-   * error); with Redis nothing listens until a valid version arrives (fail closed).
+   * error), and a device filter must select some of it (else NoDeviceSelectedError); with Redis
+   * nothing listens until a valid version arrives (fail closed).
    */
   static async start(opts: ProxyOptions): Promise<ProxyRuntime> {
     const rt = new ProxyRuntime(opts);
@@ -52,7 +74,7 @@ export class ProxyRuntime {
       }
       for (const w of first.warnings) rt.logger.log('policy_warning', { message: w.format() });
       try {
-        await rt.server.apply(rt.select(first.policy));
+        await rt.use(first.policy, true);
       } catch (err) {
         await opts.source.stop();
         await rt.server.shutdown(0);
@@ -64,7 +86,12 @@ export class ProxyRuntime {
       const register = createRegistry(rt.server.stats, rt.policyStats, opts.version ?? '0.0.0');
       try {
         rt.admin = await startAdminServer(opts.admin, register, {
-          checks: () => ({ policy_loaded: rt.policyStats.loaded, listeners_up: rt.server.ready, ...opts.source.checks() }),
+          checks: () => ({
+            policy_loaded: rt.policyStats.loaded,
+            listeners_up: rt.server.ready,
+            ...(rt.only ? { devices_served: rt.served > 0 } : {}),
+            ...opts.source.checks(),
+          }),
         });
         rt.adminPort = (rt.admin.address() as AddressInfo).port;
       } catch (err) {
@@ -75,14 +102,29 @@ export class ProxyRuntime {
     return rt;
   }
 
-  /** The devices of `policy` this instance serves. */
-  private select(policy: CompiledPolicy): CompiledPolicy {
-    const only = this.opts.devices;
-    if (!only || only.length === 0) return policy;
-    const devices = new Map([...policy.devices].filter(([name]) => only.includes(name)));
-    const missing = only.filter((n) => !policy.devices.has(n));
-    if (missing.length > 0) this.logger.log('policy_warning', { message: `devices not in this policy: ${missing.join(', ')}` });
-    return Object.freeze({ ...policy, devices });
+  /**
+   * Applies the devices of `policy` this instance serves. A filter that selects none of them
+   * throws at start (`strict`); on a later change the policy is applied all the same (its
+   * author removed or renamed this instance's devices: serving their old rules would ignore
+   * that), readiness turns false (devices_served) and the log says why.
+   */
+  private async use(policy: CompiledPolicy, strict: boolean): Promise<void> {
+    let selected = policy;
+    if (this.only) {
+      const only = this.only;
+      const devices = new Map([...policy.devices].filter(([name]) => only.includes(name)));
+      const missing = only.filter((n) => !policy.devices.has(n));
+      if (devices.size === 0) {
+        const none = new NoDeviceSelectedError(only, [...policy.devices.keys()]);
+        if (strict) throw none;
+        this.logger.log('policy_warning', { message: `${none.message}; this instance serves nothing` });
+      } else if (missing.length > 0) {
+        this.logger.log('policy_warning', { message: `devices not in this policy: ${missing.join(', ')}` });
+      }
+      selected = Object.freeze({ ...policy, devices });
+    }
+    await this.server.apply(selected);
+    this.served = selected.devices.size;
   }
 
   /** Listening port per device. */
@@ -130,12 +172,23 @@ export class ProxyRuntime {
     }
     for (const w of r.warnings) this.logger.log('policy_warning', { message: w.format() });
     try {
-      await this.server.apply(this.select(r.policy));
+      await this.use(r.policy, false);
       this.loaded(r.policy);
     } catch (err) {
       this.policyStats.reloadsFailed++;
       this.logger.log('policy_rejected', { source: this.opts.source.name, errors: [(err as Error).message], kept: 'last good policy' });
     }
+  }
+
+  /**
+   * Reads the policy again now and applies it, as SIGHUP asks: a file as it is (without waiting
+   * for it to settle, and even if unchanged: a reload that failed for a reason outside the file,
+   * a port in use, is retried), or the version in force in Redis. Ignored once stopping.
+   */
+  reload(): void {
+    if (this.stopping) return;
+    this.logger.log('reload_requested', { source: this.opts.source.name });
+    this.opts.source.reload();
   }
 
   /** Waits until reloads triggered so far are applied (tests). */
@@ -145,6 +198,7 @@ export class ProxyRuntime {
 
   /** Stops accepting, lets outstanding requests finish (bounded), closes everything. */
   async stop(): Promise<void> {
+    this.stopping = true;
     // Stop accepting first, in this tick; then let what is in flight finish.
     const shutdown = this.server.shutdown(this.opts.graceMs ?? DEFAULT_GRACE_MS);
     await this.opts.source.stop();

@@ -1,7 +1,9 @@
 // Policy faults under load: the policy file replaced by invalid ones (and deleted) while clients
 // pipeline requests, and Redis killed and restarted under load. Policies A and B disagree about
 // some requests: each reply must be what A or B gives, never anything else; the PLC gets only what
-// A or B allows; no client connection is dropped; the last good policy stays in force.
+// A or B allows; no client connection is dropped; the last good policy stays in force. Then the
+// ways a change was applied wrongly or not at all: a file rewritten in place in two steps (its
+// first half was applied) and a Kubernetes ConfigMap's symlink swap (never applied).
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
@@ -11,12 +13,13 @@ import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../cli/store.js';
 import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
+import { FilePolicySource } from '../policy/source/file.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
-import { devicePolicy, startProxy } from './fixtures/proxy.js';
+import { ANY_PORT, devicePolicy, startProxy } from './fixtures/proxy.js';
 import { startRedis } from './fixtures/redis.js';
-import { DEVICE, PROBE_RULE, checkInvariants, compile, exceptionFor, plcReply } from './fixtures/invariants.js';
+import { DEVICE, PROBE_RULE, PolicyOracle, checkInvariants, compile, exceptionFor, plcReply } from './fixtures/invariants.js';
 import { until, within } from '../bench/lib/wait.js';
 import { freePort } from '../bench/lib/net.js';
 
@@ -90,7 +93,8 @@ async function startLoad(port: number, sources: string[]): Promise<Load> {
 
 void t.test('the policy file replaced by invalid ones (and deleted) under load', async (t) => {
   const plc = await startRawPlc();
-  const proxy = await startProxy(devicePolicy(plc.port, RULES_A));
+  // Every edit here is a rename, complete when it lands: a short settle keeps the load short.
+  const proxy = await startProxy(devicePolicy(plc.port, RULES_A), { settleMs: 50 });
   t.teardown(async () => {
     await proxy.stop();
     await plc.close();
@@ -239,3 +243,98 @@ void t.test(
     await until(() => applied === compile(textB).sha256, 'B applied', 7000).catch((err: Error) => t.fail(err.message));
   },
 );
+
+void t.test('a policy file rewritten in place in two steps 0.5 s apart: its first half is never applied', async (t) => {
+  const plc = await startRawPlc();
+  const proxy = await startProxy(devicePolicy(plc.port, '    rules:\n      - read: { holding_registers: [0-9] }\n'));
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  // In force: no writes. Meant: HR10 writable within 200..850. Cut before its `values:` line, the
+  // new file is a valid policy that lets any value through.
+  const before = fs.readFileSync(proxy.file, 'utf8');
+  const half = `${before}        write:\n          holding_registers:\n            - addresses: 10\n`;
+  const rest = '              values: 200-850\n';
+  const attack = req(0, 1, [6, 0, 10, 0x13, 0x88]); // HR10 = 5000
+  t.ok(new PolicyOracle([compile(half)]).allows(attack, ['127.0.0.1']), 'premise: the first half alone allows HR10=5000');
+  t.notOk(new PolicyOracle([compile(half + rest)]).allows(attack, ['127.0.0.1']), 'premise: the whole file does not');
+  const whole = compile(half + rest).sha256;
+  const applied = within(
+    proxy.logged((l) => l.event === 'policy_loaded' && l.sha256 === whole),
+    'the whole file applied',
+    10_000,
+  );
+  // An attacker writing HR10=5000 back to back for as long as the change takes.
+  const c = await RawClient.connect(proxy.port);
+  let done = false;
+  const replies: string[] = [];
+  const expected = new Set([hexOf(exceptionFor(attack, 0x01)), hexOf(exceptionFor(attack, 0x03))]);
+  const writes = (async () => {
+    while (!done) {
+      c.send(attack);
+      for (const r of await within(c.read(), 'a reply')) if (!expected.has(hexOf(r))) replies.push(hexOf(r));
+    }
+  })();
+  fs.writeFileSync(proxy.file, half);
+  await new Promise((resolve) => setTimeout(resolve, 500)); // the writer's pause, part of the scenario
+  fs.appendFileSync(proxy.file, rest);
+  await applied;
+  done = true;
+  await writes;
+  t.same(replies, [], 'every write denied: 01 (no writes) before the change, 03 (value) after');
+  t.same(plc.requests.filter((r) => r.fc === 6).length, 0, 'no write reached the PLC');
+  t.notOk(
+    proxy.logs.some((l) => l.event === 'policy_loaded' && l.sha256 === compile(half).sha256),
+    'the first half was never loaded',
+  );
+  t.match(
+    proxy.logs.filter((l) => l.event === 'policy_change_held')[0],
+    { source: proxy.file, reason: 'settling' },
+    'the change was held, and said so',
+  );
+  // The whole file is in force: an in-bounds write passes.
+  const ok = req(1, 1, [6, 0, 10, 0x02, 0xbc]); // HR10 = 700
+  c.send(ok);
+  t.equal(hexOf((await within(c.read(), 'the allowed write'))[0]!), hexOf(plcReply(ok)));
+  c.close();
+});
+
+void t.test('a Kubernetes ConfigMap update (a ..data symlink swap) revokes a write', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-adv-cm-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const textA = devicePolicy(plc.port, RULES_A).replace(ANY_PORT, `127.0.0.1:${await freePort()}`);
+  const textB = textA.replace(RULES_A, RULES_B);
+  // As the kubelet does it: a new timestamped folder, a new ..data link renamed over the old.
+  const publish = (stamp: string, text: string): void => {
+    fs.mkdirSync(path.join(dir, stamp));
+    fs.writeFileSync(path.join(dir, stamp, 'policy.yaml'), text);
+    fs.symlinkSync(stamp, path.join(dir, '..data_tmp'));
+    fs.renameSync(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+  };
+  publish('..2026_05_01_10_00_00.1', textA);
+  fs.symlinkSync('..data/policy.yaml', path.join(dir, 'policy.yaml'));
+  const { logger, logs, logged } = recordLogs();
+  const rt = await ProxyRuntime.start({
+    source: new FilePolicySource(path.join(dir, 'policy.yaml'), parsePolicy, logger),
+    logger,
+    admin: null,
+    graceMs: 100,
+  });
+  t.teardown(() => rt.stop());
+  const c = await RawClient.connect([...rt.ports().values()][0]!);
+  const write = (tid: number): Buffer => req(tid, 1, [6, 0, 15, 0, 1]);
+  c.send(write(1));
+  t.equal(hexOf((await within(c.read(), 'the write under A'))[0]!), hexOf(plcReply(write(1))), 'A lets HR15 be written');
+  const mark = logs.length;
+  publish('..2026_05_01_10_05_00.2', textB);
+  fs.rmSync(path.join(dir, '..2026_05_01_10_00_00.1'), { recursive: true });
+  await within(logged((l) => l.event === 'policy_loaded' && l.sha256 === compile(textB).sha256, mark), 'B applied', 10_000);
+  await rt.settled();
+  c.send(write(2));
+  t.equal(hexOf((await within(c.read(), 'the write under B'))[0]!), hexOf(exceptionFor(write(2), ADDRESS)), 'B revoked it');
+  t.equal(plc.requests.filter((r) => r.fc === 6).length, 1, 'only the write under A reached the PLC');
+  c.close();
+});

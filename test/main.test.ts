@@ -9,6 +9,7 @@ import { parsePolicy } from '../policy/parse.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
 import { freePort } from '../bench/lib/net.js';
+import { until } from '../bench/lib/wait.js';
 
 type Write = typeof process.stdout.write;
 
@@ -100,6 +101,33 @@ void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', a
   t.match(listenTaken, { code: 1, err: new RegExp(`^plcguard: cannot start: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${plc.port}`) });
   const missing = await plcguard(['run', '--policy', path.join(dir, 'missing.yaml'), '--admin', 'off']);
   t.match(missing, { code: 1, err: /missing\.yaml: cannot read: ENOENT/ });
+});
+
+void t.test('run: SIGHUP reloads the policy', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const file = path.join(dir, 'hup.yaml');
+  fs.writeFileSync(file, `version: 1\ndevices:\n  - name: plc\n    listen: 127.0.0.1:${await freePort()}\n    upstream: 127.0.0.1:${plc.port}\n    rules:\n      - read: { coils: [0] }\n`);
+  const events = (lines: string[]): string[] => lines.map((l) => (JSON.parse(l) as { event: string }).event);
+  const hupsBefore = process.listenerCount('SIGHUP');
+  const r = await plcguard(['run', '--policy', file, '--admin', 'off'], async (lines) => {
+    t.equal(process.listenerCount('SIGHUP'), hupsBefore + 1, 'SIGHUP handled while running');
+    process.emit('SIGHUP');
+    await until(() => events(lines).filter((e) => e === 'policy_loaded').length === 2, 'the reload');
+    process.emit('SIGTERM');
+  });
+  t.equal(r.code, 0);
+  t.same(events(r.lines), ['listening', 'policy_loaded', 'started', 'reload_requested', 'policy_loaded', 'stopping', 'stopped']);
+  t.equal(process.listenerCount('SIGHUP'), hupsBefore, 'and no longer once stopped');
+});
+
+void t.test('run: a device filter that selects nothing is an error', async (t) => {
+  const file = path.join(dir, 'filter.yaml');
+  fs.writeFileSync(file, `version: 1\ndevices:\n  - name: plc\n    listen: 127.0.0.1:${await freePort()}\n    upstream: 127.0.0.1:1502\n    rules:\n      - read: { coils: [0] }\n`);
+  const typo = await plcguard(['run', '--policy', file, '--admin', 'off', '--devices', 'plcc,pcl']);
+  t.equal(typo.code, 1);
+  t.match(typo.err, /: none of the devices to serve \(plcc, pcl\) is in the policy; it has: plc\n$/);
+  t.same(typo.lines, [], 'nothing listened');
 });
 
 void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', async (t) => {

@@ -8,8 +8,9 @@ import { parsePolicy } from '../policy/index.js';
 import { Logger } from '../proxy/audit.js';
 import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
-import { ProxyRuntime } from '../proxy/runtime.js';
+import { NoDeviceSelectedError, ProxyRuntime } from '../proxy/runtime.js';
 import { freePort } from '../bench/lib/net.js';
+import { recordLogs } from './fixtures/logs.js';
 
 const device = (name: string, listen: string, upstream: number, writable = 10): string => `  - name: ${name}
     listen: ${listen}
@@ -122,7 +123,7 @@ void t.test('start: every error of an invalid file; a device filter names what i
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const bad = `${dir}/bad.yaml`;
   fs.writeFileSync(bad, 'version: 1\ndevices:\n  - name: A\n');
-  const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
+  const err = await ProxyRuntime.start({ source: new FilePolicySource(bad, parsePolicy, new Logger(() => {})), admin: null, logger: new Logger(() => {}) }).catch((e: unknown) => e);
   t.ok(err instanceof PolicyInvalidError);
   t.equal((err as PolicyInvalidError).code, 'ERR_POLICY_INVALID');
   t.ok((err as PolicyInvalidError).issues.length >= 2, 'all errors, not just the first');
@@ -134,15 +135,59 @@ void t.test('start: every error of an invalid file; a device filter names what i
   const port = await freePort();
   fs.writeFileSync(good, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
   const logs: Record<string, unknown>[] = [];
-  const rt = await ProxyRuntime.start({
-    source: new FilePolicySource(good, parsePolicy),
-    admin: null,
-    devices: ['a', 'zz'],
-    logger: new Logger((l) => logs.push(JSON.parse(l) as Record<string, unknown>)),
-  });
+  const logger = new Logger((l) => logs.push(JSON.parse(l) as Record<string, unknown>));
+  const rt = await ProxyRuntime.start({ source: new FilePolicySource(good, parsePolicy, logger), admin: null, devices: ['a', 'zz'], logger });
   t.teardown(() => rt.stop());
   t.same([...rt.ports().keys()], ['a']);
   t.match(logs.find((l) => l.event === 'policy_warning'), { message: 'devices not in this policy: zz' });
+});
+
+void t.test('a device filter that selects nothing: an error at start, not ready after a reload', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const text = `version: 1\ndevices:\n${device('a', ANY_PORT, plc.port)}${device('b', `127.0.0.1:${await freePort()}`, plc.port)}`;
+  const dir = fs.mkdtempSync('/tmp/plcguard-rt-');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = `${dir}/p.yaml`;
+  fs.writeFileSync(file, text.replace(`listen: ${ANY_PORT}`, `listen: 127.0.0.1:${await freePort()}`));
+  const { logger, logs, logged } = recordLogs();
+  const err = await ProxyRuntime.start({ source: new FilePolicySource(file, parsePolicy, logger), admin: null, devices: ['A', 'bb'], logger }).catch(
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof NoDeviceSelectedError);
+  t.match(err, { code: 'ERR_NO_DEVICE_SELECTED', message: 'none of the devices to serve (A, bb) is in the policy; it has: a, b' });
+  t.equal(logs.length, 0, 'nothing listened, nothing was logged');
+
+  // Serving a; a later version renames it: applied (its old rules must not stay), and not ready.
+  const rt = await ProxyRuntime.start({
+    source: new FilePolicySource(file, parsePolicy, logger),
+    admin: { host: '127.0.0.1', port: 0 },
+    devices: ['a'],
+    logger,
+  });
+  t.teardown(() => rt.stop());
+  const readyz = async (): Promise<{ status: number; body: unknown }> => {
+    const res = await fetch(`http://127.0.0.1:${rt.adminPort}/readyz`);
+    return { status: res.status, body: await res.json() };
+  };
+  t.same(await readyz(), { status: 200, body: { ready: true, checks: { policy_loaded: true, listeners_up: true, devices_served: true } } });
+  const mark = logs.length;
+  const port = rt.ports().get('a')!;
+  fs.writeFileSync(`${file}.tmp`, fs.readFileSync(file, 'utf8').replace('name: a', 'name: a2'));
+  fs.renameSync(`${file}.tmp`, file);
+  await logged((l) => l.event === 'policy_loaded', mark);
+  await rt.settled();
+  t.same(
+    logs.slice(mark).filter((l) => l.event === 'policy_warning').map((l) => l.message),
+    ['none of the devices to serve (a) is in the policy; it has: a2, b; this instance serves nothing'],
+  );
+  t.same([...rt.ports().keys()], []);
+  const refused = await RawClient.connect(port).then(
+    () => 'connected',
+    (e: NodeJS.ErrnoException) => e.code,
+  );
+  t.equal(refused, 'ECONNREFUSED', 'a is not served under its old rules');
+  t.same(await readyz(), { status: 503, body: { ready: false, checks: { policy_loaded: true, listeners_up: false, devices_served: false } } });
 });
 
 void t.test('the admin address taken: start fails and leaves nothing listening', async (t) => {
@@ -158,7 +203,7 @@ void t.test('the admin address taken: start fails and leaves nothing listening',
   const port = await freePort();
   fs.writeFileSync(file, `version: 1\ndevices:\n${device('a', `127.0.0.1:${port}`, plc.port)}`);
   const err = await ProxyRuntime.start({
-    source: new FilePolicySource(file, parsePolicy),
+    source: new FilePolicySource(file, parsePolicy, new Logger(() => {})),
     admin: { host: '127.0.0.1', port: adminPort },
     logger: new Logger(() => {}),
     graceMs: 0,
@@ -218,9 +263,9 @@ void t.test('warnings are logged at start and on reload; a save without change r
   t.match(proxy.logs.find((l) => l.event === 'policy_warning'), { message: /devices\[1\]\.rules: no rules; this device denies everything/ });
   const loads = (): number => proxy.logs.filter((l) => l.event === 'policy_loaded').length;
   const before = loads();
-  // Saved again unchanged (as editors do): the watcher reads it, sees the same text, does nothing.
+  // Saved again unchanged (as editors do): the watcher reads it, sees the same text, says so.
   fs.writeFileSync(proxy.file, fs.readFileSync(proxy.file));
-  await new Promise((resolve) => setTimeout(resolve, 300)); // past the 100 ms debounce
+  await proxy.logged((l) => l.event === 'policy_unchanged');
   t.equal(loads(), before, 'no reload for an unchanged file');
   const warned = proxy.logs.filter((l) => l.event === 'policy_warning').length;
   await proxy.rewrite(fs.readFileSync(proxy.file, 'utf8').replace('[10]', '[11]'));

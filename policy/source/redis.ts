@@ -83,6 +83,13 @@ export class RedisPolicyWatcher {
       });
   }
 
+  /** Reads the version in force again and hands it on, even if it was seen before. */
+  reload(): void {
+    this.applied = '';
+    this.rejected = '';
+    this.sync();
+  }
+
   /** Resolves when no check is running (tests, shutdown). */
   async idle(): Promise<void> {
     await this.running;
@@ -151,6 +158,10 @@ export class RedisPolicySource implements PolicySource {
     );
     this.watcher.start();
     return null;
+  }
+
+  reload(): void {
+    this.watcher?.reload();
   }
 
   async stop(): Promise<void> {

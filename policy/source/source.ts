@@ -20,6 +20,12 @@ export interface PolicySource {
    * delivers through `onChange` when it can.
    */
   start(onChange: (r: ParseResult) => void): ParseResult | null;
+  /**
+   * Reads the policy again now (SIGHUP) and delivers it through `onChange` even when it is what
+   * is in force: a file as it is on disk, without waiting for it to settle; Redis, the version in
+   * force.
+   */
+  reload(): void;
   stop(): Promise<void>;
   /** Readiness checks of the source itself (e.g. redis_up). */
   checks(): Record<string, boolean>;
