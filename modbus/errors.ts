@@ -17,3 +17,20 @@ export class PlcguardError extends Error {
 export class UsageError extends PlcguardError {
   override readonly name: string = 'UsageError';
 }
+
+/**
+ * A state plcguard's own code rules out was reached: a bug in plcguard, never a peer's doing. It
+ * throws at the spot instead of carrying on with a guess or a silent return, and the unreachable
+ * branch stays visible rather than hidden behind a coverage exclusion.
+ */
+export class InvariantError extends PlcguardError {
+  override readonly name: string = 'InvariantError';
+  constructor(what: string) {
+    super('ERR_INVARIANT', `invariant failed: ${what}`);
+  }
+}
+
+/** Throws InvariantError unless `ok`. `what` is a constant string: nothing is built per call. */
+export function invariant(ok: boolean, what: string): asserts ok {
+  if (!ok) throw new InvariantError(what);
+}

@@ -7,7 +7,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yam
 import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
-import { invariant } from './invariant.js';
+import { invariant } from '../modbus/errors.js';
 import {
   ADDRESS_MODEL_FUNCTIONS,
   FUNCTION_CODE_BY_NAME,

@@ -13,7 +13,7 @@ import {
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
 import { AuditLimiter, type Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
-import { invariant } from './invariant.js';
+import { invariant } from '../modbus/errors.js';
 import type { SourceRate } from './ratelimit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
 import { Transaction, Upstream, type ConnectPlc, type UpstreamOwner } from './upstream.js';

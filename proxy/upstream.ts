@@ -10,7 +10,7 @@ import {
 } from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
 import { systemClock, type Clock, type Timer } from './clock.js';
-import { invariant } from './invariant.js';
+import { invariant } from '../modbus/errors.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 

@@ -5,7 +5,7 @@ import { parsePolicy, type CompiledDevice } from '../policy/index.js';
 import { LINGER_MS, Session, type SessionContext } from '../proxy/session.js';
 import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
-import { InvariantError } from '../proxy/invariant.js';
+import { InvariantError } from '../modbus/errors.js';
 import { Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
 import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs, type LogLine } from './fixtures/logs.js';

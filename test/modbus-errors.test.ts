@@ -1,7 +1,6 @@
 // invariant(): silent when the condition holds; a coded PlcguardError when it does not.
 import t from 'tap';
-import { PlcguardError } from '../modbus/errors.js';
-import { invariant, InvariantError } from '../policy/invariant.js';
+import { invariant, InvariantError, PlcguardError } from '../modbus/errors.js';
 
 void t.test('invariant throws InvariantError (ERR_INVARIANT) only when the condition fails', (t) => {
   t.doesNotThrow(() => invariant(true, 'holds'));
