@@ -293,6 +293,22 @@ void t.test('FIN from both sides or a RST ends a stream; a new SYN on the same p
   t.end();
 });
 
+void t.test('a side whose start was not captured but that sends only FIN or RST is not mid-stream', (t) => {
+  const { table, events } = harness();
+  feed(table, [
+    SYN,
+    { from: 'client', seq: ISN, data: read(1) },
+    { from: 'client', seq: ISN + 12, flags: TCP_FIN | TCP_ACK },
+    { from: 'server', seq: 5000, flags: TCP_FIN | TCP_ACK }, // the server's SYN-ACK was not captured
+  ]);
+  t.strictSame(events, [`req 1 ${hex(read(1))}`, 'closed 1'], 'both sides finished');
+  const rst = harness();
+  feed(rst.table, [SYN, { from: 'client', seq: ISN, data: read(1) }, { from: 'server', seq: 5000, flags: TCP_RST }]);
+  t.strictSame(rst.events, [`req 1 ${hex(read(1))}`, 'closed 1']);
+  t.strictSame([table.counts.midStream, rst.table.counts.midStream], [0, 0]);
+  t.end();
+});
+
 void t.test('a SYN on an open stream that never saw one: the old stream ends, a new one starts', (t) => {
   const { table, events } = harness();
   feed(table, [{ from: 'client', seq: 77, data: read(1) }, SYN, { from: 'client', seq: ISN, data: read(2) }]);

@@ -276,13 +276,16 @@ export class StreamTable {
         d.known = true;
         d.next = (s.seq + 1) >>> 0;
       }
-    } else if (!d.known) {
+    } else if (!d.known && (length > 0 || (flags & TCP_FIN) !== 0)) {
+      // The first this direction shows is data (or its FIN): what came before it was not captured.
       d.known = true;
       d.next = s.seq;
-      this.startSync(d);
-      if (!stream.midStream) {
-        stream.midStream = true;
-        this.counts.midStream++;
+      if (length > 0) {
+        this.startSync(d);
+        if (!stream.midStream) {
+          stream.midStream = true;
+          this.counts.midStream++;
+        }
       }
     }
     if (length > 0) this.data(d, s.seq, s.buf, s.start, s.end, s.timeMs);
