@@ -9,6 +9,7 @@ import { parseClientAddress } from '../policy/net.js';
 import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
 import { parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { replayCommand } from './replay.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
 
@@ -53,7 +54,7 @@ export async function policyCommand(args: readonly string[], io: CommandIO): Pro
     case 'validate':
       return validateCommand(rest, io);
     case 'check':
-      return checkCommand(rest, io);
+      return rest.some((a) => a === '--pcap' || a.startsWith('--pcap=')) ? replayCommand(rest, io) : checkCommand(rest, io);
     case 'help':
     case '--help':
     case '-h':

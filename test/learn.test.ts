@@ -1,7 +1,18 @@
 // Learning (policy/learn/): observations from requests and their answers, the proposal they make
 // (exact text: every rule, entry and comment), the options that loosen it, the ceilings that bound
-// memory.
+// memory; `plcguard policy learn` and `plcguard policy check --pcap` on the real captures in
+// test/fixtures/captures; and the round trip: the demo's traffic learned, validated, replayed with
+// nothing denied, then enforced by a real proxy that passes the same traffic and denies anything new.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
+import { learnCommand } from '../cli/learn.js';
+import { policyCommand } from '../cli/policy.js';
+import { describeRequest, replayCommand } from '../cli/replay.js';
+import { captureSummary, readCaptures, type CaptureIO, type ProgressSink } from '../cli/capture.js';
+import { StreamCounts } from '../modbus/capture/index.js';
+import { startSimulatedPlc } from '../demo/plc.js';
 import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
 import {
   AddressWrites,
@@ -18,7 +29,41 @@ import {
 import { proposePolicy, type ProposeOptions } from '../policy/learn/propose.js';
 import { parsePolicy } from '../policy/parse.js';
 import { Decision } from '../policy/types.js';
+import { CAPTURES, captureBytes, pcapOf } from './fixtures/capture.js';
+import { client, closeClient, engineering, expectException, hmi } from './fixtures/demo-traffic.js';
 import { exchange, stream, v4, v6, w } from './fixtures/learning.js';
+import { ANY_PORT, startProxy } from './fixtures/proxy.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-learn-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const tmp = (name: string): string => path.join(dir, name);
+const capture = (name: string): string => path.join(CAPTURES, name);
+
+interface Run {
+  code: number;
+  stdout: string[];
+  stderr: string[];
+}
+
+/** A fixed clock: the summary's seconds are 0 and no rate is printed, so output is exact. */
+const io = (out: Run, extra: Partial<CaptureIO> = {}): CaptureIO => ({
+  stdout: (s) => out.stdout.push(s),
+  stderr: (s) => out.stderr.push(s),
+  now: () => 0,
+  ...extra,
+});
+
+async function learn(args: string[], extra: Partial<CaptureIO> = {}): Promise<Run> {
+  const out: Run = { code: -1, stdout: [], stderr: [] };
+  out.code = await learnCommand(args, io(out, extra));
+  return out;
+}
+
+async function check(args: string[]): Promise<Run> {
+  const out: Run = { code: -1, stdout: [], stderr: [] };
+  out.code = await policyCommand(['check', ...args], io(out));
+  return out;
+}
 
 // --- observations ------------------------------------------------------------------------------
 
@@ -417,3 +462,377 @@ void t.test('devices: names unique, listen ports found when taken, nothing propo
   t.end();
 });
 
+// --- `plcguard policy learn` ---------------------------------------------------------------------
+
+const DEMO_SUMMARY = [
+  'plcguard policy learn: read 1 file, 27.0 kB, 232 packets in 0.0 s',
+  'plcguard policy learn: streams: 2 Modbus/TCP; 107 requests, 107 responses',
+  'plcguard policy learn: skipped: 2 packets not TCP (UDP, ICMP, ...)',
+  'plcguard policy learn: learned: 107 requests (2 answered with an exception, 0 never answered)',
+];
+
+void t.test('learn: the demo capture → a policy file that validates, and a summary', async (t) => {
+  const out = tmp('demo.yaml');
+  const r = await learn([capture('demo.pcapng'), '--port', '5021', '-o', out]);
+  t.equal(r.code, 0);
+  t.strictSame(r.stdout, []);
+  t.strictSame(r.stderr, [[...DEMO_SUMMARY, `plcguard policy learn: proposed: 1 device, 2 rules → ${out}`].join('\n')]);
+  const text = fs.readFileSync(out, 'utf8');
+  const v = await policyCommand(['validate', out], { stdout: () => {}, stderr: () => {} });
+  t.equal(v, 0, 'policy validate passes');
+  // Standard output gets the same text; the same capture always gives the same file.
+  const again = await learn([capture('demo.pcapng'), '--port', '5021', '-o', out]);
+  t.equal(again.code, 0);
+  t.equal(fs.readFileSync(out, 'utf8'), text);
+  const std = await learn([capture('demo.pcapng'), '--port', '5021']);
+  const madeBy = /^# {3}made by: .*\n/m;
+  t.equal(std.stdout.join('').replace(madeBy, ''), text.replace(madeBy, ''));
+  t.match(text, /^ {6}- name: from-127-0-0-1\n {8}sources: \[127\.0\.0\.1\]\n {8}units: \[1\]\n {8}read:\n {10}coils:\n {12}- 0-7 /m);
+  t.match(text, /^ {12}- \{ addresses: 10, values: 650 \} +# 1 write, at /m, 'the HMI\'s setpoint write-back');
+  t.match(text, /^ {12}- 995-1004 +# 1 request, 1 answered with exception 0x02 \(illegal data address\), at /m, 'an exception, marked');
+  t.end();
+});
+
+void t.test('learn: every link type, byte order and resolution of one session gives the same rules', async (t) => {
+  // Everything after the header (which names the capture); times to the millisecond (µs files
+  // round differently from ns ones).
+  const body = async (file: string): Promise<string> => {
+    const r = await learn([capture(file), '--port', '5021']);
+    t.equal(r.code, 0, file);
+    const text = r.stdout.join('');
+    return text.slice(text.indexOf('version: 1'));
+  };
+  const want = await body('basic.pcapng');
+  for (const f of ['basic.pcap', 'basic-ns.pcap', 'basic-us.pcapng', 'basic-be.pcap', 'basic-be.pcapng', 'vlan.pcap', 'qinq.pcap', 'rawip.pcap', 'rawip4.pcap', 'null.pcap', 'loop.pcap', 'outoforder.pcapng', 'retransmission.pcapng']) {
+    t.equal(await body(f), want, f);
+  }
+  t.end();
+});
+
+void t.test('learn: past the ceilings, the summary says what was not learned', async (t) => {
+  // MAX_DEVICES + 1 servers, one request and answer each.
+  const segments = Array.from({ length: MAX_DEVICES + 1 }, (_, i) => [
+    { fromClient: true, server: 0x0a010000 + i, seq: 1, payload: encodeAdu(1, 1, Buffer.from([3, 0, 0, 0, 1])) },
+    { fromClient: false, server: 0x0a010000 + i, seq: 1, payload: encodeAdu(1, 1, Buffer.from([3, 2, 0, 0])) },
+  ]).flat();
+  fs.writeFileSync(tmp('servers.pcap'), pcapOf(segments));
+  const r = await learn([tmp('servers.pcap'), '-o', tmp('servers.yaml')]);
+  t.equal(r.code, 0);
+  t.match(r.stderr[0], `learned: ${MAX_DEVICES} requests (0 answered with an exception, 0 never answered); 1 request past the ceilings not learned\nplcguard policy learn: warning: more than ${MAX_DEVICES} servers: the ones after that are not learned\n`);
+  t.match(r.stderr[0], `proposed: ${MAX_DEVICES} devices, ${MAX_DEVICES} rules`);
+  t.end();
+});
+
+void t.test('learn: the loosening options on the command line', async (t) => {
+  const r = await learn([capture('demo.pcapng'), '--port', '5021', '--mode', 'monitor', '--merge-gap', '100', '--widen-values', '10%', '--group-sources', '8']);
+  t.equal(r.code, 0);
+  const text = r.stdout.join('');
+  t.match(text, `#   made by: plcguard policy learn ${capture('demo.pcapng')} --port 5021 --mode monitor --merge-gap 100 --widen-values 10% --group-sources 8\n`);
+  t.match(text, /\n {4}mode: monitor\n/);
+  t.match(text, /- name: net-127-0-0-0-8\n {8}sources: \[127\.0\.0\.0\/8\]/);
+  t.match(text, /- 0-109 +# 40 requests, .*\(2 ranges joined over 80 unread addresses\)/);
+  t.match(text, /- \{ addresses: 10, values: 585-715 \} /);
+  t.equal(parsePolicy(text, 'm.yaml').warnings.length, 0);
+  t.end();
+});
+
+void t.test('learn: usage errors exit 2 and say what is wrong', async (t) => {
+  const cases: [string[], string][] = [
+    [[], 'give at least one CAPTURE file (pcap or pcapng)'],
+    [['x.pcap', '--mode', 'learn'], '--mode: "learn" is not one of enforce, monitor'],
+    [['x.pcap', '--port', '70000'], '--port: "70000" is not a port 1..65535'],
+    [['x.pcap', '--port', '502,x'], '--port: "x" is not a port 1..65535'],
+    [['x.pcap', '--merge-gap', '-1'], "Option '--merge-gap' argument is ambiguous."],
+    [['x.pcap', '--merge-gap', '70000'], '--merge-gap: "70000" is not a whole number 0..65535'],
+    [['x.pcap', '--merge-gap', 'wide'], '--merge-gap: "wide" is not a whole number 0..65535'],
+    [['x.pcap', '--widen-values', '10.5.5%'], '--widen-values: "10.5.5%" is not a percentage 0%..1000%'],
+    [['x.pcap', '--widen-values', '1001%'], '--widen-values: "1001%" is not a percentage 0%..1000%'],
+    [['x.pcap', '--widen-values', '70000'], '--widen-values: "70000" is not a whole number 0..65535'],
+    [['x.pcap', '--group-sources', '33'], '--group-sources: "33" is not a whole number 0..32'],
+    [['x.pcap', '--group-sources', '24,129'], '--group-sources: "129" is not a whole number 0..128'],
+    [['x.pcap', '--group-sources', '1,2,3'], '--group-sources: "1,2,3": expected V4 or V4,V6 prefix lengths'],
+    [['x.pcap', '--listen', 'nowhere'], '--listen: "nowhere" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535'],
+    [['x.pcap', '--frobnicate'], "Unknown option '--frobnicate'"],
+  ];
+  for (const [args, message] of cases) {
+    const r = await learn(args);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr[0], `plcguard policy learn: ${message}`);
+    t.match(r.stderr[0], /\n\nusage:\n {2}plcguard policy learn CAPTURE\.\.\./);
+  }
+  // --listen names one device's address: with two servers in the captures it can't.
+  const two = await learn([capture('demo.pcapng'), capture('ipv6.pcapng'), '--port', '5021', '--listen', '127.0.0.1:5020']);
+  t.equal(two.code, 2);
+  t.match(two.stderr[0], 'plcguard policy learn: --listen gives one listen address, but the captures show 2 servers (127.0.0.1:5021, [::1]:5021)');
+  t.end();
+});
+
+void t.test('learn: a capture that cannot be used exits 1 with the reason', async (t) => {
+  fs.writeFileSync(tmp('policy.yaml'), 'version: 1\n');
+  fs.writeFileSync(tmp('short.pcap'), Buffer.from([0xd4, 0xc3, 0xb2]));
+  fs.writeFileSync(tmp('corrupt.pcap'), Buffer.concat([captureBytes('basic.pcap').subarray(0, 24), Buffer.from('0000000000000000ffffffff00000000', 'hex')]));
+  const cases: [string[], string][] = [
+    [[tmp('missing.pcap')], `plcguard policy learn: ${tmp('missing.pcap')}: cannot read: ENOENT (ENOENT: no such file or directory, stat '${tmp('missing.pcap')}')`],
+    [[dir], `plcguard policy learn: ${dir}: cannot read: EISDIR (EISDIR: illegal operation on a directory, read)`],
+    [[tmp('policy.yaml')], `plcguard policy learn: ${tmp('policy.yaml')}: not a pcap or pcapng file: it starts with 0x76657273 (pcap starts with a1b2c3d4 or a1b23c4d in either byte order, pcapng with 0a0d0d0a)`],
+    [[tmp('short.pcap')], `plcguard policy learn: ${tmp('short.pcap')}: the file ends after 3 bytes, before its header is complete: not a pcap or pcapng file`],
+    [[tmp('corrupt.pcap')], `plcguard policy learn: ${tmp('corrupt.pcap')}: packet record 0 says it holds 4294967295 bytes (at most 262144): the file is corrupt (at byte 24)`],
+  ];
+  for (const [args, message] of cases) {
+    const r = await learn(args);
+    t.equal(r.code, 1, args.join(' '));
+    t.strictSame(r.stderr, [message]);
+  }
+  // A capture without Modbus on the ports looked at: nothing to propose, and a hint.
+  const none = await learn([capture('basic.pcapng')]);
+  t.equal(none.code, 1);
+  t.strictSame(none.stderr.at(-1), 'plcguard policy learn: no Modbus request to learn from (servers looked for on 1 port: 502; another one? --port)');
+  t.match(none.stderr[0], 'skipped: 2 packets not TCP (UDP, ICMP, ...); 18 TCP packets between other ports (a Modbus server on another port? --port)');
+  // Nowhere to write.
+  const nowhere = await learn([capture('basic.pcapng'), '--port', '5021', '-o', path.join(dir, 'no', 'such', 'dir.yaml')]);
+  t.equal(nowhere.code, 1);
+  t.strictSame(nowhere.stderr, [`plcguard policy learn: cannot write ${path.join(dir, 'no', 'such', 'dir.yaml')}: ENOENT`]);
+  t.end();
+});
+
+void t.test('learn: what reassembly skipped and what was not learned is in the summary', async (t) => {
+  // Mid-frame start, a cut-short file, a framing error and an unanswered malformed request.
+  const mid = await learn([capture('midframe.pcapng'), '--port', '5021']);
+  t.equal(mid.code, 0);
+  t.match(mid.stderr[0], 'streams: 1 Modbus/TCP (1 started before the capture); 2 requests, 3 responses');
+  t.match(mid.stderr[0], 'skipped: 3 packets not TCP (UDP, ICMP, ...); 7 bytes while finding frame boundaries (2 resynchronisations)');
+  t.match(mid.stderr[0], 'learned: 2 requests (0 answered with an exception, 0 never answered); 1 response to requests not in the capture');
+  const cut = captureBytes('basic.pcap');
+  fs.writeFileSync(tmp('cut.pcap'), cut.subarray(0, cut.length - 20));
+  const c = await learn([tmp('cut.pcap'), '--port', '5021']);
+  t.match(c.stderr[0], `${tmp('cut.pcap')} ends inside a record (43 bytes; cut short while being written?)`);
+  const bad = Buffer.from(encodeAdu(2, 1, Buffer.from([3, 0, 0, 0, 1])));
+  bad[2] = 1; // protocol id 1
+  fs.writeFileSync(
+    tmp('framing.pcap'),
+    pcapOf([
+      { fromClient: true, seq: 100, flags: 0x02 },
+      { fromClient: true, seq: 101, payload: encodeAdu(1, 1, Buffer.from([3, 0, 0, 0, 0])) }, // quantity 0
+      { fromClient: true, seq: 113, payload: bad },
+      { fromClient: false, seq: 900, flags: 0x04 },
+    ]),
+  );
+  const f = await learn([tmp('framing.pcap')]);
+  t.equal(f.code, 1, 'nothing well-formed to learn');
+  t.match(f.stderr[0], 'skipped: 1 framing error (protocol id not 0 or a bad length; the proxy would close those connections)');
+  t.match(f.stderr[0], 'streams: 1 Modbus/TCP; 1 request, 0 responses');
+  t.match(f.stderr[0], 'learned: 0 requests (0 answered with an exception, 0 never answered); 1 malformed request not learned (the proxy denies those anyway)');
+  t.end();
+});
+
+void t.test('learn: a progress line for large inputs, rewritten at most every 250 ms', async (t) => {
+  const updates: string[] = [];
+  let done = 0;
+  const progress: ProgressSink = { update: (l) => updates.push(l), done: () => done++ };
+  let clock = 0;
+  const file = capture('demo.pcapng');
+  const r = await learn([file, '--port', '5021'], { progress, progressMinBytes: 0, now: () => (clock += 1000) });
+  t.equal(r.code, 0);
+  t.strictSame(updates, [`reading ${file}: 100% (0 of 0 MB, 0 MB/s)`]);
+  t.equal(done, 1);
+  t.match(r.stderr[0], /^plcguard policy learn: read 1 file, 27\.0 kB, 232 packets in 2\.0 s, 0 MB\/s$/m);
+  // Below the size: no progress line.
+  updates.length = 0;
+  await learn([file, '--port', '5021'], { progress, now: () => 0 });
+  t.strictSame(updates, []);
+  // An error ends the progress line too.
+  await learn([tmp('corrupt.pcap')], { progress, progressMinBytes: 0 });
+  await learn([dir], { progress, progressMinBytes: 0 });
+  await learn([tmp('short.pcap')], { progress, progressMinBytes: 0 });
+  t.equal(done, 4);
+  // The real clock by default.
+  const run = await readCaptures([file], { serverPorts: new Set([5021]), sink: new Learner() });
+  t.ok(run.seconds >= 0);
+  t.end();
+});
+
+void t.test('the summary: sizes, holes, framing errors and evicted streams', (t) => {
+  const streams = new StreamCounts();
+  Object.assign(streams, { streams: 3, requests: 9, responses: 8, holes: 2, holeBytes: 40, evicted: 1, outOfOrderSegments: 4, retransmittedBytes: 12 });
+  const skips = { link_type: 1, not_ip: 2, not_tcp: 0, ip_fragment: 3, truncated: 4, bad_header: 5 };
+  t.strictSame(captureSummary({ files: [], bytes: 5_000_000, packets: 10, skips, streams, seconds: 2 }), [
+    'read 0 files, 5.0 MB, 10 packets in 2.0 s, 3 MB/s',
+    'streams: 3 Modbus/TCP; 9 requests, 8 responses',
+    "skipped: 1 packet of a link type this reader does not know; 2 packets not IP (ARP, LLDP, ...); 3 packets IP fragments (not reassembled); 4 packets cut by the capture's snaplen; 5 packets with an impossible IP or TCP header; 2 holes of 40 bytes the capture never had; 1 stream finished early: too many open at once",
+    'reassembled: 4 segments out of order, 12 bytes retransmitted',
+  ]);
+  const quiet = captureSummary({ files: [], bytes: 0, packets: 0, skips: { ...skips, link_type: 0, not_ip: 0, ip_fragment: 0, truncated: 0, bad_header: 0 }, streams: new StreamCounts(), seconds: 0 });
+  t.equal(quiet[2], 'skipped: nothing');
+  t.end();
+});
+
+// --- `plcguard policy check --pcap` -------------------------------------------------------------
+
+void t.test('replay: the learned policy passes the traffic it was learned from, and denies what is new', async (t) => {
+  const policy = tmp('learned.yaml');
+  t.equal((await learn([capture('demo.pcapng'), '--port', '5021', '-o', policy])).code, 0);
+  const same = await check(['--policy', policy, '--pcap', capture('demo.pcapng')]);
+  t.equal(same.code, 0);
+  t.strictSame(same.stdout, [
+    [
+      `policy: ${policy} (1 device)`,
+      'read 1 file, 27.0 kB, 232 packets in 0.0 s',
+      'streams: 2 Modbus/TCP; 107 requests, 107 responses',
+      'skipped: 2 packets not TCP (UDP, ICMP, ...)',
+      'judged: 107 requests',
+      '  allowed               107',
+      '  denied                  0',
+      'result: all 107 requests would be allowed',
+    ].join('\n'),
+  ]);
+  const fresh = await check(['--policy', policy, '--pcap', capture('demo-new.pcapng')]);
+  t.equal(fresh.code, 3);
+  t.strictSame(fresh.stdout, [
+    [
+      `policy: ${policy} (1 device)`,
+      'read 1 file, 18.3 kB, 159 packets in 0.0 s',
+      'streams: 4 Modbus/TCP; 62 requests, 62 responses',
+      'skipped: 3 packets not TCP (UDP, ICMP, ...)',
+      'judged: 62 requests',
+      '  allowed                57',
+      '  denied                  5',
+      '    source_not_allowed    1',
+      '    unit_not_allowed      1',
+      '    function_not_allowed  1',
+      '    address_not_allowed   1',
+      '    value_not_allowed     1',
+      'first denied requests:',
+      '  2026-11-30T19:10:34.283Z  127.0.0.2 → plc-127-0-0-1-5021  unit 1 write_single_register holding_registers 50 = 1: address_not_allowed; exception 0x02 (illegal data address); rule from-127-0-0-2',
+      '  2026-11-30T19:10:34.284Z  127.0.0.2 → plc-127-0-0-1-5021  unit 1 write_single_register holding_registers 13 = 75: value_not_allowed; exception 0x03 (illegal data value); rule from-127-0-0-2',
+      '  2026-11-30T19:10:34.284Z  127.0.0.2 → plc-127-0-0-1-5021  unit 1 diagnostics sub-function 0: function_not_allowed; exception 0x01 (illegal function); rule none',
+      '  2026-11-30T19:10:34.284Z  127.0.0.2 → plc-127-0-0-1-5021  unit 2 read_holding_registers holding_registers 0-9: unit_not_allowed; exception 0x0A (gateway path unavailable); rule none',
+      '  2026-11-30T19:10:34.285Z  127.0.0.3 → plc-127-0-0-1-5021  unit 1 read_holding_registers holding_registers 0-9: source_not_allowed; connection refused; rule none',
+      'result: 5 of 62 requests would be denied',
+    ].join('\n'),
+  ]);
+  // --show limits the list; several captures are one replay.
+  const two = await check(['--policy', policy, '--show', '1', '--pcap', capture('demo.pcapng'), capture('demo-new.pcapng')]);
+  t.equal(two.code, 3);
+  t.match(two.stdout[0], /judged: 169 requests\n/);
+  t.equal(two.stdout[0]!.split('\n').filter((l) => l.startsWith('  2026-')).length, 1);
+  t.end();
+});
+
+void t.test('replay: a hand-written policy, a device chosen by name, servers without a device, monitor mode', async (t) => {
+  // examples/demo-policy.yaml fronts the demo PLC (upstream 127.0.0.1:5021): the engineering
+  // client's identification, FC17, the reads past 99 and the mask write are not in it.
+  const demo = await check(['--policy', 'examples/demo-policy.yaml', '--pcap', capture('demo.pcapng')]);
+  t.equal(demo.code, 3);
+  t.match(demo.stdout[0], '\n  allowed               102\n  denied                  5\n    function_not_allowed  2\n    address_not_allowed   2\n    value_not_allowed     1\n');
+  t.match(demo.stdout[0], 'unit 1 mask_write_register holding_registers 0 and 0xff or 0x0: value_not_allowed; exception 0x03 (illegal data value); rule setpoints');
+  // A policy with no device in front of 127.0.0.1:5021.
+  fs.writeFileSync(
+    tmp('elsewhere.yaml'),
+    'version: 1\ndevices:\n  - name: elsewhere\n    listen: 0.0.0.0:502\n    upstream: plc.example:5021\n    rules:\n      - read: { holding_registers: [0-9] }\n',
+  );
+  const none = await check(['--policy', tmp('elsewhere.yaml'), '--port', '5021', '--pcap', capture('basic.pcapng')]);
+  t.equal(none.code, 3);
+  t.match(none.stdout[0], '    no_device             5\nno device in the policy for 127.0.0.1:5021: 5 requests (give --device NAME to judge them against one)');
+  t.match(none.stdout[0], '127.0.0.1 → 127.0.0.1:5021  unit 1 read_holding_registers holding_registers 0-9: no device in the policy for 127.0.0.1:5021');
+  // --device: every request against that one; monitor mode is said.
+  fs.writeFileSync(tmp('monitor.yaml'), fs.readFileSync('examples/plant-policy.yaml', 'utf8'));
+  const forced = await check(['--policy', tmp('monitor.yaml'), '--device', 'packaging-line', '--port', '5021', '--pcap', capture('basic.pcapng')]);
+  t.equal(forced.code, 3);
+  t.match(forced.stdout[0], '    source_not_allowed    5\npackaging-line is in monitor mode: its 5 denials would be forwarded and counted, not enforced');
+  // A device found by its listen address (a capture taken in front of plcguard).
+  fs.writeFileSync(tmp('listen.yaml'), 'version: 1\ndevices:\n  - name: front\n    listen: 0.0.0.0:5021\n    upstream: 192.0.2.1:502\n    rules:\n      - read: { holding_registers: [0-9], input_registers: [0-9], coils: [0-7] }\n        write: { holding_registers: [10-15] }\n');
+  const front = await check(['--policy', tmp('listen.yaml'), '--pcap', capture('basic.pcapng')]);
+  t.equal(front.code, 0);
+  t.match(front.stdout[0], 'result: all 5 requests would be allowed');
+  t.end();
+});
+
+void t.test('replay: framing errors would close connections', async (t) => {
+  const bad = Buffer.from(encodeAdu(2, 1, Buffer.from([3, 0, 0, 0, 1])));
+  bad[2] = 1;
+  fs.writeFileSync(
+    tmp('framing2.pcap'),
+    pcapOf([
+      { fromClient: true, seq: 99, flags: 0x02 },
+      { fromClient: true, seq: 100, payload: Buffer.concat([encodeAdu(1, 1, Buffer.from([3, 0, 0, 0, 1])), bad]), timeMs: 1000 },
+    ]),
+  );
+  fs.writeFileSync(tmp('open.yaml'), 'version: 1\ndevices:\n  - name: open\n    listen: 0.0.0.0:502\n    upstream: 10.0.0.2:502\n    rules:\n      - read: { holding_registers: [0-9] }\n');
+  const r = await check(['--policy', tmp('open.yaml'), '--pcap', tmp('framing2.pcap')]);
+  t.equal(r.code, 3);
+  t.match(r.stdout[0], '1 framing error: the proxy would close those connections\nresult: 0 of 1 request would be denied, 1 connection closed');
+  t.end();
+});
+
+void t.test('replay: usage errors exit 2, unusable policies and captures exit 1', async (t) => {
+  const usage: [string[], string][] = [
+    [['--pcap', 'x'], 'give the policy with --policy FILE'],
+    [['--policy', 'p', '--pcap'], "Option '--pcap <value>' argument missing"],
+    [['--policy', 'examples/demo-policy.yaml', '--pcap', 'x', '--show', 'all'], '--show: "all" is not a number 0..10000'],
+    [['--policy', 'examples/demo-policy.yaml', '--pcap', 'x', '--device', 'nope'], 'examples/demo-policy.yaml has no device "nope" (devices: demo-plc)'],
+    [['--policy', 'examples/demo-policy.yaml', '--pcap', 'x', '--port', '0'], '--port: "0" is not a port 1..65535'],
+  ];
+  for (const [args, message] of usage) {
+    const r = await check(args);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr[0], `plcguard policy check: ${message}`);
+    t.match(r.stderr[0], /\n\nusage:\n {2}plcguard policy check --policy FILE --pcap CAPTURE\.\.\./);
+  }
+  fs.writeFileSync(tmp('empty.yaml'), 'version: 1\ndevices: []\n');
+  const empty = await check(['--policy', tmp('empty.yaml'), '--device', 'x', '--pcap', 'x']);
+  t.equal(empty.code, 2);
+  t.match(empty.stderr[0], `plcguard policy check: ${tmp('empty.yaml')} has no device "x" (devices: none)`);
+  const none: Run = { code: -1, stdout: [], stderr: [] };
+  t.equal(await replayCommand(['--policy', 'examples/demo-policy.yaml'], io(none)), 2);
+  t.match(none.stderr[0], 'plcguard policy check: give at least one capture with --pcap CAPTURE');
+  fs.writeFileSync(tmp('invalid.yaml'), 'version: 2\ndevices: []\n');
+  const invalid = await check(['--policy', tmp('invalid.yaml'), '--pcap', capture('basic.pcapng')]);
+  t.equal(invalid.code, 1);
+  t.equal(invalid.stderr.at(-1), `${tmp('invalid.yaml')}: invalid — 1 error`);
+  const missing = await check(['--policy', tmp('nope.yaml'), '--pcap', capture('basic.pcapng')]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr[0], `${tmp('nope.yaml')}: cannot read: ENOENT`);
+  const unreadable = await check(['--policy', 'examples/demo-policy.yaml', '--pcap', tmp('short.pcap')]);
+  t.equal(unreadable.code, 1);
+  t.strictSame(unreadable.stderr, [`plcguard policy check: ${tmp('short.pcap')}: the file ends after 3 bytes, before its header is complete: not a pcap or pcapng file`]);
+  t.end();
+});
+
+void t.test('a decoded request described for the denied list', (t) => {
+  const d = (pdu: number[]): string => {
+    const adu = encodeAdu(1, 7, Buffer.from(pdu));
+    return describeRequest(decodeRequest(adu, 0, adu.length, new ModbusRequest()));
+  };
+  t.equal(d([16, 0, 10, 0, 5, 10, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5]), 'unit 7 write_multiple_registers holding_registers 10-14 = 1, 2, 3, 4, ...');
+  t.equal(d([23, 0, 0, 0, 2, 0, 9, 0, 1, 2, 0, 7]), 'unit 7 read_write_multiple_registers holding_registers 0-1 write holding_registers 9 = 7');
+  t.equal(d([43, 14, 1, 0]), 'unit 7 encapsulated_interface_transport MEI type 14');
+  t.equal(d([3, 0, 0, 0, 0]), 'unit 7 read_holding_registers (malformed: quantity)');
+  t.equal(d([90, 1]), 'unit 7 function 90');
+  t.end();
+});
+
+// --- the round trip through a real proxy -----------------------------------------------------
+
+void t.test('the learned policy, enforced by plcguard, passes the demo traffic and denies anything new', async (t) => {
+  const plc = await startSimulatedPlc({ unitId: 1, tickMs: 0 });
+  t.teardown(() => plc.close());
+  const r = await learn([capture('demo.pcapng'), '--port', '5021', '--listen', '127.0.0.1:5020']);
+  t.equal(r.code, 0);
+  // The capture's PLC was on 5021; this one is on a free port, and so is the proxy.
+  const policy = r.stdout.join('').replace('listen: 127.0.0.1:5020', `listen: ${ANY_PORT}`).replace('upstream: 127.0.0.1:5021', `upstream: 127.0.0.1:${plc.port}`);
+  const proxy = await startProxy(policy);
+  t.teardown(() => proxy.stop());
+  const stats = await hmi(proxy.port, 100);
+  t.equal(stats.exceptions.size, 0, 'the HMI: every request answered normally');
+  await engineering(proxy.port); // throws unless each answer is what the PLC gave in the capture
+  t.equal(proxy.logs.filter((l) => l.event === 'deny').length, 0, 'nothing denied');
+  // Anything new: a new address, value, function and unit, each denied with its exception.
+  const c = await client(proxy.port, '127.0.0.2');
+  t.equal(await expectException(c.writeRegister(50, 1)), 2);
+  t.equal(await expectException(c.writeRegister(13, 75)), 3);
+  t.equal(await expectException(c.customFunction(8, [0, 0, 0x12, 0x34])), 1);
+  c.setID(2);
+  t.equal(await expectException(c.readHoldingRegisters(0, 10)), 0x0a);
+  await closeClient(c);
+  t.strictSame(proxy.logs.filter((l) => l.event === 'deny').map((l) => l.reason), ['address_not_allowed', 'value_not_allowed', 'function_not_allowed', 'unit_not_allowed']);
+});
