@@ -147,8 +147,6 @@ export class TcpStream {
   readonly toClient: Direction;
   /** The client's SYN, when seen: a SYN with another sequence number starts a new stream. */
   clientIsn = -1;
-  firstMs = 0;
-  lastMs = 0;
   /** Some start of this stream was not in the capture. */
   midStream = false;
   closed = false;
@@ -267,8 +265,6 @@ export class StreamTable {
       stream = this.create(s, toServer);
     }
     this.last = stream;
-    if (s.timeMs < stream.firstMs) stream.firstMs = s.timeMs;
-    if (s.timeMs > stream.lastMs) stream.lastMs = s.timeMs;
     const d = toServer ? stream.toServer : stream.toClient;
     if ((flags & TCP_SYN) !== 0) {
       if (toServer) stream.clientIsn = s.seq;
@@ -340,7 +336,6 @@ export class StreamTable {
     const stream = toServer
       ? new TcpStream(++this.counts.streams, src, s.srcPort, dst, s.dstPort, this)
       : new TcpStream(++this.counts.streams, dst, s.dstPort, src, s.srcPort, this);
-    stream.firstMs = stream.lastMs = s.timeMs;
     const list = this.buckets.get(stream.key);
     if (list === undefined) this.buckets.set(stream.key, [stream]);
     else list.push(stream);

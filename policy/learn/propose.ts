@@ -100,7 +100,7 @@ function plural(n: number, word: string): string {
  * count `writes`: one per address a request wrote, so an entry of several addresses says how many
  * register or coil writes it stands for, not how many requests.
  */
-export function describe(s: Seen, what = 'request'): string {
+function describe(s: Seen, what = 'request'): string {
   const parts = [plural(s.count, what)];
   if (s.exceptions > 0) {
     const codes = s.exceptionCodes().map((c) => (c === OTHER_EXCEPTION ? 'other codes' : `0x${c.toString(16).padStart(2, '0')} (${exceptionName(c)})`));
