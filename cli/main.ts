@@ -10,6 +10,7 @@ import { startSimulatedPlc } from '../demo/plc.js';
 import { parseDocument } from 'yaml';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
 import { probeCommand } from './probe.js';
+import { learnCommand } from './learn.js';
 import { hmiCommand } from '../demo/hmi.js';
 import { plcCommand } from '../demo/plc-command.js';
 import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, ProxyRuntime } from '../proxy/runtime.js';
@@ -48,6 +49,10 @@ usage:
                                   ${formatEndpoint(DEMO_LISTEN.host, DEMO_LISTEN.port)} with examples/demo-policy.yaml
   plcguard policy validate FILE...
   plcguard policy check FILE --device NAME --source IP [--unit N] REQUEST...
+  plcguard policy learn CAPTURE... [--port N[,N...]] [--listen HOST:PORT] [-o FILE] [...]
+                                  propose a policy from pcap/pcapng captures
+  plcguard policy check --policy FILE --pcap CAPTURE... [--port N] [--device NAME]
+                                  replay captures against a policy
   plcguard policy push FILE --redis URL [--author NAME] [--message TEXT]
   plcguard policy pull|history --redis URL
   plcguard policy diff FILE --redis URL
@@ -228,6 +233,7 @@ export async function main(argv: string[]): Promise<number> {
         return await demo(rest);
       case 'policy':
         if ((STORE_COMMANDS as readonly string[]).includes(rest[0] ?? '')) return await storeCommand(rest[0]!, rest.slice(1), io, parsePolicy);
+        if (rest[0] === 'learn') return await learnCommand(rest.slice(1), io);
         return await policyCommand(rest, io);
       case 'probe':
         return await probeCommand(rest, io);

@@ -9,6 +9,7 @@ import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
 import { ExitCode, exitCodeFor, inContext, parseCommandLine, type CommandIo } from './command.js';
 import { frameRequest, parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { replayCommand } from './replay.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
 
@@ -41,7 +42,7 @@ export async function policyCommand(args: readonly string[], io: CommandIo): Pro
       case 'validate':
         return await validateCommand(rest, io);
       case 'check':
-        return await checkCommand(rest, io);
+        return await (rest.some((a) => a === '--pcap' || a.startsWith('--pcap=')) ? replayCommand(rest, io) : checkCommand(rest, io));
       case 'help':
       case '--help':
       case '-h':

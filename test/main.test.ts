@@ -66,6 +66,8 @@ void t.test('help, version, unknown commands, usage errors', async (t) => {
   t.match(await plcguard(['run', '--frob']), { code: 2, err: /Unknown option '--frob'/ });
   t.match(await plcguard(['policy', 'validate', 'examples/demo-policy.yaml']), { code: 0, out: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n' });
   t.match(await plcguard(['policy', 'history', '--redis', 'redis://127.0.0.1:1']), { code: 1 });
+  t.match(await plcguard(['policy', 'learn']), { code: 2, err: /^plcguard policy learn: give at least one CAPTURE file/ });
+  t.match(await plcguard(['policy', 'check', '--pcap', 'x']), { code: 2, err: /^plcguard policy check: give the policy with --policy FILE/ });
   for (const command of ['probe', 'plc', 'hmi']) t.equal((await plcguard([command, '--bogus'])).code, 2, command);
 });
 
