@@ -1,8 +1,7 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
-import type { Logger } from './audit.js';
-import { AuditLimiter } from './audit.js';
+import { AuditGate, type Logger } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type SessionContext } from './session.js';
@@ -31,7 +30,6 @@ class DeviceListener implements SessionContext {
   private readonly perSource = new Map<string, number>();
   private readonly rates = new Map<string, SourceRate>();
   private server: net.Server | null = null;
-  private readonly refusalLog: AuditLimiter;
   readonly clock: Clock = systemClock;
   readonly connect: ConnectPlc = connectTcp;
   listening = false;
@@ -40,9 +38,8 @@ class DeviceListener implements SessionContext {
     public device: CompiledDevice,
     readonly stats: DeviceStats,
     readonly logger: Logger,
-  ) {
-    this.refusalLog = new AuditLimiter(this.clock.now());
-  }
+    readonly audit: AuditGate,
+  ) {}
 
   get deviceName(): string {
     return this.device.name;
@@ -100,8 +97,9 @@ class DeviceListener implements SessionContext {
     if (refusal !== null) {
       this.stats.countRefusal(refusal);
       if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
-      if (this.refusalLog.allow(this.clock.now())) {
-        const suppressed = this.refusalLog.takeSuppressed();
+      // A source reconnecting makes one line per attempt: within its audit budget.
+      if (this.audit.allow(address, this.clock.now())) {
+        const suppressed = this.audit.takeSuppressed(address);
         this.logger.log('refused', {
           device: this.device.name,
           source: `${address}:${socket.remotePort}`,
@@ -109,6 +107,8 @@ class DeviceListener implements SessionContext {
           action: 'close',
           ...(suppressed > 0 ? { suppressed } : {}),
         });
+      } else {
+        this.stats.auditSuppressed++;
       }
       socket.on('error', () => {});
       socket.destroy();
@@ -166,6 +166,8 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
 export class ProxyServer {
   private readonly listeners = new Map<string, DeviceListener>();
   readonly stats = new StatsRegistry();
+  /** One audit budget for the whole process: per source address across devices, and in total. */
+  private readonly audit = new AuditGate();
   private stopping = false;
 
   constructor(private readonly logger: Logger) {}
@@ -198,7 +200,7 @@ export class ProxyServer {
       for (const device of policy.devices.values()) {
         const l = this.listeners.get(device.name);
         if (!l) {
-          const nl = new DeviceListener(device, this.stats.get(device.name), this.logger);
+          const nl = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit);
           added.push(nl);
           nl.adopt(await nl.bind(device.listen));
         } else if (!sameEndpoint(l.device.listen, device.listen)) {

@@ -11,7 +11,7 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
-import { AuditLimiter, type Logger } from './audit.js';
+import type { AuditGate, Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from './invariant.js';
 import type { SourceRate } from './ratelimit.js';
@@ -26,6 +26,8 @@ export interface SessionContext {
   current(): CompiledDevice;
   readonly stats: DeviceStats;
   readonly logger: Logger;
+  /** The audit line budget of every source (one per process). */
+  readonly audit: AuditGate;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
   /** Times what the session and its upstream link arm (frame, idle, response, connect, linger). */
@@ -116,7 +118,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly req = new ModbusRequest();
   private readonly decision = new Decision();
   private readonly clock: Clock;
-  private readonly audit: AuditLimiter;
+  private readonly audit: AuditGate;
   private readonly source: string;
   private readonly rate: SourceRate;
   /** Responses and plcguard's own replies to the client. */
@@ -159,7 +161,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
     this.clock = ctx.clock;
     this.activeAt = this.clock.now();
-    this.audit = new AuditLimiter(this.activeAt);
+    this.audit = ctx.audit;
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
     this.view = this.device.forSource(remoteAddress);
@@ -224,7 +226,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   /** The stream can't be resynchronised: nothing more is read; what was accepted is answered. */
   private onFramingError(err: FramingError): void {
     this.ctx.stats.framingErrors++;
-    this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
+    // A client can cause one each time it connects: within the audit budget.
+    if (this.auditAllows()) this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
     this.stopGracefully('framing_error');
   }
 
@@ -331,7 +334,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     exception: number,
     action: string,
   ): void {
-    if (!this.audit.allow(this.takenAt)) return;
+    if (!this.auditAllows()) return;
     const fields: Record<string, unknown> = {
       unit: req.unitId,
       fc: req.functionCode,
@@ -346,8 +349,16 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.log(event, fields);
   }
 
+  /** May a line this client caused be written now? Counted when not (proxy/audit.ts). */
+  private auditAllows(): boolean {
+    if (this.audit.allow(this.remoteAddress, this.takenAt)) return true;
+    this.ctx.stats.auditSuppressed++;
+    return false;
+  }
+
+  /** Writes a line about this client, with the count of lines about its source suppressed since the last. */
   private log(event: string, fields: Record<string, unknown>): void {
-    const suppressed = this.audit.takeSuppressed();
+    const suppressed = this.audit.takeSuppressed(this.remoteAddress);
     this.ctx.logger.log(event, {
       device: this.ctx.deviceName,
       source: this.source,
@@ -559,7 +570,8 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.splitter.reset();
     this.deferred.length = 0;
     this.answered.length = 0;
-    const suppressed = this.audit.takeSuppressed();
+    // What its source had suppressed is reported now if the budget allows, else on its next line.
+    const suppressed = this.audit.flush(this.remoteAddress, this.clock.now());
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {
         device: this.ctx.deviceName,

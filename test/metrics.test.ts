@@ -211,6 +211,7 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     const mine = device === 'plc' ? 1 : 0;
     put('plcguard_framing_errors_total', { device }, mine);
     put('plcguard_unsolicited_responses_total', { device }, mine);
+    put('plcguard_audit_suppressed_total', { device }, 0);
     put('plcguard_inconsistent_responses_total', { device }, mine);
     put('plcguard_frame_timeouts_total', { device }, mine);
     // Open now: a on plc (and its PLC connection); e on dead (its PLC refused).

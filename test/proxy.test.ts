@@ -5,6 +5,7 @@ import { adu, normalReply, startRawPlc, type RawPlc, type RawRequest } from './f
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import type { Session } from '../proxy/session.js';
 import { reasonIndex } from '../proxy/stats.js';
+import { AUDIT_TOTAL_BURST, AUDIT_TOTAL_RATE_PER_SECOND } from '../proxy/audit.js';
 
 const READ_RULE = `    rules:
       - name: hmi-read
@@ -404,6 +405,25 @@ void t.test('monitor mode forwards everything and reports would-denials', async 
   t.equal(hexOf(plc.requests[0]!.bytes), hexOf(w));
   t.match(proxy.logs.find((l) => l.event === 'would_deny'), { reason: 'address_not_allowed', action: 'forward' });
   c.close();
+});
+
+void t.test('monitor mode: would-deny lines from any number of sources stay within the process budget', async (t) => {
+  const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  mode: monitor\n');
+  const SOURCES = 20;
+  const PER_SOURCE = 30;
+  const started = performance.now();
+  const clients = await Promise.all(Array.from({ length: SOURCES }, (_, i) => RawClient.connect(proxy.port, `127.0.10.${i + 1}`)));
+  const w = (tid: number): Buffer => req(tid, 1, [6, 0, 50, 0, 1]);
+  for (const c of clients) c.send(Buffer.concat(Array.from({ length: PER_SOURCE }, (_, i) => w(i + 1))));
+  const got = await Promise.all(clients.map((c) => c.read(PER_SOURCE)));
+  const seconds = (performance.now() - started) / 1000;
+  t.ok(got.every((r) => r.length === PER_SOURCE), 'everything forwarded and answered');
+  t.equal(plc.requests.length, SOURCES * PER_SOURCE);
+  const lines = proxy.logs.filter((l) => l.event === 'would_deny').length;
+  const budget = AUDIT_TOTAL_BURST + Math.ceil(AUDIT_TOTAL_RATE_PER_SECOND * seconds);
+  t.ok(lines <= budget, `${lines} would-deny lines for ${SOURCES * PER_SOURCE} in ${seconds.toFixed(1)} s (budget ${budget})`);
+  t.equal(lines + proxy.rt.server.stats.get('plc').auditSuppressed, SOURCES * PER_SOURCE, 'the rest counted');
+  for (const c of clients) c.close();
 });
 
 void t.test('on_deny drop answers nothing; on_deny close closes', async (t) => {

@@ -6,6 +6,7 @@ import { LINGER_MS, Session, type SessionContext } from '../proxy/session.js';
 import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
 import { InvariantError } from '../proxy/invariant.js';
+import { AUDIT_BURST, AUDIT_RATE_PER_SECOND, AUDIT_TOTAL_BURST, AuditGate, type Logger } from '../proxy/audit.js';
 import { Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
 import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs, type LogLine } from './fixtures/logs.js';
@@ -31,12 +32,23 @@ devices:
   return policy.devices.get('plc')!;
 }
 
-interface Harness {
-  session: Session;
-  client: FakeSocket;
+/** What the sessions of one device share: time, stats, the log, and the process's audit budget. */
+interface Device {
   clock: FakeClock;
   stats: DeviceStats;
+  logger: Logger;
   logs: LogLine[];
+  audit: AuditGate;
+}
+
+function device(): Device {
+  const { logger, logs } = recordLogs();
+  return { clock: new FakeClock(), stats: new DeviceStats(), logger, logs, audit: new AuditGate() };
+}
+
+interface Harness extends Device {
+  session: Session;
+  client: FakeSocket;
   /** PLC connections opened, in order. */
   plcs: FakeSocket[];
   /** The newest PLC connection. */
@@ -47,31 +59,29 @@ interface Harness {
   reload(limits: Record<string, number>): void;
 }
 
-function start(limits: Record<string, number> = {}): Harness {
-  const clock = new FakeClock();
-  const stats = new DeviceStats();
-  const { logger, logs } = recordLogs();
+/** A session of a client at `address` (127.0.0.1 unless given), alone on its device unless `on` is given. */
+function start(limits: Record<string, number> = {}, on: Device = device(), address = '127.0.0.1'): Harness {
+  const { logger } = on;
   const rate = new SourceRate();
   const plcs: FakeSocket[] = [];
-  let device = compile({ idle_timeout_ms: 600_000, ...limits });
+  let compiled = compile({ idle_timeout_ms: 600_000, ...limits });
   const h = {
-    clock,
-    stats,
-    logs,
+    ...on,
     plcs,
     closedCalls: 0,
     plc: () => plcs.at(-1)!,
     reload: (l: Record<string, number>) => {
-      device = compile(l);
+      compiled = compile(l);
     },
   } as Omit<Harness, 'session' | 'client'> as Harness;
   const ctx: SessionContext = {
     deviceName: 'plc',
-    current: () => device,
-    stats,
+    current: () => compiled,
+    stats: on.stats,
     logger,
+    audit: on.audit,
     rateFor: () => rate,
-    clock,
+    clock: on.clock,
     connect: () => {
       const s = new FakeSocket();
       plcs.push(s);
@@ -82,7 +92,7 @@ function start(limits: Record<string, number> = {}): Harness {
     },
   };
   h.client = new FakeSocket();
-  h.session = new Session(h.client, ctx, '127.0.0.1', 50_000);
+  h.session = new Session(h.client, ctx, address, 50_000);
   return h;
 }
 
@@ -505,5 +515,49 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   link.close();
   const owner = {} as UpstreamOwner;
   t.throws(() => link.send(new Transaction(owner), f, 0, f.length, false), InvariantError, 'a send on a closed link');
+  t.end();
+});
+
+// ---- the audit budget (issue 15, defect 6) ----
+
+const denials = (n: number, first = 0): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => write(first + i)));
+const lines = (d: Device, event: string): LogLine[] => d.logs.filter((l) => l.event === event);
+
+void t.test('one source reconnecting: all its connections share one audit budget', async (t) => {
+  const d = device();
+  for (let i = 0; i < 50; i++) {
+    const h = start({}, d, '10.0.0.9');
+    h.client.receive(denials(10));
+    h.client.hangUp();
+  }
+  await nextTurn();
+  t.equal(lines(d, 'deny').length, AUDIT_BURST, '500 denials, one burst of lines for the source');
+  t.equal(d.stats.auditSuppressed, 500 - AUDIT_BURST, 'the rest counted');
+  t.equal(lines(d, 'audit_suppressed').length, 0, 'no summary line either: the budget is spent');
+  d.clock.advance(1000 / AUDIT_RATE_PER_SECOND);
+  const h = start({}, d, '10.0.0.9');
+  h.client.receive(denials(2));
+  t.equal(lines(d, 'deny').length, AUDIT_BURST + 1, 'one line earned back');
+  t.match(lines(d, 'deny').at(-1), { source: '10.0.0.9:50000', suppressed: 500 - AUDIT_BURST }, 'it reports what was suppressed');
+  t.equal(d.stats.auditSuppressed, 500 - AUDIT_BURST + 1);
+  d.clock.advance(1000 / AUDIT_RATE_PER_SECOND);
+  h.client.hangUp();
+  await nextTurn();
+  t.match(lines(d, 'audit_suppressed'), [{ source: '10.0.0.9:50000', suppressed: 1, reason: 'client_closed' }], 'the rest on the close, once a line is allowed');
+});
+
+void t.test('many sources: the whole process has one budget too', (t) => {
+  const d = device();
+  for (let i = 0; i < 150; i++) start({}, d, `10.1.0.${i}`).client.receive(denials(1));
+  t.equal(lines(d, 'deny').length, AUDIT_TOTAL_BURST, 'each source within its own budget, all of them over the total');
+  t.equal(d.stats.auditSuppressed, 150 - AUDIT_TOTAL_BURST);
+  t.end();
+});
+
+void t.test('framing errors from a reconnecting source are within its budget', (t) => {
+  const d = device();
+  for (let i = 0; i < 30; i++) start({}, d, '10.0.0.7').client.receive([0, 1, 0, 9, 0, 6]);
+  t.equal(d.stats.framingErrors, 30, 'each counted');
+  t.equal(lines(d, 'framing_error').length, AUDIT_BURST, 'a burst of lines');
   t.end();
 });
