@@ -36,6 +36,42 @@ export const AUDIT_TOTAL_RATE_PER_SECOND = 20;
  */
 export const AUDIT_SOURCES_MAX = 1024;
 
+/** Lines about a device's PLC connection failing written at once before they are only counted. */
+export const PLC_LOG_BURST = 5;
+/** Lines per second about a device's PLC connection: one each 5 s while it keeps failing. */
+export const PLC_LOG_RATE_PER_SECOND = 0.2;
+
+/**
+ * One token bucket and a count of the lines it refused, for lines no source is to blame for (a
+ * device's PLC connection failing, which the reconnect backoff already paces): one per device.
+ */
+export class AuditLimiter {
+  private readonly bucket = new TokenBucket();
+  private suppressed = 0;
+
+  constructor(
+    private readonly burst: number,
+    private readonly ratePerSecond: number,
+  ) {}
+
+  /**
+   * Whether a line may be written now (`now` in ms): null when not (it is counted), else the
+   * fields to add to it: the count of lines refused since the last one written, if any.
+   */
+  admit(now: number): { suppressed?: number } | null {
+    const b = this.bucket;
+    b.refill(now, this.ratePerSecond, this.burst);
+    if (b.tokens < 1) {
+      this.suppressed++;
+      return null;
+    }
+    b.tokens -= 1;
+    const n = this.suppressed;
+    this.suppressed = 0;
+    return n > 0 ? { suppressed: n } : {};
+  }
+}
+
 /** What the gate remembers of one source address. */
 class SourceBudget {
   readonly bucket = new TokenBucket();

@@ -1,12 +1,12 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
-import { AuditGate, type Logger } from './audit.js';
+import { AuditGate, AuditLimiter, PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND, type Logger } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
-import { connectTcp, type ConnectPlc } from './upstream.js';
+import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -30,6 +30,7 @@ class DeviceListener implements SessionContext {
   private readonly perSource = new Map<string, number>();
   private readonly rates = new Map<string, SourceRate>();
   private server: net.Server | null = null;
+  private readonly plcLog = new AuditLimiter(PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND);
   readonly clock: Clock = systemClock;
   readonly connect: ConnectPlc = connectTcp;
   listening = false;
@@ -118,6 +119,12 @@ class DeviceListener implements SessionContext {
     this.stats.clientConnections++;
     const session = new Session(socket, this, address, socket.remotePort!);
     this.sessions.add(session);
+  }
+
+  /** PLC connection failures, one line per few seconds per device however many links fail. */
+  logUpstream(event: UpstreamEvent, fields: Record<string, unknown>): void {
+    const extra = this.plcLog.admit(this.clock.now());
+    if (extra) this.logger.log(event, { device: this.device.name, ...fields, ...extra });
   }
 
   rateFor(address: string): SourceRate {

@@ -15,25 +15,23 @@ import type { AuditGate, Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from './invariant.js';
 import type { SourceRate } from './ratelimit.js';
-import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
-import { Transaction, Upstream, type ConnectPlc, type UpstreamOwner } from './upstream.js';
+import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY } from './stats.js';
+import { Transaction, Upstream, type LinkContext, type UpstreamOwner } from './upstream.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 
-/** What a session needs from the listener that accepted it. */
-export interface SessionContext {
+/**
+ * What a session needs from the listener that accepted it: the device's, and for its upstream
+ * link the device's LinkContext (whose clock also times the session's frame, idle and linger).
+ */
+export interface SessionContext extends LinkContext {
   readonly deviceName: string;
   /** The device's current compiled policy: a reload swaps it; sessions pick it up per frame. */
   current(): CompiledDevice;
-  readonly stats: DeviceStats;
   readonly logger: Logger;
   /** The audit line budget of every source (one per process). */
   readonly audit: AuditGate;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
-  /** Times what the session and its upstream link arm (frame, idle, response, connect, linger). */
-  readonly clock: Clock;
-  /** Opens the connection to the PLC. */
-  readonly connect: ConnectPlc;
   /** Called once, when the session has ended (it no longer counts against the limits). */
   sessionClosed(session: Session): void;
 }
@@ -297,7 +295,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
-    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx.stats, this.clock, this.ctx.connect);
+    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;

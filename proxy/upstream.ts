@@ -8,8 +8,9 @@ import {
   type FrameHandler,
   type ResponseCheck,
 } from '../modbus/index.js';
+import { formatEndpoint } from '../policy/net.js';
 import type { Endpoint, Limits } from '../policy/types.js';
-import { systemClock, type Clock, type Timer } from './clock.js';
+import type { Clock, Timer } from './clock.js';
 import { invariant } from './invariant.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
@@ -69,6 +70,20 @@ export interface PlcSocket extends WritableSocket {
 /** Opens a connection to a PLC. */
 export type ConnectPlc = (endpoint: Endpoint) => PlcSocket;
 
+/** Log events of a link: a connection attempt failed. */
+export type UpstreamEvent = 'upstream_connect_failed';
+
+/** What a link needs from the device it serves (the same for all the device's links). */
+export interface LinkContext {
+  readonly stats: DeviceStats;
+  /** Times the connect and response timeouts and the backoff. */
+  readonly clock: Clock;
+  /** Opens the connection to the PLC. */
+  readonly connect: ConnectPlc;
+  /** Logs what happened to a PLC connection; the device rate-limits (a PLC down for hours must not flood the log). */
+  logUpstream(event: UpstreamEvent, fields: Record<string, unknown>): void;
+}
+
 export const connectTcp: ConnectPlc = (e) => net.connect({ host: e.host, port: e.port, noDelay: true });
 
 /** The link's connection, while it has one: the socket and the writer batching requests to it. */
@@ -125,18 +140,20 @@ export class Upstream implements FrameHandler {
   private readonly touched: UpstreamOwner[] = [];
   private readonly bound = (): number => this.limits.maxBufferedBytes;
   private readonly drained = (): void => this.releaseBlocked();
+  private readonly stats: DeviceStats;
+  private readonly clock: Clock;
   limits: Readonly<Limits>;
 
   constructor(
     private readonly endpoint: Endpoint,
     limits: Readonly<Limits>,
-    private readonly stats: DeviceStats,
-    private readonly clock: Clock = systemClock,
-    private readonly connectTo: ConnectPlc = connectTcp,
+    private readonly ctx: LinkContext,
   ) {
     this.limits = limits;
-    this.connectTimer = clock.timer(() => this.onConnectTimeout());
-    this.responseTimer = clock.timer(() => this.onResponseTimer());
+    this.stats = ctx.stats;
+    this.clock = ctx.clock;
+    this.connectTimer = this.clock.timer(() => this.onConnectTimeout());
+    this.responseTimer = this.clock.timer(() => this.onResponseTimer());
   }
 
   /**
@@ -205,7 +222,7 @@ export class Upstream implements FrameHandler {
     this.splitter = new FrameSplitter(this);
     this.stream = null;
     this.lostKind = null;
-    const socket = this.connectTo(this.endpoint);
+    const socket = this.ctx.connect(this.endpoint);
     const out = new BatchWriter(socket, this.bound, this.drained);
     const connecting: Connecting = { kind: 'connecting', socket, out };
     this.state = connecting;
@@ -249,6 +266,9 @@ export class Upstream implements FrameHandler {
     else if (error !== null && RESET_CODES.has(error.code as string)) kind = 'reset';
     else kind = 'closed';
     this.stats.countUpstreamError(kind);
+    if (kind === 'refused' || kind === 'unreachable') {
+      this.ctx.logUpstream('upstream_connect_failed', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), kind, error: error?.code, message: error?.message });
+    }
     // A PLC that accepts and drops at once (no free slot) fails just like one that refuses.
     if (!wasOpen || !this.answeredOnThisConnection) {
       this.failures++;

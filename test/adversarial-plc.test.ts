@@ -8,6 +8,7 @@ import net from 'node:net';
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
+import { PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND } from '../proxy/audit.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { closedPort, within } from './fixtures/net.js';
 import { Random } from './fixtures/random.js';
@@ -112,6 +113,32 @@ void t.test('a PLC that hangs: 0B after the response timeout, late answers dropp
   await within(h.closed, 'the close after the 0B');
   t.equal(hexOf(h.received), hexOf(exceptionFor(read(77), TARGET_FAILED)), 'half-closed: the 0B, then closed');
   await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a PLC refusing connections is logged with its address and the error, rate limited', async (t) => {
+  const port = await closedPort();
+  const proxy = await startProxy(devicePolicy(port, RULES));
+  const refusing = policyOf(proxy);
+  const plc = await startRawPlc();
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  const started = performance.now();
+  // Twenty clients, each with its own PLC connection attempt: twenty refusals.
+  const clients = await Promise.all(Array.from({ length: 20 }, (_, i) => RawClient.connect(proxy.port, `127.0.7.${i + 1}`)));
+  for (const [i, c] of clients.entries()) c.send(read(i + 1));
+  const got = await Promise.all(clients.map((c) => replies(c, 1, 'the 0A')));
+  const seconds = (performance.now() - started) / 1000;
+  t.same(got.map((r) => hexOf(r[0]!)), clients.map((_, i) => hexOf(exceptionFor(read(i + 1), PATH_UNAVAILABLE))), 'each: 0A');
+  t.equal(errors(proxy, 'refused'), 20, 'each refusal counted');
+  const lines = proxy.logs.filter((l) => l.event === 'upstream_connect_failed');
+  t.match(lines[0], { device: DEVICE, upstream: `127.0.0.1:${port}`, kind: 'refused', error: 'ECONNREFUSED' }, 'the PLC address and the error');
+  t.ok(lines.length >= PLC_LOG_BURST && lines.length <= PLC_LOG_BURST + Math.ceil(PLC_LOG_RATE_PER_SECOND * seconds), `rate limited (${lines.length} lines in ${seconds.toFixed(1)} s)`);
+  for (const c of clients) c.close();
+  await Promise.all(clients.map((c) => c.closed));
+  await proxy.rewrite(devicePolicy(plc.port, RULES));
+  await checkInvariants(t, { proxy, plc, policies: [refusing, policyOf(proxy)] });
 });
 
 void t.test('a PLC that stalls mid-response: that client is cut off after the timeout, nothing is appended', async (t) => {

@@ -7,6 +7,7 @@ import {
   AUDIT_TOTAL_BURST,
   AUDIT_TOTAL_RATE_PER_SECOND,
   AuditGate,
+  AuditLimiter,
 } from '../proxy/audit.js';
 
 const T0 = 1_000_000;
@@ -68,5 +69,13 @@ void t.test('the sources remembered are bounded: refilled ones are forgotten fir
   allowed(g, 'new2', 1, soon);
   t.equal(g.size, 4, 'still bounded: the oldest known ("owing") goes');
   t.equal(g.takeSuppressed('owing'), 0);
+  t.end();
+});
+
+void t.test('AuditLimiter: a burst, then the rate; the refused count rides on the next line', (t) => {
+  const l = new AuditLimiter(2, 0.5);
+  t.same([l.admit(T0), l.admit(T0), l.admit(T0), l.admit(T0)], [{}, {}, null, null]);
+  t.same(l.admit(T0 + 2000), { suppressed: 2 }, 'one line per 2 s, carrying the count');
+  t.same(l.admit(T0 + 4000), {}, 'reported once');
   t.end();
 });

@@ -81,6 +81,7 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
     logger,
     audit: on.audit,
     rateFor: () => rate,
+    logUpstream: (event, fields) => logger.log(event, { device: 'plc', ...fields }),
     clock: on.clock,
     connect: () => {
       const s = new FakeSocket();
@@ -511,11 +512,29 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   const f = read(1);
   t.throws(() => h.session.frame(f, 0, f.length), { name: 'InvariantError', code: 'ERR_INVARIANT' }, 'a frame for a closed session');
   const device = compile({});
-  const link = new Upstream(device.upstream, device.limits, h.stats, h.clock, () => new FakeSocket());
+  const link = new Upstream(device.upstream, device.limits, { stats: h.stats, clock: h.clock, connect: () => new FakeSocket(), logUpstream: () => {} });
   link.close();
   const owner = {} as UpstreamOwner;
   t.throws(() => link.send(new Transaction(owner), f, 0, f.length, false), InvariantError, 'a send on a closed link');
   t.end();
+});
+
+// ---- PLC connection failures ----
+
+void t.test('a PLC refusing the connection: 0A, and a log line with its address and the error', async (t) => {
+  const h = start();
+  h.client.receive(read(4));
+  h.plc().destroy(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:15021'), { code: 'ECONNREFUSED' }));
+  await nextTurn();
+  t.equal(hexOf(h.client.read()), hexOf(adu(4, 1, [0x83, 0x0a])));
+  t.match(h.logs.at(-1), {
+    event: 'upstream_connect_failed',
+    device: 'plc',
+    upstream: '127.0.0.1:15021',
+    kind: 'refused',
+    error: 'ECONNREFUSED',
+    message: 'connect ECONNREFUSED 127.0.0.1:15021',
+  });
 });
 
 // ---- the audit budget (issue 15, defect 6) ----
