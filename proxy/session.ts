@@ -387,7 +387,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   fail(tx: Transaction, exception: number, _now: number): void {
     const e = tx.exp;
-    this.reply(buildException(e.transactionId, e.unitId, e.functionCode, exception));
+    this.reply(buildException(tx.clientTid, e.unitId, e.functionCode, exception));
     this.release(tx);
   }
 

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
+import { adu, normalReply, startRawPlc, type RawPlc, type RawRequest } from './fixtures/raw-plc.js';
 import { PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND } from '../proxy/audit.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { closedPort, within } from './fixtures/net.js';
@@ -97,12 +97,13 @@ void t.test('a PLC that hangs: 0B after the response timeout, late answers dropp
   c.send(Buffer.concat(asked));
   t.same((await replies(c, 50, 'fifty 0B')).map(hexOf), asked.map((f) => hexOf(exceptionFor(f, TARGET_FAILED))), 'each: 0B, in order');
   t.equal(errors(proxy, 'timeout'), 50);
-  // The answers come now, on the same PLC connection: they match nothing outstanding.
+  // The answers come now, on the same PLC connection, ahead of the next request's.
   plc.respond = (r) => ({ send: Buffer.concat([...late.splice(0), normalReply(r)]) });
   const next = read(99, 3);
   c.send(next);
   t.same((await replies(c, 1, 'the next answer')).map(hexOf), [hexOf(plcReply(next))], 'the next request gets its own answer, no late one');
-  t.equal(proxy.rt.server.stats.get(DEVICE).unsolicitedResponses, 50, 'the late answers were dropped and counted');
+  t.equal(proxy.rt.server.stats.get(DEVICE).lateResponses, 50, 'the late answers were dropped and counted');
+  t.equal(proxy.rt.server.stats.get(DEVICE).unsolicitedResponses, 0);
   c.close();
   await c.closed;
   // A client that half-closes while its request hangs: 0B, then the close.
@@ -112,6 +113,34 @@ void t.test('a PLC that hangs: 0B after the response timeout, late answers dropp
   h.socket.end();
   await within(h.closed, 'the close after the 0B');
   t.equal(hexOf(h.received), hexOf(exceptionFor(read(77), TARGET_FAILED)), 'half-closed: the 0B, then closed');
+  await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a late answer is never handed to the next request with the same tid, unit and FC', async (t) => {
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100');
+  let slow: RawRequest | null = null;
+  plc.respond = (r) => {
+    if (slow === null) {
+      slow = r;
+      return { hang: true };
+    }
+    // The slow answer comes now, just ahead of the answer to the request after it.
+    return { send: Buffer.concat([normalReply(slow), normalReply(r)]) };
+  };
+  const c = await RawClient.connect(proxy.port);
+  const first = read(5, 10);
+  c.send(first);
+  t.equal(hexOf((await replies(c, 1, 'the 0B'))[0]!), hexOf(exceptionFor(first, TARGET_FAILED)), 'HR10: 0B at the timeout');
+  const second = read(5, 11); // the same tid, unit and FC, as a synchronous client sends
+  c.send(second);
+  t.equal(hexOf((await replies(c, 1, 'the answer'))[0]!), hexOf(plcReply(second)), "HR11 gets HR11's value, not HR10's");
+  t.not(plc.requests[1]!.tid, plc.requests[0]!.tid, 'toward the PLC, the second had a tid of its own');
+  t.equal(hexOf(plc.requests[1]!.bytes.subarray(2)), hexOf(second.subarray(2)), 'and the rest of its bytes as sent');
+  await until(() => proxy.rt.server.stats.get(DEVICE).lateResponses === 1, 'the late answer was counted');
+  c.send(read(6, 12));
+  t.equal(hexOf((await replies(c, 1, 'one more'))[0]!), hexOf(plcReply(read(6, 12))), 'nothing else was queued for the client');
+  c.close();
+  await c.closed;
   await checkInvariants(t, { proxy, plc });
 });
 
@@ -396,7 +425,7 @@ void t.test('a PLC that stops reading: every request still gets exactly one repl
   t.same(timedOut.map(hexOf), asked.map((f) => hexOf(exceptionFor(f, TARGET_FAILED))), 'each: 0B, in order');
   // The PLC reads again and answers all of it, late: nothing of that reaches the client.
   plcSide!.resume();
-  await until(() => proxy.rt.server.stats.get(DEVICE).unsolicitedResponses === asked.length, 'the late answers were dropped');
+  await until(() => proxy.rt.server.stats.get(DEVICE).lateResponses === asked.length, 'the late answers were dropped');
   c.send(read(9000));
   t.equal(hexOf((await replies(c, 1, 'the next answer'))[0]!), hexOf(plcReply(read(9000))), 'service resumes on the same connection');
   c.close();

@@ -131,7 +131,11 @@ void t.test('frames split into single bytes and coalesced pass the same', async 
   c.send(Buffer.concat([a, b, a, b]));
   const r2 = await c.read(4);
   t.equal(r2.length, 4);
-  t.equal(hexOf(plc.received[0]!), hexOf(Buffer.concat([a, b, a, b, a, b])), 'the PLC byte stream is exactly the allowed frames');
+  // The second a and b reuse tids 1 and 2 while the first are awaited: toward the PLC they get the
+  // next free ids (3, 4), so that no answer can be taken for another's; the rest is byte for byte.
+  const retid = (f: Buffer, tid: number): Buffer => Buffer.concat([Buffer.from([0, tid]), f.subarray(2)]);
+  t.equal(hexOf(plc.received[0]!), hexOf(Buffer.concat([a, b, a, b, retid(a, 3), retid(b, 4)])), 'the PLC byte stream is exactly the allowed frames');
+  t.same(r2.map(hexOf), [a, b, a, b].map((f) => hexOf(normalReply({ bytes: f, tid: f.readUInt16BE(0), unit: 1, fc: f[7]!, connection: 0 }))), 'each answer under its client tid');
   c.close();
 });
 

@@ -229,7 +229,8 @@ void t.test('response timeout: exactly then, exception 0B with the exact bytes; 
   t.equal(timeoutErrors(h), 1, 'counted as a PLC timeout');
   plc.receive(answer(0x1234));
   t.equal(h.client.read().length, 0, 'the late answer is not delivered');
-  t.equal(h.stats.unsolicitedResponses, 1, 'it is counted as unsolicited');
+  t.equal(h.stats.lateResponses, 1, 'it is counted as late');
+  t.equal(h.stats.unsolicitedResponses, 0, 'not as unsolicited');
   t.end();
 });
 
@@ -517,6 +518,123 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   const owner = {} as UpstreamOwner;
   t.throws(() => link.send(new Transaction(owner), f, 0, f.length, false), InvariantError, 'a send on a closed link');
   t.end();
+});
+
+// ---- transaction ids toward the PLC (issue 15, defect 4) ----
+
+/** The transaction id of the frame the PLC got. */
+const tidOf = (frame: Buffer): number => frame.readUInt16BE(0);
+
+void t.test('a late answer never reaches a later request with the same tid, unit and FC', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(7, 10));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(read(7, 10)), 'a free tid goes to the PLC as the client sent it');
+  h.clock.advance(500);
+  t.equal(hexOf(h.client.read()), hexOf(adu(7, 1, [0x83, 0x0b])), 'no answer in time: 0B');
+  h.client.receive(read(7, 11)); // the next request: the same tid, unit and FC
+  const second = plc.read();
+  const tid = tidOf(second);
+  t.not(tid, 7, 'not the tid whose answer may still come');
+  t.equal(hexOf(second.subarray(2)), hexOf(read(7, 11).subarray(2)), 'the rest of the frame byte for byte');
+  plc.receive(answer(7, 10)); // HR10's answer, late
+  t.equal(h.client.read().length, 0, 'the late answer is dropped');
+  t.equal(h.stats.lateResponses, 1, 'and counted as late');
+  plc.receive(answer(tid, 11));
+  t.equal(hexOf(h.client.read()), hexOf(answer(7, 11)), "HR11's own answer, under the client's tid");
+  h.client.receive(read(7, 12));
+  t.equal(hexOf(plc.read()), hexOf(read(7, 12)), 'once the late answer came, tid 7 is free again');
+  t.equal(h.stats.unsolicitedResponses, 0);
+  t.end();
+});
+
+void t.test('a request answered 0B is never answered again, even when its answer comes after the next one', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(1, 10));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read(); // the 0B
+  h.client.receive(read(1, 11));
+  const tid = tidOf(plc.read());
+  plc.receive(Buffer.concat([answer(tid, 11), answer(1, 10)])); // the second's answer, then the late one
+  t.equal(hexOf(h.client.read()), hexOf(answer(1, 11)), 'one answer, the right one');
+  t.equal(h.stats.lateResponses, 1);
+  t.end();
+});
+
+void t.test('pipelined requests sharing one tid each get their own answer, whatever order the PLC answers in', (t) => {
+  const h = start();
+  // Some clients use one tid for everything: 0, three times, then 1 (which a remapped one holds).
+  h.client.receive(Buffer.concat([read(0, 1), read(0, 2), read(0, 3), read(1, 4)]));
+  const plc = h.plc();
+  plc.accept();
+  const sent = plc.read();
+  const tids = [0, 1, 2, 3].map((i) => sent.readUInt16BE(i * 12));
+  t.same(tids, [0, 1, 2, 3], 'the first as sent, the others on the next free ids');
+  plc.receive(Buffer.concat([answer(tids[2]!, 3), answer(tids[0]!, 1), answer(tids[3]!, 4), answer(tids[1]!, 2)]));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(0, 3), answer(0, 1), answer(1, 4), answer(0, 2)])), 'each answer with its own value, under its client tid');
+  t.equal(h.stats.unsolicitedResponses + h.stats.lateResponses, 0);
+  t.end();
+});
+
+void t.test('a remapped answer in pieces gets the client tid in its first piece; a late one in pieces is dropped whole', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(5, 0, 10));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read();
+  h.client.receive(read(5, 0, 10));
+  const tid = tidOf(plc.read());
+  const late = answer(5, 0, 10);
+  plc.receive(late.subarray(0, 9));
+  plc.receive(late.subarray(9));
+  t.equal(h.client.read().length, 0, 'the late answer, in two pieces: nothing of it delivered');
+  t.equal(h.stats.lateResponses, 1, 'counted once');
+  const own = answer(tid, 0, 10);
+  plc.receive(own.subarray(0, 9));
+  t.equal(hexOf(h.client.read()), hexOf(answer(5, 0, 10).subarray(0, 9)), "the head, with the client's tid");
+  plc.receive(own.subarray(9));
+  t.equal(hexOf(h.client.read()), hexOf(own.subarray(9)), 'the rest as it came');
+  t.end();
+});
+
+void t.test('a late answer that does not fit its request is unsolicited, and the tid stays taken', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(3));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read();
+  plc.receive(adu(3, 1, [4, 2, 0, 0])); // tid 3, but FC4
+  t.equal(h.stats.unsolicitedResponses, 1);
+  t.equal(h.stats.lateResponses, 0);
+  h.client.receive(read(3));
+  t.not(tidOf(plc.read()), 3, 'the real answer to the first may still come');
+  t.end();
+});
+
+void t.test('after the PLC connection is lost, every tid is free again on the next one', async (t) => {
+  const h = start({ response_timeout_ms: 500, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 1 });
+  h.client.receive(read(9));
+  const first = h.plc();
+  first.accept();
+  first.read();
+  h.clock.advance(500);
+  h.client.read();
+  first.hangUp();
+  await nextTurn();
+  h.clock.advance(1);
+  h.client.receive(read(9));
+  const second = h.plc();
+  t.not(second, first, 'a new connection');
+  second.accept();
+  t.equal(hexOf(second.read()), hexOf(read(9)), 'tid 9 goes as sent: no answer can come for it here');
 });
 
 // ---- PLC connection failures ----
