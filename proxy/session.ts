@@ -287,11 +287,33 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
     }
-    if (this.outstanding >= device.limits.maxOutstanding) {
-      this.setPause(PAUSE_OUTSTANDING, true);
+    if (this.atPlc >= device.limits.maxOutstanding) {
+      this.holdAtLimit();
       return false;
     }
     return true;
+  }
+
+  /**
+   * Requests the PLC may still be working on: those awaiting its answer, and those plcguard
+   * answered 0B at the response timeout whose answers may still come. max_outstanding bounds
+   * both: freeing a slot at the 0B would let a PLC that stopped answering pile up a request per
+   * timeout.
+   */
+  private get atPlc(): number {
+    return this.outstanding + (this.upstream?.expiredCount ?? 0);
+  }
+
+  /**
+   * At max_outstanding: requests are held (not read) until a slot is free. When none of the
+   * requests holding the slots awaits an answer (all were answered 0B), only the PLC's late
+   * answers could free one, and a PLC that stopped answering sends none: the connection is reset
+   * instead, which frees them all. Counting and resetting rather than resetting at every timeout
+   * keeps the other requests in flight when the PLC is only slow, and lets late answers free slots.
+   */
+  private holdAtLimit(): void {
+    this.setPause(PAUSE_OUTSTANDING, true);
+    if (this.outstanding === 0) this.upstream!.resetExpired();
   }
 
   private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
@@ -400,18 +422,24 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.activeAt = now;
     if (!this.out.flush()) this.clientFull();
     if (this.answered.length > 0) this.observeAnswered();
-    // Requests held at the outstanding limit go on once answers have come back (unless stopping).
+    // Requests held at the outstanding limit go on once slots are free (unless stopping).
     const k = this.state.kind;
-    if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding && (k === 'open' || k === 'ended')) {
-      this.setPause(PAUSE_OUTSTANDING, false);
-      this.takenAt = this.clock.now();
-      const seen = this.framesSeen;
-      // Held bytes were never framed: a framing error can surface here as well as in onData.
-      const err = this.splitter.resume();
-      this.afterInput(seen);
-      if (err) this.onFramingError(err);
+    if (this.pauseMask & PAUSE_OUTSTANDING && (k === 'open' || k === 'ended')) {
+      if (this.atPlc >= this.device.limits.maxOutstanding) this.holdAtLimit();
+      else this.takeUpHeld();
     }
     this.finishIfDone();
+  }
+
+  /** Frames held at the outstanding limit are taken up again. */
+  private takeUpHeld(): void {
+    this.setPause(PAUSE_OUTSTANDING, false);
+    this.takenAt = this.clock.now();
+    const seen = this.framesSeen;
+    // Held bytes were never framed: a framing error can surface here as well as in onData.
+    const err = this.splitter.resume();
+    this.afterInput(seen);
+    if (err) this.onFramingError(err);
   }
 
   /** Times the requests answered in this PLC chunk, with one clock reading, and pools them. */

@@ -76,8 +76,8 @@ export interface PlcSocket extends WritableSocket {
 /** Opens a connection to a PLC. */
 export type ConnectPlc = (endpoint: Endpoint) => PlcSocket;
 
-/** Log events of a link: a connection attempt failed. */
-export type UpstreamEvent = 'upstream_connect_failed';
+/** Log events of a link: a connection attempt failed; plcguard reset a connection whose PLC stopped answering. */
+export type UpstreamEvent = 'upstream_connect_failed' | 'upstream_reset';
 
 /** What a link needs from the device it serves (the same for all the device's links). */
 export interface LinkContext {
@@ -125,13 +125,17 @@ const TID_SPACE = 0x10000;
 /**
  * A request plcguard answered 0B at the response timeout, whose answer may still come on this
  * connection. Until it does (dropped, counted late) or the connection ends, its transaction id
- * stays reserved. Pooled by the link.
+ * stays reserved and it still counts against max_outstanding: the PLC may still be working on it.
+ * Pooled by the link.
  */
 class Expired {
   /** Transaction id toward the PLC, unit and function code: what its late answer looks like. */
   readonly exp = new Expectation();
   owner: UpstreamOwner | null = null;
 }
+
+/** How plcguard let go of a connection itself, when it did. */
+type LostKind = UpstreamErrorKind | 'unanswered';
 
 /**
  * One TCP connection to a PLC, opened on demand, reopened on the next request after a failure
@@ -159,7 +163,7 @@ export class Upstream implements FrameHandler {
   /** The response that spans chunks, being streamed through (or dropped) as it arrives. */
   private stream: Transaction | typeof DROPPED | null = null;
   /** Why the connection is being dropped, when plcguard drops it (else read from the error). */
-  private lostKind: UpstreamErrorKind | null = null;
+  private lostKind: LostKind | null = null;
   private failures = 0;
   private retryAt = 0;
   private answeredOnThisConnection = false;
@@ -188,6 +192,14 @@ export class Upstream implements FrameHandler {
     this.clock = ctx.clock;
     this.connectTimer = this.clock.timer(() => this.onConnectTimeout());
     this.responseTimer = this.clock.timer(() => this.onResponseTimer());
+  }
+
+  /**
+   * Requests on this connection plcguard answered 0B whose answers may still come: the PLC may
+   * still hold them, so they count against max_outstanding.
+   */
+  get expiredCount(): number {
+    return this.expired.length;
   }
 
   /**
@@ -228,6 +240,21 @@ export class Upstream implements FrameHandler {
       for (let i = o.length - 1; i >= 0 && o[i]!.sentAt === UNSTAMPED; i--) o[i]!.sentAt = t;
     }
     return ok;
+  }
+
+  /**
+   * Resets the connection so that the PLC forgets the requests plcguard answered 0B and it never
+   * answered. The owner's call, once those hold every slot of max_outstanding: nothing else could
+   * be sent until the PLC answered them, and a PLC that stopped answering never will. ('close'
+   * does the rest: the slots are free, and the next request reconnects, after a backoff when
+   * nothing was answered on this connection.)
+   */
+  resetExpired(): void {
+    const c = connectionOf(this.state);
+    invariant(c !== null && this.expired.length > 0, 'upstream: a reset with no expired request');
+    this.lostKind = 'unanswered';
+    this.ctx.logUpstream('upstream_reset', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), unanswered: this.expired.length, action: 'reconnect' });
+    c.socket.destroy();
   }
 
   /** Closes the link at once (its creator's call): outstanding requests are forgotten. */
@@ -325,12 +352,13 @@ export class Upstream implements FrameHandler {
   }
 
   private onLost(wasOpen: boolean, error: SocketError | null): void {
-    let kind: UpstreamErrorKind;
+    let kind: LostKind;
     if (this.lostKind !== null) kind = this.lostKind;
     else if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
     else if (error !== null && RESET_CODES.has(error.code as string)) kind = 'reset';
     else kind = 'closed';
-    this.stats.countUpstreamError(kind);
+    // A reset for unanswered requests counted each of them as a timeout already.
+    if (kind !== 'unanswered') this.stats.countUpstreamError(kind);
     if (kind === 'refused' || kind === 'unreachable') {
       this.ctx.logUpstream('upstream_connect_failed', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), kind, error: error?.code, message: error?.message });
     }
@@ -349,7 +377,8 @@ export class Upstream implements FrameHandler {
     const streamed = this.stream;
     this.stream = null;
     if (streamed instanceof Transaction) streamed.owner.corrupt();
-    // No answer can come any more: every transaction id is free.
+    // No answer can come any more: every transaction id is free, and so is every slot that
+    // requests answered 0B held.
     for (const x of this.expired.splice(0)) this.forget(x);
     this.reserved.fill(0);
     // Nothing is queued towards the PLC any more: its owners may read again.
@@ -421,7 +450,7 @@ export class Upstream implements FrameHandler {
     this.flushOwners(now);
   }
 
-  /** `tx` is answered 0B now, but its answer may still come: its id stays taken. */
+  /** `tx` is answered 0B now, but its answer may still come: its id and its slot stay taken. */
   private expire(tx: Transaction): void {
     const x = this.expiredPool.pop() ?? new Expired();
     const e = x.exp;
@@ -432,8 +461,9 @@ export class Upstream implements FrameHandler {
     this.expired.push(x);
   }
 
-  /** No answer can come for `x` any more. */
+  /** An expired request's slot is free: its owner may take up requests it held. */
   private forget(x: Expired): void {
+    this.touch(x.owner!);
     x.owner = null;
     this.expiredPool.push(x);
   }
@@ -452,7 +482,7 @@ export class Upstream implements FrameHandler {
 
   /**
    * A response at buf[off] that answers nothing outstanding: the late answer to a request
-   * plcguard answered 0B (which frees its id), or unsolicited. Dropped either way.
+   * plcguard answered 0B (which frees its id and slot), or unsolicited. Dropped either way.
    */
   private discard(buf: Buffer, off: number): void {
     const e = this.expired;

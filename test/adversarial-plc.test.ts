@@ -85,14 +85,13 @@ void t.test('a PLC that refuses: 0A for everything asked, one attempt per backof
 });
 
 void t.test('a PLC that hangs: 0B after the response timeout, late answers dropped', async (t) => {
-  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100');
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100, max_outstanding: 64');
   const late: Buffer[] = [];
   plc.respond = (r) => {
     late.push(normalReply(r));
     return { hang: true };
   };
   const c = await RawClient.connect(proxy.port);
-  // More than max_outstanding (32): the rest waits in plcguard and goes on as the first time out.
   const asked = Array.from({ length: 50 }, (_, i) => read(i + 1, i));
   c.send(Buffer.concat(asked));
   t.same((await replies(c, 50, 'fifty 0B')).map(hexOf), asked.map((f) => hexOf(exceptionFor(f, TARGET_FAILED))), 'each: 0B, in order');
@@ -139,6 +138,27 @@ void t.test('a late answer is never handed to the next request with the same tid
   await until(() => proxy.rt.server.stats.get(DEVICE).lateResponses === 1, 'the late answer was counted');
   c.send(read(6, 12));
   t.equal(hexOf((await replies(c, 1, 'one more'))[0]!), hexOf(plcReply(read(6, 12))), 'nothing else was queued for the client');
+  c.close();
+  await c.closed;
+  await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a PLC that stopped answering never holds more than max_outstanding requests', async (t) => {
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100, max_outstanding: 4, reconnect_backoff_min_ms: 60000, reconnect_backoff_max_ms: 60000');
+  plc.respond = () => ({ hang: true });
+  const c = await RawClient.connect(proxy.port);
+  const asked = Array.from({ length: 16 }, (_, i) => read(i + 1, i));
+  c.send(Buffer.concat(asked));
+  const got = await replies(c, 16, 'a reply to each');
+  t.same(
+    got.map(hexOf),
+    asked.map((f, i) => hexOf(exceptionFor(f, i < 4 ? TARGET_FAILED : PATH_UNAVAILABLE))),
+    'four sent and answered 0B at the timeout; the twelve held behind them 0A once the connection was reset',
+  );
+  t.same(plc.requests.map((r) => r.tid), [1, 2, 3, 4], 'the PLC got four requests, all on one connection');
+  t.match(proxy.logs.find((l) => l.event === 'upstream_reset'), { device: DEVICE, upstream: `127.0.0.1:${plc.port}`, unanswered: 4 });
+  await until(() => plc.open.size === 0, 'the PLC connection was closed by plcguard');
+  t.equal(errors(proxy, 'timeout'), 4);
   c.close();
   await c.closed;
   await checkInvariants(t, { proxy, plc });

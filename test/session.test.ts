@@ -637,6 +637,69 @@ void t.test('after the PLC connection is lost, every tid is free again on the ne
   t.equal(hexOf(second.read()), hexOf(read(9)), 'tid 9 goes as sent: no answer can come for it here');
 });
 
+// ---- max_outstanding and a PLC that stopped answering (issue 15, defect 5) ----
+
+void t.test('max_outstanding bounds a silent PLC: timed-out requests keep their slots, then the connection is reset', async (t) => {
+  const h = start({ max_outstanding: 4, response_timeout_ms: 500, reconnect_backoff_min_ms: 1000, reconnect_backoff_max_ms: 1000 });
+  const asked = Array.from({ length: 16 }, (_, i) => read(i + 1, i));
+  h.client.receive(Buffer.concat(asked));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(Buffer.concat(asked.slice(0, 4))), 'four at the PLC');
+  h.clock.advance(500);
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(0, 4).map((_, i) => adu(i + 1, 1, [0x83, 0x0b])))), 'each 0B at its timeout');
+  t.equal(plc.read().length, 0, 'nothing more sent: the PLC may still be working on those four');
+  t.ok(plc.destroyed, 'the connection is reset: only late answers could free a slot');
+  t.match(h.logs.at(-1), { event: 'upstream_reset', device: 'plc', upstream: '127.0.0.1:15021', unanswered: 4, action: 'reconnect' });
+  await nextTurn();
+  t.equal(h.plcs.length, 1, 'no new connection within the backoff (nothing was answered on that one)');
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(4).map((_, i) => adu(i + 5, 1, [0x83, 0x0a])))), 'the held twelve: 0A at once');
+  t.equal(timeoutErrors(h), 4, 'four timeouts; the reset is not counted again');
+  t.equal(h.stats.upstreamConnections, 0);
+  h.clock.advance(1000);
+  h.client.receive(read(100));
+  t.equal(h.plcs.length, 2, 'after the backoff, the next request reconnects');
+  h.plc().accept();
+  t.equal(hexOf(h.plc().read()), hexOf(read(100)));
+});
+
+void t.test('a late answer frees the slot its request held', (t) => {
+  const h = start({ max_outstanding: 2, response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(200);
+  h.client.receive(Buffer.concat([read(2), read(3)]));
+  t.equal(hexOf(plc.read()), hexOf(Buffer.concat([read(1), read(2)])), 'two at the PLC, the third held');
+  h.clock.advance(300); // 1 times out; 2 is still awaited
+  t.equal(hexOf(h.client.read()), hexOf(adu(1, 1, [0x83, 0x0b])));
+  t.equal(plc.read().length, 0, '3 still held: the PLC may still be working on 1');
+  t.notOk(plc.destroyed, 'no reset while a request is awaited');
+  plc.receive(answer(1)); // late
+  t.equal(hexOf(plc.read()), hexOf(read(3)), 'its late answer frees the slot: 3 goes');
+  plc.receive(Buffer.concat([answer(2), answer(3)]));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(2), answer(3)])));
+  t.end();
+});
+
+void t.test('an answer leaving only timed-out requests in the slots resets the connection too', async (t) => {
+  const h = start({ max_outstanding: 2, response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(200);
+  h.client.receive(Buffer.concat([read(2), read(3)]));
+  plc.read();
+  h.clock.advance(300); // 1 times out
+  h.client.read();
+  plc.receive(answer(2)); // 2 answered: 1 holds one slot; 3 takes the other
+  t.equal(hexOf(plc.read()), hexOf(read(3)), '3 goes');
+  h.clock.advance(500); // 3 times out too: both slots held by requests answered 0B
+  t.ok(plc.destroyed, 'reset');
+  await nextTurn();
+  t.equal(h.stats.upstreamConnections, 0);
+});
+
 // ---- PLC connection failures ----
 
 void t.test('a PLC refusing the connection: 0A, and a log line with its address and the error', async (t) => {
