@@ -135,8 +135,10 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
     });
   perDevice('plcguard_framing_errors_total', 'Client streams closed for a framing error.', (s) => s.framingErrors);
   perDevice('plcguard_unsolicited_responses_total', 'PLC responses that matched no outstanding request (dropped).', (s) => s.unsolicitedResponses);
+  perDevice('plcguard_late_responses_total', 'PLC answers that came after plcguard had answered the request 0B at the response timeout (dropped).', (s) => s.lateResponses);
   perDevice('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', (s) => s.inconsistentResponses);
   perDevice('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', (s) => s.frameTimeouts);
+  perDevice('plcguard_audit_suppressed_total', 'Audit lines not written because their source or the whole process was over its budget.', (s) => s.auditSuppressed);
 
   gauge('plcguard_client_connections', 'Open client connections.', ['device'], (g) => {
     for (const [device, s] of devices()) g.set({ device }, s.clientConnections);

@@ -2,12 +2,13 @@ import type { RateLimit } from '../policy/types.js';
 
 /**
  * A token bucket refilled continuously; parameters are passed in so a reload applies at once.
+ * Rate limits and the audit log's line budgets (proxy/audit.ts) are made of these.
  * Time only moves forward here: the connections of one source share the bucket and each passes
  * the arrival time of its own chunk, which can be older than the last one seen (frames held at
  * max_outstanding are decided later). An older time refills nothing and never rewinds `last`:
  * running the clock backwards would drain tokens that were earned, and re-earn them twice later.
  */
-class Bucket {
+export class TokenBucket {
   tokens = 0;
   private last = 0;
   private started = false;
@@ -35,8 +36,8 @@ class Bucket {
  * many connections is still one source).
  */
 export class SourceRate {
-  private readonly requests = new Bucket();
-  private readonly writes = new Bucket();
+  private readonly requests = new TokenBucket();
+  private readonly writes = new TokenBucket();
 
   /**
    * May a request (a write, when `write`) go on now under `limit`? A request refused by one

@@ -1,13 +1,12 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
-import type { Logger } from './audit.js';
-import { AuditLimiter } from './audit.js';
+import { AuditGate, AuditLimiter, PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND, type Logger } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
-import { connectTcp, type ConnectPlc } from './upstream.js';
+import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -25,13 +24,52 @@ export class StatsRegistry {
   }
 }
 
+/**
+ * A listening socket. Its connections go to `owner`: the device whose address it is in the policy
+ * in force. When a reload gives the address to another device (a device renamed, two devices
+ * swapping addresses), the socket is handed over: never closed and reopened, so the new device
+ * needn't bind an address still in use, and no connection attempt is refused meanwhile.
+ */
+class ListenSocket {
+  private constructor(
+    private readonly server: net.Server,
+    public owner: DeviceListener,
+  ) {}
+
+  /** Listens on `at` for `owner`; rejects with the listen error (address in use). */
+  static async open(at: Endpoint, owner: DeviceListener): Promise<ListenSocket> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    const s = new ListenSocket(server, owner);
+    server.on('connection', (socket: net.Socket) => s.owner.accept(socket));
+    server.listen({ host: at.host, port: at.port });
+    await Promise.race([
+      once(server, 'listening'),
+      once(server, 'error').then(([err]) => {
+        throw err as Error;
+      }),
+    ]);
+    return s;
+  }
+
+  /** The port bound (the policy's, or the kernel's pick for port 0). */
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** Stops accepting at once; resolves when closed (after its connections end). */
+  close(): Promise<void> {
+    return new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
 /** One device's listener, its connection limits and its sessions. */
 class DeviceListener implements SessionContext {
   readonly sessions = new Set<Session>();
   private readonly perSource = new Map<string, number>();
   private readonly rates = new Map<string, SourceRate>();
-  private server: net.Server | null = null;
-  private readonly refusalLog: AuditLimiter;
+  /** The socket it listens on; null until `adopt`. */
+  socket: ListenSocket | null = null;
+  private readonly plcLog = new AuditLimiter(PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND);
   readonly clock: Clock = systemClock;
   readonly connect: ConnectPlc = connectTcp;
   listening = false;
@@ -40,9 +78,8 @@ class DeviceListener implements SessionContext {
     public device: CompiledDevice,
     readonly stats: DeviceStats,
     readonly logger: Logger,
-  ) {
-    this.refusalLog = new AuditLimiter(this.clock.now());
-  }
+    readonly audit: AuditGate,
+  ) {}
 
   get deviceName(): string {
     return this.device.name;
@@ -52,26 +89,18 @@ class DeviceListener implements SessionContext {
     return this.device;
   }
 
-  /** Opens a listener on `at` for this device, without using it yet (see `adopt`). */
-  async bind(at: Endpoint): Promise<net.Server> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
-    server.listen({ host: at.host, port: at.port });
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]) => {
-        throw err as Error;
-      }),
-    ]);
-    return server;
-  }
-
-  /** Serves new connections from `server`; the previous listener closes, open connections stay. */
-  adopt(server: net.Server): void {
-    void this.stopListening();
-    this.server = server;
-    this.port = (server.address() as net.AddressInfo).port;
+  /**
+   * Serves new connections from `socket`: one opened for it, or one handed over by the device
+   * that had this address. The socket it had before is the caller's to close (open connections
+   * stay).
+   */
+  adopt(socket: ListenSocket): void {
+    const from = socket.owner === this ? undefined : socket.owner.deviceName;
+    socket.owner = this;
+    this.socket = socket;
+    this.port = socket.port;
     this.listening = true;
-    this.logger.log('listening', { device: this.device.name, address: this.device.listen.host, port: this.port });
+    this.logger.log('listening', { device: this.device.name, address: this.device.listen.host, port: this.port, handed_over_from: from });
   }
 
   /** The port bound (the policy's, or the kernel's pick for port 0). */
@@ -79,13 +108,12 @@ class DeviceListener implements SessionContext {
 
   /** Stops accepting at once; resolves when the listener is closed (after its connections end). */
   stopListening(): Promise<void> {
-    const s = this.server;
-    this.server = null;
     this.listening = false;
-    return s ? new Promise<void>((resolve) => s.close(() => resolve())) : Promise.resolve();
+    // Every listener in the server's books adopted a socket when its policy was committed.
+    return this.socket!.close();
   }
 
-  private accept(socket: net.Socket): void {
+  accept(socket: net.Socket): void {
     const address = socket.remoteAddress;
     /* c8 ignore next 4 -- a socket reset before accept has no address; nothing to serve */
     if (address === undefined) {
@@ -100,8 +128,9 @@ class DeviceListener implements SessionContext {
     if (refusal !== null) {
       this.stats.countRefusal(refusal);
       if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
-      if (this.refusalLog.allow(this.clock.now())) {
-        const suppressed = this.refusalLog.takeSuppressed();
+      // A source reconnecting makes one line per attempt: within its audit budget.
+      if (this.audit.allow(address, this.clock.now())) {
+        const suppressed = this.audit.takeSuppressed(address);
         this.logger.log('refused', {
           device: this.device.name,
           source: `${address}:${socket.remotePort}`,
@@ -109,6 +138,8 @@ class DeviceListener implements SessionContext {
           action: 'close',
           ...(suppressed > 0 ? { suppressed } : {}),
         });
+      } else {
+        this.stats.auditSuppressed++;
       }
       socket.on('error', () => {});
       socket.destroy();
@@ -118,6 +149,12 @@ class DeviceListener implements SessionContext {
     this.stats.clientConnections++;
     const session = new Session(socket, this, address, socket.remotePort!);
     this.sessions.add(session);
+  }
+
+  /** PLC connection failures, one line per few seconds per device however many links fail. */
+  logUpstream(event: UpstreamEvent, fields: Record<string, unknown>): void {
+    const extra = this.plcLog.admit(this.clock.now());
+    if (extra) this.logger.log(event, { device: this.device.name, ...fields, ...extra });
   }
 
   rateFor(address: string): SourceRate {
@@ -166,6 +203,8 @@ function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
 export class ProxyServer {
   private readonly listeners = new Map<string, DeviceListener>();
   readonly stats = new StatsRegistry();
+  /** One audit budget for the whole process: per source address across devices, and in total. */
+  private readonly audit = new AuditGate();
   private stopping = false;
 
   constructor(private readonly logger: Logger) {}
@@ -188,46 +227,68 @@ export class ProxyServer {
    * Applies a policy, all or nothing: every listener the new policy needs is opened first, and if
    * one can't be (address in use), those opened are closed again, the error is thrown and the
    * policy in force stays exactly as it was.
+   *
+   * A device whose address another device listens on now (renamed, or swapping addresses with
+   * it) takes that device's socket over at the commit. A device removed from the policy (a rename
+   * removes the old name) has its connections closed, whoever takes its address: its rules are no
+   * longer in force, and its clients reconnect to the same address, which never stopped
+   * listening, under the new device's rules, limits and name.
    */
   async apply(policy: CompiledPolicy): Promise<void> {
     /* c8 ignore next -- a reload racing shutdown: the listeners are going, apply nothing */
     if (this.stopping) return;
     const added: DeviceListener[] = [];
-    const moved: [DeviceListener, net.Server][] = [];
+    // The socket a device listens on from the commit, where that changes.
+    const planned = new Map<DeviceListener, ListenSocket>();
+    const opened: ListenSocket[] = [];
     try {
       for (const device of policy.devices.values()) {
-        const l = this.listeners.get(device.name);
+        let l = this.listeners.get(device.name);
+        if (l && sameEndpoint(l.device.listen, device.listen)) continue;
         if (!l) {
-          const nl = new DeviceListener(device, this.stats.get(device.name), this.logger);
-          added.push(nl);
-          nl.adopt(await nl.bind(device.listen));
-        } else if (!sameEndpoint(l.device.listen, device.listen)) {
-          moved.push([l, await l.bind(device.listen)]);
+          l = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit);
+          added.push(l);
+        }
+        // Validation gives each address to one device, so the one holding it now gives it up.
+        const held = this.listeningAt(device.listen);
+        if (held) planned.set(l, held);
+        else {
+          const socket = await ListenSocket.open(device.listen, l);
+          opened.push(socket);
+          planned.set(l, socket);
         }
       }
     } catch (err) {
-      for (const l of added) void l.stopListening();
-      for (const [, server] of moved) server.close();
+      for (const socket of opened) void socket.close();
       throw err;
     }
     // Commit: nothing below can fail.
+    const before = [...this.listeners.values()].map((l) => l.socket);
     for (const [name, l] of this.listeners) {
       if (policy.devices.has(name)) continue;
       this.listeners.delete(name);
-      void l.stopListening();
+      l.listening = false;
       for (const s of [...l.sessions]) s.close('policy_removed');
     }
     for (const l of added) this.listeners.set(l.deviceName, l);
-    const movedTo = new Map(moved);
     for (const device of policy.devices.values()) {
       const l = this.listeners.get(device.name)!;
       const old = l.device;
       l.device = device;
-      const server = movedTo.get(l);
-      if (server) l.adopt(server);
+      const socket = planned.get(l);
+      if (socket) l.adopt(socket);
       // Connections were opened to the old PLC address: make their clients reconnect.
       if (!sameEndpoint(old.upstream, device.upstream)) for (const s of [...l.sessions]) s.close('policy_removed');
     }
+    // Sockets no device took close; their open connections stay (or were closed above).
+    const inUse = new Set([...this.listeners.values()].map((l) => l.socket));
+    for (const socket of before) if (socket && !inUse.has(socket)) void socket.close();
+  }
+
+  /** The socket listening on `at` now, if any. */
+  private listeningAt(at: Endpoint): ListenSocket | null {
+    for (const l of this.listeners.values()) if (l.socket && sameEndpoint(l.device.listen, at)) return l.socket;
+    return null;
   }
 
   /** Stops accepting, lets outstanding requests finish within graceMs, then closes the rest. */

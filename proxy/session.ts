@@ -11,27 +11,27 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
-import { AuditLimiter, type Logger } from './audit.js';
+import type { AuditGate, Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { SourceRate } from './ratelimit.js';
-import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY, type DeviceStats } from './stats.js';
-import { Transaction, Upstream, type ConnectPlc, type UpstreamOwner } from './upstream.js';
+import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY } from './stats.js';
+import { Transaction, Upstream, type LinkContext, type UpstreamOwner } from './upstream.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 
-/** What a session needs from the listener that accepted it. */
-export interface SessionContext {
+/**
+ * What a session needs from the listener that accepted it: the device's, and for its upstream
+ * link the device's LinkContext (whose clock also times the session's frame, idle and linger).
+ */
+export interface SessionContext extends LinkContext {
   readonly deviceName: string;
   /** The device's current compiled policy: a reload swaps it; sessions pick it up per frame. */
   current(): CompiledDevice;
-  readonly stats: DeviceStats;
   readonly logger: Logger;
+  /** The audit line budget of every source (one per process). */
+  readonly audit: AuditGate;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
-  /** Times what the session and its upstream link arm (frame, idle, response, connect, linger). */
-  readonly clock: Clock;
-  /** Opens the connection to the PLC. */
-  readonly connect: ConnectPlc;
   /** Called once, when the session has ended (it no longer counts against the limits). */
   sessionClosed(session: Session): void;
 }
@@ -116,7 +116,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly req = new ModbusRequest();
   private readonly decision = new Decision();
   private readonly clock: Clock;
-  private readonly audit: AuditLimiter;
+  private readonly audit: AuditGate;
   private readonly source: string;
   private readonly rate: SourceRate;
   /** Responses and plcguard's own replies to the client. */
@@ -159,7 +159,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
     this.clock = ctx.clock;
     this.activeAt = this.clock.now();
-    this.audit = new AuditLimiter(this.activeAt);
+    this.audit = ctx.audit;
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
     this.view = this.device.forSource(remoteAddress);
@@ -224,7 +224,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   /** The stream can't be resynchronised: nothing more is read; what was accepted is answered. */
   private onFramingError(err: FramingError): void {
     this.ctx.stats.framingErrors++;
-    this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
+    // A client can cause one each time it connects: within the audit budget.
+    if (this.auditAllows()) this.log('framing_error', { code: err.code, value: err.value, message: err.message, action: 'close' });
     this.stopGracefully('framing_error');
   }
 
@@ -286,15 +287,37 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
     }
-    if (this.outstanding >= device.limits.maxOutstanding) {
-      this.setPause(PAUSE_OUTSTANDING, true);
+    if (this.atPlc >= device.limits.maxOutstanding) {
+      this.holdAtLimit();
       return false;
     }
     return true;
   }
 
+  /**
+   * Requests the PLC may still be working on: those awaiting its answer, and those plcguard
+   * answered 0B at the response timeout whose answers may still come. max_outstanding bounds
+   * both: freeing a slot at the 0B would let a PLC that stopped answering pile up a request per
+   * timeout.
+   */
+  private get atPlc(): number {
+    return this.outstanding + (this.upstream?.expiredCount ?? 0);
+  }
+
+  /**
+   * At max_outstanding: requests are held (not read) until a slot is free. When none of the
+   * requests holding the slots awaits an answer (all were answered 0B), only the PLC's late
+   * answers could free one, and a PLC that stopped answering sends none: the connection is reset
+   * instead, which frees them all. Counting and resetting rather than resetting at every timeout
+   * keeps the other requests in flight when the PLC is only slow, and lets late answers free slots.
+   */
+  private holdAtLimit(): void {
+    this.setPause(PAUSE_OUTSTANDING, true);
+    if (this.outstanding === 0) this.upstream!.resetExpired();
+  }
+
   private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
-    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx.stats, this.clock, this.ctx.connect);
+    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;
@@ -331,7 +354,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     exception: number,
     action: string,
   ): void {
-    if (!this.audit.allow(this.takenAt)) return;
+    if (!this.auditAllows()) return;
     const fields: Record<string, unknown> = {
       unit: req.unitId,
       fc: req.functionCode,
@@ -346,8 +369,16 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.log(event, fields);
   }
 
+  /** May a line this client caused be written now? Counted when not (proxy/audit.ts). */
+  private auditAllows(): boolean {
+    if (this.audit.allow(this.remoteAddress, this.takenAt)) return true;
+    this.ctx.stats.auditSuppressed++;
+    return false;
+  }
+
+  /** Writes a line about this client, with the count of lines about its source suppressed since the last. */
   private log(event: string, fields: Record<string, unknown>): void {
-    const suppressed = this.audit.takeSuppressed();
+    const suppressed = this.audit.takeSuppressed(this.remoteAddress);
     this.ctx.logger.log(event, {
       device: this.ctx.deviceName,
       source: this.source,
@@ -378,7 +409,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   fail(tx: Transaction, exception: number, _now: number): void {
     const e = tx.exp;
-    this.reply(buildException(e.transactionId, e.unitId, e.functionCode, exception));
+    this.reply(buildException(tx.clientTid, e.unitId, e.functionCode, exception));
     this.release(tx);
   }
 
@@ -391,18 +422,24 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.activeAt = now;
     if (!this.out.flush()) this.clientFull();
     if (this.answered.length > 0) this.observeAnswered();
-    // Requests held at the outstanding limit go on once answers have come back (unless stopping).
+    // Requests held at the outstanding limit go on once slots are free (unless stopping).
     const k = this.state.kind;
-    if (this.pauseMask & PAUSE_OUTSTANDING && this.outstanding < this.device.limits.maxOutstanding && (k === 'open' || k === 'ended')) {
-      this.setPause(PAUSE_OUTSTANDING, false);
-      this.takenAt = this.clock.now();
-      const seen = this.framesSeen;
-      // Held bytes were never framed: a framing error can surface here as well as in onData.
-      const err = this.splitter.resume();
-      this.afterInput(seen);
-      if (err) this.onFramingError(err);
+    if (this.pauseMask & PAUSE_OUTSTANDING && (k === 'open' || k === 'ended')) {
+      if (this.atPlc >= this.device.limits.maxOutstanding) this.holdAtLimit();
+      else this.takeUpHeld();
     }
     this.finishIfDone();
+  }
+
+  /** Frames held at the outstanding limit are taken up again. */
+  private takeUpHeld(): void {
+    this.setPause(PAUSE_OUTSTANDING, false);
+    this.takenAt = this.clock.now();
+    const seen = this.framesSeen;
+    // Held bytes were never framed: a framing error can surface here as well as in onData.
+    const err = this.splitter.resume();
+    this.afterInput(seen);
+    if (err) this.onFramingError(err);
   }
 
   /** Times the requests answered in this PLC chunk, with one clock reading, and pools them. */
@@ -559,7 +596,8 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.splitter.reset();
     this.deferred.length = 0;
     this.answered.length = 0;
-    const suppressed = this.audit.takeSuppressed();
+    // What its source had suppressed is reported now if the budget allows, else on its next line.
+    const suppressed = this.audit.flush(this.remoteAddress, this.clock.now());
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {
         device: this.ctx.deviceName,

@@ -65,6 +65,10 @@ export class DeviceStats {
   readonly upstreamErrors = new Float64Array(UPSTREAM_ERRORS.length);
   framingErrors = 0;
   unsolicitedResponses = 0;
+  /** Answers to requests plcguard had already answered 0B at the response timeout (dropped). */
+  lateResponses = 0;
+  /** Audit lines not written, over a source's or the process's budget (proxy/audit.ts). */
+  auditSuppressed = 0;
   inconsistentResponses = 0;
   frameTimeouts = 0;
   clientConnections = 0;

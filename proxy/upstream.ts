@@ -8,15 +8,22 @@ import {
   type FrameHandler,
   type ResponseCheck,
 } from '../modbus/index.js';
+import { formatEndpoint } from '../policy/net.js';
 import type { Endpoint, Limits } from '../policy/types.js';
-import { systemClock, type Clock, type Timer } from './clock.js';
+import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 
 /** A request forwarded to the PLC and not yet answered. Pooled by its owner. */
 export class Transaction {
+  /**
+   * What the PLC's answer must be. The owner fills it from the client's request; `send` then puts
+   * the link's own transaction id toward the PLC in it and keeps the client's in `clientTid`.
+   */
   readonly exp = new Expectation();
+  /** The client's transaction id: the answer carries it back, and so does an exception of plcguard's. */
+  clientTid = 0;
   // Times in clock milliseconds, read once per chunk, never per request.
   /** The chunk carrying the request arrived from the client. */
   receivedAt = 0;
@@ -40,7 +47,7 @@ export interface UpstreamOwner {
   forward(buf: Buffer, start: number, end: number, copy: boolean): void;
   /** The response to `tx` is complete. */
   complete(tx: Transaction, check: ResponseCheck, answeredAt: number): void;
-  /** `tx` will get no response: answer the client with this exception. */
+  /** `tx` will get no response (or none in time): answer the client with this exception. */
   fail(tx: Transaction, exception: number, now: number): void;
   /** A response to this owner was cut off mid-frame: its byte stream is corrupt. */
   corrupt(): void;
@@ -69,6 +76,20 @@ export interface PlcSocket extends WritableSocket {
 /** Opens a connection to a PLC. */
 export type ConnectPlc = (endpoint: Endpoint) => PlcSocket;
 
+/** Log events of a link: a connection attempt failed; plcguard reset a connection whose PLC stopped answering. */
+export type UpstreamEvent = 'upstream_connect_failed' | 'upstream_reset';
+
+/** What a link needs from the device it serves (the same for all the device's links). */
+export interface LinkContext {
+  readonly stats: DeviceStats;
+  /** Times the connect and response timeouts and the backoff. */
+  readonly clock: Clock;
+  /** Opens the connection to the PLC. */
+  readonly connect: ConnectPlc;
+  /** Logs what happened to a PLC connection; the device rate-limits (a PLC down for hours must not flood the log). */
+  logUpstream(event: UpstreamEvent, fields: Record<string, unknown>): void;
+}
+
 export const connectTcp: ConnectPlc = (e) => net.connect({ host: e.host, port: e.port, noDelay: true });
 
 /** The link's connection, while it has one: the socket and the writer batching requests to it. */
@@ -95,22 +116,54 @@ function connectionOf(s: LinkState): Connection | null {
 const DISCONNECTED: LinkState = { kind: 'disconnected' };
 const CLOSED: LinkState = { kind: 'closed' };
 
-/** `stream` while the rest of an unsolicited response spanning chunks is dropped. */
-const UNSOLICITED = 'unsolicited';
+/** `stream` while the rest of a response spanning chunks is dropped (late or unsolicited). */
+const DROPPED = 'dropped';
+
+/** Transaction ids are 16 bits (MBAP). */
+const TID_SPACE = 0x10000;
+
+/**
+ * A request plcguard answered 0B at the response timeout, whose answer may still come on this
+ * connection. Until it does (dropped, counted late) or the connection ends, its transaction id
+ * stays reserved and it still counts against max_outstanding: the PLC may still be working on it.
+ * Pooled by the link.
+ */
+class Expired {
+  /** Transaction id toward the PLC, unit and function code: what its late answer looks like. */
+  readonly exp = new Expectation();
+  owner: UpstreamOwner | null = null;
+}
+
+/** How plcguard let go of a connection itself, when it did. */
+type LostKind = UpstreamErrorKind | 'unanswered';
 
 /**
  * One TCP connection to a PLC, opened on demand, reopened on the next request after a failure
- * (with backoff after consecutive failures). Matches responses to outstanding transactions by
- * transaction id, unit and function code; drops and counts anything else.
+ * (with backoff after consecutive failures).
+ *
+ * Transaction ids toward the PLC are the link's: each request gets one that no answer can still
+ * arrive for on this connection (the client's own when it is free, so that the PLC usually sees
+ * the client's bytes unchanged), and its answer gets the client's id back. An id stays taken until
+ * its answer comes or the connection ends, also after plcguard answered the request 0B: so a late
+ * answer can never be taken for the answer to a later request, of this client or (once links are
+ * shared) of another. Responses are matched by that id, unit and function code; late answers and
+ * anything else are dropped and counted.
  */
 export class Upstream implements FrameHandler {
   private state: LinkState = DISCONNECTED;
   private readonly outstanding: Transaction[] = [];
+  /** Requests answered 0B whose answers may still come, oldest first. */
+  private readonly expired: Expired[] = [];
+  private readonly expiredPool: Expired[] = [];
+  /** One bit per transaction id: set while an answer carrying it may still come on this connection. */
+  private readonly reserved = new Uint8Array(TID_SPACE / 8);
+  /** Where the search for a free transaction id goes on from. */
+  private lastTid = 0;
   private splitter = new FrameSplitter(this);
   /** The response that spans chunks, being streamed through (or dropped) as it arrives. */
-  private stream: Transaction | typeof UNSOLICITED | null = null;
+  private stream: Transaction | typeof DROPPED | null = null;
   /** Why the connection is being dropped, when plcguard drops it (else read from the error). */
-  private lostKind: UpstreamErrorKind | null = null;
+  private lostKind: LostKind | null = null;
   private failures = 0;
   private retryAt = 0;
   private answeredOnThisConnection = false;
@@ -125,18 +178,28 @@ export class Upstream implements FrameHandler {
   private readonly touched: UpstreamOwner[] = [];
   private readonly bound = (): number => this.limits.maxBufferedBytes;
   private readonly drained = (): void => this.releaseBlocked();
+  private readonly stats: DeviceStats;
+  private readonly clock: Clock;
   limits: Readonly<Limits>;
 
   constructor(
     private readonly endpoint: Endpoint,
     limits: Readonly<Limits>,
-    private readonly stats: DeviceStats,
-    private readonly clock: Clock = systemClock,
-    private readonly connectTo: ConnectPlc = connectTcp,
+    private readonly ctx: LinkContext,
   ) {
     this.limits = limits;
-    this.connectTimer = clock.timer(() => this.onConnectTimeout());
-    this.responseTimer = clock.timer(() => this.onResponseTimer());
+    this.stats = ctx.stats;
+    this.clock = ctx.clock;
+    this.connectTimer = this.clock.timer(() => this.onConnectTimeout());
+    this.responseTimer = this.clock.timer(() => this.onResponseTimer());
+  }
+
+  /**
+   * Requests on this connection plcguard answered 0B whose answers may still come: the PLC may
+   * still hold them, so they count against max_outstanding.
+   */
+  get expiredCount(): number {
+    return this.expired.length;
   }
 
   /**
@@ -150,6 +213,11 @@ export class Upstream implements FrameHandler {
       if (this.clock.now() < this.retryAt) return false;
       s = this.connect();
     }
+    const clientTid = tx.exp.transactionId;
+    const tid = this.reserve(clientTid);
+    tx.clientTid = clientTid;
+    tx.exp.transactionId = tid;
+    if (tid !== clientTid) writeTid(buf, start, tid);
     tx.sentAt = UNSTAMPED;
     this.outstanding.push(tx);
     if (!this.responseTimer.armed) this.armResponseTimer(this.limits.responseTimeoutMs);
@@ -174,9 +242,25 @@ export class Upstream implements FrameHandler {
     return ok;
   }
 
+  /**
+   * Resets the connection so that the PLC forgets the requests plcguard answered 0B and it never
+   * answered. The owner's call, once those hold every slot of max_outstanding: nothing else could
+   * be sent until the PLC answered them, and a PLC that stopped answering never will. ('close'
+   * does the rest: the slots are free, and the next request reconnects, after a backoff when
+   * nothing was answered on this connection.)
+   */
+  resetExpired(): void {
+    const c = connectionOf(this.state);
+    invariant(c !== null && this.expired.length > 0, 'upstream: a reset with no expired request');
+    this.lostKind = 'unanswered';
+    this.ctx.logUpstream('upstream_reset', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), unanswered: this.expired.length, action: 'reconnect' });
+    c.socket.destroy();
+  }
+
   /** Closes the link at once (its creator's call): outstanding requests are forgotten. */
   close(): void {
     this.outstanding.length = 0;
+    this.expired.length = 0;
     this.touched.length = 0;
     this.blocked.clear();
     this.pausedBy.clear();
@@ -200,12 +284,37 @@ export class Upstream implements FrameHandler {
     if (this.pausedBy.size === 0) connectionOf(this.state)?.socket.resume();
   }
 
+  /**
+   * A transaction id toward the PLC that no answer can still arrive for: the client's own when it
+   * is free, else the next free one. Taken until `release` or the end of the connection.
+   */
+  private reserve(tid: number): number {
+    // The owners' max_outstanding bounds what is taken far below the 65,536 ids.
+    invariant(this.outstanding.length + this.expired.length < TID_SPACE, 'upstream: every transaction id taken');
+    if (this.isReserved(tid)) {
+      tid = this.lastTid;
+      do tid = (tid + 1) & 0xffff;
+      while (this.isReserved(tid));
+      this.lastTid = tid;
+    }
+    this.reserved[tid >> 3]! |= 1 << (tid & 7);
+    return tid;
+  }
+
+  private isReserved(tid: number): boolean {
+    return (this.reserved[tid >> 3]! & (1 << (tid & 7))) !== 0;
+  }
+
+  private release(tid: number): void {
+    this.reserved[tid >> 3]! &= ~(1 << (tid & 7));
+  }
+
   private connect(): Connecting {
     this.answeredOnThisConnection = false;
     this.splitter = new FrameSplitter(this);
     this.stream = null;
     this.lostKind = null;
-    const socket = this.connectTo(this.endpoint);
+    const socket = this.ctx.connect(this.endpoint);
     const out = new BatchWriter(socket, this.bound, this.drained);
     const connecting: Connecting = { kind: 'connecting', socket, out };
     this.state = connecting;
@@ -243,12 +352,16 @@ export class Upstream implements FrameHandler {
   }
 
   private onLost(wasOpen: boolean, error: SocketError | null): void {
-    let kind: UpstreamErrorKind;
+    let kind: LostKind;
     if (this.lostKind !== null) kind = this.lostKind;
     else if (!wasOpen) kind = error?.code === 'ECONNREFUSED' ? 'refused' : 'unreachable';
     else if (error !== null && RESET_CODES.has(error.code as string)) kind = 'reset';
     else kind = 'closed';
-    this.stats.countUpstreamError(kind);
+    // A reset for unanswered requests counted each of them as a timeout already.
+    if (kind !== 'unanswered') this.stats.countUpstreamError(kind);
+    if (kind === 'refused' || kind === 'unreachable') {
+      this.ctx.logUpstream('upstream_connect_failed', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), kind, error: error?.code, message: error?.message });
+    }
     // A PLC that accepts and drops at once (no free slot) fails just like one that refuses.
     if (!wasOpen || !this.answeredOnThisConnection) {
       this.failures++;
@@ -264,6 +377,10 @@ export class Upstream implements FrameHandler {
     const streamed = this.stream;
     this.stream = null;
     if (streamed instanceof Transaction) streamed.owner.corrupt();
+    // No answer can come any more: every transaction id is free, and so is every slot that
+    // requests answered 0B held.
+    for (const x of this.expired.splice(0)) this.forget(x);
+    this.reserved.fill(0);
     // Nothing is queued towards the PLC any more: its owners may read again.
     this.releaseBlocked();
     const code = wasOpen ? ExceptionCode.GATEWAY_TARGET_FAILED : ExceptionCode.GATEWAY_PATH_UNAVAILABLE;
@@ -310,6 +427,7 @@ export class Upstream implements FrameHandler {
     while (expired < this.outstanding.length && now - this.outstanding[expired]!.sentAt >= limit) expired++;
     for (const tx of this.outstanding.splice(0, expired)) {
       this.stats.countUpstreamError('timeout');
+      this.expire(tx);
       this.touch(tx.owner);
       tx.owner.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
     }
@@ -332,9 +450,52 @@ export class Upstream implements FrameHandler {
     this.flushOwners(now);
   }
 
-  /** Removes outstanding[i]: almost always the oldest, which shift() takes without allocating. */
-  private dequeue(i: number): Transaction {
-    return (i === 0 ? this.outstanding.shift() : this.outstanding.splice(i, 1)[0])!;
+  /** `tx` is answered 0B now, but its answer may still come: its id and its slot stay taken. */
+  private expire(tx: Transaction): void {
+    const x = this.expiredPool.pop() ?? new Expired();
+    const e = x.exp;
+    e.transactionId = tx.exp.transactionId;
+    e.unitId = tx.exp.unitId;
+    e.functionCode = tx.exp.functionCode;
+    x.owner = tx.owner;
+    this.expired.push(x);
+  }
+
+  /** An expired request's slot is free: its owner may take up requests it held. */
+  private forget(x: Expired): void {
+    this.touch(x.owner!);
+    x.owner = null;
+    this.expiredPool.push(x);
+  }
+
+  /**
+   * Takes outstanding[i], whose answer starts at buf[off]: its transaction id is free again, and
+   * the answer gets the client's back (2 bytes rewritten in place; the rest goes as it came).
+   */
+  private claim(i: number, buf: Buffer, off: number): Transaction {
+    const tx = (i === 0 ? this.outstanding.shift() : this.outstanding.splice(i, 1)[0])!;
+    const tid = tx.exp.transactionId;
+    this.release(tid);
+    if (tid !== tx.clientTid) writeTid(buf, off, tx.clientTid);
+    return tx;
+  }
+
+  /**
+   * A response at buf[off] that answers nothing outstanding: the late answer to a request
+   * plcguard answered 0B (which frees its id and slot), or unsolicited. Dropped either way.
+   */
+  private discard(buf: Buffer, off: number): void {
+    const e = this.expired;
+    for (let i = 0; i < e.length; i++) {
+      const x = e[i]!;
+      if (!responseMatches(x.exp, buf, off)) continue;
+      e.splice(i, 1);
+      this.release(x.exp.transactionId);
+      this.forget(x);
+      this.stats.lateResponses++;
+      return;
+    }
+    this.stats.unsolicitedResponses++;
   }
 
   private find(buf: Buffer, off: number): number {
@@ -348,15 +509,15 @@ export class Upstream implements FrameHandler {
     const streamed = this.stream;
     if (streamed !== null) {
       this.stream = null;
-      if (streamed !== UNSOLICITED) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
+      if (streamed !== DROPPED) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
       return true;
     }
     const i = this.find(buf, start);
     if (i < 0) {
-      this.stats.unsolicitedResponses++;
+      this.discard(buf, start);
       return true;
     }
-    const tx = this.dequeue(i);
+    const tx = this.claim(i, buf, start);
     tx.owner.forward(buf, start, end, this.splitter.owns(buf));
     this.complete(tx, checkResponse(tx.exp, buf, start, end));
     return true;
@@ -366,11 +527,11 @@ export class Upstream implements FrameHandler {
   head(buf: Buffer, have: number): void {
     const i = this.find(buf, 0);
     if (i < 0) {
-      this.stats.unsolicitedResponses++;
-      this.stream = UNSOLICITED;
+      this.discard(buf, 0);
+      this.stream = DROPPED;
       return;
     }
-    const tx = this.dequeue(i);
+    const tx = this.claim(i, buf, 0);
     this.stream = tx;
     tx.owner.forward(buf, 0, have, true);
     this.touch(tx.owner);
@@ -408,3 +569,9 @@ const KEEPALIVE_MS = 30_000;
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** sentAt of a request still in the batch of the client chunk being processed. */
 const UNSTAMPED = -1;
+
+/** Writes a transaction id into the MBAP header at buf[off] (big-endian, MB-TCP §3.1.3). */
+function writeTid(buf: Buffer, off: number, tid: number): void {
+  buf[off] = tid >> 8;
+  buf[off + 1] = tid & 0xff;
+}

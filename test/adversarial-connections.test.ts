@@ -125,6 +125,40 @@ void t.test('a connection flood from one source: the per-source limit holds and 
   await checkInvariants(t, { proxy, plc, sources: ['127.0.5.1', '127.0.5.2'] });
 });
 
+void t.test('a source reconnecting to send denied requests: one audit budget for all its connections', async (t) => {
+  const { plc, proxy } = await setup(t, '');
+  const CONNECTIONS = 100;
+  const PER_CONNECTION = 10; // within what one connection alone was allowed: the reconnecting is the attack
+  const started = performance.now();
+  for (let i = 0; i < CONNECTIONS; i++) {
+    const c = await RawClient.connect(proxy.port, '127.0.9.1');
+    c.send(Buffer.concat(Array.from({ length: PER_CONNECTION }, (_, j) => denied(i * PER_CONNECTION + j + 1))));
+    await within(c.read(PER_CONNECTION), 'the denials');
+    c.close();
+    await c.closed;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const lines = proxy.logs.filter((l) => l.event === 'deny' || l.event === 'audit_suppressed');
+  const budget = AUDIT_BURST + Math.ceil(AUDIT_RATE_PER_SECOND * seconds);
+  t.ok(lines.length <= budget, `${lines.length} audit lines for ${CONNECTIONS * PER_CONNECTION} denials in ${seconds.toFixed(1)} s (budget ${budget})`);
+  const stats = proxy.rt.server.stats.get(DEVICE);
+  const written = lines.filter((l) => l.event === 'deny').length;
+  t.equal(written + stats.auditSuppressed, CONNECTIONS * PER_CONNECTION, 'every denial written or counted as suppressed');
+  // Once the source has earned a line back (the wait is the behaviour under test), its next line
+  // reports all that was suppressed and not reported yet.
+  await new Promise((resolve) => setTimeout(resolve, 1000 / AUDIT_RATE_PER_SECOND));
+  const last = await RawClient.connect(proxy.port, '127.0.9.1');
+  last.send(denied(9999));
+  await within(last.read(), 'the last denial');
+  const all = proxy.logs.filter((l) => l.event === 'deny' || l.event === 'audit_suppressed');
+  t.match(all.at(-1), { event: 'deny', source: /^127\.0\.9\.1:/ });
+  const reported = all.reduce((n, l) => n + Number(l.suppressed ?? 0), 0);
+  t.equal(reported, stats.auditSuppressed, `every suppressed line is reported on a line written (${reported})`);
+  last.close();
+  await last.closed;
+  await checkInvariants(t, { proxy, plc, sources: ['127.0.9.1'] });
+});
+
 void t.test('10,000 pipelined requests in one write: each answered once, the PLC gets exactly the allowed ones', async (t) => {
   const { plc, proxy } = await setup(t, '');
   const frames: Buffer[] = [];

@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
-import { adu, normalReply, startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
+import { adu, normalReply, startRawPlc, type RawPlc, type RawRequest } from './fixtures/raw-plc.js';
+import { PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND } from '../proxy/audit.js';
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { Random } from './fixtures/random.js';
 import { UPSTREAM_ERRORS, type UpstreamErrorKind } from '../proxy/stats.js';
@@ -70,24 +71,24 @@ void t.test('a PLC that refuses: 0A for everything asked, one attempt per backof
 });
 
 void t.test('a PLC that hangs: 0B after the response timeout, late answers dropped', async (t) => {
-  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100');
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100, max_outstanding: 64');
   const late: Buffer[] = [];
   plc.respond = (r) => {
     late.push(normalReply(r));
     return { hang: true };
   };
   const c = await RawClient.connect(proxy.port);
-  // More than max_outstanding (32): the rest waits in plcguard and goes on as the first time out.
   const asked = Array.from({ length: 50 }, (_, i) => read(i + 1, i));
   c.send(Buffer.concat(asked));
   t.same((await replies(c, 50, 'fifty 0B')).map(hexOf), asked.map((f) => hexOf(exceptionFor(f, TARGET_FAILED))), 'each: 0B, in order');
   t.equal(errors(proxy, 'timeout'), 50);
-  // The answers come now, on the same PLC connection: they match nothing outstanding.
+  // The answers come now, on the same PLC connection, ahead of the next request's.
   plc.respond = (r) => ({ send: Buffer.concat([...late.splice(0), normalReply(r)]) });
   const next = read(99, 3);
   c.send(next);
   t.same((await replies(c, 1, 'the next answer')).map(hexOf), [hexOf(plcReply(next))], 'the next request gets its own answer, no late one');
-  t.equal(proxy.rt.server.stats.get(DEVICE).unsolicitedResponses, 50, 'the late answers were dropped and counted');
+  t.equal(proxy.rt.server.stats.get(DEVICE).lateResponses, 50, 'the late answers were dropped and counted');
+  t.equal(proxy.rt.server.stats.get(DEVICE).unsolicitedResponses, 0);
   c.close();
   await c.closed;
   // A client that half-closes while its request hangs: 0B, then the close.
@@ -98,6 +99,81 @@ void t.test('a PLC that hangs: 0B after the response timeout, late answers dropp
   await within(h.closed, 'the close after the 0B');
   t.equal(hexOf(h.received), hexOf(exceptionFor(read(77), TARGET_FAILED)), 'half-closed: the 0B, then closed');
   await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a late answer is never handed to the next request with the same tid, unit and FC', async (t) => {
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100');
+  let slow: RawRequest | null = null;
+  plc.respond = (r) => {
+    if (slow === null) {
+      slow = r;
+      return { hang: true };
+    }
+    // The slow answer comes now, just ahead of the answer to the request after it.
+    return { send: Buffer.concat([normalReply(slow), normalReply(r)]) };
+  };
+  const c = await RawClient.connect(proxy.port);
+  const first = read(5, 10);
+  c.send(first);
+  t.equal(hexOf((await replies(c, 1, 'the 0B'))[0]!), hexOf(exceptionFor(first, TARGET_FAILED)), 'HR10: 0B at the timeout');
+  const second = read(5, 11); // the same tid, unit and FC, as a synchronous client sends
+  c.send(second);
+  t.equal(hexOf((await replies(c, 1, 'the answer'))[0]!), hexOf(plcReply(second)), "HR11 gets HR11's value, not HR10's");
+  t.not(plc.requests[1]!.tid, plc.requests[0]!.tid, 'toward the PLC, the second had a tid of its own');
+  t.equal(hexOf(plc.requests[1]!.bytes.subarray(2)), hexOf(second.subarray(2)), 'and the rest of its bytes as sent');
+  await until(() => proxy.rt.server.stats.get(DEVICE).lateResponses === 1, 'the late answer was counted');
+  c.send(read(6, 12));
+  t.equal(hexOf((await replies(c, 1, 'one more'))[0]!), hexOf(plcReply(read(6, 12))), 'nothing else was queued for the client');
+  c.close();
+  await c.closed;
+  await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a PLC that stopped answering never holds more than max_outstanding requests', async (t) => {
+  const { plc, proxy } = await setup(t, 'response_timeout_ms: 100, max_outstanding: 4, reconnect_backoff_min_ms: 60000, reconnect_backoff_max_ms: 60000');
+  plc.respond = () => ({ hang: true });
+  const c = await RawClient.connect(proxy.port);
+  const asked = Array.from({ length: 16 }, (_, i) => read(i + 1, i));
+  c.send(Buffer.concat(asked));
+  const got = await replies(c, 16, 'a reply to each');
+  t.same(
+    got.map(hexOf),
+    asked.map((f, i) => hexOf(exceptionFor(f, i < 4 ? TARGET_FAILED : PATH_UNAVAILABLE))),
+    'four sent and answered 0B at the timeout; the twelve held behind them 0A once the connection was reset',
+  );
+  t.same(plc.requests.map((r) => r.tid), [1, 2, 3, 4], 'the PLC got four requests, all on one connection');
+  t.match(proxy.logs.find((l) => l.event === 'upstream_reset'), { device: DEVICE, upstream: `127.0.0.1:${plc.port}`, unanswered: 4 });
+  await until(() => plc.open.size === 0, 'the PLC connection was closed by plcguard');
+  t.equal(errors(proxy, 'timeout'), 4);
+  c.close();
+  await c.closed;
+  await checkInvariants(t, { proxy, plc });
+});
+
+void t.test('a PLC refusing connections is logged with its address and the error, rate limited', async (t) => {
+  const port = await closedPort();
+  const proxy = await startProxy(devicePolicy(port, RULES));
+  const refusing = policyOf(proxy);
+  const plc = await startRawPlc();
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  const started = performance.now();
+  // Twenty clients, each with its own PLC connection attempt: twenty refusals.
+  const clients = await Promise.all(Array.from({ length: 20 }, (_, i) => RawClient.connect(proxy.port, `127.0.7.${i + 1}`)));
+  for (const [i, c] of clients.entries()) c.send(read(i + 1));
+  const got = await Promise.all(clients.map((c) => replies(c, 1, 'the 0A')));
+  const seconds = (performance.now() - started) / 1000;
+  t.same(got.map((r) => hexOf(r[0]!)), clients.map((_, i) => hexOf(exceptionFor(read(i + 1), PATH_UNAVAILABLE))), 'each: 0A');
+  t.equal(errors(proxy, 'refused'), 20, 'each refusal counted');
+  const lines = proxy.logs.filter((l) => l.event === 'upstream_connect_failed');
+  t.match(lines[0], { device: DEVICE, upstream: `127.0.0.1:${port}`, kind: 'refused', error: 'ECONNREFUSED' }, 'the PLC address and the error');
+  t.ok(lines.length >= PLC_LOG_BURST && lines.length <= PLC_LOG_BURST + Math.ceil(PLC_LOG_RATE_PER_SECOND * seconds), `rate limited (${lines.length} lines in ${seconds.toFixed(1)} s)`);
+  for (const c of clients) c.close();
+  await Promise.all(clients.map((c) => c.closed));
+  await proxy.rewrite(devicePolicy(plc.port, RULES));
+  await checkInvariants(t, { proxy, plc, policies: [refusing, policyOf(proxy)] });
 });
 
 void t.test('a PLC that stalls mid-response: that client is cut off after the timeout, nothing is appended', async (t) => {
@@ -355,7 +431,7 @@ void t.test('a PLC that stops reading: every request still gets exactly one repl
   t.same(timedOut.map(hexOf), asked.map((f) => hexOf(exceptionFor(f, TARGET_FAILED))), 'each: 0B, in order');
   // The PLC reads again and answers all of it, late: nothing of that reaches the client.
   plcSide!.resume();
-  await until(() => proxy.rt.server.stats.get(DEVICE).unsolicitedResponses === asked.length, 'the late answers were dropped');
+  await until(() => proxy.rt.server.stats.get(DEVICE).lateResponses === asked.length, 'the late answers were dropped');
   c.send(read(9000));
   t.equal(hexOf((await replies(c, 1, 'the next answer'))[0]!), hexOf(plcReply(read(9000))), 'service resumes on the same connection');
   c.close();

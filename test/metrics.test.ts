@@ -1,5 +1,5 @@
 // The admin endpoints of a real plcguard: real traffic through it (allowed, denied, malformed,
-// refused, timed out, unsolicited, cut short), then /metrics over HTTP with every plcguard_ sample
+// refused, timed out, late, unsolicited, cut short), then /metrics over HTTP with every plcguard_ sample
 // checked for its exact value; /healthz, /readyz (file and Redis mode), 404, 405.
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
@@ -164,6 +164,7 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   t.equal(await ask(req(10, 1, [3, 0, 1, 0, 1])), hexOf(adu(10, 1, [3, 2, 0, 1])), 'allowed read after an unsolicited response');
   plc.respond = (r) => (r.tid === 11 ? { hang: true } : r.tid === 12 ? { send: adu(12, 1, [3, 4, 0, 0, 0, 0]) } : { send: normalReply(r) });
   t.equal(await ask(req(11, 1, [3, 0, 0, 0, 1])), exc(11, 1, 3, 0x0b), 'the PLC never answers: 0B after the response timeout');
+  plc.inject(adu(11, 1, [3, 2, 0, 0])); // ... until now: a late answer, handled before the next answer arrives
   t.equal(await ask(req(12, 1, [3, 0, 0, 0, 1])), hexOf(adu(12, 1, [3, 4, 0, 0, 0, 0])), 'an inconsistent answer is delivered');
 
   // A source no rule allows: refused at accept.
@@ -212,6 +213,8 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     const mine = device === 'plc' ? 1 : 0;
     put('plcguard_framing_errors_total', { device }, mine);
     put('plcguard_unsolicited_responses_total', { device }, mine);
+    put('plcguard_late_responses_total', { device }, mine);
+    put('plcguard_audit_suppressed_total', { device }, 0);
     put('plcguard_inconsistent_responses_total', { device }, mine);
     put('plcguard_frame_timeouts_total', { device }, mine);
     // Open now: a on plc (and its PLC connection); e on dead (its PLC refused).

@@ -5,6 +5,7 @@ import { adu, normalReply, startRawPlc, type RawPlc, type RawRequest } from './f
 import { devicePolicy, startProxy, type TestProxy } from './fixtures/proxy.js';
 import type { Session } from '../proxy/session.js';
 import { reasonIndex } from '../proxy/stats.js';
+import { AUDIT_TOTAL_BURST, AUDIT_TOTAL_RATE_PER_SECOND } from '../proxy/audit.js';
 
 const READ_RULE = `    rules:
       - name: hmi-read
@@ -130,7 +131,11 @@ void t.test('frames split into single bytes and coalesced pass the same', async 
   c.send(Buffer.concat([a, b, a, b]));
   const r2 = await c.read(4);
   t.equal(r2.length, 4);
-  t.equal(hexOf(plc.received[0]!), hexOf(Buffer.concat([a, b, a, b, a, b])), 'the PLC byte stream is exactly the allowed frames');
+  // The second a and b reuse tids 1 and 2 while the first are awaited: toward the PLC they get the
+  // next free ids (3, 4), so that no answer can be taken for another's; the rest is byte for byte.
+  const retid = (f: Buffer, tid: number): Buffer => Buffer.concat([Buffer.from([0, tid]), f.subarray(2)]);
+  t.equal(hexOf(plc.received[0]!), hexOf(Buffer.concat([a, b, a, b, retid(a, 3), retid(b, 4)])), 'the PLC byte stream is exactly the allowed frames');
+  t.same(r2.map(hexOf), [a, b, a, b].map((f) => hexOf(normalReply({ bytes: f, tid: f.readUInt16BE(0), unit: 1, fc: f[7]!, connection: 0 }))), 'each answer under its client tid');
   c.close();
 });
 
@@ -404,6 +409,25 @@ void t.test('monitor mode forwards everything and reports would-denials', async 
   t.equal(hexOf(plc.requests[0]!.bytes), hexOf(w));
   t.match(proxy.logs.find((l) => l.event === 'would_deny'), { reason: 'address_not_allowed', action: 'forward' });
   c.close();
+});
+
+void t.test('monitor mode: would-deny lines from any number of sources stay within the process budget', async (t) => {
+  const { plc, proxy } = await setup(t, READ_RULE, 'defaults:\n  mode: monitor\n');
+  const SOURCES = 20;
+  const PER_SOURCE = 30;
+  const started = performance.now();
+  const clients = await Promise.all(Array.from({ length: SOURCES }, (_, i) => RawClient.connect(proxy.port, `127.0.10.${i + 1}`)));
+  const w = (tid: number): Buffer => req(tid, 1, [6, 0, 50, 0, 1]);
+  for (const c of clients) c.send(Buffer.concat(Array.from({ length: PER_SOURCE }, (_, i) => w(i + 1))));
+  const got = await Promise.all(clients.map((c) => c.read(PER_SOURCE)));
+  const seconds = (performance.now() - started) / 1000;
+  t.ok(got.every((r) => r.length === PER_SOURCE), 'everything forwarded and answered');
+  t.equal(plc.requests.length, SOURCES * PER_SOURCE);
+  const lines = proxy.logs.filter((l) => l.event === 'would_deny').length;
+  const budget = AUDIT_TOTAL_BURST + Math.ceil(AUDIT_TOTAL_RATE_PER_SECOND * seconds);
+  t.ok(lines <= budget, `${lines} would-deny lines for ${SOURCES * PER_SOURCE} in ${seconds.toFixed(1)} s (budget ${budget})`);
+  t.equal(lines + proxy.rt.server.stats.get('plc').auditSuppressed, SOURCES * PER_SOURCE, 'the rest counted');
+  for (const c of clients) c.close();
 });
 
 void t.test('on_deny drop answers nothing; on_deny close closes', async (t) => {

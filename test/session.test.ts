@@ -6,6 +6,7 @@ import { LINGER_MS, Session, type SessionContext } from '../proxy/session.js';
 import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
 import { InvariantError } from '../modbus/errors.js';
+import { AUDIT_BURST, AUDIT_RATE_PER_SECOND, AUDIT_TOTAL_BURST, AuditGate, type Logger } from '../proxy/audit.js';
 import { Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
 import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs, type LogLine } from './fixtures/logs.js';
@@ -31,12 +32,23 @@ devices:
   return policy.devices.get('plc')!;
 }
 
-interface Harness {
-  session: Session;
-  client: FakeSocket;
+/** What the sessions of one device share: time, stats, the log, and the process's audit budget. */
+interface Device {
   clock: FakeClock;
   stats: DeviceStats;
+  logger: Logger;
   logs: LogLine[];
+  audit: AuditGate;
+}
+
+function device(): Device {
+  const { logger, logs } = recordLogs();
+  return { clock: new FakeClock(), stats: new DeviceStats(), logger, logs, audit: new AuditGate() };
+}
+
+interface Harness extends Device {
+  session: Session;
+  client: FakeSocket;
   /** PLC connections opened, in order. */
   plcs: FakeSocket[];
   /** The newest PLC connection. */
@@ -47,31 +59,30 @@ interface Harness {
   reload(limits: Record<string, number>): void;
 }
 
-function start(limits: Record<string, number> = {}): Harness {
-  const clock = new FakeClock();
-  const stats = new DeviceStats();
-  const { logger, logs } = recordLogs();
+/** A session of a client at `address` (127.0.0.1 unless given), alone on its device unless `on` is given. */
+function start(limits: Record<string, number> = {}, on: Device = device(), address = '127.0.0.1'): Harness {
+  const { logger } = on;
   const rate = new SourceRate();
   const plcs: FakeSocket[] = [];
-  let device = compile({ idle_timeout_ms: 600_000, ...limits });
+  let compiled = compile({ idle_timeout_ms: 600_000, ...limits });
   const h = {
-    clock,
-    stats,
-    logs,
+    ...on,
     plcs,
     closedCalls: 0,
     plc: () => plcs.at(-1)!,
     reload: (l: Record<string, number>) => {
-      device = compile(l);
+      compiled = compile(l);
     },
   } as Omit<Harness, 'session' | 'client'> as Harness;
   const ctx: SessionContext = {
     deviceName: 'plc',
-    current: () => device,
-    stats,
+    current: () => compiled,
+    stats: on.stats,
     logger,
+    audit: on.audit,
     rateFor: () => rate,
-    clock,
+    logUpstream: (event, fields) => logger.log(event, { device: 'plc', ...fields }),
+    clock: on.clock,
     connect: () => {
       const s = new FakeSocket();
       plcs.push(s);
@@ -82,7 +93,7 @@ function start(limits: Record<string, number> = {}): Harness {
     },
   };
   h.client = new FakeSocket();
-  h.session = new Session(h.client, ctx, '127.0.0.1', 50_000);
+  h.session = new Session(h.client, ctx, address, 50_000);
   return h;
 }
 
@@ -218,7 +229,8 @@ void t.test('response timeout: exactly then, exception 0B with the exact bytes; 
   t.equal(timeoutErrors(h), 1, 'counted as a PLC timeout');
   plc.receive(answer(0x1234));
   t.equal(h.client.read().length, 0, 'the late answer is not delivered');
-  t.equal(h.stats.unsolicitedResponses, 1, 'it is counted as unsolicited');
+  t.equal(h.stats.lateResponses, 1, 'it is counted as late');
+  t.equal(h.stats.unsolicitedResponses, 0, 'not as unsolicited');
   t.end();
 });
 
@@ -501,9 +513,251 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   const f = read(1);
   t.throws(() => h.session.frame(f, 0, f.length), { name: 'InvariantError', code: 'ERR_INVARIANT' }, 'a frame for a closed session');
   const device = compile({});
-  const link = new Upstream(device.upstream, device.limits, h.stats, h.clock, () => new FakeSocket());
+  const link = new Upstream(device.upstream, device.limits, { stats: h.stats, clock: h.clock, connect: () => new FakeSocket(), logUpstream: () => {} });
   link.close();
   const owner = {} as UpstreamOwner;
   t.throws(() => link.send(new Transaction(owner), f, 0, f.length, false), InvariantError, 'a send on a closed link');
+  t.end();
+});
+
+// ---- transaction ids toward the PLC (issue 15, defect 4) ----
+
+/** The transaction id of the frame the PLC got. */
+const tidOf = (frame: Buffer): number => frame.readUInt16BE(0);
+
+void t.test('a late answer never reaches a later request with the same tid, unit and FC', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(7, 10));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(read(7, 10)), 'a free tid goes to the PLC as the client sent it');
+  h.clock.advance(500);
+  t.equal(hexOf(h.client.read()), hexOf(adu(7, 1, [0x83, 0x0b])), 'no answer in time: 0B');
+  h.client.receive(read(7, 11)); // the next request: the same tid, unit and FC
+  const second = plc.read();
+  const tid = tidOf(second);
+  t.not(tid, 7, 'not the tid whose answer may still come');
+  t.equal(hexOf(second.subarray(2)), hexOf(read(7, 11).subarray(2)), 'the rest of the frame byte for byte');
+  plc.receive(answer(7, 10)); // HR10's answer, late
+  t.equal(h.client.read().length, 0, 'the late answer is dropped');
+  t.equal(h.stats.lateResponses, 1, 'and counted as late');
+  plc.receive(answer(tid, 11));
+  t.equal(hexOf(h.client.read()), hexOf(answer(7, 11)), "HR11's own answer, under the client's tid");
+  h.client.receive(read(7, 12));
+  t.equal(hexOf(plc.read()), hexOf(read(7, 12)), 'once the late answer came, tid 7 is free again');
+  t.equal(h.stats.unsolicitedResponses, 0);
+  t.end();
+});
+
+void t.test('a request answered 0B is never answered again, even when its answer comes after the next one', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(1, 10));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read(); // the 0B
+  h.client.receive(read(1, 11));
+  const tid = tidOf(plc.read());
+  plc.receive(Buffer.concat([answer(tid, 11), answer(1, 10)])); // the second's answer, then the late one
+  t.equal(hexOf(h.client.read()), hexOf(answer(1, 11)), 'one answer, the right one');
+  t.equal(h.stats.lateResponses, 1);
+  t.end();
+});
+
+void t.test('pipelined requests sharing one tid each get their own answer, whatever order the PLC answers in', (t) => {
+  const h = start();
+  // Some clients use one tid for everything: 0, three times, then 1 (which a remapped one holds).
+  h.client.receive(Buffer.concat([read(0, 1), read(0, 2), read(0, 3), read(1, 4)]));
+  const plc = h.plc();
+  plc.accept();
+  const sent = plc.read();
+  const tids = [0, 1, 2, 3].map((i) => sent.readUInt16BE(i * 12));
+  t.same(tids, [0, 1, 2, 3], 'the first as sent, the others on the next free ids');
+  plc.receive(Buffer.concat([answer(tids[2]!, 3), answer(tids[0]!, 1), answer(tids[3]!, 4), answer(tids[1]!, 2)]));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(0, 3), answer(0, 1), answer(1, 4), answer(0, 2)])), 'each answer with its own value, under its client tid');
+  t.equal(h.stats.unsolicitedResponses + h.stats.lateResponses, 0);
+  t.end();
+});
+
+void t.test('a remapped answer in pieces gets the client tid in its first piece; a late one in pieces is dropped whole', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(5, 0, 10));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read();
+  h.client.receive(read(5, 0, 10));
+  const tid = tidOf(plc.read());
+  const late = answer(5, 0, 10);
+  plc.receive(late.subarray(0, 9));
+  plc.receive(late.subarray(9));
+  t.equal(h.client.read().length, 0, 'the late answer, in two pieces: nothing of it delivered');
+  t.equal(h.stats.lateResponses, 1, 'counted once');
+  const own = answer(tid, 0, 10);
+  plc.receive(own.subarray(0, 9));
+  t.equal(hexOf(h.client.read()), hexOf(answer(5, 0, 10).subarray(0, 9)), "the head, with the client's tid");
+  plc.receive(own.subarray(9));
+  t.equal(hexOf(h.client.read()), hexOf(own.subarray(9)), 'the rest as it came');
+  t.end();
+});
+
+void t.test('a late answer that does not fit its request is unsolicited, and the tid stays taken', (t) => {
+  const h = start({ response_timeout_ms: 500 });
+  h.client.receive(read(3));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  h.clock.advance(500);
+  h.client.read();
+  plc.receive(adu(3, 1, [4, 2, 0, 0])); // tid 3, but FC4
+  t.equal(h.stats.unsolicitedResponses, 1);
+  t.equal(h.stats.lateResponses, 0);
+  h.client.receive(read(3));
+  t.not(tidOf(plc.read()), 3, 'the real answer to the first may still come');
+  t.end();
+});
+
+void t.test('after the PLC connection is lost, every tid is free again on the next one', async (t) => {
+  const h = start({ response_timeout_ms: 500, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 1 });
+  h.client.receive(read(9));
+  const first = h.plc();
+  first.accept();
+  first.read();
+  h.clock.advance(500);
+  h.client.read();
+  first.hangUp();
+  await nextTurn();
+  h.clock.advance(1);
+  h.client.receive(read(9));
+  const second = h.plc();
+  t.not(second, first, 'a new connection');
+  second.accept();
+  t.equal(hexOf(second.read()), hexOf(read(9)), 'tid 9 goes as sent: no answer can come for it here');
+});
+
+// ---- max_outstanding and a PLC that stopped answering (issue 15, defect 5) ----
+
+void t.test('max_outstanding bounds a silent PLC: timed-out requests keep their slots, then the connection is reset', async (t) => {
+  const h = start({ max_outstanding: 4, response_timeout_ms: 500, reconnect_backoff_min_ms: 1000, reconnect_backoff_max_ms: 1000 });
+  const asked = Array.from({ length: 16 }, (_, i) => read(i + 1, i));
+  h.client.receive(Buffer.concat(asked));
+  const plc = h.plc();
+  plc.accept();
+  t.equal(hexOf(plc.read()), hexOf(Buffer.concat(asked.slice(0, 4))), 'four at the PLC');
+  h.clock.advance(500);
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(0, 4).map((_, i) => adu(i + 1, 1, [0x83, 0x0b])))), 'each 0B at its timeout');
+  t.equal(plc.read().length, 0, 'nothing more sent: the PLC may still be working on those four');
+  t.ok(plc.destroyed, 'the connection is reset: only late answers could free a slot');
+  t.match(h.logs.at(-1), { event: 'upstream_reset', device: 'plc', upstream: '127.0.0.1:15021', unanswered: 4, action: 'reconnect' });
+  await nextTurn();
+  t.equal(h.plcs.length, 1, 'no new connection within the backoff (nothing was answered on that one)');
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(4).map((_, i) => adu(i + 5, 1, [0x83, 0x0a])))), 'the held twelve: 0A at once');
+  t.equal(timeoutErrors(h), 4, 'four timeouts; the reset is not counted again');
+  t.equal(h.stats.upstreamConnections, 0);
+  h.clock.advance(1000);
+  h.client.receive(read(100));
+  t.equal(h.plcs.length, 2, 'after the backoff, the next request reconnects');
+  h.plc().accept();
+  t.equal(hexOf(h.plc().read()), hexOf(read(100)));
+});
+
+void t.test('a late answer frees the slot its request held', (t) => {
+  const h = start({ max_outstanding: 2, response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(200);
+  h.client.receive(Buffer.concat([read(2), read(3)]));
+  t.equal(hexOf(plc.read()), hexOf(Buffer.concat([read(1), read(2)])), 'two at the PLC, the third held');
+  h.clock.advance(300); // 1 times out; 2 is still awaited
+  t.equal(hexOf(h.client.read()), hexOf(adu(1, 1, [0x83, 0x0b])));
+  t.equal(plc.read().length, 0, '3 still held: the PLC may still be working on 1');
+  t.notOk(plc.destroyed, 'no reset while a request is awaited');
+  plc.receive(answer(1)); // late
+  t.equal(hexOf(plc.read()), hexOf(read(3)), 'its late answer frees the slot: 3 goes');
+  plc.receive(Buffer.concat([answer(2), answer(3)]));
+  t.equal(hexOf(h.client.read()), hexOf(Buffer.concat([answer(2), answer(3)])));
+  t.end();
+});
+
+void t.test('an answer leaving only timed-out requests in the slots resets the connection too', async (t) => {
+  const h = start({ max_outstanding: 2, response_timeout_ms: 500 });
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  h.clock.advance(200);
+  h.client.receive(Buffer.concat([read(2), read(3)]));
+  plc.read();
+  h.clock.advance(300); // 1 times out
+  h.client.read();
+  plc.receive(answer(2)); // 2 answered: 1 holds one slot; 3 takes the other
+  t.equal(hexOf(plc.read()), hexOf(read(3)), '3 goes');
+  h.clock.advance(500); // 3 times out too: both slots held by requests answered 0B
+  t.ok(plc.destroyed, 'reset');
+  await nextTurn();
+  t.equal(h.stats.upstreamConnections, 0);
+});
+
+// ---- PLC connection failures ----
+
+void t.test('a PLC refusing the connection: 0A, and a log line with its address and the error', async (t) => {
+  const h = start();
+  h.client.receive(read(4));
+  h.plc().destroy(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:15021'), { code: 'ECONNREFUSED' }));
+  await nextTurn();
+  t.equal(hexOf(h.client.read()), hexOf(adu(4, 1, [0x83, 0x0a])));
+  t.match(h.logs.at(-1), {
+    event: 'upstream_connect_failed',
+    device: 'plc',
+    upstream: '127.0.0.1:15021',
+    kind: 'refused',
+    error: 'ECONNREFUSED',
+    message: 'connect ECONNREFUSED 127.0.0.1:15021',
+  });
+});
+
+// ---- the audit budget (issue 15, defect 6) ----
+
+const denials = (n: number, first = 0): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => write(first + i)));
+const lines = (d: Device, event: string): LogLine[] => d.logs.filter((l) => l.event === event);
+
+void t.test('one source reconnecting: all its connections share one audit budget', async (t) => {
+  const d = device();
+  for (let i = 0; i < 50; i++) {
+    const h = start({}, d, '10.0.0.9');
+    h.client.receive(denials(10));
+    h.client.hangUp();
+  }
+  await nextTurn();
+  t.equal(lines(d, 'deny').length, AUDIT_BURST, '500 denials, one burst of lines for the source');
+  t.equal(d.stats.auditSuppressed, 500 - AUDIT_BURST, 'the rest counted');
+  t.equal(lines(d, 'audit_suppressed').length, 0, 'no summary line either: the budget is spent');
+  d.clock.advance(1000 / AUDIT_RATE_PER_SECOND);
+  const h = start({}, d, '10.0.0.9');
+  h.client.receive(denials(2));
+  t.equal(lines(d, 'deny').length, AUDIT_BURST + 1, 'one line earned back');
+  t.match(lines(d, 'deny').at(-1), { source: '10.0.0.9:50000', suppressed: 500 - AUDIT_BURST }, 'it reports what was suppressed');
+  t.equal(d.stats.auditSuppressed, 500 - AUDIT_BURST + 1);
+  d.clock.advance(1000 / AUDIT_RATE_PER_SECOND);
+  h.client.hangUp();
+  await nextTurn();
+  t.match(lines(d, 'audit_suppressed'), [{ source: '10.0.0.9:50000', suppressed: 1, reason: 'client_closed' }], 'the rest on the close, once a line is allowed');
+});
+
+void t.test('many sources: the whole process has one budget too', (t) => {
+  const d = device();
+  for (let i = 0; i < 150; i++) start({}, d, `10.1.0.${i}`).client.receive(denials(1));
+  t.equal(lines(d, 'deny').length, AUDIT_TOTAL_BURST, 'each source within its own budget, all of them over the total');
+  t.equal(d.stats.auditSuppressed, 150 - AUDIT_TOTAL_BURST);
+  t.end();
+});
+
+void t.test('framing errors from a reconnecting source are within its budget', (t) => {
+  const d = device();
+  for (let i = 0; i < 30; i++) start({}, d, '10.0.0.7').client.receive([0, 1, 0, 9, 0, 6]);
+  t.equal(d.stats.framingErrors, 30, 'each counted');
+  t.equal(lines(d, 'framing_error').length, AUDIT_BURST, 'a burst of lines');
   t.end();
 });
