@@ -3,7 +3,7 @@
 // and the cross-checks (duplicates, combinations, rules that can never match). Both run even when
 // the other finds errors, so one run reports everything.
 
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
@@ -120,6 +120,12 @@ interface Origin {
 
 class Walker {
   private readonly origins = new WeakMap<object, Origin>();
+  /**
+   * Each alias's anchor: the last node before it with that anchor, in document order (YAML 1.2
+   * §3.2.2.2). Found in one pass: yaml's own `Alias.resolve` walks the whole document per alias,
+   * which made a file of many aliases quadratic to validate (issue 15).
+   */
+  private readonly anchors = new Map<Alias, YamlNode>();
   private nodes = 0;
   /**
    * While walking an alias's target: where the alias itself is. Problems inside an alias are
@@ -128,9 +134,21 @@ class Walker {
   private aliasAt = -1;
 
   constructor(
-    private readonly doc: Document,
+    doc: Document,
     private readonly report: Reporter,
-  ) {}
+  ) {
+    const last = new Map<string, YamlNode>();
+    visit(doc, {
+      Node: (_key, node) => {
+        if (isAlias(node)) {
+          const target = last.get(node.source);
+          if (target !== undefined) this.anchors.set(node, target);
+        } else if (node.anchor !== undefined) {
+          last.set(node.anchor, node);
+        }
+      },
+    });
+  }
 
   /** Whether `obj` had `key` in the file (even if its value was invalid and left out). */
   has(obj: object, key: string): boolean {
@@ -157,7 +175,7 @@ class Walker {
       return INVALID;
     }
     if (isAlias(node)) {
-      const target = node.resolve(this.doc);
+      const target = this.anchors.get(node);
       if (target === undefined) {
         this.report.error(this.start(node), `${label(path)}: alias *${node.source} has no anchor; expected an anchor &${node.source} defined before it`);
         return INVALID;
