@@ -40,6 +40,8 @@ export interface ValidationResult {
   readonly input?: PolicyInput;
   readonly errors: PolicyIssue[];
   readonly warnings: PolicyIssue[];
+  /** An error at `obj`, an object of `input`: how a later stage (compile) reports what it found. */
+  readonly errorAt: (obj: object, message: string) => PolicyIssue;
 }
 
 /** Parses and validates policy text. Never throws on any input. */
@@ -51,7 +53,7 @@ export function validatePolicyText(text: string, file: string): ValidationResult
   for (const w of doc.warnings) report.warning(w.pos[0], yamlMessage(w.message));
   // Only duplicate keys leave a tree worth checking; other syntax errors make everything after
   // them guesswork, and guesses would bury the real error.
-  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return report.result(undefined);
+  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return report.result(undefined, null);
 
   const walker = new Walker(doc, report);
   let value: unknown;
@@ -61,7 +63,7 @@ export function validatePolicyText(text: string, file: string): ValidationResult
     value = walker.walk(doc.contents, POLICY_SCHEMA.node, '');
     if (value !== INVALID) crossCheck(value as Loose<PolicyInput>, walker, report);
   }
-  return report.result(value as PolicyInput);
+  return report.result(value as PolicyInput, walker);
 }
 
 function yamlMessage(message: string): string {
@@ -95,13 +97,15 @@ class Reporter {
     return new PolicyIssue(severity, this.file, line, col, message);
   }
 
-  result(input: PolicyInput | undefined): ValidationResult {
+  /** `walker` locates the objects of `input` (null: there is no tree). */
+  result(input: PolicyInput | undefined, walker: Walker | null): ValidationResult {
     // File order reads best; the walk and the cross-checks each report in order, so merge them.
     const sort = (xs: { at: number; seq: number; issue: PolicyIssue }[]) =>
       xs.sort((a, b) => a.at - b.at || a.seq - b.seq).map((x) => x.issue);
     const errors = sort(this.errors);
     const warnings = sort(this.warnings);
-    return errors.length === 0 && input !== undefined ? { input, errors, warnings } : { errors, warnings };
+    const errorAt = (obj: object, message: string): PolicyIssue => this.issue('error', walker!.at(obj), message);
+    return errors.length === 0 && input !== undefined ? { input, errors, warnings, errorAt } : { errors, warnings, errorAt };
   }
 }
 
