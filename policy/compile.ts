@@ -310,11 +310,23 @@ class FamilyRegions {
   readonly ranges = new Ranges();
 
   constructor(family: 4 | 6, rules: readonly CompiledRule[]) {
+    // Rules often share one list of sources (an anchor, aliased in each): each distinct list is
+    // turned into intervals once.
+    const lists = new Map<string, { intervals: [bigint, bigint][]; rules: number[] }>();
+    for (const r of rules) {
+      if (!r.live || r.sources === null) continue;
+      const key = r.document.sources!.join(',');
+      let list = lists.get(key);
+      if (list === undefined) {
+        list = { intervals: r.sources.filter((c) => c.family === family).map(cidrInterval), rules: [] };
+        lists.set(key, list);
+      }
+      list.rules.push(r.index);
+    }
     const end = 1n << FAMILY_BITS[family];
-    const intervals = rules.map((r) => (r.live && r.sources !== null ? r.sources.filter((c) => c.family === family).map(cidrInterval) : []));
     const points = new Set<bigint>([0n]);
-    for (const list of intervals) {
-      for (const [lo, after] of list) {
+    for (const { intervals } of lists.values()) {
+      for (const [lo, after] of intervals) {
         points.add(lo);
         points.add(after);
       }
@@ -323,10 +335,10 @@ class FamilyRegions {
     this.starts = [...points].sort((a, b) => (a < b ? -1 : 1));
     const slotOf = new Map(this.starts.map((p, k) => [p, k]));
     slotOf.set(end, this.starts.length);
-    intervals.forEach((list, rule) => {
-      const merged = mergeRanges(list.map(([lo, after]): [number, number] => [slotOf.get(lo)!, slotOf.get(after)! - 1]));
-      for (const [from, last] of merged) this.ranges.add(rule, from, last + 1);
-    });
+    for (const { intervals, rules: using } of lists.values()) {
+      const merged = mergeRanges(intervals.map(([lo, after]): [number, number] => [slotOf.get(lo)!, slotOf.get(after)! - 1]));
+      for (const rule of using) for (const [from, last] of merged) this.ranges.add(rule, from, last + 1);
+    }
   }
 }
 
