@@ -1,13 +1,25 @@
-// Normalized policy → frozen matcher. Per device: rules with their sources (parsed by validation),
-// unit sets and grants. Per connection (forSource): the rules matching the client address, turned into one
-// UnitPolicy per unit id (0..255) — per table merged intervals, value-bounded write segments,
-// function grants — shared between every view and unit with the same rule set. decide.ts defines
-// that layout and evaluates it per frame.
+// Normalized policy → frozen matcher, built whole here, at load: nothing is compiled on the
+// connection path. Per device:
+//   1. Rules: sources (parsed by validation), unit ranges, grants.
+//   2. Source regions: each address family's space (IPv4 and IPv6 apart; addresses as 128-bit
+//      numbers, a CIDR as an interval) cut at the bounds of every rule's CIDRs. All addresses of a
+//      region match the same rules; each distinct rule set gets one prebuilt view, and forSource
+//      is a binary search over the region starts.
+//   3. Per view, per unit id: the rules covering that unit, built once per distinct set into a
+//      UnitPolicy (per table merged intervals, value-bounded write segments, function grants) that
+//      every view and unit with that set shares; each of its parts (a table, the function table)
+//      is built once per distinct set of rules granting in it. decide.ts defines that layout.
+// What this builds grows with rules × regions × units × grants, and overlapping sources or YAML
+// aliases make that huge from a small file (a 23 KB policy exhausted the heap at the
+// first connection). So it is counted first, stage by stage, each stage costing no more than the
+// count already found within the budget, and a policy over MAX_COMPILE_ENTRIES is refused before
+// anything big is built.
 
 import { FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { ModbusRequest } from '../modbus/index.js';
 import { CompiledSourceView, decide, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
-import type { DeviceDocument, NormalizedDevice, NormalizedPolicy, NormalizedRule } from './document.js';
+import type { DeviceDocument, NormalizedDevice, NormalizedPolicy, RuleDocument } from './document.js';
+import { PolicyTooComplexError } from './errors.js';
 import {
   FUNCTION_CODE_BY_NAME,
   LIMIT_FIELDS,
@@ -22,18 +34,29 @@ import {
   WRITE_TABLES,
 } from './format.js';
 import type { FunctionInput, LimitKey, Mode, OnDeny } from './format.js';
-import { IntervalSet, WriteSet } from './intervals.js';
+import { IntervalSet, WriteSet, writeSetSize } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
-import { cidrContains, parseClientAddress } from './net.js';
-import type { Cidr } from './net.js';
+import { parseClientAddress } from './net.js';
+import type { Cidr, IpAddress } from './net.js';
 import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
+
 /**
- * Distinct rule sets a device keeps resolved views for. Sets come from the policy's own CIDR
- * boundaries, so real policies stay far below this; past it the caches start over rather than grow.
+ * What compiling one policy may build, in entries, all devices together. An entry is about one
+ * slot of the compiled tables, counted as:
+ * - per rule, one per grant: read range, write range × value range, function (plus its narrowing);
+ * - per source region (a range of client addresses matching the same rules): one, plus one per
+ *   matching rule;
+ * - per distinct rule set of the regions: one per unit id (its view's unit table), one per unit
+ *   range of its rules, and one per rule in each run of unit ids those ranges cut;
+ * - per distinct rule set of a unit: one, plus, for each part (table) not yet built for the same
+ *   rules, their grants there, a write grant once per address segment it spans; a function table
+ *   adds one per function code.
+ * Compiling costs well under a microsecond per entry: a 1,000-rule site policy needs ~340,000, and
+ * the worst shapes at the budget take under a second, once, at load (README, "Policy complexity").
  */
-export const MAX_CACHED_RULE_SETS = 4096;
+export const MAX_COMPILE_ENTRIES = 1_000_000;
 
 /** `5` → [5, 5]; `"10-20"` → [10, 20] (canonical form: validated before). */
 function span(x: number | string): [number, number] {
@@ -44,6 +67,9 @@ function span(x: number | string): [number, number] {
 function spans(x: number | string | (number | string)[]): [number, number][] {
   return Array.isArray(x) ? x.map(span) : [span(x)];
 }
+function spanCount(x: number | string | (number | string)[]): number {
+  return Array.isArray(x) ? x.length : 1;
+}
 
 interface FunctionRuleGrant {
   readonly code: number;
@@ -51,25 +77,86 @@ interface FunctionRuleGrant {
   readonly narrow: readonly [number, number][] | null;
 }
 
-/** One rule, parsed. */
+function functionGrant(f: FunctionInput): FunctionRuleGrant {
+  if (typeof f === 'number') return { code: f, narrow: null };
+  const name = typeof f === 'string' ? f : f.code;
+  const code = typeof name === 'number' ? name : FUNCTION_CODE_BY_NAME.get(name)!;
+  if (name === READ_DEVICE_IDENTIFICATION) {
+    return { code, narrow: [[MEI_READ_DEVICE_IDENTIFICATION, MEI_READ_DEVICE_IDENTIFICATION]] };
+  }
+  if (typeof f === 'string') return { code, narrow: null };
+  const narrow = f.subfunctions ?? f.mei_types;
+  return { code, narrow: narrow === undefined ? null : narrow.map(span) };
+}
+
+// The parts of a unit policy, each built once per distinct set of rules granting anything in it
+// and shared by every unit policy with that set: the read tables, the write tables, the functions.
+const READ_PART = 0;
+const WRITE_PART = TABLE_COUNT;
+const FUNCTIONS_PART = 2 * TABLE_COUNT;
+const PART_COUNT = FUNCTIONS_PART + 1;
+
+/**
+ * Grants a rule's document expands to per part, without expanding them: a write entry is every
+ * address range × every value range, which aliases can make far larger than the file. A function
+ * counts with its narrowing; one narrowed to nothing grants nothing.
+ */
+function partGrants(doc: RuleDocument, functions: readonly FunctionRuleGrant[]): Int32Array {
+  const n = new Int32Array(PART_COUNT);
+  for (const t of READ_TABLES) n[READ_PART + tableIndex(t)] = doc.read?.[t]?.length ?? 0;
+  for (const t of WRITE_TABLES) {
+    for (const e of doc.write?.[t] ?? []) n[WRITE_PART + tableIndex(t)]! += typeof e === 'object' ? spanCount(e.addresses) * (e.values === undefined ? 1 : spanCount(e.values)) : 1;
+  }
+  for (const f of functions) if (f.narrow === null || f.narrow.length > 0) n[FUNCTIONS_PART]! += 1 + (f.narrow?.length ?? 0);
+  return n;
+}
+
+/** Sorted, disjoint, non-adjacent [lo, hi] ranges covering the same numbers. */
+function mergeRanges(ranges: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [lo, hi] of ranges.sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last !== undefined && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else out.push([lo, hi]);
+  }
+  return out;
+}
+
+/** One rule: what the source and unit sweeps need, and its grants' size. Grants come later. */
 class CompiledRule {
   readonly sources: readonly Cidr[] | null;
-  readonly units: Uint8Array;
-  readonly read: Grant[][] = Array.from({ length: TABLE_COUNT }, () => []);
-  readonly write: WriteGrant[][] = Array.from({ length: TABLE_COUNT }, () => []);
-  readonly functions: FunctionRuleGrant[] = [];
+  /** Merged unit id ranges (all of 0..255 when units are omitted). */
+  readonly units: readonly [number, number][];
+  readonly functions: readonly FunctionRuleGrant[];
+  /** Grants per part of a unit policy (see PART_COUNT). */
+  readonly parts: Int32Array;
+  /** All of them. */
+  readonly grants: number;
   /** Whether the rule can match anything at all (sources, units and grants non-empty). */
   readonly live: boolean;
 
   constructor(
     readonly index: number,
-    rule: NormalizedRule,
+    readonly document: RuleDocument,
+    sources: readonly Cidr[] | null,
   ) {
+    this.sources = sources;
+    this.units = document.units === undefined ? [[0, MAX_UNIT_ID]] : mergeRanges(document.units.map(span));
+    this.functions = (document.functions ?? []).map(functionGrant);
+    this.parts = partGrants(document, this.functions);
+    this.grants = this.parts.reduce((a, b) => a + b, 0);
+    this.live = this.grants > 0 && this.units.length > 0 && (sources === null || sources.length > 0);
+  }
+}
+
+/** A rule's read and write grants per table, expanded (once the budget allows it). */
+class RuleGrants {
+  readonly read: Grant[][] = Array.from({ length: TABLE_COUNT }, () => []);
+  readonly write: WriteGrant[][] = Array.from({ length: TABLE_COUNT }, () => []);
+
+  constructor(rule: CompiledRule) {
     const doc = rule.document;
-    this.sources = rule.sources;
-    this.units = new Uint8Array(UNIT_COUNT);
-    if (doc.units === undefined) this.units.fill(1);
-    else for (const [lo, hi] of doc.units.map(span)) this.units.fill(1, lo, hi + 1);
+    const index = rule.index;
     for (const t of READ_TABLES) {
       for (const [lo, hi] of (doc.read?.[t] ?? []).map(span)) this.read[tableIndex(t)]!.push({ lo, hi, rule: index });
     }
@@ -85,44 +172,361 @@ class CompiledRule {
         }
       }
     }
-    for (const f of doc.functions ?? []) this.functions.push(functionGrant(f));
-    const grants =
-      this.read.some((g) => g.length > 0) ||
-      this.write.some((g) => g.length > 0) ||
-      this.functions.some((f) => f.narrow === null || f.narrow.length > 0);
-    this.live = grants && this.units.includes(1) && (this.sources === null || this.sources.length > 0);
-  }
-
-  matchesSource(ip: ReturnType<typeof parseClientAddress>): boolean {
-    if (this.sources === null) return true;
-    if (ip === null) return false;
-    for (const c of this.sources) if (cidrContains(c, ip)) return true;
-    return false;
   }
 }
 
-function functionGrant(f: FunctionInput): FunctionRuleGrant {
-  if (typeof f === 'number') return { code: f, narrow: null };
-  const name = typeof f === 'string' ? f : f.code;
-  const code = typeof name === 'number' ? name : FUNCTION_CODE_BY_NAME.get(name)!;
-  if (name === READ_DEVICE_IDENTIFICATION) {
-    return { code, narrow: [[MEI_READ_DEVICE_IDENTIFICATION, MEI_READ_DEVICE_IDENTIFICATION]] };
+// ---------------------------------------------------------------------------------------------
+// Sweeps: slots 0..n−1 (source regions, unit ids), each rule active over some [from, to) ranges
+// ---------------------------------------------------------------------------------------------
+
+/** Ranges of slots per rule, disjoint and non-adjacent within a rule. */
+class Ranges {
+  readonly rule: number[] = [];
+  readonly from: number[] = [];
+  readonly to: number[] = [];
+  add(rule: number, from: number, to: number): void {
+    this.rule.push(rule);
+    this.from.push(from);
+    this.to.push(to);
   }
-  if (typeof f === 'string') return { code, narrow: null };
-  const narrow = f.subfunctions ?? f.mei_types;
-  return { code, narrow: narrow === undefined ? null : narrow.map(span) };
 }
 
-function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[]): UnitPolicy {
-  const read: (IntervalSet | null)[] = [];
-  const write: (WriteSet | null)[] = [];
-  for (let t = 0; t < TABLE_COUNT; t++) {
-    const r = rules.flatMap((rule) => rule.read[t]!);
-    read.push(r.length > 0 ? new IntervalSet(r, names) : null);
-    const w = rules.flatMap((rule) => rule.write[t]!);
-    write.push(w.length > 0 ? new WriteSet(w, names) : null);
+/** Where runs start: at slot 0 and wherever a range starts or ends. */
+function runStarts(n: number, r: Ranges): Uint8Array {
+  const mark = new Uint8Array(n);
+  mark[0] = 1;
+  for (let i = 0; i < r.from.length; i++) {
+    mark[r.from[i]!] = 1;
+    if (r.to[i]! < n) mark[r.to[i]!] = 1;
   }
-  const functions: (FunctionGrant | null)[] = new Array<FunctionGrant | null>(FUNCTION_SLOTS).fill(null);
+  return mark;
+}
+
+/** Runs, and rules summed over runs, without listing them: what `sweep` will cost. */
+function countRuns(n: number, r: Ranges, always: number): { runs: number; members: number } {
+  const mark = runStarts(n, r);
+  const delta = new Int32Array(n + 1);
+  for (let i = 0; i < r.from.length; i++) {
+    delta[r.from[i]!]!++;
+    delta[r.to[i]!]!--;
+  }
+  let active = always;
+  let runs = 0;
+  let members = 0;
+  for (let k = 0; k < n; k++) {
+    active += delta[k]!;
+    if (mark[k] === 1) {
+      runs++;
+      members += active;
+    }
+  }
+  return { runs, members };
+}
+
+/** Indexes of `slots` grouped by value 0..n: group k is items[offsets[k], offsets[k + 1]). */
+function bySlot(n: number, slots: readonly number[]): { offsets: Int32Array; items: Int32Array } {
+  const offsets = new Int32Array(n + 3);
+  for (const s of slots) offsets[s + 2]!++;
+  for (let k = 2; k < offsets.length; k++) offsets[k]! += offsets[k - 1]!;
+  const items = new Int32Array(slots.length);
+  slots.forEach((s, i) => (items[offsets[s + 1]!++] = i));
+  return { offsets, items };
+}
+
+/**
+ * Calls `run(from, to, rules)` for each run of slots with the same active rules (`always` are
+ * active everywhere), the rules sorted. `slot` is scratch of one entry per rule, all −1, and is
+ * left so. Costs O(ranges + n + the rules of every run × log).
+ */
+function sweep(n: number, r: Ranges, always: readonly number[], slot: Int32Array, run: (from: number, to: number, rules: Int32Array) => void): void {
+  const mark = runStarts(n, r);
+  const starts = bySlot(n, r.from);
+  const ends = bySlot(n, r.to);
+  const active: number[] = [];
+  const add = (rule: number): void => {
+    slot[rule] = active.length;
+    active.push(rule);
+  };
+  always.forEach(add);
+  let runFrom = 0;
+  let rules = new Int32Array(0);
+  for (let k = 0; k < n; k++) {
+    if (mark[k] === 0) continue;
+    if (k > 0) run(runFrom, k, rules);
+    for (let e = ends.offsets[k]!; e < ends.offsets[k + 1]!; e++) {
+      // Swap-remove: order is restored by the sort below.
+      const rule = r.rule[ends.items[e]!]!;
+      const last = active.pop()!;
+      if (last !== rule) {
+        active[slot[rule]!] = last;
+        slot[last] = slot[rule]!;
+      }
+      slot[rule] = -1;
+    }
+    for (let s = starts.offsets[k]!; s < starts.offsets[k + 1]!; s++) add(r.rule[starts.items[s]!]!);
+    runFrom = k;
+    rules = Int32Array.from(active).sort();
+  }
+  run(runFrom, n, rules);
+  for (const rule of active) slot[rule] = -1;
+}
+
+/** Distinct rule sets, numbered in the order first seen. */
+class RuleSets {
+  private readonly index = new Map<string, number>();
+  readonly sets: Int32Array[] = [];
+  /** The number of `rules`, added when new. */
+  of(rules: Int32Array): number {
+    const key = rules.join(',');
+    let i = this.index.get(key);
+    if (i === undefined) {
+      i = this.sets.length;
+      this.sets.push(rules);
+      this.index.set(key, i);
+    }
+    return i;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source regions
+// ---------------------------------------------------------------------------------------------
+
+const FAMILIES = [4, 6] as const;
+const FAMILY_BITS = { 4: 32n, 6: 128n } as const;
+const WORD_BITS = 32n;
+const WORD_MASK = 0xffffffffn;
+
+/** A CIDR as [first address, first address after], addresses as numbers of its family's bits. */
+function cidrInterval(c: Cidr): [bigint, bigint] {
+  const lo = (BigInt(c.w0) << 96n) | (BigInt(c.w1) << 64n) | (BigInt(c.w2) << 32n) | BigInt(c.w3);
+  return [lo, lo + (1n << (FAMILY_BITS[c.family] - BigInt(c.prefix)))];
+}
+
+/** One family's address space cut into regions at the rules' CIDR bounds. */
+class FamilyRegions {
+  /** Start of each region (the first is 0); a region ends where the next starts. */
+  readonly starts: bigint[];
+  readonly ranges = new Ranges();
+
+  constructor(family: 4 | 6, rules: readonly CompiledRule[]) {
+    // Rules often share one list of sources (an anchor, aliased in each): each distinct list is
+    // turned into intervals once.
+    const lists = new Map<string, { intervals: [bigint, bigint][]; rules: number[] }>();
+    for (const r of rules) {
+      if (!r.live || r.sources === null) continue;
+      const key = r.document.sources!.join(',');
+      let list = lists.get(key);
+      if (list === undefined) {
+        list = { intervals: r.sources.filter((c) => c.family === family).map(cidrInterval), rules: [] };
+        lists.set(key, list);
+      }
+      list.rules.push(r.index);
+    }
+    const end = 1n << FAMILY_BITS[family];
+    const points = new Set<bigint>([0n]);
+    for (const { intervals } of lists.values()) {
+      for (const [lo, after] of intervals) {
+        points.add(lo);
+        points.add(after);
+      }
+    }
+    points.delete(end);
+    this.starts = [...points].sort((a, b) => (a < b ? -1 : 1));
+    const slotOf = new Map(this.starts.map((p, k) => [p, k]));
+    slotOf.set(end, this.starts.length);
+    for (const { intervals, rules: using } of lists.values()) {
+      const merged = mergeRanges(intervals.map(([lo, after]): [number, number] => [slotOf.get(lo)!, slotOf.get(after)! - 1]));
+      for (const rule of using) for (const [from, last] of merged) this.ranges.add(rule, from, last + 1);
+    }
+  }
+}
+
+/** The regions of one family as forSource searches them: starts as four 32-bit words each. */
+class RegionTable {
+  private readonly words: Uint32Array;
+
+  constructor(
+    starts: readonly bigint[],
+    private readonly views: readonly SourceView[],
+  ) {
+    this.words = new Uint32Array(4 * starts.length);
+    starts.forEach((s, k) => {
+      for (let w = 0; w < 4; w++) this.words[4 * k + w] = Number((s >> (WORD_BITS * BigInt(3 - w))) & WORD_MASK);
+    });
+  }
+
+  /** The view of the region holding `a`: the last region starting at or below it (region 0 starts at 0). */
+  find(a: IpAddress): SourceView {
+    let lo = 1;
+    let hi = this.views.length - 1;
+    let found = 0;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.startsAtOrBelow(mid, a)) {
+        found = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    return this.views[found]!;
+  }
+
+  private startsAtOrBelow(k: number, a: IpAddress): boolean {
+    const w = this.words;
+    const i = 4 * k;
+    if (w[i] !== a.w0) return w[i]! < a.w0;
+    if (w[i + 1] !== a.w1) return w[i + 1]! < a.w1;
+    if (w[i + 2] !== a.w2) return w[i + 2]! < a.w2;
+    return w[i + 3]! <= a.w3;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan: everything counted, nothing big built
+// ---------------------------------------------------------------------------------------------
+
+/** Entries counted against the budget, across the devices of one policy. */
+class Budget {
+  used = 0;
+  /** Counts `n` more entries; false once the total is over the budget. */
+  charge(n: number): boolean {
+    this.used += n;
+    return this.used <= MAX_COMPILE_ENTRIES;
+  }
+}
+
+interface DevicePlan {
+  readonly rules: readonly CompiledRule[];
+  /** Per family: region starts and the rule set of each region. */
+  readonly families: readonly { readonly starts: bigint[]; readonly sets: number[] }[];
+  /** The rule set of an address that is not an IP address: the rules without sources. */
+  readonly anySet: number;
+  /** Per source rule set: the unit policy of each unit id (−1: none), or null for no rules. */
+  readonly unitSets: readonly (Int32Array | null)[];
+  /** Per unit policy (a distinct unit rule set): the number of each of its parts (−1: none). */
+  readonly unitPolicies: readonly Int32Array[];
+  /** Per part: its distinct rule sets (of the rules granting anything in it). */
+  readonly partSets: readonly (readonly Int32Array[])[];
+  /** Grants of each live rule (null for the others). */
+  readonly grants: readonly (RuleGrants | null)[];
+  readonly entries: number;
+}
+
+/**
+ * Counts and plans one device. Each stage is counted before it is listed, and listing a stage
+ * costs about its count, so planning a device over the budget stops early and cheaply. Null when
+ * over budget (`budget.used` says by how much, at least).
+ */
+function planDevice(device: NormalizedDevice, budget: Budget): DevicePlan | null {
+  const before = budget.used;
+  const rules = device.rules.map((r, i) => new CompiledRule(i, r.document, r.sources));
+  if (!budget.charge(rules.reduce((n, r) => n + r.grants, 0))) return null;
+
+  // Source regions: counted from their bounds, then listed with their rule sets.
+  const always = rules.filter((r) => r.live && r.sources === null).map((r) => r.index);
+  const regions = FAMILIES.map((f) => new FamilyRegions(f, rules));
+  let count = 1 + always.length; // the non-IP "region"
+  for (const g of regions) {
+    const c = countRuns(g.starts.length, g.ranges, always.length);
+    count += c.runs + c.members;
+  }
+  if (!budget.charge(count)) return null;
+  const sourceSets = new RuleSets();
+  const slot = new Int32Array(rules.length).fill(-1);
+  const families = regions.map((g) => {
+    const starts: bigint[] = [];
+    const sets: number[] = [];
+    sweep(g.starts.length, g.ranges, always, slot, (from, _to, set) => {
+      starts.push(g.starts[from]!);
+      sets.push(sourceSets.of(set));
+    });
+    return { starts, sets };
+  });
+  const anySet = sourceSets.of(Int32Array.from(always));
+
+  // Units of each source rule set: its unit table and its rules' unit ranges, then the runs.
+  const sets = sourceSets.sets;
+  const nonEmpty = sets.filter((s) => s.length > 0);
+  if (!budget.charge(nonEmpty.reduce((n, s) => n + UNIT_COUNT + s.reduce((m, r) => m + rules[r]!.units.length, 0), 0))) return null;
+  const unitRanges = sets.map((s) => {
+    const ranges = new Ranges();
+    for (const r of s) for (const [lo, hi] of rules[r]!.units) ranges.add(r, lo, hi + 1);
+    return ranges;
+  });
+  if (!budget.charge(unitRanges.reduce((n, r) => n + countRuns(UNIT_COUNT, r, 0).members, 0))) return null;
+  const unitRuleSets = new RuleSets();
+  const unitSets = sets.map((s, i) => {
+    if (s.length === 0) return null;
+    const units = new Int32Array(UNIT_COUNT);
+    sweep(UNIT_COUNT, unitRanges[i]!, [], slot, (from, to, set) => units.fill(set.length === 0 ? -1 : unitRuleSets.of(set), from, to));
+    return units;
+  });
+
+  // Unit policies: one entry each, and each part built for the first time: its rules' grants (a
+  // function table, too). Then the address segments write grants span beyond their first.
+  const partSets = Array.from({ length: PART_COUNT }, () => new RuleSets());
+  count = 0;
+  const unitPolicies = unitRuleSets.sets.map((s) => {
+    count++;
+    const parts = new Int32Array(PART_COUNT).fill(-1);
+    for (let p = 0; p < PART_COUNT; p++) {
+      const granting = s.filter((r) => rules[r]!.parts[p]! > 0);
+      if (granting.length === 0) continue;
+      const known = partSets[p]!.sets.length;
+      parts[p] = partSets[p]!.of(granting);
+      if (parts[p] === known) count += (p === FUNCTIONS_PART ? FUNCTION_SLOTS : 0) + granting.reduce((n, r) => n + rules[r]!.parts[p]!, 0);
+    }
+    return parts;
+  });
+  if (!budget.charge(count)) return null;
+  const grants = rules.map((r) => (r.live ? new RuleGrants(r) : null));
+  count = 0;
+  for (const t of WRITE_TABLES) {
+    for (const s of partSets[WRITE_PART + tableIndex(t)]!.sets) {
+      const w = [...s].flatMap((r) => grants[r]!.write[tableIndex(t)]!);
+      count += writeSetSize(w) - w.length;
+    }
+  }
+  if (!budget.charge(count)) return null;
+  return { rules, families, anySet, unitSets, unitPolicies, partSets: partSets.map((p) => p.sets), grants, entries: budget.used - before };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building
+// ---------------------------------------------------------------------------------------------
+
+/** Shared by every unit policy that grants no function. */
+const NO_FUNCTIONS: readonly (FunctionGrant | null)[] = Object.freeze(new Array<FunctionGrant | null>(FUNCTION_SLOTS).fill(null));
+
+/** Every part of every unit policy of a device, each built once. */
+class Parts {
+  readonly read: IntervalSet[][] = [];
+  readonly write: WriteSet[][] = [];
+  readonly functions: (readonly (FunctionGrant | null)[])[];
+
+  constructor(plan: DevicePlan, names: readonly string[]) {
+    const grantsOf = (set: Int32Array): RuleGrants[] => [...set].map((r) => plan.grants[r]!);
+    for (let t = 0; t < TABLE_COUNT; t++) {
+      this.read.push(plan.partSets[READ_PART + t]!.map((s) => new IntervalSet(grantsOf(s).flatMap((g) => g.read[t]!), names)));
+      this.write.push(plan.partSets[WRITE_PART + t]!.map((s) => new WriteSet(grantsOf(s).flatMap((g) => g.write[t]!), names)));
+    }
+    this.functions = plan.partSets[FUNCTIONS_PART]!.map((s) => functionTable([...s].map((r) => plan.rules[r]!), names));
+  }
+
+  unitPolicy(parts: Int32Array): UnitPolicy {
+    const part = <T>(built: readonly T[], p: number): T | null => (parts[p]! < 0 ? null : built[parts[p]!]!);
+    return new UnitPolicy(
+      this.read.map((built, t) => part(built, READ_PART + t)),
+      this.write.map((built, t) => part(built, WRITE_PART + t)),
+      part(this.functions, FUNCTIONS_PART) ?? NO_FUNCTIONS,
+    );
+  }
+}
+
+/** Who may call each function code, for rules that grant functions. */
+function functionTable(rules: readonly CompiledRule[], names: readonly string[]): (FunctionGrant | null)[] {
   const byCode = new Map<number, { rule: number; narrow: FunctionRuleGrant['narrow'] }[]>();
   for (const rule of rules) {
     for (const f of rule.functions) {
@@ -132,6 +536,7 @@ function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[
       byCode.set(f.code, list);
     }
   }
+  const functions: (FunctionGrant | null)[] = new Array<FunctionGrant | null>(FUNCTION_SLOTS).fill(null);
   for (const [code, list] of byCode) {
     const all = list.find((g) => g.narrow === null);
     const allRule = all === undefined ? null : names[all.rule]!;
@@ -145,7 +550,7 @@ function buildUnitPolicy(rules: readonly CompiledRule[], names: readonly string[
     }
     functions[code] = new FunctionGrant(allRule, names[list[0]!.rule]!, sub);
   }
-  return new UnitPolicy(read, write, functions);
+  return functions;
 }
 
 /** `Limits` (camelCase, for the proxy) from a normalized device's limits. */
@@ -172,15 +577,13 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly limits: Readonly<Limits>;
   readonly rateLimit: Readonly<RateLimit> | null;
   readonly ruleCount: number;
+  readonly compileEntries: number;
   readonly document: DeviceDocument;
-  private readonly rules: readonly CompiledRule[];
-  private readonly names: readonly string[];
-  /** Rule set (indexes joined) → the units array of a view. */
-  private readonly views = new Map<string, readonly (UnitPolicy | null)[]>();
-  /** Rule set → its UnitPolicy (null: no rule), shared by views and units. */
-  private readonly unitPolicies = new Map<string, UnitPolicy | null>();
+  /** Per family (4, 6), the view of every source region. */
+  private readonly regions: readonly RegionTable[];
+  private readonly anyView: SourceView;
 
-  constructor(device: NormalizedDevice) {
+  constructor(device: NormalizedDevice, plan: DevicePlan) {
     const document = device.document;
     this.document = document;
     this.name = document.name;
@@ -191,36 +594,28 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.limits = Object.freeze(limitsOf(document));
     const rate = rateLimitOf(document);
     this.rateLimit = rate === null ? null : Object.freeze(rate);
-    this.rules = device.rules.map((r, i) => new CompiledRule(i, r));
-    this.names = document.rules.map((r) => r.name);
-    this.ruleCount = this.rules.length;
+    this.ruleCount = plan.rules.length;
+    this.compileEntries = plan.entries;
+    const parts = new Parts(plan, document.rules.map((r) => r.name));
+    const policies = plan.unitPolicies.map((p) => parts.unitPolicy(p));
+    const views = plan.unitSets.map((units) =>
+      units === null ? new CompiledSourceView(this, false, NO_UNITS) : new CompiledSourceView(this, true, Object.freeze(Array.from(units, (p) => (p < 0 ? null : policies[p]!)))),
+    );
+    this.regions = plan.families.map(
+      (f) =>
+        new RegionTable(
+          f.starts,
+          f.sets.map((s) => views[s]!),
+        ),
+    );
+    this.anyView = views[plan.anySet]!;
     Object.freeze(this);
   }
 
   forSource(address: string): SourceView {
     const ip = parseClientAddress(address);
-    const matching = this.rules.filter((r) => r.live && r.matchesSource(ip));
-    if (matching.length === 0) return new CompiledSourceView(this, false, NO_UNITS);
-    const key = matching.map((r) => r.index).join(',');
-    let units = this.views.get(key);
-    if (units === undefined) {
-      if (this.views.size >= MAX_CACHED_RULE_SETS) this.views.clear();
-      units = Object.freeze(Array.from({ length: UNIT_COUNT }, (_, u) => this.unitPolicy(matching.filter((r) => r.units[u] === 1))));
-      this.views.set(key, units);
-    }
-    return new CompiledSourceView(this, true, units);
-  }
-
-  private unitPolicy(rules: readonly CompiledRule[]): UnitPolicy | null {
-    if (rules.length === 0) return null;
-    const key = rules.map((r) => r.index).join(',');
-    let p = this.unitPolicies.get(key);
-    if (p === undefined) {
-      if (this.unitPolicies.size >= MAX_CACHED_RULE_SETS) this.unitPolicies.clear();
-      p = buildUnitPolicy(rules, this.names);
-      this.unitPolicies.set(key, p);
-    }
-    return p;
+    if (ip === null) return this.anyView;
+    return this.regions[ip.family === 4 ? 0 : 1]!.find(ip);
   }
 
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision {
@@ -235,13 +630,31 @@ export interface CompileMeta {
   readonly version: number;
 }
 
-/** Compiles a normalized policy into the frozen policy the proxy swaps in whole. */
-export function compilePolicy(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy {
+/**
+ * Compiles a normalized policy into the frozen policy the proxy swaps in whole; returns, instead,
+ * the refusal when that would take more than MAX_COMPILE_ENTRIES (found before building anything).
+ */
+export function compileWithinBudget(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy | PolicyTooComplexError {
+  const budget = new Budget();
+  const plans: DevicePlan[] = [];
+  for (const [i, d] of normalized.devices.entries()) {
+    const before = budget.used;
+    const plan = planDevice(d, budget);
+    if (plan === null) return new PolicyTooComplexError(i, d.document.name, budget.used - before, before, MAX_COMPILE_ENTRIES);
+    plans.push(plan);
+  }
   // Freezes every device's and rule's document too: they are the same objects.
   const doc = deepFreeze(normalized.document);
   const devices = new Map<string, CompiledDevice>();
-  for (const d of normalized.devices) devices.set(d.document.name, new CompiledDeviceImpl(d));
+  normalized.devices.forEach((d, i) => devices.set(d.document.name, new CompiledDeviceImpl(d, plans[i]!)));
   return Object.freeze({ sha256: meta.sha256, version: meta.version, devices, document: doc });
+}
+
+/** Like compileWithinBudget, throwing the PolicyTooComplexError (ERR_POLICY_TOO_COMPLEX). */
+export function compilePolicy(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy {
+  const r = compileWithinBudget(normalized, meta);
+  if (r instanceof PolicyTooComplexError) throw r;
+  return r;
 }
 
 function deepFreeze<T>(x: T): T {

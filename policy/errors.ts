@@ -22,7 +22,7 @@ export class PolicyIssue {
   }
 }
 
-export type PolicyErrorCode = 'ERR_POLICY_READ' | 'ERR_POLICY_INVALID';
+export type PolicyErrorCode = 'ERR_POLICY_READ' | 'ERR_POLICY_INVALID' | 'ERR_POLICY_TOO_COMPLEX';
 
 /** A policy that can't be used (unreadable, invalid); callers switch on the class or on `code`. */
 export class PolicyError extends PlcguardError {
@@ -58,6 +58,39 @@ export class PolicyInvalidError extends PolicyError {
   constructor(readonly issues: readonly PolicyProblem[]) {
     super('ERR_POLICY_INVALID', issues.map((i) => i.format()).join('\n'));
   }
+}
+
+/**
+ * A valid policy whose compiled form would be bigger than the compile budget (overlapping sources,
+ * units and ranges multiply). Thrown by compilePolicy before it builds anything; parsePolicy reports
+ * its message as an issue at the device.
+ */
+export class PolicyTooComplexError extends PolicyError {
+  override readonly name = 'PolicyTooComplexError';
+  constructor(
+    /** Index of the device at which the count went over the budget. */
+    readonly device: number,
+    readonly deviceName: string,
+    /** Entries counted for that device when counting stopped (at least this many). */
+    readonly entries: number,
+    /** Entries of the devices before it. */
+    readonly before: number,
+    readonly budget: number,
+  ) {
+    const total = before + entries;
+    const others = before === 0 ? '' : `, which with the ${count(before)} of the devices before it makes ${count(total)}`;
+    super(
+      'ERR_POLICY_TOO_COMPLEX',
+      `devices[${device}]: compiling device ${JSON.stringify(deviceName)} needs at least ${count(entries)} entries${others}, ` +
+        `${(Math.ceil((total / budget) * 100) / 100).toFixed(2)}× the budget of ${count(budget)} per policy ` +
+        '(each source range and unit range × its matching rules, each distinct rule set × its grants, each write range × the address segments it spans); ' +
+        'expected fewer overlapping sources, units, ranges or value bounds',
+    );
+  }
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en');
 }
 
 function describeCause(cause: unknown): string {

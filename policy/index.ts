@@ -5,7 +5,7 @@ export { parsePolicy, loadPolicyFile, loadValidPolicyFile, policySha256 } from '
 export type { ParseResult, ParseOptions } from './parse.js';
 export { validatePolicyText, MAX_POLICY_NODES } from './validate.js';
 export type { ValidationResult } from './validate.js';
-export { compilePolicy, MAX_CACHED_RULE_SETS } from './compile.js';
+export { compilePolicy, MAX_COMPILE_ENTRIES } from './compile.js';
 export type { CompileMeta } from './compile.js';
 export { normalizePolicy, BUILTIN_LIMITS_YAML } from './document.js';
 export type { PolicyDocument, DeviceDocument, RuleDocument, RateLimitDocument, NormalizedPolicy } from './document.js';

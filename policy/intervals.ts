@@ -60,12 +60,16 @@ interface Segments {
 }
 
 function segments(grants: readonly Grant[]): Segments {
-  const pts = new Set<number>();
-  for (const g of grants) {
-    pts.add(g.lo);
-    pts.add(g.hi + 1);
-  }
-  const points = Int32Array.from([...pts].sort((a, b) => a - b));
+  const all = new Int32Array(2 * grants.length);
+  grants.forEach((g, i) => {
+    all[2 * i] = g.lo;
+    all[2 * i + 1] = g.hi + 1;
+  });
+  // A typed array sorts numerically, without a comparator call per step.
+  all.sort();
+  let unique = 0;
+  for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) all[unique++] = all[i]!;
+  const points = all.subarray(0, unique);
   const first = new Int32Array(grants.length);
   const last = new Int32Array(grants.length);
   grants.forEach((g, i) => {
@@ -83,7 +87,8 @@ function segments(grants: readonly Grant[]): Segments {
 function firstCover(seg: Segments, count: number): Int32Array {
   const n = seg.points.length - 1;
   const label = new Int32Array(Math.max(n, 0)).fill(-1);
-  const next = Int32Array.from({ length: n + 1 }, (_, k) => k);
+  const next = new Int32Array(n + 1);
+  for (let k = 0; k <= n; k++) next[k] = k;
   const find = (k: number): number => {
     let r = k;
     while (next[r] !== r) r = next[r]!;
@@ -183,6 +188,18 @@ export interface WriteGrant extends Grant {
 }
 
 /**
+ * The size of the WriteSet `grants` make: each grant is listed in every address segment it spans
+ * (and its value bounds split there), so overlapping ranges cost their product. Compile counts it
+ * against its budget before building one.
+ */
+export function writeSetSize(grants: readonly Grant[]): number {
+  const seg = segments(grants);
+  let n = 0;
+  for (let i = 0; i < grants.length; i++) n += seg.last[i]! - seg.first[i]!;
+  return n;
+}
+
+/**
  * Writable addresses of one table with their value bounds. The address space is cut into
  * segments where the set of covering grants is constant; each segment keeps its allowed values as
  * pieces labelled by first rule, so checking a written value is one search in its segment.
@@ -218,6 +235,9 @@ export class WriteSet {
     const pLo: number[] = [];
     const pHi: number[] = [];
     const pRule: string[] = [];
+    // Segments whose grants bound values alike (often all of them: one rule's bounds over many
+    // ranges) share one list of value pieces, built once.
+    const shared = new Map<string, [number, number]>();
     covering.forEach((list, k) => {
       if (list.length === 0) return;
       segStarts.push(seg.points[k]!);
@@ -225,12 +245,19 @@ export class WriteSet {
       const any = list.find((i) => !ordered[i]!.bounded);
       anyRule.push(any === undefined ? null : names[ordered[any]!.rule]!);
       firstRule.push(names[ordered[list[0]!]!.rule]!);
-      const values = pieces(list.map((i): Grant => ({ lo: ordered[i]!.vlo, hi: ordered[i]!.vhi, rule: ordered[i]!.rule })), names);
-      from.push(pLo.length);
-      pLo.push(...values.starts);
-      pHi.push(...values.ends);
-      pRule.push(...values.rules);
-      to.push(pLo.length);
+      const bounds = list.map((i): Grant => ({ lo: ordered[i]!.vlo, hi: ordered[i]!.vhi, rule: ordered[i]!.rule }));
+      const key = bounds.map((b) => `${b.lo}-${b.hi}:${b.rule}`).join(',');
+      let range = shared.get(key);
+      if (range === undefined) {
+        const values = pieces(bounds, names);
+        range = [pLo.length, pLo.length + values.starts.length];
+        pLo.push(...values.starts);
+        pHi.push(...values.ends);
+        pRule.push(...values.rules);
+        shared.set(key, range);
+      }
+      from.push(range[0]);
+      to.push(range[1]);
     });
     this.segStarts = Int32Array.from(segStarts);
     this.segEnds = Int32Array.from(segEnds);

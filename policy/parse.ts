@@ -2,10 +2,10 @@
 
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { compilePolicy } from './compile.js';
+import { compileWithinBudget } from './compile.js';
 import { normalizePolicy } from './document.js';
 import type { PolicyDocument } from './document.js';
-import { PolicyInvalidError, PolicyReadError } from './errors.js';
+import { PolicyInvalidError, PolicyReadError, PolicyTooComplexError } from './errors.js';
 import type { PolicyIssue, PolicyProblem } from './errors.js';
 import type { CompiledPolicy } from './types.js';
 import { validatePolicyText } from './validate.js';
@@ -31,12 +31,15 @@ export function policySha256(text: string): string {
 
 /**
  * Validates and compiles policy text. `fileName` prefixes every issue (`FILE:LINE:COL: message`).
- * Never throws on any text; JSON is accepted too (it is YAML).
+ * Never throws on any text; JSON is accepted too (it is YAML). A policy too complex to compile
+ * (over MAX_COMPILE_ENTRIES) is an error at the device where the count went over, so `policy
+ * validate`, `policy push` and every reload refuse it alike.
  */
 export function parsePolicy(text: string, fileName: string, options: ParseOptions = {}): ParseResult {
-  const { input, errors, warnings } = validatePolicyText(text, fileName);
+  const { input, errors, warnings, errorAt } = validatePolicyText(text, fileName);
   if (input === undefined) return { errors, warnings };
-  const policy = compilePolicy(normalizePolicy(input), { sha256: policySha256(text), version: options.version ?? 0 });
+  const policy = compileWithinBudget(normalizePolicy(input), { sha256: policySha256(text), version: options.version ?? 0 });
+  if (policy instanceof PolicyTooComplexError) return { errors: [errorAt(input.devices[policy.device]!, policy.message)], warnings };
   return { policy, document: policy.document, errors, warnings };
 }
 

@@ -99,7 +99,12 @@ export interface CompiledDevice {
   readonly document: DeviceDocument;
   /** Number of rules (for logs). */
   readonly ruleCount: number;
-  /** Resolves which rules apply to a client address (IPv4, IPv6 or IPv4-mapped IPv6). */
+  /** What compiling it built, in the entries MAX_COMPILE_ENTRIES counts. */
+  readonly compileEntries: number;
+  /**
+   * The rules that apply to a client address (IPv4, IPv6 or IPv4-mapped IPv6): a prebuilt view,
+   * found by a binary search over the device's source regions. Builds nothing, at any connection.
+   */
   forSource(address: string): SourceView;
   /**
    * Decides a decoded request from a source. Fills and returns `out`; allocates nothing.

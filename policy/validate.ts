@@ -3,7 +3,7 @@
 // and the cross-checks (duplicates, combinations, rules that can never match). Both run even when
 // the other finds errors, so one run reports everything.
 
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
@@ -40,6 +40,8 @@ export interface ValidationResult {
   readonly input?: PolicyInput;
   readonly errors: PolicyIssue[];
   readonly warnings: PolicyIssue[];
+  /** An error at `obj`, an object of `input`: how a later stage (compile) reports what it found. */
+  readonly errorAt: (obj: object, message: string) => PolicyIssue;
 }
 
 /** Parses and validates policy text. Never throws on any input. */
@@ -51,7 +53,7 @@ export function validatePolicyText(text: string, file: string): ValidationResult
   for (const w of doc.warnings) report.warning(w.pos[0], yamlMessage(w.message));
   // Only duplicate keys leave a tree worth checking; other syntax errors make everything after
   // them guesswork, and guesses would bury the real error.
-  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return report.result(undefined);
+  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return report.result(undefined, null);
 
   const walker = new Walker(doc, report);
   let value: unknown;
@@ -61,7 +63,7 @@ export function validatePolicyText(text: string, file: string): ValidationResult
     value = walker.walk(doc.contents, POLICY_SCHEMA.node, '');
     if (value !== INVALID) crossCheck(value as Loose<PolicyInput>, walker, report);
   }
-  return report.result(value as PolicyInput);
+  return report.result(value as PolicyInput, walker);
 }
 
 function yamlMessage(message: string): string {
@@ -95,13 +97,15 @@ class Reporter {
     return new PolicyIssue(severity, this.file, line, col, message);
   }
 
-  result(input: PolicyInput | undefined): ValidationResult {
+  /** `walker` locates the objects of `input` (null: there is no tree). */
+  result(input: PolicyInput | undefined, walker: Walker | null): ValidationResult {
     // File order reads best; the walk and the cross-checks each report in order, so merge them.
     const sort = (xs: { at: number; seq: number; issue: PolicyIssue }[]) =>
       xs.sort((a, b) => a.at - b.at || a.seq - b.seq).map((x) => x.issue);
     const errors = sort(this.errors);
     const warnings = sort(this.warnings);
-    return errors.length === 0 && input !== undefined ? { input, errors, warnings } : { errors, warnings };
+    const errorAt = (obj: object, message: string): PolicyIssue => this.issue('error', walker!.at(obj), message);
+    return errors.length === 0 && input !== undefined ? { input, errors, warnings, errorAt } : { errors, warnings, errorAt };
   }
 }
 
@@ -120,6 +124,12 @@ interface Origin {
 
 class Walker {
   private readonly origins = new WeakMap<object, Origin>();
+  /**
+   * Each alias's anchor: the last node before it with that anchor, in document order (YAML 1.2
+   * §3.2.2.2). Found in one pass: yaml's own `Alias.resolve` walks the whole document per alias,
+   * which made a file of many aliases quadratic to validate.
+   */
+  private readonly anchors = new Map<Alias, YamlNode>();
   private nodes = 0;
   /**
    * While walking an alias's target: where the alias itself is. Problems inside an alias are
@@ -128,9 +138,21 @@ class Walker {
   private aliasAt = -1;
 
   constructor(
-    private readonly doc: Document,
+    doc: Document,
     private readonly report: Reporter,
-  ) {}
+  ) {
+    const last = new Map<string, YamlNode>();
+    visit(doc, {
+      Node: (_key, node) => {
+        if (isAlias(node)) {
+          const target = last.get(node.source);
+          if (target !== undefined) this.anchors.set(node, target);
+        } else if (node.anchor !== undefined) {
+          last.set(node.anchor, node);
+        }
+      },
+    });
+  }
 
   /** Whether `obj` had `key` in the file (even if its value was invalid and left out). */
   has(obj: object, key: string): boolean {
@@ -157,7 +179,7 @@ class Walker {
       return INVALID;
     }
     if (isAlias(node)) {
-      const target = node.resolve(this.doc);
+      const target = this.anchors.get(node);
       if (target === undefined) {
         this.report.error(this.start(node), `${label(path)}: alias *${node.source} has no anchor; expected an anchor &${node.source} defined before it`);
         return INVALID;

@@ -3,13 +3,15 @@
 // some requests: each reply must be what A or B gives, never anything else; the PLC gets only what
 // A or B allows; no client connection is dropped; the last good policy stays in force. Then the
 // ways a change was applied wrongly or not at all: a file rewritten in place in two steps (its
-// first half was applied) and a Kubernetes ConfigMap's symlink swap (never applied).
+// first half was applied) and a Kubernetes ConfigMap's symlink swap (never applied). And a valid
+// policy too complex to compile, refused by push and by every reload.
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { parsePolicy } from '../policy/index.js';
+import { connectRedis, PolicyStore } from '../policy/store.js';
 import { storeCommand } from '../cli/store.js';
 import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
@@ -22,6 +24,7 @@ import { startRedis } from './fixtures/redis.js';
 import { DEVICE, PROBE_RULE, PolicyOracle, checkInvariants, compile, exceptionFor, plcReply } from './fixtures/invariants.js';
 import { until, within } from '../bench/lib/wait.js';
 import { freePort } from '../bench/lib/net.js';
+import { nestedWriteAnchors, nestedWriteRules } from './fixtures/policy-shapes.js';
 
 /** A: reads 0-99, writes 10-19. B: reads 0-49, writes 20-29. */
 const RULES_A = `    rules:
@@ -337,4 +340,80 @@ void t.test('a Kubernetes ConfigMap update (a ..data symlink swap) revokes a wri
   t.equal(hexOf((await within(c.read(), 'the write under B'))[0]!), hexOf(exceptionFor(write(2), ADDRESS)), 'B revoked it');
   t.equal(plc.requests.filter((r) => r.fc === 6).length, 1, 'only the write under A reached the PLC');
   c.close();
+});
+
+// ---- a valid policy too complex to compile ----
+
+/**
+ * Policy A with the attack added: 20 rules repeating, by alias, 60 nested address ranges × 60
+ * value ranges. 2 KB of YAML; compiling it lazily at the first connection used to exhaust the heap.
+ */
+function tooComplex(upstreamPort: number): string {
+  return devicePolicy(upstreamPort, `${RULES_A}${nestedWriteRules(20, 'bulk-')}`, nestedWriteAnchors(60));
+}
+/** Its refusal, as `FILE:LINE:COL: message` (counted by hand as in policy-complexity.test.ts). */
+const TOO_COMPLEX =
+  ':6:5: devices[0]: compiling device "plc" needs at least 8,785,626 entries, 8.79× the budget of 1,000,000 per policy ' +
+  '(each source range and unit range × its matching rules, each distinct rule set × its grants, each write range × the address segments it spans); ' +
+  'expected fewer overlapping sources, units, ranges or value bounds';
+
+/** A new client from `source`: A's answers, at once (nothing is compiled at connect). */
+async function servedByA(t: Test, port: number, source: string): Promise<void> {
+  const c = await RawClient.connect(port, source);
+  const frames = [req(1, 1, [3, 0, 0, 0, 10]), req(2, 1, [6, 0, 15, 0, 7]), req(3, 1, [6, 0, 25, 0, 7])];
+  c.send(Buffer.concat(frames));
+  // The denial is answered at once, the others after the PLC: in tid order.
+  const got = (await within(c.read(3), `${source}: replies`)).sort((a, b) => a.readUInt16BE(0) - b.readUInt16BE(0)).map(hexOf);
+  t.strictSame(got, [hexOf(plcReply(frames[0]!)), hexOf(plcReply(frames[1]!)), hexOf(exceptionFor(frames[2]!, ADDRESS))], `${source}: served by A`);
+  c.close();
+  await c.closed;
+}
+
+void t.test('a policy too complex to compile, written to the file: rejected, A stays, connections served', async (t) => {
+  const plc = await startRawPlc();
+  const proxy = await startProxy(devicePolicy(plc.port, RULES_A));
+  t.teardown(async () => {
+    await proxy.stop();
+    await plc.close();
+  });
+  await servedByA(t, proxy.port, '127.0.9.1');
+  await proxy.rewrite(tooComplex(plc.port));
+  t.match(proxy.logs.at(-1), { event: 'policy_rejected', errors: [`${proxy.file}${TOO_COMPLEX}`], kept: 'last good policy' });
+  await servedByA(t, proxy.port, '127.0.9.2');
+  t.equal(proxy.rt.policyStats.reloadsFailed, 1);
+});
+
+void t.test('a policy too complex to compile: `push` refuses it; one in Redis already is rejected by the instance', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.kill());
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-adv-complex-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const listen = await freePort();
+  const fill = (text: string): string => text.replace('listen: 127.0.0.1:0', `listen: 127.0.0.1:${listen}`);
+  const push = async (text: string, name: string): Promise<{ code: number; err: string[] }> => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, text);
+    const err: string[] = [];
+    const code = await storeCommand('push', [file, '--redis', redis.url], { stdout: () => {}, stderr: (s) => err.push(s) }, parsePolicy);
+    return { code, err };
+  };
+  t.strictSame(await push(fill(devicePolicy(plc.port, RULES_A)), 'a.yaml'), { code: 0, err: [] });
+  const bomb = fill(tooComplex(plc.port));
+  const file = path.join(dir, 'bomb.yaml');
+  t.strictSame(await push(bomb, 'bomb.yaml'), { code: 1, err: [`${file}${TOO_COMPLEX}`, `plcguard policy push: ${file} is not valid; nothing written`] });
+
+  const { logger, logs, logged } = recordLogs();
+  const rt = await ProxyRuntime.start({ source: new RedisPolicySource({ url: redis.url }, parsePolicy, logger), logger, admin: null, graceMs: 100 });
+  t.teardown(() => rt.stop());
+  await within(logged((l) => l.event === 'policy_loaded' && l.version === 1), 'version 1 applied');
+  // Pushed past the check, as a release without the budget would have: every instance refuses it.
+  const mark = logs.length;
+  const redisClient = connectRedis({ url: redis.url });
+  t.teardown(() => redisClient.disconnect());
+  t.equal(await new PolicyStore(redisClient).push(bomb, 'sha', new Map(), { author: 'test', message: 'too complex' }), 2);
+  await within(logged((l) => l.event === 'policy_rejected', mark), 'version 2 rejected');
+  t.match(logs.at(-1), { event: 'policy_rejected', errors: [`redis:plcguard:version:2${TOO_COMPLEX}`], kept: 'last good policy' });
+  await servedByA(t, [...rt.ports().values()][0]!, '127.0.9.3');
 });

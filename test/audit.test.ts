@@ -1,4 +1,4 @@
-// The audit log's line budgets (issue 15, defect 6): per source address and for the whole process,
+// The audit log's line budgets: per source address and for the whole process,
 // with what they refuse counted and reported; the per-source state bounded.
 import t from 'tap';
 import {

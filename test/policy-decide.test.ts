@@ -2,7 +2,7 @@
 // last, one before, one after), with the exact reason, exception and rule each earns.
 import t, { type Test } from 'tap';
 import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
-import { Decision, MAX_CACHED_RULE_SETS, parsePolicy } from '../policy/index.js';
+import { Decision, parsePolicy } from '../policy/index.js';
 import type { CompiledDevice, CompiledPolicy } from '../policy/index.js';
 
 const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
@@ -467,15 +467,19 @@ void t.test('the decision object is refilled completely each time', (t) => {
   t.end();
 });
 
-void t.test('views are cached per rule set, and the cache starts over past its bound', (t) => {
-  const rules = Array.from({ length: MAX_CACHED_RULE_SETS + 2 }, (_, i) => `      - { sources: [10.${i >> 8}.${i & 0xff}.1], read: { coils: [${i}] } }`);
+void t.test('every rule set is built at load: thousands of sources each find their own prebuilt view', (t) => {
+  const count = 2050;
+  const rules = Array.from({ length: count }, (_, i) => `      - { sources: [10.${i >> 8}.${i & 0xff}.1], read: { coils: [${i}] } }`);
   const p = compile(`version: 1\ndevices:\n  - name: d\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n    rules:\n${rules.join('\n')}\n`);
   const d = p.devices.get('d')!;
-  for (let i = 0; i < MAX_CACHED_RULE_SETS + 2; i++) {
+  for (let i = 0; i < count; i++) {
     const source = `10.${i >> 8}.${i & 0xff}.1`;
     if (decide(d, source, 1, pdu.readCoils(i, 1)) !== `allow rule-${i}`) t.fail(source);
     if (decide(d, source, 1, pdu.readCoils(i + 1, 1)) !== `deny address_not_allowed 0x02 rule-${i}`) t.fail(`${source} +1`);
+    if (d.forSource(source) !== d.forSource(`::ffff:${source}`)) t.fail(`${source}: one view`);
   }
-  t.equal(decide(d, '10.0.0.1', 1, pdu.readCoils(0, 1)), 'allow rule-0', 'after the caches started over');
+  t.equal(decide(d, '10.0.0.1', 1, pdu.readCoils(0, 1)), 'allow rule-0');
+  t.equal(d.forSource('10.0.0.0').matches, false);
+  t.equal(d.forSource('10.0.0.2').matches, false);
   t.end();
 });

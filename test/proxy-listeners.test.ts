@@ -1,4 +1,4 @@
-// Listening sockets across policy reloads (issue 15, defect 7): a device renamed in place, and
+// Listening sockets across policy reloads: a device renamed in place, and
 // devices swapping addresses, take over the socket already listening there instead of binding an
 // address still in use; a failed reload hands nothing over.
 import net from 'node:net';

@@ -520,7 +520,7 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   t.end();
 });
 
-// ---- transaction ids toward the PLC (issue 15, defect 4) ----
+// ---- transaction ids toward the PLC ----
 
 /** The transaction id of the frame the PLC got. */
 const tidOf = (frame: Buffer): number => frame.readUInt16BE(0);
@@ -637,7 +637,7 @@ void t.test('after the PLC connection is lost, every tid is free again on the ne
   t.equal(hexOf(second.read()), hexOf(read(9)), 'tid 9 goes as sent: no answer can come for it here');
 });
 
-// ---- max_outstanding and a PLC that stopped answering (issue 15, defect 5) ----
+// ---- max_outstanding and a PLC that stopped answering ----
 
 void t.test('max_outstanding bounds a silent PLC: timed-out requests keep their slots, then the connection is reset', async (t) => {
   const h = start({ max_outstanding: 4, response_timeout_ms: 500, reconnect_backoff_min_ms: 1000, reconnect_backoff_max_ms: 1000 });
@@ -718,7 +718,7 @@ void t.test('a PLC refusing the connection: 0A, and a log line with its address 
   });
 });
 
-// ---- the audit budget (issue 15, defect 6) ----
+// ---- the audit budget ----
 
 const denials = (n: number, first = 0): Buffer => Buffer.concat(Array.from({ length: n }, (_, i) => write(first + i)));
 const lines = (d: Device, event: string): LogLine[] => d.logs.filter((l) => l.event === event);
