@@ -3,23 +3,23 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
+import { ExitCode, parseCommandLine, runCommand, usageMessage, type Command, type CommandIo } from './command.js';
 import { policyCommand } from './policy.js';
 import { parsePolicy } from '../policy/index.js';
 import { startSimulatedPlc } from '../demo/plc.js';
 import { parseDocument } from 'yaml';
+import { UsageError } from '../modbus/errors.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
 import { probeCommand } from './probe.js';
-import { learnCommand } from './learn.js';
-import { hmiCommand } from '../demo/hmi.js';
-import { plcCommand } from '../demo/plc-command.js';
+import { HMI_USAGE, hmiCommand } from '../demo/hmi.js';
+import { PLC_USAGE, plcCommand } from '../demo/plc-command.js';
 import { DEFAULT_ADMIN, DEFAULT_GRACE_MS, ProxyRuntime } from '../proxy/runtime.js';
 import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import type { PolicyParser, PolicySource } from '../policy/source/source.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { Logger } from '../proxy/audit.js';
-import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
+import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
 
 /** The package's root: the nearest folder up with a package.json (from dist/cli or cli/). */
@@ -35,6 +35,8 @@ export const DEMO_POLICY = path.join(ROOT, 'examples/demo-policy.yaml');
 export const DEMO_LISTEN: Endpoint = { host: '127.0.0.1', port: 5020 };
 export const DEMO_PLC: Endpoint = { host: '127.0.0.1', port: 5021 };
 
+const DEFAULT_ADMIN_TEXT = formatEndpoint(DEFAULT_ADMIN.host, DEFAULT_ADMIN.port);
+
 const USAGE = `plcguard ${VERSION}: an inline Modbus/TCP allow-list proxy
 
 usage:
@@ -47,26 +49,58 @@ usage:
   plcguard demo [--listen HOST:PORT] [--plc HOST:PORT] [--admin HOST:PORT|off]
                                   a simulated PLC on ${formatEndpoint(DEMO_PLC.host, DEMO_PLC.port)} behind plcguard on
                                   ${formatEndpoint(DEMO_LISTEN.host, DEMO_LISTEN.port)} with examples/demo-policy.yaml
-  plcguard policy validate FILE...
-  plcguard policy check FILE --device NAME --source IP [--unit N] REQUEST...
+  plcguard policy validate [--json] FILE...
+  plcguard policy check [--json] FILE --device NAME --source IP [--unit N] REQUEST...
+  plcguard policy test FILE...
   plcguard policy learn CAPTURE... [--port N[,N...]] [--listen HOST:PORT] [-o FILE] [...]
                                   propose a policy from pcap/pcapng captures
   plcguard policy check --policy FILE --pcap CAPTURE... [--port N] [--device NAME]
                                   replay captures against a policy
-  plcguard policy push FILE --redis URL [--author NAME] [--message TEXT]
-  plcguard policy pull|history --redis URL
-  plcguard policy diff FILE --redis URL
+  plcguard policy push FILE --redis URL [--author NAME] [--message TEXT] [--force]
+  plcguard policy pull --redis URL [--version N]
+  plcguard policy history --redis URL [--limit N] [--json]
+  plcguard policy diff FILE --redis URL [--json]
   plcguard policy rollback VERSION --redis URL
-  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS]
-  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS]
+  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS] [--json]
+  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS] [--json]
   plcguard plc [--listen HOST:PORT] [--unit N]
                                   the demo's simulated PLC alone (default 127.0.0.1:5021)
   plcguard hmi HOST:PORT [--interval MS] [--deny-every N] [--unit N]
                                   a simulated HMI polling the demo PLC through plcguard, now and
                                   then trying a write the demo policy denies
 
-admin endpoints (default ${DEFAULT_ADMIN.host}:${DEFAULT_ADMIN.port}): /metrics /healthz /readyz
+plcguard COMMAND --help (and plcguard policy SUBCOMMAND --help) describes each one.
+admin endpoints (default ${DEFAULT_ADMIN_TEXT}): /metrics /healthz /readyz
 `;
+
+const RUN: Command = {
+  name: 'run',
+  usage: `usage: plcguard run --policy FILE [--devices a,b] [--admin HOST:PORT|off] [--grace-ms N]
+       plcguard run --redis URL [redis options] [--devices a,b] [--admin HOST:PORT|off] [--grace-ms N]
+Serves the devices of a policy until SIGTERM or SIGINT; SIGHUP reloads the policy.
+  --policy FILE      a policy file; it is watched and valid edits apply live
+  --redis URL        the version in force in Redis (redis:// or rediss://), following every push;
+                     nothing listens until a valid version is loaded
+  --devices a,b      serve only these devices of the policy
+  --admin HOST:PORT  where /metrics /healthz /readyz answer (default ${DEFAULT_ADMIN_TEXT}); off: nowhere
+  --grace-ms N       after SIGTERM, how long requests in flight get to finish (default ${DEFAULT_GRACE_MS})
+${REDIS_OPTIONS_USAGE}
+exit status: ${ExitCode.OK} stopped by a signal, ${ExitCode.FAILURE} could not start (no valid policy, an address in use), ${ExitCode.USAGE} usage error`,
+};
+
+const DEMO: Command = {
+  name: 'demo',
+  usage: `usage: plcguard demo [--listen HOST:PORT] [--plc HOST:PORT] [--admin HOST:PORT|off]
+A simulated PLC (unit 1) behind plcguard with examples/demo-policy.yaml, until SIGTERM or SIGINT;
+it prints requests to try with plcguard probe.
+  --listen HOST:PORT  where plcguard listens (default ${formatEndpoint(DEMO_LISTEN.host, DEMO_LISTEN.port)})
+  --plc HOST:PORT     where the simulated PLC listens (default ${formatEndpoint(DEMO_PLC.host, DEMO_PLC.port)})
+  --admin HOST:PORT   where /metrics /healthz /readyz answer (default ${DEFAULT_ADMIN_TEXT}); off: nowhere
+exit status: ${ExitCode.OK} stopped by a signal, ${ExitCode.FAILURE} could not start, ${ExitCode.USAGE} usage error`,
+};
+
+const PLC: Command = { name: 'plc', usage: PLC_USAGE };
+const HMI: Command = { name: 'hmi', usage: HMI_USAGE };
 
 const io: CommandIo = {
   stdout: (s) => process.stdout.write(s.endsWith('\n') ? s : s + '\n'),
@@ -74,7 +108,7 @@ const io: CommandIo = {
 };
 
 /** Options' defaults as parseArgs takes them, so "not given" is one path with "given". */
-const ADMIN_OPTION = { type: 'string', default: formatEndpoint(DEFAULT_ADMIN.host, DEFAULT_ADMIN.port) } as const;
+const ADMIN_OPTION = { type: 'string', default: DEFAULT_ADMIN_TEXT } as const;
 
 function adminOption(value: string): Endpoint | null {
   return value === 'off' ? null : endpointOption(value, '--admin');
@@ -145,14 +179,10 @@ async function run(args: string[]): Promise<number> {
       ...REDIS_OPTIONS,
     },
   });
-  if (!values.policy === !values.redis) {
-    io.stderr('plcguard run: give either --policy FILE or --redis URL\n\n' + USAGE);
-    return ExitCode.USAGE;
-  }
+  if (!values.policy === !values.redis) throw new UsageError('ERR_RUN_USAGE', 'give either --policy FILE or --redis URL');
   const grace = values['grace-ms'] === undefined ? DEFAULT_GRACE_MS : Number(values['grace-ms']);
   if (!Number.isInteger(grace) || grace < 0) {
-    io.stderr(`plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
-    return ExitCode.USAGE;
+    throw new UsageError('ERR_RUN_USAGE', `--grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
   }
   const logger = new Logger();
   const source = values.policy
@@ -225,43 +255,32 @@ async function demo(args: string[]): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  try {
-    switch (command) {
-      case 'run':
-        return await run(rest);
-      case 'demo':
-        return await demo(rest);
-      case 'policy':
-        if ((STORE_COMMANDS as readonly string[]).includes(rest[0] ?? '')) return await storeCommand(rest[0]!, rest.slice(1), io, parsePolicy);
-        if (rest[0] === 'learn') return await learnCommand(rest.slice(1), io);
-        return await policyCommand(rest, io);
-      case 'probe':
-        return await probeCommand(rest, io);
-      case 'plc':
-        return await plcCommand(rest, io);
-      case 'hmi':
-        return await hmiCommand(rest, io);
-      case '--version':
-      case 'version':
-        io.stdout(VERSION);
-        return ExitCode.OK;
-      case undefined:
-      case '--help':
-      case '-h':
-      case 'help':
-        io.stdout(USAGE);
-        return command === undefined ? ExitCode.USAGE : ExitCode.OK;
-      default:
-        io.stderr(`plcguard: unknown command "${command}"\n\n${USAGE}`);
-        return ExitCode.USAGE;
-    }
-  } catch (err) {
-    // Only run and demo get here, with a usage error (an option's value, parseArgs' complaints):
-    // serve() reports their failures, and the other commands report their own errors.
-    // exitCodeFor rethrows a bug, to be reported with its stack below.
-    const code = exitCodeFor(err);
-    io.stderr(`plcguard: ${(err as Error).message}\n\n${USAGE}`);
-    return code;
+  switch (command) {
+    case 'run':
+      return await runCommand(RUN, rest, io, () => run(rest));
+    case 'demo':
+      return await runCommand(DEMO, rest, io, () => demo(rest));
+    case 'policy':
+      if ((STORE_COMMANDS as readonly string[]).includes(rest[0] ?? '')) return await storeCommand(rest[0]!, rest.slice(1), io, parsePolicy);
+      return await policyCommand(rest, io);
+    case 'probe':
+      return await probeCommand(rest, io);
+    case 'plc':
+      return await runCommand(PLC, rest, io, () => plcCommand(rest, io));
+    case 'hmi':
+      return await runCommand(HMI, rest, io, () => hmiCommand(rest, io));
+    case '--version':
+    case 'version':
+      io.stdout(VERSION);
+      return ExitCode.OK;
+    case '--help':
+    case '-h':
+    case 'help':
+      io.stdout(USAGE);
+      return ExitCode.OK;
+    default:
+      io.stderr(usageMessage('', command === undefined ? 'a command is required' : `unknown command ${JSON.stringify(command)}`));
+      return ExitCode.USAGE;
   }
 }
 

@@ -1,62 +1,96 @@
-// `plcguard policy validate|check`: the policy's command line. Returns exit codes instead of
-// exiting and writes through `io`, so cli/main.ts wires it and tests call it directly.
+// `plcguard policy validate|check|test` and the policy subcommands' overview (the store commands
+// are cli/store.ts's). Returns exit codes instead of exiting and writes through `io`, so cli/main.ts
+// wires it and tests call it directly.
 
-import { ExceptionCode, UsageError } from '../modbus/index.js';
+import { UsageError } from '../modbus/index.js';
 import { PolicyReadError } from '../policy/errors.js';
+import type { PolicyProblem } from '../policy/errors.js';
 import { MAX_UNIT_ID } from '../policy/format.js';
 import { parseClientAddress } from '../policy/net.js';
 import { loadPolicyFile } from '../policy/parse.js';
 import type { ParseResult } from '../policy/parse.js';
-import { ExitCode, exitCodeFor, inContext, parseCommandLine, type CommandIo } from './command.js';
-import { frameRequest, parseRequestSpec, REQUEST_USAGE } from './request.js';
-import { replayCommand } from './replay.js';
-import { Decision } from '../policy/types.js';
+import { asksForHelp, ExitCode, JSON_OPTION, parseCommandLine, runCommand, usageMessage, writeJson, type Command, type CommandIo } from './command.js';
+import { actionOf, actionText, decideRequest, exceptionOf, exceptionText } from './decision.js';
+import { TEST, testCommand } from './policy-test.js';
+import { DEFAULT_UNIT, parseRequestSpec, REQUEST_USAGE } from './request.js';
+import { STORE_COMMANDS } from './store.js';
+import { LEARN_USAGE, learnCommand } from './learn.js';
+import { REPLAY_USAGE, replayCommand } from './replay.js';
 import type { CompiledDevice } from '../policy/types.js';
 
-/** Unit id used by `check` when --unit is not given: the usual id of a single PLC behind a gateway. */
-const DEFAULT_UNIT = 1;
-/** Transaction id of the dry-run frame (any value works; the proxy never looks at it). */
-const CHECK_TRANSACTION_ID = 1;
+const SUBCOMMANDS = ['validate', 'check', 'test', 'learn', ...STORE_COMMANDS];
 
-export const POLICY_USAGE = `usage:
-  plcguard policy validate FILE...
-      Checks policy files. Prints "FILE: ok — N devices, M rules" for each valid one, every
-      problem as FILE:LINE:COL: message, and exits 1 if any file has errors.
-  plcguard policy check FILE [--device NAME] --source IP [--unit N] REQUEST...
-      Dry run: would the proxy allow this request from this source? Exits 0 for allow, 3 for
-      deny. --device may be left out when the policy has one device; --unit defaults to ${DEFAULT_UNIT}.
+export const POLICY_USAGE = `usage: plcguard policy SUBCOMMAND ...
+  validate [--json] FILE...           check policy files; every problem as FILE:LINE:COL
+  check [--json] FILE --source IP [--device NAME] [--unit N] REQUEST...
+                                      would the proxy allow this request? exit 0 allow, 3 deny
+  test FILE...                        run policy unit tests: requests and the decisions expected
+  push FILE --redis URL ...           write a policy to Redis as the next version
+  pull --redis URL ...                print the version in force
+  history --redis URL [--json] ...    list the versions
+  diff FILE --redis URL [--json]      what a push would change; exit 0 same, 1 differs, 2 trouble
+  rollback VERSION --redis URL ...    write an old version again as the next version
+plcguard policy SUBCOMMAND --help describes each one.`;
+
+const VALIDATE: Command = {
+  name: 'policy validate',
+  usage: `usage: plcguard policy validate [--json] FILE...
+Checks policy files. Prints "FILE: ok — N devices, M rules" for each valid one, and every problem
+on stderr as FILE:LINE:COL: message.
+  --json  one JSON document on stdout instead of the ok lines: {"files": [{"file", "valid",
+          "sha256", "devices", "rules", "errors", "warnings"}, ...]}, each error and warning
+          {"line", "col", "message"}; stderr as without --json
+exit status: ${ExitCode.OK} every file valid, ${ExitCode.FAILURE} a file invalid or unreadable, ${ExitCode.USAGE} usage error`,
+};
+
+const CHECK: Command = {
+  name: 'policy check',
+  usage: `usage: plcguard policy check [--json] FILE [--device NAME] --source IP [--unit N] REQUEST...
+Dry run: would the proxy allow this request from this source? Prints the decision, its reason, the
+exception a denial earns, the rule that decided, and what the proxy would do.
+  --device NAME  the device; may be left out when the policy has one device
+  --source IP    the client's address
+  --unit N       the unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_UNIT})
+  --json         one JSON document instead: {"device", "mode", "on_deny", "source", "unit", "request",
+                 "decision", "reason", "violation", "exception", "rule", "action"}
 
 ${REQUEST_USAGE}
 
 examples:
-  plcguard policy validate examples/plant-policy.yaml
   plcguard policy check examples/demo-policy.yaml --source 127.0.0.1 read holding_registers 0-9
   plcguard policy check examples/demo-policy.yaml --device demo-plc --source 127.0.0.1 write holding_registers 10=500,11=600
-  plcguard policy check examples/plant-policy.yaml --device boiler-plc --source 10.20.0.50 function 43/14`;
+  plcguard policy check examples/plant-policy.yaml --device boiler-plc --source 10.20.0.50 function 43/14
+exit status: ${ExitCode.OK} allow, ${ExitCode.DENIED} deny, ${ExitCode.FAILURE} the policy is invalid or unreadable, ${ExitCode.USAGE} usage error`,
+};
+
+const LEARN: Command = { name: 'policy learn', usage: LEARN_USAGE };
+const REPLAY: Command = { name: 'policy check', usage: REPLAY_USAGE };
+
+/** A policy that can't be read says so itself (`FILE: cannot read: ...`). */
+const AS_IS = { message: (err: Error): string => err.message };
 
 /** Runs `plcguard policy ARGS…`; resolves to the exit code. */
 export async function policyCommand(args: readonly string[], io: CommandIo): Promise<number> {
   const [sub, ...rest] = args;
-  try {
-    switch (sub) {
-      case 'validate':
-        return await validateCommand(rest, io);
-      case 'check':
-        return await (rest.some((a) => a === '--pcap' || a.startsWith('--pcap=')) ? replayCommand(rest, io) : checkCommand(rest, io));
-      case 'help':
-      case '--help':
-      case '-h':
+  switch (sub) {
+    case 'validate':
+      return runCommand(VALIDATE, rest, io, () => validateCommand(rest, io), AS_IS);
+    case 'check':
+      if (rest.some((a) => a === '--pcap' || a.startsWith('--pcap='))) return runCommand(REPLAY, rest, io, () => replayCommand(rest, io), AS_IS);
+      return runCommand(CHECK, rest, io, () => checkCommand(rest, io), AS_IS);
+    case 'learn':
+      return runCommand(LEARN, rest, io, () => learnCommand(rest, io), AS_IS);
+    case 'test':
+      return runCommand(TEST, rest, io, () => testCommand(rest, io), AS_IS);
+    default: {
+      if (sub === 'help' || asksForHelp(args)) {
         io.stdout(POLICY_USAGE);
         return ExitCode.OK;
-      default:
-        throw usage(sub === undefined ? 'a subcommand is required (validate or check)' : `unknown subcommand ${JSON.stringify(sub)} (expected validate or check)`);
+      }
+      const expected = `expected ${SUBCOMMANDS.join(', ')}`;
+      io.stderr(usageMessage('policy', sub === undefined ? `a subcommand is required (${expected})` : `unknown subcommand ${JSON.stringify(sub)} (${expected})`));
+      return ExitCode.USAGE;
     }
-  } catch (err) {
-    const code = exitCodeFor(err);
-    const { message } = err as Error;
-    // A policy that can't be read says so itself (`FILE: cannot read: ...`).
-    io.stderr(code === ExitCode.USAGE ? `plcguard policy: ${message}\n\n${POLICY_USAGE}` : message);
-    return code;
   }
 }
 
@@ -68,64 +102,84 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-/** Loads a file, printing why when it can't be used; null then. */
-async function load(file: string, io: CommandIo): Promise<ParseResult | null> {
+/** An error or warning in validate's JSON: a file that can't be read has no position. */
+interface IssueJson {
+  line: number | null;
+  col: number | null;
+  message: string;
+}
+
+function issueJson(p: PolicyProblem): IssueJson {
+  if (p instanceof PolicyReadError) return { line: null, col: null, message: p.message.slice(`${p.file}: `.length) };
+  return { line: p.line, col: p.col, message: p.message };
+}
+
+/** One file as validate --json reports it. */
+interface FileReport {
+  file: string;
+  valid: boolean;
+  sha256: string | null;
+  devices: number | null;
+  rules: number | null;
+  errors: IssueJson[];
+  warnings: IssueJson[];
+}
+
+async function validateCommand(args: readonly string[], io: CommandIo): Promise<number> {
+  const { values, positionals: files } = parseCommandLine({ args: [...args], options: JSON_OPTION, allowPositionals: true });
+  if (files.length === 0) throw usage('at least one FILE is required');
+  const reports: FileReport[] = [];
+  for (const file of files) reports.push(await validateFile(file, io, !values.json));
+  if (values.json) writeJson(io, { files: reports });
+  return reports.every((r) => r.valid) ? ExitCode.OK : ExitCode.FAILURE;
+}
+
+/** Checks one file: its problems on stderr, and with `okLine` "FILE: ok — ..." on stdout when valid. */
+async function validateFile(file: string, io: CommandIo, okLine: boolean): Promise<FileReport> {
+  let r: ParseResult;
   try {
-    return await loadPolicyFile(file);
+    r = await loadPolicyFile(file);
   } catch (err) {
     /* c8 ignore start: loadPolicyFile throws nothing else */
     if (!(err instanceof PolicyReadError)) throw err;
     /* c8 ignore stop */
     io.stderr(err.message);
-    return null;
+    return { file, valid: false, sha256: null, devices: null, rules: null, errors: [issueJson(err)], warnings: [] };
   }
-}
-
-async function validateCommand(files: readonly string[], io: CommandIo): Promise<number> {
-  if (files.length === 0) throw usage('validate needs at least one FILE');
-  const flag = files.find((f) => f.startsWith('-'));
-  if (flag !== undefined) throw usage(`validate takes no options (got ${JSON.stringify(flag)})`);
-  let code: ExitCode = ExitCode.OK;
-  for (const file of files) {
-    const r = await load(file, io);
-    if (r === null) {
-      code = ExitCode.FAILURE;
-      continue;
-    }
-    for (const e of r.errors) io.stderr(e.format());
-    for (const w of r.warnings) io.stderr(w.format());
-    if (r.policy === undefined) {
-      io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
-      code = ExitCode.FAILURE;
-      continue;
-    }
-    const devices = [...r.policy.devices.values()];
-    const rules = devices.reduce((n, d) => n + d.ruleCount, 0);
-    const warned = r.warnings.length > 0 ? `, ${plural(r.warnings.length, 'warning')}` : '';
+  for (const e of r.errors) io.stderr(e.format());
+  for (const w of r.warnings) io.stderr(w.format());
+  const errors = r.errors.map(issueJson);
+  const warnings = r.warnings.map(issueJson);
+  if (r.policy === undefined) {
+    io.stderr(`${file}: invalid — ${plural(r.errors.length, 'error')}`);
+    return { file, valid: false, sha256: null, devices: null, rules: null, errors, warnings };
+  }
+  const devices = [...r.policy.devices.values()];
+  const rules = devices.reduce((n, d) => n + d.ruleCount, 0);
+  if (okLine) {
+    const warned = warnings.length > 0 ? `, ${plural(warnings.length, 'warning')}` : '';
     io.stdout(`${file}: ok — ${plural(devices.length, 'device')}, ${plural(rules, 'rule')}${warned}`);
   }
-  return code;
+  return { file, valid: true, sha256: r.policy.sha256, devices: devices.length, rules, errors, warnings };
 }
 
 async function checkCommand(args: readonly string[], io: CommandIo): Promise<number> {
-  const { values, positionals } = inContext('check: ', () =>
-    parseCommandLine({
-      args: [...args],
-      options: { device: { type: 'string' }, source: { type: 'string' }, unit: { type: 'string' } },
-      allowPositionals: true,
-      strict: true,
-    }),
-  );
+  const { values, positionals } = parseCommandLine({
+    args: [...args],
+    options: { device: { type: 'string' }, source: { type: 'string' }, unit: { type: 'string' }, ...JSON_OPTION },
+    allowPositionals: true,
+    strict: true,
+  });
   const [file, ...words] = positionals;
-  if (file === undefined) throw usage('check needs a policy FILE');
-  if (values.source === undefined) throw usage('check needs --source IP (the client address)');
-  if (parseClientAddress(values.source) === null) throw usage(`check: --source ${JSON.stringify(values.source)} is not an IPv4 or IPv6 address`);
+  if (file === undefined) throw usage('a policy FILE is required');
+  if (values.source === undefined) throw usage('--source IP (the client address) is required');
+  if (parseClientAddress(values.source) === null) throw usage(`--source ${JSON.stringify(values.source)} is not an IPv4 or IPv6 address`);
   let unit = DEFAULT_UNIT;
   if (values.unit !== undefined) {
     unit = /^\d{1,3}$/.test(values.unit) ? Number(values.unit) : -1;
-    if (unit < 0 || unit > MAX_UNIT_ID) throw usage(`check: --unit ${JSON.stringify(values.unit)} is not a unit id 0..${MAX_UNIT_ID}`);
+    if (unit < 0 || unit > MAX_UNIT_ID) throw usage(`--unit ${JSON.stringify(values.unit)} is not a unit id 0..${MAX_UNIT_ID}`);
   }
-  const spec = inContext('check: ', () => parseRequestSpec(words));
+  const spec = parseRequestSpec(words);
 
   const r = await loadPolicyFile(file);
   if (r.policy === undefined) {
@@ -136,53 +190,43 @@ async function checkCommand(args: readonly string[], io: CommandIo): Promise<num
   const names = [...r.policy.devices.keys()];
   let device: CompiledDevice | undefined;
   if (values.device === undefined) {
-    if (names.length !== 1) throw usage(`check: ${file} has ${plural(names.length, 'device')}; pick one with --device (${names.join(', ') || 'none'})`);
+    if (names.length !== 1) throw usage(`${file} has ${plural(names.length, 'device')}; pick one with --device (${names.join(', ') || 'none'})`);
     device = r.policy.devices.get(names[0]!)!;
   } else {
     device = r.policy.devices.get(values.device);
-    if (device === undefined) throw usage(`check: ${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
+    if (device === undefined) throw usage(`${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
   }
 
-  const req = frameRequest(spec, CHECK_TRANSACTION_ID, unit);
-  const view = device.forSource(values.source);
-  const d = device.decide(view, req, new Decision());
-  const lines = [
-    `device: ${device.name} (mode ${device.mode}, on_deny ${device.onDeny})`,
-    `source: ${values.source}, unit ${unit}`,
-    `request: ${spec.description}`,
-    `decision: ${d.allow ? 'allow' : 'deny'}`,
-    `reason: ${d.reason}`,
-  ];
-  if (d.reason === 'malformed') lines.push(`violation: ${d.violation}`);
-  lines.push(`exception: ${d.allow || d.reason === 'source_not_allowed' ? 'none' : exceptionText(d.exception)}`);
-  lines.push(`rule: ${d.rule ?? 'none'}`);
-  lines.push(`action: ${action(device, d)}`);
-  io.stdout(lines.join('\n'));
+  const d = decideRequest(device, values.source, unit, spec);
+  const exception = exceptionOf(d);
+  if (values.json) {
+    writeJson(io, {
+      device: device.name,
+      mode: device.mode,
+      on_deny: device.onDeny,
+      source: values.source,
+      unit,
+      request: spec.description,
+      decision: d.allow ? 'allow' : 'deny',
+      reason: d.reason,
+      violation: d.reason === 'malformed' ? d.violation : null,
+      exception,
+      rule: d.rule,
+      action: actionOf(device, d),
+    });
+  } else {
+    const lines = [
+      `device: ${device.name} (mode ${device.mode}, on_deny ${device.onDeny})`,
+      `source: ${values.source}, unit ${unit}`,
+      `request: ${spec.description}`,
+      `decision: ${d.allow ? 'allow' : 'deny'}`,
+      `reason: ${d.reason}`,
+    ];
+    if (d.reason === 'malformed') lines.push(`violation: ${d.violation}`);
+    lines.push(`exception: ${exception === null ? 'none' : exceptionText(exception)}`);
+    lines.push(`rule: ${d.rule ?? 'none'}`);
+    lines.push(`action: ${actionText(device, d)}`);
+    io.stdout(lines.join('\n'));
+  }
   return d.allow ? ExitCode.OK : ExitCode.DENIED;
-}
-
-const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map(
-  Object.entries(ExceptionCode).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')]),
-);
-
-/** `0x02 (illegal data address)`. */
-export function exceptionText(code: number): string {
-  const hex = `0x${code.toString(16).toUpperCase().padStart(2, '0')}`;
-  const name = EXCEPTION_NAMES.get(code);
-  return name === undefined ? hex : `${hex} (${name})`;
-}
-
-/** What the proxy would do, given the device's mode and on_deny. */
-function action(device: CompiledDevice, d: Decision): string {
-  if (d.allow) return 'forward to the PLC';
-  if (device.mode === 'monitor') return 'forward to the PLC (monitor mode: logged and counted as would-deny)';
-  if (d.reason === 'source_not_allowed') return 'refuse the connection (no rule matches this source)';
-  switch (device.onDeny) {
-    case 'exception':
-      return `reply with exception ${exceptionText(d.exception)}`;
-    case 'drop':
-      return 'drop the request (no reply)';
-    case 'close':
-      return 'close the client connection';
-  }
 }

@@ -19,20 +19,19 @@ import {
 } from '../modbus/index.js';
 import { MAX_UNIT_ID, READ_TABLES, WRITE_TABLES } from '../policy/format.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
-import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
-import { frameRequest, parseRequestSpec } from './request.js';
+import { ExitCode, JSON_OPTION, parseCommandLine, runCommand, writeJson, type Command, type CommandIo } from './command.js';
+import { DEFAULT_UNIT, frameRequest, parseRequestSpec } from './request.js';
 
 export const DEFAULT_PROBE_TIMEOUT_MS = 3000;
 const MAX_PROBE_TIMEOUT_MS = 600_000;
-const DEFAULT_UNIT = 1;
 /** The request grammar's verbs probe sends: their answers are values it can print. */
 const OPERATIONS: readonly string[] = ['read', 'write'];
 /** Transaction id of the one request (any value works: nothing else travels on the connection). */
 const PROBE_TRANSACTION_ID = 1;
 
 export const PROBE_USAGE = `usage:
-  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS]
-  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS]
+  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS] [--json]
+  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS] [--json]
 
   HOST:PORT   the PLC or plcguard; IPv6 as [ADDRESS]:PORT
   TABLE       ${READ_TABLES.join(', ')} (write: ${WRITE_TABLES.join(', ')})
@@ -42,6 +41,9 @@ export const PROBE_USAGE = `usage:
               (addresses and values: decimal or 0x-hex)
   --unit N    unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_UNIT})
   --timeout MS  for the connection and for the response, each (default ${DEFAULT_PROBE_TIMEOUT_MS})
+  --json      one JSON document instead of the lines: {"target", "unit", "request", "function_code",
+              "operation", "table", "start", "values", "exception"}; values: those read or
+              written (null after an exception), exception: its code (null when none)
 
 exit status: ${ExitCode.OK} done, ${ExitCode.DENIED} Modbus exception, ${ExitCode.FAILURE} connection error, timeout or bad reply, ${ExitCode.USAGE} usage error`;
 
@@ -70,6 +72,8 @@ export interface ProbePlan {
   request: ModbusRequest;
   /** How cli/request.ts describes it: `FC3 read_holding_registers holding_registers 0-9`. */
   description: string;
+  /** Print one JSON document instead of lines. */
+  json: boolean;
 }
 
 /** Parses the arguments after `probe`. Throws UsageErrors. */
@@ -78,7 +82,7 @@ export function parseProbeArgs(args: string[]): ProbePlan {
     args,
     allowPositionals: true,
     strict: true,
-    options: { unit: { type: 'string' }, timeout: { type: 'string' } },
+    options: { unit: { type: 'string' }, timeout: { type: 'string' }, ...JSON_OPTION },
   });
   const [target, operation, ...words] = positionals;
   if (target === undefined || operation === undefined) {
@@ -98,7 +102,7 @@ export function parseProbeArgs(args: string[]): ProbePlan {
   if (request.violation !== 'none') {
     throw new ProbeUsageError(`${spec.description} is malformed (${request.violation}); probe sends only well-formed requests`);
   }
-  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, request, description: spec.description };
+  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, request, description: spec.description, json: values.json };
 }
 
 function whole(text: string, what: string, min: number, max: number): number {
@@ -107,26 +111,21 @@ function whole(text: string, what: string, min: number, max: number): number {
   return n;
 }
 
+const PROBE: Command = { name: 'probe', usage: PROBE_USAGE };
+
 /** `plcguard probe ...`: resolves the exit code. Never throws for bad input or network trouble. */
 export async function probeCommand(args: string[], io: CommandIo): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    io.stdout(PROBE_USAGE);
-    return ExitCode.OK;
-  }
-  try {
-    return await talk(parseProbeArgs(args), io);
-  } catch (err) {
-    const code = exitCodeFor(err);
-    const { message } = err as Error;
-    io.stderr(code === ExitCode.USAGE ? `plcguard probe: ${message}\n\n${PROBE_USAGE}` : `error: ${message}`);
-    return code;
-  }
+  return runCommand(PROBE, args, io, () => talk(parseProbeArgs(args), io), { message: (err) => `error: ${err.message}` });
 }
 
 /** Sends the plan's request and prints its answer; resolves the exit code. */
 async function talk(plan: ProbePlan, io: CommandIo): Promise<number> {
   const { request: req, unit } = plan;
   const where = formatEndpoint(plan.host, plan.port);
+  // Probe sends reads and writes only (OPERATIONS).
+  const [table, start] = req.kind === 'read' ? [req.readTable!, req.readStart] : [req.writeTable!, req.writeStart];
+  const json = (values: number[] | null, exception: number | null): void =>
+    writeJson(io, { target: where, unit, request: plan.description, function_code: req.functionCode, operation: req.kind, table, start, values, exception });
   const exp = new Expectation().setFrom(req);
   const reply = await firstFrame(plan, where);
   const check = responseMatches(exp, reply, 0) ? checkResponse(exp, reply, 0, reply.length) : 'inconsistent';
@@ -139,15 +138,17 @@ async function talk(plan: ProbePlan, io: CommandIo): Promise<number> {
   if (check === 'exception') {
     // MB-AP §7: | FC|0x80 | exception code |
     const code = reply[MBAP_HEADER_LENGTH + 1]!;
-    io.stdout(`exception 0x${code.toString(16).padStart(2, '0')} (${exceptionName(code)}) from ${where} unit ${unit}`);
+    if (plan.json) json(null, code);
+    else io.stdout(`exception 0x${code.toString(16).padStart(2, '0')} (${exceptionName(code)}) from ${where} unit ${unit}`);
     return ExitCode.DENIED;
   }
-  if (req.kind === 'read') {
-    const values = readValues(req, reply);
-    for (let i = 0; i < values.length; i++) io.stdout(`${req.readTable!} ${req.readStart + i}: ${values[i]!}`);
-  } else {
-    const values = req.writtenValues();
-    for (let i = 0; i < values.length; i++) io.stdout(`${req.writeTable!} ${req.writeStart + i}: ${values[i]!}`);
+  const values = req.kind === 'read' ? readValues(req, reply) : req.writtenValues();
+  if (plan.json) {
+    json(values, null);
+    return ExitCode.OK;
+  }
+  for (let i = 0; i < values.length; i++) io.stdout(`${table} ${start + i}: ${values[i]!}`);
+  if (req.kind === 'write') {
     const fc = req.functionCode;
     io.stdout(`written with ${FUNCTION_NAMES.get(fc)!} (FC${fc}), acknowledged by ${where} unit ${unit}`);
   }

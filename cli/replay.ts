@@ -14,7 +14,7 @@ import { loadPolicyFile } from '../policy/parse.js';
 import { Decision, DECISION_REASONS } from '../policy/types.js';
 import type { CompiledDevice, CompiledPolicy, DecisionReason, SourceView } from '../policy/types.js';
 import { CaptureFileError, captureSummary, readCaptures, serverPorts, terminalProgress, type CaptureIO } from './capture.js';
-import { exceptionText } from './policy.js';
+import { exceptionText } from './decision.js';
 import { ExitCode, type CommandIo } from './command.js';
 
 /** Denied requests listed by default. */

@@ -40,6 +40,9 @@ export const REQUEST_USAGE = `REQUEST is one of:
 Assignments may come in any order; together they cover consecutive addresses.
 Numbers are decimal or 0x-hex; addresses are 0-based.`;
 
+/** Unit id of a request when none is given: the usual id of a single PLC behind a gateway. */
+export const DEFAULT_UNIT = 1;
+
 /** Request words that describe no request. */
 export class RequestSpecError extends UsageError {
   override readonly name = 'RequestSpecError';

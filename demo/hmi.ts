@@ -18,7 +18,7 @@
 
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { FrameSplitter, FunctionCode, MBAP_HEADER_LENGTH, encodeAdu, type FrameHandler } from '../modbus/index.js';
+import { FrameSplitter, FunctionCode, MBAP_HEADER_LENGTH, UsageError, encodeAdu, type FrameHandler } from '../modbus/index.js';
 import { Logger } from '../proxy/audit.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
 import type { Endpoint } from '../policy/types.js';
@@ -332,40 +332,39 @@ export const HMI_USAGE = `usage: plcguard hmi HOST:PORT [--interval MS] [--deny-
   --interval MS   time between requests (default ${DEFAULT_HMI_INTERVAL_MS})
   --deny-every N  every Nth request is a write the demo policy denies; 0 never (default ${DEFAULT_DENY_EVERY})
   --unit N        unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_HMI_UNIT})
-Polls the simulated boiler PLC's registers (demo/plc.ts) until SIGTERM or SIGINT; logs JSON lines.`;
+Polls the simulated boiler PLC's registers (demo/plc.ts) until SIGTERM or SIGINT; logs JSON lines.
+exit status: 0 stopped by a signal, 2 usage error`;
+
+function usage(message: string): UsageError {
+  return new UsageError('ERR_HMI_USAGE', message);
+}
 
 function wholeNumber(value: string | undefined, fallback: number, min: number, max: number, what: string): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) throw new Error(`${what}: expected a whole number ${min}..${max}, got "${value}"`);
+  if (!/^\d+$/.test(value) || n < min || n > max) throw usage(`${what}: expected a whole number ${min}..${max}, got "${value}"`);
   return n;
 }
 
 /**
- * `plcguard hmi`: runs the simulated HMI until `until` resolves (by default SIGTERM/SIGINT).
- * Exit codes: 0 stopped, 2 usage error.
+ * `plcguard hmi`: runs the simulated HMI until `until` resolves (by default SIGTERM/SIGINT), then
+ * resolves 0. A command line it can't use throws: a UsageError, or parseArgs' own error (cli/
+ * reports both as usage errors, with the hint to --help).
  */
 export async function hmiCommand(args: string[], io: HmiIo, until: () => Promise<unknown> = untilSignal): Promise<number> {
-  let opts: HmiOptions;
-  try {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { interval: { type: 'string' }, 'deny-every': { type: 'string' }, unit: { type: 'string' } },
-    });
-    if (positionals.length !== 1) throw new Error(`expected one HOST:PORT, got ${positionals.length}`);
-    opts = {
-      target: endpointOption(positionals[0]!, 'HOST:PORT'),
-      intervalMs: wholeNumber(values.interval, DEFAULT_HMI_INTERVAL_MS, 1, 3_600_000, '--interval'),
-      denyEvery: wholeNumber(values['deny-every'], DEFAULT_DENY_EVERY, 0, Number.MAX_SAFE_INTEGER, '--deny-every'),
-      unitId: wholeNumber(values.unit, DEFAULT_HMI_UNIT, 0, MAX_UNIT_ID, '--unit'),
-      logger: new Logger((line) => io.stdout(line)),
-    };
-  } catch (err) {
-    io.stderr(`plcguard hmi: ${(err as Error).message}\n${HMI_USAGE}`);
-    return 2;
-  }
-  const hmi = startHmi(opts);
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { interval: { type: 'string' }, 'deny-every': { type: 'string' }, unit: { type: 'string' } },
+  });
+  if (positionals.length !== 1) throw usage(`expected one HOST:PORT, got ${positionals.length}`);
+  const hmi = startHmi({
+    target: endpointOption(positionals[0]!, 'HOST:PORT'),
+    intervalMs: wholeNumber(values.interval, DEFAULT_HMI_INTERVAL_MS, 1, 3_600_000, '--interval'),
+    denyEvery: wholeNumber(values['deny-every'], DEFAULT_DENY_EVERY, 0, Number.MAX_SAFE_INTEGER, '--deny-every'),
+    unitId: wholeNumber(values.unit, DEFAULT_HMI_UNIT, 0, MAX_UNIT_ID, '--unit'),
+    logger: new Logger((line) => io.stdout(line)),
+  });
   await until();
   await hmi.stop();
   return 0;

@@ -7,6 +7,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit } fr
 import type { Alias, Document, Node as YamlNode, Scalar } from 'yaml';
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { PolicyIssue } from './errors.js';
+import type { PolicyIssueSeverity } from './errors.js';
 import { invariant } from '../modbus/errors.js';
 import {
   ADDRESS_MODEL_FUNCTIONS,
@@ -21,7 +22,7 @@ import {
   READ_TABLES,
   WRITE_TABLES,
 } from './format.js';
-import type { PolicyInput, SchemaNode, Written } from './format.js';
+import type { PolicyInput, Schema, SchemaNode, Written } from './format.js';
 import { listenConflict, parseCidr, parseEndpoint } from './net.js';
 import type { Endpoint, Parsed } from './net.js';
 
@@ -46,6 +47,49 @@ export interface ValidationResult {
 
 /** Parses and validates policy text. Never throws on any input. */
 export function validatePolicyText(text: string, file: string): ValidationResult {
+  const { value, walker, report } = walkYaml(text, file, POLICY_SCHEMA.node);
+  if (walker !== undefined && value !== INVALID && value !== undefined) crossCheck(value as Loose<PolicyInput>, walker, report);
+  // A later stage (compile) reports what it finds at the objects of `input` it was given.
+  const errorAt = (obj: object, message: string): PolicyIssue => report.issue('error', walker!.at(obj), message);
+  return { ...report.result(value as PolicyInput), errorAt };
+}
+
+/** Reports an error of a check made after the walk at `obj[key]`'s value, or at `obj`: a part of the walk's output. */
+export type Place = (obj: object, key: string | number | undefined, message: string) => void;
+
+/** A YAML file validated against a schema written in format.ts's language. */
+export interface YamlValidation<T> {
+  /** Present when there are no errors. */
+  readonly value?: T;
+  readonly errors: PolicyIssue[];
+  readonly warnings: PolicyIssue[];
+  /** Where `obj[key]`'s value (or `obj`) is in the file, for checks made later on `value`'s parts. */
+  at(obj: object, key?: string | number): { line: number; col: number };
+}
+
+/**
+ * Validates YAML text against `schema` as a policy is validated (positions, unknown keys with a
+ * "did you mean", the node cap), for the project's other YAML files (policy unit tests). `check`
+ * runs after the walk, on what it let through (any part may be missing), and reports with `error`.
+ * Never throws on any input.
+ */
+export function validateYamlText<T>(
+  text: string,
+  file: string,
+  schema: Schema<T>,
+  check?: (value: Loose<T>, error: Place) => void,
+): YamlValidation<T> {
+  const { value, walker, report } = walkYaml(text, file, schema.node);
+  if (check !== undefined && walker !== undefined && value !== INVALID && value !== undefined) {
+    check(value as Loose<T>, (obj, key, message) => report.error(walker.at(obj, key), message));
+  }
+  const { input, errors, warnings } = report.result(value as T);
+  const at = (obj: object, key?: string | number): { line: number; col: number } => report.position(walker!.at(obj, key));
+  return input === undefined ? { errors, warnings, at } : { value: input, errors, warnings, at };
+}
+
+/** The schema walk of YAML text; `walker` is there when the text parsed well enough to walk. */
+function walkYaml(text: string, file: string, schema: SchemaNode): { value: unknown; walker?: Walker; report: Reporter } {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const report = new Reporter(file, lines);
@@ -53,17 +97,14 @@ export function validatePolicyText(text: string, file: string): ValidationResult
   for (const w of doc.warnings) report.warning(w.pos[0], yamlMessage(w.message));
   // Only duplicate keys leave a tree worth checking; other syntax errors make everything after
   // them guesswork, and guesses would bury the real error.
-  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return report.result(undefined, null);
+  if (doc.errors.some((e) => e.code !== 'DUPLICATE_KEY')) return { value: undefined, report };
 
   const walker = new Walker(doc, report);
-  let value: unknown;
   if (doc.contents === null) {
-    report.error(0, `the file is empty; expected ${POLICY_SCHEMA.node.expected}`);
-  } else {
-    value = walker.walk(doc.contents, POLICY_SCHEMA.node, '');
-    if (value !== INVALID) crossCheck(value as Loose<PolicyInput>, walker, report);
+    report.error(0, `the file is empty; expected ${schema.expected}`);
+    return { value: undefined, walker, report };
   }
-  return report.result(value as PolicyInput, walker);
+  return { value: walker.walk(doc.contents, schema, ''), walker, report };
 }
 
 function yamlMessage(message: string): string {
@@ -89,23 +130,24 @@ class Reporter {
     this.warnings.push({ at, seq: this.seq++, issue: this.issue('warning', at, message) });
   }
   line(at: number): number {
-    return this.lines.linePos(at).line;
+    return this.position(at).line;
+  }
+  position(at: number): { line: number; col: number } {
+    return this.lines.linePos(at);
   }
 
-  private issue(severity: 'error' | 'warning', at: number, message: string): PolicyIssue {
-    const { line, col } = this.lines.linePos(at);
+  issue(severity: PolicyIssueSeverity, at: number, message: string): PolicyIssue {
+    const { line, col } = this.position(at);
     return new PolicyIssue(severity, this.file, line, col, message);
   }
 
-  /** `walker` locates the objects of `input` (null: there is no tree). */
-  result(input: PolicyInput | undefined, walker: Walker | null): ValidationResult {
+  result<T>(input: T | undefined): { input?: T; errors: PolicyIssue[]; warnings: PolicyIssue[] } {
     // File order reads best; the walk and the cross-checks each report in order, so merge them.
     const sort = (xs: { at: number; seq: number; issue: PolicyIssue }[]) =>
       xs.sort((a, b) => a.at - b.at || a.seq - b.seq).map((x) => x.issue);
     const errors = sort(this.errors);
     const warnings = sort(this.warnings);
-    const errorAt = (obj: object, message: string): PolicyIssue => this.issue('error', walker!.at(obj), message);
-    return errors.length === 0 && input !== undefined ? { input, errors, warnings, errorAt } : { errors, warnings, errorAt };
+    return errors.length === 0 && input !== undefined ? { input, errors, warnings } : { errors, warnings };
   }
 }
 
@@ -443,7 +485,7 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------------------------
 
 /** The walk's output: the input's shape with any part possibly missing. */
-type Loose<T> = T extends Written<unknown> ? T : T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
+export type Loose<T> = T extends Written<unknown> ? T : T extends (infer U)[] ? (Loose<U> | undefined)[] : T extends object ? { [K in keyof T]?: Loose<T[K]> } : T;
 type LooseDevice = Loose<PolicyInput['devices'][number]>;
 type LooseRule = Loose<NonNullable<PolicyInput['devices'][number]['rules']>[number]>;
 type LooseLimits = Loose<NonNullable<PolicyInput['devices'][number]['limits']>>;

@@ -163,11 +163,11 @@ void t.test('Redis killed and restarted under load: nothing lost, the new policy
   const listen = await freePort();
   const textA = devicePolicy(plc.port, RULES_A).replace('listen: 127.0.0.1:0', `listen: 127.0.0.1:${listen}`);
   const textB = textA.replace(RULES_A, RULES_B);
-  const push = async (text: string): Promise<void> => {
+  const push = async (text: string, ...options: string[]): Promise<void> => {
     const file = path.join(dir, `p${Math.random().toString(36).slice(2)}.yaml`);
     fs.writeFileSync(file, text);
     let err = '';
-    const code = await storeCommand('push', [file, '--redis', redis.url], { stdout: () => {}, stderr: (s) => (err += s) }, parsePolicy);
+    const code = await storeCommand('push', [file, '--redis', redis.url, ...options], { stdout: () => {}, stderr: (s) => (err += s) }, parsePolicy);
     t.equal(code, 0, `pushed ${err}`);
   };
   const recorder = recordLogs();
@@ -195,10 +195,11 @@ void t.test('Redis killed and restarted under load: nothing lost, the new policy
     await traffic('traffic after the restart');
   }
   // The restarted Redis is empty: the first push there is version 1 again. Push twice so that
-  // the version in force (2) is one this instance has never seen (see the next test).
+  // the version in force (2) is one this instance has never seen (see the next test); the same
+  // text again is written only with --force.
   const mark = logs.length;
   await push(textB);
-  await push(textB);
+  await push(textB, '--force');
   await within(logged((l) => l.event === 'policy_loaded' && l.version === 2, mark), 'version 2 applied', 10_000);
   await traffic('traffic under B');
   await load.stop();

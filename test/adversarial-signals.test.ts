@@ -3,24 +3,20 @@
 // delay, and one client ignores plcguard's FIN. The reloads must drop nothing; no request the PLC
 // received may go unanswered, no reply may be wrong or doubled, and the process must exit 0 within
 // the grace period. The same for the in-process runtime.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { binaryEnv } from './fixtures/binary.js';
+import { startBinary } from './fixtures/binary.js';
 import t from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { normalReply, startRawPlc } from './fixtures/raw-plc.js';
 import { ANY_PORT, devicePolicy, startProxy } from './fixtures/proxy.js';
 import { freePort } from '../bench/lib/net.js';
-import { within } from '../bench/lib/wait.js';
+import { until, within } from '../bench/lib/wait.js';
 import { Random } from './fixtures/random.js';
 import { PROBE_RULE, exceptionFor, plcReply } from './fixtures/invariants.js';
-import { until } from '../bench/lib/wait.js';
 
-const MAIN = path.resolve(import.meta.dirname, '../dist/cli/main.js');
 const RULES = `    rules:
 ${PROBE_RULE}      - name: hmi
         units: [1]
@@ -79,15 +75,9 @@ void t.test('SIGHUP and SIGTERM under load on the built binary: nothing the PLC 
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'p.yaml');
   fs.writeFileSync(file, devicePolicy(plc.port, RULES).replace(ANY_PORT, `127.0.0.1:${await freePort()}`));
-  const child = spawn(process.execPath, [MAIN, 'run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)], { env: binaryEnv(),
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  t.teardown(() => child.kill('SIGKILL'));
-  const events: Record<string, unknown>[] = [];
-  readline.createInterface({ input: child.stdout }).on('line', (line) => events.push(JSON.parse(line) as Record<string, unknown>));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await until(() => events.some((e) => e.event === 'listening'), 'plcguard listening');
-  const port = events.find((e) => e.event === 'listening')!.port as number;
+  const guard = startBinary(['run', '--policy', file, '--admin', 'off', '--grace-ms', String(GRACE_MS)]);
+  t.teardown(() => guard.stop('SIGKILL'));
+  const port = (await guard.waitForEvent('listening')).port as number;
 
   const pipeliners = await Promise.all(
     Array.from({ length: 6 }, async (_, i) => new Pipeliner(await RawClient.connect(port, `127.0.9.${i + 1}`), i + 1, new Random(i + 1))),
@@ -101,26 +91,27 @@ void t.test('SIGHUP and SIGTERM under load on the built binary: nothing the PLC 
   await plc.waitForRequests(1000);
   // Reloads in the middle of it (SIGHUP used to end the process here, exit 129).
   for (let i = 0; i < 3; i++) {
-    const mark = events.length;
-    child.kill('SIGHUP');
-    await until(() => events.slice(mark).some((e) => e.event === 'policy_loaded'), `reload ${i + 1} applied`);
+    guard.child.kill('SIGHUP');
+    // The one at start, then one per reload.
+    await guard.waitForEvent('policy_loaded', undefined, i + 2);
   }
-  t.equal(events.filter((e) => e.event === 'reload_requested').length, 3);
+  t.equal(guard.events().filter((e) => e.event === 'reload_requested').length, 3);
   t.ok(pipeliners.every((p) => !p.c.isClosed), 'no connection dropped by the reloads');
   await plc.waitForRequests(2000);
   const termAt = performance.now();
-  child.kill('SIGTERM');
-  await until(() => events.some((e) => e.event === 'stopping'), 'stopping');
+  // Killed only if still running well after the grace period: the exit code then says it failed.
+  const exited = guard.stop('SIGTERM', GRACE_MS + 5000);
+  await guard.waitForEvent('stopping');
   const late = await RawClient.connect(port).then(
     (c) => (c.close(), 'connected'),
     (e: NodeJS.ErrnoException) => e.code,
   );
   t.equal(late, 'ECONNREFUSED', 'no new connections once stopping');
-  const code = await within(exited, 'the exit', GRACE_MS + 5000);
+  const exit = await exited;
   const took = performance.now() - termAt;
-  t.equal(code, 0, 'exit 0');
+  t.same(exit, { code: 0, signal: null }, 'exit 0');
   t.ok(took < GRACE_MS + 1500, `exited ${Math.round(took)} ms after SIGTERM, within the grace period and the close linger`);
-  t.equal(events.at(-1)!.event, 'stopped');
+  t.equal(guard.events().at(-1)!.event, 'stopped');
   await within(Promise.all(runs), 'every client saw its connection end');
   stubborn.destroy();
 

@@ -107,26 +107,27 @@ void t.test('parseEvent: JSON objects only', (t) => {
 
 void t.test('Proc: lines and events already printed or to come, exact output, stop', async (t) => {
   const seen: string[] = [];
-  const p = node('printer', printsThenWaits(['one', '{"event":"ready","n":1}', 'not json {']) + " console.error('on stderr');", {
+  const p = node('printer', printsThenWaits(['one', '{"event":"ready","n":1}', 'not json {', '{"event":"ready","n":2}']) + " console.error('on stderr');", {
     onLine: (line, stream) => seen.push(`${stream}:${line}`),
   });
   t.teardown(() => p.stop('SIGKILL'));
   t.same(await p.waitForEvent('ready'), { event: 'ready', n: 1 });
+  t.same(await p.waitForEvent('ready', undefined, 2), { event: 'ready', n: 2 }, 'the second of an event');
   t.equal(await p.waitForLine(/^one$/), 'one', 'a line printed before the wait began');
   t.equal(await p.waitForLine((l) => l.startsWith('not')), 'not json {');
-  t.same(p.events(), [{ event: 'ready', n: 1 }], 'only the JSON lines');
-  t.equal(p.stdout(), 'one\n{"event":"ready","n":1}\nnot json {\n', 'stdout exactly as printed');
+  t.same(p.events(), [{ event: 'ready', n: 1 }, { event: 'ready', n: 2 }], 'only the JSON lines');
+  t.equal(p.stdout(), 'one\n{"event":"ready","n":1}\nnot json {\n{"event":"ready","n":2}\n', 'stdout exactly as printed');
   await until(() => p.stderr() === 'on stderr\n', 'the stderr line');
   // The two pipes are read in whichever order they become readable: compared apart.
   t.same(
     seen.filter((l) => l.startsWith('stdout:')),
-    ['stdout:one', 'stdout:{"event":"ready","n":1}', 'stdout:not json {'],
+    ['stdout:one', 'stdout:{"event":"ready","n":1}', 'stdout:not json {', 'stdout:{"event":"ready","n":2}'],
   );
   t.same(
     seen.filter((l) => l.startsWith('stderr:')),
     ['stderr:on stderr'],
   );
-  t.match(p.tail(2), /^\{"event".*\nnot json \{\non stderr$/, 'the last lines of both streams');
+  t.match(p.tail(2), /^not json \{\n\{"event".*\non stderr$/, 'the last lines of both streams');
   t.same(await p.stop(), { code: null, signal: 'SIGTERM' });
   t.same(await p.stop(), { code: null, signal: 'SIGTERM' }, 'stopping again: its exit, at once');
 });
@@ -135,6 +136,7 @@ void t.test('Proc: a wait rejects when the process exits first, or after its bou
   const quits = node('quitter', "console.log('bye'); process.exit(3)");
   await t.rejects(quits.waitForLine(/never/), { message: /^quitter exited \(3\) before printing a line like \/never\/:\nbye$/ });
   await t.rejects(quits.waitForEvent('never'), { message: /quitter exited \(3\) before printing its "never" event/ });
+  await t.rejects(quits.waitForEvent('never', undefined, 2), { message: /quitter exited \(3\) before printing "never" event number 2/ });
   const waits = node('waiter', printsThenWaits([]));
   t.teardown(() => waits.stop('SIGKILL'));
   await t.rejects(waits.waitForLine(/never/, 20), { message: 'timed out after 20 ms waiting for waiter to print a line like /never/' });

@@ -1,6 +1,8 @@
-// cli/command.ts: the one mapping from errors to exit codes, and the parseArgs wrapper.
+// cli/command.ts: the one mapping from errors to exit codes, the parseArgs wrapper, and the one way
+// a command answers --help and reports usage errors.
 import t from 'tap';
-import { ExitCode, exitCodeFor, inContext, parseCommandLine } from '../cli/command.js';
+import { parseArgs } from 'node:util';
+import { asksForHelp, ExitCode, exitCodeFor, parseCommandLine, runCommand, usageMessage, writeJson } from '../cli/command.js';
 import { FramingError } from '../modbus/mbap.js';
 import { PlcguardError, UsageError } from '../modbus/errors.js';
 import { PolicyInvalidError, PolicyReadError } from '../policy/errors.js';
@@ -47,21 +49,54 @@ void t.test('parseCommandLine: node parseArgs complaints are usage errors with n
   t.end();
 });
 
-void t.test('inContext: a usage error gets the context, anything else passes unchanged', (t) => {
-  t.equal(inContext('check: ', () => 7), 7);
-  const err = t.throws(() =>
-    inContext('check: ', () => {
-      throw new RequestSpecError('a REQUEST is required');
-    }),
-  );
-  t.ok(err instanceof UsageError);
-  t.match(err, { code: 'ERR_POLICY_CHECK_REQUEST', message: 'check: a REQUEST is required' });
-  const bug = new RangeError('boom');
-  t.throws(() =>
-    inContext('check: ', () => {
-      throw bug;
-    }),
-    bug,
-  );
+void t.test('asksForHelp: --help or -h anywhere before --', (t) => {
+  t.ok(asksForHelp(['--help']));
+  t.ok(asksForHelp(['a.yaml', '--source', '1.2.3.4', '-h']));
+  t.notOk(asksForHelp([]));
+  t.notOk(asksForHelp(['--helpful', '-hh', 'help']));
+  t.notOk(asksForHelp(['--', '--help']), 'after --, an operand');
+  t.end();
+});
+
+void t.test('usageMessage: one line and the hint', (t) => {
+  t.equal(usageMessage('run', '--grace-ms must be ...'), "plcguard run: --grace-ms must be ...\ntry 'plcguard run --help'");
+  t.equal(usageMessage('policy check', 'x'), "plcguard policy check: x\ntry 'plcguard policy check --help'");
+  t.equal(usageMessage('', 'a command is required'), "plcguard: a command is required\ntry 'plcguard --help'");
+  t.end();
+});
+
+void t.test('runCommand: help, usage errors, failures and bugs', async (t) => {
+  const cmd = { name: 'thing', usage: 'usage: plcguard thing' };
+  const run = async (args: string[], body: () => Promise<number>, failure?: Parameters<typeof runCommand>[4]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCommand(cmd, args, { stdout: (s) => out.push(s), stderr: (s) => err.push(s) }, body, failure);
+    return { code, out, err };
+  };
+  const never = () => Promise.reject(new Error('not run'));
+  t.strictSame(await run(['--bogus', '--help'], never), { code: 0, out: ['usage: plcguard thing'], err: [] }, '--help wins');
+  t.strictSame(await run([], () => Promise.resolve(3)), { code: 3, out: [], err: [] });
+  t.strictSame(await run([], () => Promise.reject(new UsageError('ERR_X', 'bad value'))), {
+    code: 2,
+    out: [],
+    err: ["plcguard thing: bad value\ntry 'plcguard thing --help'"],
+  });
+  const parseArgsError = await run([], () => Promise.resolve(parseArgs({ args: ['--nope'], options: {} })).then(() => 0));
+  t.strictSame(parseArgsError.code, 2, "parseArgs' own errors (the demo commands') are usage errors too");
+  t.match(parseArgsError.err, [/^plcguard thing: Unknown option '--nope'.*\ntry 'plcguard thing --help'$/s]);
+  t.strictSame(await run([], () => Promise.reject(new StoreError('ERR_STORE_REDIS', 'down'))), { code: 1, out: [], err: ['plcguard thing: down'] });
+  t.strictSame(await run([], () => Promise.reject(new StoreError('ERR_STORE_REDIS', 'down')), { message: (e) => `oops: ${e.message}`, code: 2 }), {
+    code: 2,
+    out: [],
+    err: ['oops: down'],
+  });
+  const bug = new TypeError('x is not a function');
+  await t.rejects(run([], () => Promise.reject(bug)), bug);
+});
+
+void t.test('writeJson: one document on one line', (t) => {
+  const out: string[] = [];
+  writeJson({ stdout: (s) => out.push(s), stderr: () => {} }, { a: 1, b: [null, 'x'] });
+  t.strictSame(out, ['{"a":1,"b":[null,"x"]}']);
   t.end();
 });

@@ -19,22 +19,40 @@ void t.test('help, version and usage errors', async (t) => {
   const help = await plcguard('--help');
   t.equal(help.code, 0);
   t.match(help.stdout, /^plcguard \d+\.\d+\.\d+: an inline Modbus\/TCP allow-list proxy\n\nusage:\n {2}plcguard run --policy FILE/);
-  t.equal((await plcguard()).code, 2, 'no command → usage, exit 2');
+  t.same(await plcguard(), { code: 2, stdout: '', stderr: "plcguard: a command is required\ntry 'plcguard --help'\n" }, 'no command → usage, exit 2');
   t.equal((await plcguard('--version')).stdout, `${(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version}\n`);
-  const cases: [string[], RegExp][] = [
-    [['frobnicate'], /^plcguard: unknown command "frobnicate"/],
-    [['run'], /^plcguard run: give either --policy FILE or --redis URL/],
-    [['run', '--policy', 'a.yaml', '--redis', 'redis://x'], /^plcguard run: give either --policy FILE or --redis URL/],
-    [['run', '--policy', 'a.yaml', '--grace-ms', 'soon'], /^plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "soon"/],
-    [['run', '--policy', 'a.yaml', '--admin', 'nowhere'], /^plcguard: --admin: "nowhere" has no port; expected HOST:PORT or \[IPv6\]:PORT with a port 1\.\.65535/],
-    [['run', '--redis', 'http://localhost'], /^plcguard: --redis: "http:\/\/localhost" must start with redis:\/\/ or rediss:\/\//],
-    [['run', '--bogus'], /^plcguard: Unknown option '--bogus'/],
+  // One line naming the problem, then the hint: not the whole usage.
+  const cases: [string[], string | RegExp][] = [
+    [['frobnicate'], "plcguard: unknown command \"frobnicate\"\ntry 'plcguard --help'\n"],
+    [['run'], "plcguard run: give either --policy FILE or --redis URL\ntry 'plcguard run --help'\n"],
+    [['run', '--policy', 'a.yaml', '--redis', 'redis://x'], "plcguard run: give either --policy FILE or --redis URL\ntry 'plcguard run --help'\n"],
+    [['run', '--policy', 'a.yaml', '--grace-ms', 'soon'], 'plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "soon"\ntry \'plcguard run --help\'\n'],
+    [
+      ['run', '--policy', 'a.yaml', '--admin', 'nowhere'],
+      'plcguard run: --admin: "nowhere" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535\ntry \'plcguard run --help\'\n',
+    ],
+    [['run', '--redis', 'http://localhost'], 'plcguard run: --redis: "http://localhost" must start with redis:// or rediss://\ntry \'plcguard run --help\'\n'],
+    [['run', '--bogus'], /^plcguard run: Unknown option '--bogus'[^\n]*\ntry 'plcguard run --help'\n$/],
+    [['demo', '--listen', 'x'], 'plcguard demo: --listen: "x" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535\ntry \'plcguard demo --help\'\n'],
+    [['policy', 'check', 'a.yaml'], "plcguard policy check: --source IP (the client address) is required\ntry 'plcguard policy check --help'\n"],
+    [['hmi'], "plcguard hmi: expected one HOST:PORT, got 0\ntry 'plcguard hmi --help'\n"],
+    [['plc', '--unit', 'x'], 'plcguard plc: --unit: expected a whole number 0..255, got "x"\ntry \'plcguard plc --help\'\n'],
   ];
   for (const [args, message] of cases) {
     const r = await plcguard(...args);
     t.equal(r.code, 2, `${args.join(' ')} → exit 2`);
-    t.match(r.stderr, message);
+    t.equal(r.stdout, '');
+    if (typeof message === 'string') t.equal(r.stderr, message);
+    else t.match(r.stderr, message);
   }
+});
+
+void t.test('--help from the binary: the usage on stdout, exit 0 (every command: main.test.ts)', async (t) => {
+  // `run --help` used to fail with node's own parser message.
+  const run = await plcguard('run', '--help');
+  t.match(run, { code: 0, stdout: /^usage: plcguard run --policy FILE/, stderr: '' });
+  t.match(run.stdout, /\nexit status: 0 stopped by a signal, 1 could not start \(no valid policy, an address in use\), 2 usage error\n$/);
+  t.match(await plcguard('policy', 'diff', '-h'), { code: 0, stdout: /^usage: plcguard policy diff FILE --redis URL/, stderr: '' });
 });
 
 void t.test('run with an invalid policy: every error with its position, exit 1, nothing started', async (t) => {
@@ -67,6 +85,8 @@ void t.test('run when the listen address is taken: a clear error, exit 1', async
 void t.test('every subcommand is reachable from the binary', async (t) => {
   const validate = await plcguard('policy', 'validate', 'examples/demo-policy.yaml');
   t.same(validate, { code: 0, stdout: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n', stderr: '' });
+  const tests = await plcguard('policy', 'test', 'examples/demo-policy.test.yaml');
+  t.match(tests, { code: 0, stdout: /\nexamples\/demo-policy\.test\.yaml: 10 passed, 0 failed\n$/, stderr: '' });
   const history = await plcguard('policy', 'history', '--redis', 'redis://127.0.0.1:1');
   t.equal(history.code, 1, 'policy store commands: Redis unreachable → exit 1');
   t.match(history.stderr, /^plcguard policy history: /);
@@ -74,6 +94,7 @@ void t.test('every subcommand is reachable from the binary', async (t) => {
   for (const command of ['probe', 'plc', 'hmi']) {
     const r = await plcguard(command, '--bogus');
     t.equal(r.code, 2, `${command} --bogus → usage`);
+    t.match(r.stderr, new RegExp(`^plcguard ${command}: Unknown option '--bogus'[^\\n]*\\ntry 'plcguard ${command} --help'\\n$`));
   }
 });
 

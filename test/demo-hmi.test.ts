@@ -120,28 +120,32 @@ function io(): { io: { stdout: (s: string) => void; stderr: (s: string) => void 
 }
 
 void t.test('plcguard hmi and plcguard plc: usage errors, a run, a taken port', async (t) => {
-  const usage: [string[], RegExp][] = [
-    [[], /^plcguard hmi: expected one HOST:PORT, got 0\nusage: plcguard hmi HOST:PORT/],
-    [['a:1', 'b:2'], /expected one HOST:PORT, got 2/],
-    [['nowhere'], /HOST:PORT: "nowhere" has no port; expected HOST:PORT/],
-    [['127.0.0.1:5020', '--interval', '0'], /--interval: expected a whole number 1\.\.3600000, got "0"/],
-    [['127.0.0.1:5020', '--deny-every', 'often'], /--deny-every: expected a whole number 0\.\.\d+, got "often"/],
-    [['127.0.0.1:5020', '--unit', '256'], /--unit: expected a whole number 0\.\.255, got "256"/],
-    [['127.0.0.1:5020', '--bogus'], /Unknown option '--bogus'/],
+  // A command line they can't use throws; cli/main.ts reports it (one line and the hint, exit 2:
+  // test/main.test.ts).
+  const never = (): Promise<void> => Promise.reject(new Error('not started'));
+  const usage: [string[], { code: string; message: string | RegExp }][] = [
+    [[], { code: 'ERR_HMI_USAGE', message: 'expected one HOST:PORT, got 0' }],
+    [['a:1', 'b:2'], { code: 'ERR_HMI_USAGE', message: 'expected one HOST:PORT, got 2' }],
+    [['nowhere'], { code: 'ERR_ENDPOINT', message: 'HOST:PORT: "nowhere" has no port; expected HOST:PORT or [IPv6]:PORT with a port 1..65535' }],
+    [['127.0.0.1:5020', '--interval', '0'], { code: 'ERR_HMI_USAGE', message: '--interval: expected a whole number 1..3600000, got "0"' }],
+    [['127.0.0.1:5020', '--deny-every', 'often'], { code: 'ERR_HMI_USAGE', message: /^--deny-every: expected a whole number 0\.\.\d+, got "often"$/ }],
+    [['127.0.0.1:5020', '--unit', '256'], { code: 'ERR_HMI_USAGE', message: '--unit: expected a whole number 0..255, got "256"' }],
+    [['127.0.0.1:5020', '--bogus'], { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION', message: /^Unknown option '--bogus'/ }],
   ];
-  for (const [args, message] of usage) {
+  for (const [args, err] of usage) {
     const c = io();
-    t.equal(await hmiCommand(args, c.io, () => Promise.resolve()), 2, `hmi ${args.join(' ')} → 2`);
-    t.match(c.err.join('\n'), message);
+    await t.rejects(hmiCommand(args, c.io, never), err, `hmi ${args.join(' ')}`);
+    t.strictSame([c.out, c.err], [[], []], 'nothing printed, nothing started');
   }
-  for (const [args, message] of [
-    [['--unit', 'x'], /^plcguard plc: --unit: expected a whole number 0\.\.255, got "x"\nusage: plcguard plc/],
-    [['--unit', '300'], /--unit: expected a whole number 0\.\.255, got "300"/],
-    [['--listen', 'here'], /--listen: "here" has no port; expected HOST:PORT/],
-  ] as [string[], RegExp][]) {
+  for (const [args, err] of [
+    [['--unit', 'x'], { code: 'ERR_PLC_USAGE', message: '--unit: expected a whole number 0..255, got "x"' }],
+    [['--unit', '300'], { code: 'ERR_PLC_USAGE', message: '--unit: expected a whole number 0..255, got "300"' }],
+    [['--listen', 'here'], { code: 'ERR_ENDPOINT', message: /^--listen: "here" has no port; expected HOST:PORT/ }],
+    [['--bogus'], { code: 'ERR_PARSE_ARGS_UNKNOWN_OPTION', message: /^Unknown option '--bogus'/ }],
+  ] as [string[], { code: string; message: string | RegExp }][]) {
     const c = io();
-    t.equal(await plcCommand(args, c.io, () => Promise.resolve()), 2, `plc ${args.join(' ')} → 2`);
-    t.match(c.err.join('\n'), message);
+    await t.rejects(plcCommand(args, c.io, never), err, `plc ${args.join(' ')}`);
+    t.strictSame([c.out, c.err], [[], []], 'nothing printed, nothing started');
   }
 
   // A PLC and an HMI polling it directly, each until its `until` resolves.

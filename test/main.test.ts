@@ -54,21 +54,57 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 void t.test('help, version, unknown commands, usage errors', async (t) => {
   t.match(await plcguard(['--help']), { code: 0, out: /^plcguard \S+: an inline Modbus\/TCP allow-list proxy/ });
-  t.match(await plcguard([]), { code: 2 });
+  t.match(await plcguard(['help']), { code: 0, out: /^plcguard \S+: an inline Modbus\/TCP allow-list proxy/ });
+  t.match(await plcguard(['-h']), { code: 0, out: /\nplcguard COMMAND --help \(and plcguard policy SUBCOMMAND --help\) describes each one\.\n/ });
+  t.same(await plcguard([]), { code: 2, out: '', err: "plcguard: a command is required\ntry 'plcguard --help'\n", lines: [] });
   t.match(await plcguard(['version']), { code: 0, out: /^\d+\.\d+\.\d+\n$/ });
   t.match(await plcguard(['--version']), { code: 0, out: /^\d+\.\d+\.\d+\n$/ });
   t.match(await plcguard(['policy']), { code: 2 });
-  t.match(await plcguard(['nope']), { code: 2, err: /^plcguard: unknown command "nope"/ });
-  t.match(await plcguard(['run']), { code: 2, err: /give either --policy FILE or --redis URL/ });
-  t.match(await plcguard(['run', '--policy', 'x', '--grace-ms=-1']), { code: 2, err: /--grace-ms must be a whole number/ });
-  t.match(await plcguard(['run', '--policy', 'x', '--admin', 'bad']), { code: 2, err: /--admin: "bad" has no port; expected HOST:PORT/ });
-  t.match(await plcguard(['run', '--redis', 'http://x']), { code: 2, err: /must start with redis:\/\// });
-  t.match(await plcguard(['run', '--frob']), { code: 2, err: /Unknown option '--frob'/ });
+  t.match(await plcguard(['nope']), { code: 2, err: "plcguard: unknown command \"nope\"\ntry 'plcguard --help'\n" });
+  const hint = (command: string): string => `\ntry 'plcguard ${command} --help'\n`;
+  t.same(await plcguard(['run']), { code: 2, out: '', err: `plcguard run: give either --policy FILE or --redis URL${hint('run')}`, lines: [] });
+  t.match(await plcguard(['run', '--policy', 'x', '--grace-ms=-1']), { code: 2, err: `plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "-1"${hint('run')}` });
+  t.match(await plcguard(['run', '--policy', 'x', '--admin', 'bad']), { code: 2, err: /^plcguard run: --admin: "bad" has no port; expected HOST:PORT.*\ntry 'plcguard run --help'\n$/ });
+  t.match(await plcguard(['run', '--redis', 'http://x']), { code: 2, err: /^plcguard run: --redis: "http:\/\/x" must start with redis:\/\/ or rediss:\/\/\ntry 'plcguard run --help'\n$/ });
+  t.match(await plcguard(['run', '--frob']), { code: 2, err: /^plcguard run: Unknown option '--frob'.*\ntry 'plcguard run --help'\n$/ });
+  t.match(await plcguard(['demo', '--plc', 'nowhere']), { code: 2, err: /^plcguard demo: --plc: "nowhere" has no port.*\ntry 'plcguard demo --help'\n$/ });
   t.match(await plcguard(['policy', 'validate', 'examples/demo-policy.yaml']), { code: 0, out: 'examples/demo-policy.yaml: ok — 1 device, 2 rules\n' });
   t.match(await plcguard(['policy', 'history', '--redis', 'redis://127.0.0.1:1']), { code: 1 });
   t.match(await plcguard(['policy', 'learn']), { code: 2, err: /^plcguard policy learn: give at least one CAPTURE file/ });
   t.match(await plcguard(['policy', 'check', '--pcap', 'x']), { code: 2, err: /^plcguard policy check: give the policy with --policy FILE/ });
-  for (const command of ['probe', 'plc', 'hmi']) t.equal((await plcguard([command, '--bogus'])).code, 2, command);
+  t.match(await plcguard(['policy', 'learn', '--help']), { code: 0, out: /^usage:\n {2}plcguard policy learn CAPTURE/ });
+  t.match(await plcguard(['policy', 'check', '--pcap', 'x', '--help']), { code: 0, out: /^usage:\n {2}plcguard policy check --policy FILE --pcap/ });
+  for (const command of ['probe', 'plc', 'hmi']) {
+    t.match(await plcguard([command, '--bogus']), { code: 2, err: new RegExp(`^plcguard ${command}: Unknown option '--bogus'.*\\ntry 'plcguard ${command} --help'\\n$`) }, command);
+  }
+  t.match(await plcguard(['hmi', 'a:1', 'b:2']), { code: 2, err: `plcguard hmi: expected one HOST:PORT, got 2${hint('hmi')}` });
+  t.match(await plcguard(['plc', '--unit', '300']), { code: 2, err: `plcguard plc: --unit: expected a whole number 0..255, got "300"${hint('plc')}` });
+});
+
+void t.test('--help on every command and subcommand: that usage on stdout, exit 0, whatever else was typed', async (t) => {
+  const commands: [string[], RegExp][] = [
+    [['run'], /^usage: plcguard run --policy FILE .*\n {7}plcguard run --redis URL .*\nRedis options: --redis-prefix P/s],
+    [['demo'], /^usage: plcguard demo \[--listen HOST:PORT\] \[--plc HOST:PORT\] \[--admin HOST:PORT\|off\]\n.*default 127\.0\.0\.1:5020.*default 127\.0\.0\.1:5021.*default 127\.0\.0\.1:9502/s],
+    [['policy'], /^usage: plcguard policy SUBCOMMAND/],
+    [['probe'], /^usage:\n {2}plcguard probe HOST:PORT read TABLE RANGE/],
+    [['plc'], /^usage: plcguard plc \[--listen HOST:PORT\] \[--unit N\]\n.*\nexit status: 0 stopped by a signal, 1 cannot listen, 2 usage error\n$/s],
+    [['hmi'], /^usage: plcguard hmi HOST:PORT .*\nexit status: 0 stopped by a signal, 2 usage error\n$/s],
+    [['policy', 'validate'], /^usage: plcguard policy validate \[--json\] FILE\.\.\./],
+    [['policy', 'check'], /^usage: plcguard policy check \[--json\] FILE/],
+    [['policy', 'test'], /^usage: plcguard policy test FILE\.\.\./],
+    [['policy', 'push'], /^usage: plcguard policy push FILE --redis URL .*\[--force\]/],
+    [['policy', 'pull'], /^usage: plcguard policy pull --redis URL/],
+    [['policy', 'history'], /^usage: plcguard policy history --redis URL .*\[--json\]/],
+    [['policy', 'diff'], /^usage: plcguard policy diff FILE --redis URL \[--json\].*\nexit status \(as diff\(1\)\): 0 .*, 1 .*, 2 trouble/s],
+    [['policy', 'rollback'], /^usage: plcguard policy rollback VERSION --redis URL/],
+  ];
+  for (const [command, usage] of commands) {
+    for (const flag of ['--help', '-h']) {
+      const r = await plcguard([...command, '--bogus', flag, 'extra']);
+      t.match(r, { code: 0, out: usage, err: '' }, `${command.join(' ')} ${flag}`);
+    }
+  }
+  t.match(await plcguard(['probe', '--', '--help']), { code: 2 }, 'after --, --help is an operand');
 });
 
 void t.test('run: invalid policy, taken port, and a clean SIGTERM and SIGINT', async (t) => {

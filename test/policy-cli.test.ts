@@ -1,12 +1,15 @@
-// `plcguard policy validate|check`, called as cli/main.ts calls it, with captured output.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// `plcguard policy validate|check`, called as cli/main.ts calls it, with captured output
+// (`policy test`: test/policy-test.test.ts).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { policyCommand } from '../cli/policy.js';
-import { exceptionText, POLICY_USAGE } from '../cli/policy.js';
+import { POLICY_USAGE } from '../cli/policy.js';
+import { exceptionText } from '../cli/decision.js';
 import { parseRequestSpec, RequestSpecError } from '../cli/request.js';
 import { UsageError } from '../modbus/errors.js';
+import { policySha256 } from '../policy/parse.js';
 
 interface Run {
   code: number;
@@ -70,35 +73,91 @@ void t.test('validate: a file that cannot be read', async (t) => {
   t.strictSame(r.stdout, [`${DEMO}: ok — 1 device, 2 rules`], 'the other files are still checked');
 });
 
-void t.test('usage errors exit 2 with the usage', async (t) => {
-  for (const [args, message] of [
-    [[], 'plcguard policy: a subcommand is required (validate or check)'],
-    [['lint'], 'plcguard policy: unknown subcommand "lint" (expected validate or check)'],
-    [['validate'], 'plcguard policy: validate needs at least one FILE'],
-    [['validate', '--strict', DEMO], 'plcguard policy: validate takes no options (got "--strict")'],
-    [['check'], 'plcguard policy: check needs a policy FILE'],
-    [['check', DEMO, 'read', 'coils', '0'], 'plcguard policy: check needs --source IP (the client address)'],
-    [['check', DEMO, '--source', 'localhost', 'read', 'coils', '0'], 'plcguard policy: check: --source "localhost" is not an IPv4 or IPv6 address'],
-    [['check', DEMO, '--source', '127.0.0.1', '--unit', '256', 'read', 'coils', '0'], 'plcguard policy: check: --unit "256" is not a unit id 0..255'],
-    [['check', DEMO, '--source', '127.0.0.1', '--unit', 'x', 'read', 'coils', '0'], 'plcguard policy: check: --unit "x" is not a unit id 0..255'],
-    [['check', DEMO, '--source', '127.0.0.1', '--verbose', 'read', 'coils', '0'], /^plcguard policy: check: Unknown option '--verbose'/],
-    [['check', DEMO, '--source', '127.0.0.1'], 'plcguard policy: check: a REQUEST is required'],
-    [['check', DEMO, '--source', '127.0.0.1', '--device', 'nope', 'read', 'coils', '0'], `plcguard policy: check: ${DEMO} has no device "nope" (devices: demo-plc)`],
-    [['check', PLANT, '--source', '127.0.0.1', 'read', 'coils', '0'], `plcguard policy: check: ${PLANT} has 3 devices; pick one with --device (boiler-plc, chiller-plc, packaging-line)`],
+void t.test('usage errors exit 2: the problem in one line, then where the usage is', async (t) => {
+  const SUBS = 'expected validate, check, test, learn, push, pull, history, diff, rollback';
+  for (const [args, command, message] of [
+    [[], 'policy', `a subcommand is required (${SUBS})`],
+    [['lint'], 'policy', `unknown subcommand "lint" (${SUBS})`],
+    [['validate'], 'policy validate', 'at least one FILE is required'],
+    [['validate', '--strict', DEMO], 'policy validate', /^Unknown option '--strict'/],
+    [['check'], 'policy check', 'a policy FILE is required'],
+    [['check', DEMO, 'read', 'coils', '0'], 'policy check', '--source IP (the client address) is required'],
+    [['check', DEMO, '--source', 'localhost', 'read', 'coils', '0'], 'policy check', '--source "localhost" is not an IPv4 or IPv6 address'],
+    [['check', DEMO, '--source', '127.0.0.1', '--unit', '256', 'read', 'coils', '0'], 'policy check', '--unit "256" is not a unit id 0..255'],
+    [['check', DEMO, '--source', '127.0.0.1', '--unit', 'x', 'read', 'coils', '0'], 'policy check', '--unit "x" is not a unit id 0..255'],
+    [['check', DEMO, '--source', '127.0.0.1', '--verbose', 'read', 'coils', '0'], 'policy check', /^Unknown option '--verbose'/],
+    [['check', DEMO, '--source', '127.0.0.1'], 'policy check', 'a REQUEST is required'],
+    [['check', DEMO, '--source', '127.0.0.1', '--device', 'nope', 'read', 'coils', '0'], 'policy check', `${DEMO} has no device "nope" (devices: demo-plc)`],
+    [['check', PLANT, '--source', '127.0.0.1', 'read', 'coils', '0'], 'policy check', `${PLANT} has 3 devices; pick one with --device (boiler-plc, chiller-plc, packaging-line)`],
   ] as const) {
     const r = await run(...args);
     t.equal(r.code, 2, args.join(' '));
     t.strictSame(r.stdout, []);
     t.equal(r.stderr.length, 1);
-    const [first, ...rest] = r.stderr[0]!.split('\n\n');
-    t.match(first, message);
-    t.equal(rest.join('\n\n'), POLICY_USAGE, 'followed by the usage');
+    const [first = '', hint, ...more] = r.stderr[0]!.split('\n');
+    const prefix = `plcguard ${command}: `;
+    t.ok(first.startsWith(prefix), first);
+    if (typeof message === 'string') t.equal(first.slice(prefix.length), message);
+    else t.match(first.slice(prefix.length), message);
+    t.equal(hint, `try 'plcguard ${command} --help'`);
+    t.strictSame(more, [], 'and nothing else');
   }
 });
 
-void t.test('help', async (t) => {
+void t.test('help: the overview, and each subcommand its own', async (t) => {
   for (const h of ['help', '--help', '-h']) t.strictSame(await run(h), { code: 0, stdout: [POLICY_USAGE], stderr: [] });
-  t.match(POLICY_USAGE, /read TABLE A\[-B\]/);
+  for (const sub of ['validate', 'check', 'push', 'pull', 'history', 'diff', 'rollback', 'test']) {
+    t.match(POLICY_USAGE, new RegExp(`\\n  ${sub} `), `the overview names ${sub}`);
+  }
+  const check = await run('check', DEMO, '--source', 'not an address', '--help');
+  t.equal(check.code, 0, '--help wins over anything else typed');
+  t.match(check.stdout[0], /^usage: plcguard policy check \[--json\] FILE \[--device NAME\] --source IP/);
+  t.match(check.stdout[0], /read TABLE A\[-B\]/, 'with the request words');
+  t.match(check.stdout[0], /\nexit status: 0 allow, 3 deny, 1 the policy is invalid or unreadable, 2 usage error$/);
+  const validate = await run('validate', '-h');
+  t.match(validate, { code: 0, stdout: [/^usage: plcguard policy validate \[--json\] FILE\.\.\.\n/], stderr: [] });
+  t.match((await run('test', '--help')).stdout[0], /^usage: plcguard policy test FILE\.\.\.\n/);
+});
+
+void t.test('validate --json: one document with every file, stderr as without it', async (t) => {
+  const warned = `${CORPUS}/valid/warnings.yaml`;
+  const bad = `${CORPUS}/invalid/wrong-version.yaml`;
+  const plain = await run('validate', DEMO, warned, bad, 'no/such.yaml');
+  const json = await run('validate', '--json', DEMO, warned, bad, 'no/such.yaml');
+  t.equal(json.code, 1);
+  t.strictSame(json.stderr, plain.stderr, 'the same problems on stderr');
+  t.equal(json.stdout.length, 1, 'one document');
+  const doc = JSON.parse(json.stdout[0]!) as { files: Record<string, unknown>[] };
+  t.strictSame(Object.keys(doc), ['files']);
+  t.strictSame(doc.files[0], {
+    file: DEMO,
+    valid: true,
+    sha256: policySha256(readFileSync(DEMO, 'utf8')),
+    devices: 1,
+    rules: 2,
+    errors: [],
+    warnings: [],
+  });
+  t.match(doc.files[1], { file: warned, valid: true, devices: 3, rules: 4, errors: [] });
+  t.strictSame((doc.files[1]!.warnings as unknown[])[0], {
+    line: 8,
+    col: 18,
+    message: 'devices[0].rules[0].sources: empty; this rule can never match (omit sources to match any source)',
+  });
+  t.equal((doc.files[1]!.warnings as unknown[]).length, 7);
+  t.strictSame(doc.files[2], {
+    file: bad,
+    valid: false,
+    sha256: null,
+    devices: null,
+    rules: null,
+    errors: [{ line: 1, col: 10, message: 'version: 2 is out of range; expected the integer 1' }],
+    warnings: [],
+  });
+  t.match(doc.files[3], { file: 'no/such.yaml', valid: false, sha256: null, devices: null, rules: null, errors: [{ line: null, col: null, message: /^cannot read: ENOENT/ }], warnings: [] });
+  const ok = await run('validate', DEMO, '--json');
+  t.equal(ok.code, 0);
+  t.equal(ok.stderr.length, 0);
 });
 
 async function check(file: string, ...args: string[]): Promise<Run> {
@@ -224,6 +283,44 @@ void t.test('check: the action follows on_deny', async (t) => {
   t.match(none.stderr[0], /has 0 devices; pick one with --device \(none\)/);
   const none2 = await check(policyFile('none.yaml', 'version: 1\ndevices: []\n'), '--device', 'x', '--source', '1.2.3.4', 'read', 'coils', '1');
   t.match(none2.stderr[0], /has no device "x" \(devices: none\)/);
+});
+
+void t.test('check --json: the decision as one document, the same exit codes', async (t) => {
+  const json = async (file: string, ...args: string[]) => {
+    const r = await check(file, '--json', ...args);
+    t.equal(r.stdout.length, 1, 'one document');
+    return { code: r.code, doc: JSON.parse(r.stdout[0]!) as Record<string, unknown>, stderr: r.stderr };
+  };
+  t.strictSame(await json(DEMO, '--source', '127.0.0.1', 'read', 'holding_registers', '0-9'), {
+    code: 0,
+    doc: {
+      device: 'demo-plc',
+      mode: 'enforce',
+      on_deny: 'exception',
+      source: '127.0.0.1',
+      unit: 1,
+      request: 'FC3 read_holding_registers holding_registers 0-9',
+      decision: 'allow',
+      reason: 'allowed',
+      violation: null,
+      exception: null,
+      rule: 'monitoring',
+      action: 'forward',
+    },
+    stderr: [],
+  });
+  const denied = await json(DEMO, '--source', '127.0.0.1', '--unit', '1', 'write', 'holding_registers', '10=5000');
+  t.equal(denied.code, 3);
+  t.match(denied.doc, { decision: 'deny', reason: 'value_not_allowed', violation: null, exception: 3, rule: 'setpoints', action: 'exception' });
+  t.match((await json(DEMO, '--source', '127.0.0.1', 'read', 'holding_registers', '0-125')).doc, { reason: 'malformed', violation: 'quantity', exception: 3 });
+  t.match((await json(DEMO, '--source', '10.1.2.3', 'read', 'coils', '0')).doc, { reason: 'source_not_allowed', exception: null, rule: null, action: 'refuse' });
+  const monitor = await json(PLANT, '--device', 'packaging-line', '--source', '10.20.0.9', 'write', 'coils', '32=0');
+  t.match(monitor, { code: 3, doc: { mode: 'monitor', decision: 'deny', action: 'forward' } });
+  const base = (onDeny: string) => `version: 1\ndevices:\n  - name: d\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n    on_deny: ${onDeny}\n    rules:\n      - read: { coils: [0] }\n`;
+  t.match((await json(policyFile('drop-json.yaml', base('drop')), '--source', '1.2.3.4', 'read', 'coils', '1')).doc, { action: 'drop', exception: 2 });
+  t.match((await json(policyFile('close-json.yaml', base('close')), '--source', '1.2.3.4', 'read', 'coils', '1')).doc, { action: 'close' });
+  const invalid = await check(`${CORPUS}/invalid/wrong-version.yaml`, '--json', '--source', '1.2.3.4', 'read', 'coils', '1');
+  t.match(invalid, { code: 1, stdout: [], stderr: [/version: 2 is out of range/, /invalid — 1 error/] }, 'errors still on stderr, nothing on stdout');
 });
 
 void t.test('check: an unreadable or invalid policy exits 1', async (t) => {

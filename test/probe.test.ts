@@ -261,7 +261,9 @@ void t.test(
   },
 );
 
-void t.test('usage errors: exit 2, the problem named, then the usage', async (t) => {
+const HINT = "try 'plcguard probe --help'";
+
+void t.test('usage errors: exit 2, the problem named in one line, then the hint', async (t) => {
   const cases: [string[], string][] = [
     [[], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 0 argument(s)'],
     [['127.0.0.1:502'], 'expected HOST:PORT, read or write, TABLE and a RANGE or ADDR=VALUE list; got 1 argument(s)'],
@@ -299,7 +301,7 @@ void t.test('usage errors: exit 2, the problem named, then the usage', async (t)
   ];
   for (const [args, message] of cases) {
     const run = await probe(...args);
-    t.same(run, { code: 2, stdout: [], stderr: [`plcguard probe: ${message}\n\n${PROBE_USAGE}`] }, args.join(' '));
+    t.same(run, { code: 2, stdout: [], stderr: [`plcguard probe: ${message}\n${HINT}`] }, args.join(' '));
   }
   // node:util parseArgs' own messages (their wording belongs to Node).
   for (const [args, start] of [
@@ -310,14 +312,15 @@ void t.test('usage errors: exit 2, the problem named, then the usage', async (t)
     t.equal(run.code, 2);
     t.equal(run.stderr.length, 1);
     t.ok(run.stderr[0]!.startsWith(start), args.join(' '));
-    t.ok(run.stderr[0]!.endsWith(`\n\n${PROBE_USAGE}`));
+    t.ok(run.stderr[0]!.endsWith(`\n${HINT}`));
+    t.equal(run.stderr[0]!.split('\n').length, 2, 'one line and the hint');
   }
   const many = (n: number, v: number): string => Array.from({ length: n }, (_, i) => `${i}=${v}`).join(',');
   t.same((await probe('127.0.0.1:502', 'write', 'holding_registers', many(124, 7))).stderr, [
-    `plcguard probe: FC16 writes at most 123 registers\n\n${PROBE_USAGE}`,
+    `plcguard probe: FC16 writes at most 123 registers\n${HINT}`,
   ]);
   t.same((await probe('127.0.0.1:502', 'write', 'coils', many(1969, 1))).stderr, [
-    `plcguard probe: FC15 writes at most 1968 coils\n\n${PROBE_USAGE}`,
+    `plcguard probe: FC15 writes at most 1968 coils\n${HINT}`,
   ]);
 });
 
@@ -339,6 +342,68 @@ void t.test('the largest writes are accepted: 123 registers, 1968 coils', async 
 void t.test('--help prints the usage and exits 0', async (t) => {
   t.same(await probe('--help'), { code: 0, stdout: [PROBE_USAGE], stderr: [] });
   t.same(await probe('127.0.0.1:502', 'read', '-h'), { code: 0, stdout: [PROBE_USAGE], stderr: [] });
-  t.match(PROBE_USAGE, /plcguard probe HOST:PORT read TABLE RANGE \[--unit N\] \[--timeout MS\]/);
-  t.match(PROBE_USAGE, /plcguard probe HOST:PORT write TABLE ADDR=VALUE\[,ADDR=VALUE\.\.\.\] \[--unit N\] \[--timeout MS\]/);
+  t.same(await probe('nowhere', 'erase', '--help'), { code: 0, stdout: [PROBE_USAGE], stderr: [] }, 'whatever else was typed');
+  t.match(PROBE_USAGE, /plcguard probe HOST:PORT read TABLE RANGE \[--unit N\] \[--timeout MS\] \[--json\]/);
+  t.match(PROBE_USAGE, /plcguard probe HOST:PORT write TABLE ADDR=VALUE\[,ADDR=VALUE\.\.\.\] \[--unit N\] \[--timeout MS\] \[--json\]/);
+});
+
+void t.test('--json: one document with the values or the exception; failures still on stderr', async (t) => {
+  const plc = await plcFor(t);
+  const at = `127.0.0.1:${plc.port}`;
+  const json = async (...args: string[]) => {
+    const r = await probe('--json', ...args);
+    t.equal(r.stdout.length, 1, 'one document');
+    t.strictSame(r.stderr, []);
+    return { code: r.code, doc: JSON.parse(r.stdout[0]!) as unknown };
+  };
+  t.strictSame(await json(at, 'read', 'holding_registers', '10-12'), {
+    code: 0,
+    doc: {
+      target: at,
+      unit: 1,
+      request: 'FC3 read_holding_registers holding_registers 10-12',
+      function_code: 3,
+      operation: 'read',
+      table: 'holding_registers',
+      start: 10,
+      values: [650, 850, 550],
+      exception: null,
+    },
+  });
+  t.strictSame(await json(at, 'write', 'coils', '2=1,3=0', '--unit', '1'), {
+    code: 0,
+    doc: {
+      target: at,
+      unit: 1,
+      request: 'FC15 write_multiple_coils coils 2-3 = 1, 0',
+      function_code: 15,
+      operation: 'write',
+      table: 'coils',
+      start: 2,
+      values: [1, 0],
+      exception: null,
+    },
+  });
+  t.equal(readBit(plc.coils, 2), 1);
+  const refused = await rawServer(t, (r, s) => s.write(answer(r, [0x83, 2])));
+  t.strictSame(await json(`127.0.0.1:${refused}`, 'read', 'holding_registers', '50'), {
+    code: 3,
+    doc: {
+      target: `127.0.0.1:${refused}`,
+      unit: 1,
+      request: 'FC3 read_holding_registers holding_registers 50-50',
+      function_code: 3,
+      operation: 'read',
+      table: 'holding_registers',
+      start: 50,
+      values: null,
+      exception: 2,
+    },
+  });
+  const down = await closedPort();
+  t.same(await probe(`127.0.0.1:${down}`, 'read', 'coils', '0', '--json'), {
+    code: 1,
+    stdout: [],
+    stderr: [`error: connection refused by 127.0.0.1:${down}`],
+  });
 });

@@ -63,7 +63,7 @@ void t.test('push, pull, history, diff, rollback', async (t) => {
   t.equal(r1.code, 0, r1.err);
   t.match(r1.out, /^pushed .*v1\.yaml as version 1 \(sha256 [0-9a-f]{12}\)\n$/);
   const d = await cli(['diff', f2, '--redis', redis.url]);
-  t.equal(d.out, 'diff against version 1:\n~ device boiler-0\n    ~ rule setpoint: {"name":"setpoint","units":[1],"write":{"holding_registers":[10]}} → {"name":"setpoint","units":[1],"write":{"holding_registers":[11]}}\n');
+  t.same(d, { code: 1, out: 'diff against version 1:\n~ device boiler-0\n    ~ rule setpoint\n        write.holding_registers: [10] → [11]\n', err: '' }, 'field by field; exit 1: it differs');
   t.equal((await cli(['push', f2, '--redis', redis.url, '--author', 'bob'])).code, 0);
   t.equal((await cli(['pull', '--redis', redis.url])).out, fs.readFileSync(f2, 'utf8'), 'pull prints the YAML as pushed');
   const rb = await cli(['rollback', '1', '--redis', redis.url, '--author', 'carol']);
@@ -230,9 +230,9 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   const r = redis.url;
   t.same(await cli(['history', '--redis', r]), { code: 0, out: 'no policy has been pushed yet\n', err: '' });
   const f1 = writeFile('e1.yaml', policyText(5021, 10));
-  t.equal((await cli(['diff', f1, '--redis', r])).out, 'diff against an empty store:\n+ device boiler-0 (2 rules)\n');
+  t.same(await cli(['diff', f1, '--redis', r]), { code: 1, out: 'diff against an empty store:\n+ device boiler-0 (2 rules)\n', err: '' });
   await cli(['push', f1, '--redis', r]);
-  t.equal((await cli(['diff', f1, '--redis', r])).out, 'diff against version 1:\n  no change\n');
+  t.same(await cli(['diff', f1, '--redis', r]), { code: 0, out: 'diff against version 1:\n  no change\n', err: '' });
   const rb = await cli(['rollback', '1', '--redis', r]);
   t.equal(rb.out, 'rolled back to version 1 as version 2\n');
   t.match((await cli(['history', '--redis', r])).out, new RegExp(`\\* 2 {2}\\S+ {2}${os.userInfo().username}@${os.hostname()} `), 'the author defaults to user@host');
@@ -268,7 +268,7 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   await client.hset('plcguard:version:2', 'yaml', 'version: 1\ndevices: nope\n');
   t.equal(await client.get('plcguard:current'), '2', 'nothing written');
   const d = await cli(['diff', f1, '--redis', r]);
-  t.equal(d.out, 'diff against version 2:\n+ device boiler-0 (2 rules)\n', 'an invalid version in force diffs as empty');
+  t.same(d, { code: 1, out: 'diff against version 2:\n+ device boiler-0 (2 rules)\n', err: '' }, 'an invalid version in force diffs as empty');
   t.match(await cli(['pull', '--redis', 'redis://127.0.0.1:1']), { code: 1, err: /^plcguard policy pull: / }, 'Redis unreachable → exit 1');
   // A version hash written by hand with nothing but its YAML still pulls.
   await client.hset('plcguard:version:7', 'yaml', 'by hand\n');
@@ -276,4 +276,115 @@ void t.test('store commands: every error is clear and writes nothing', async (t)
   // A history entry written by hand that isn't JSON: the store says so, exit 1.
   await client.rpush('plcguard:history', 'not json');
   t.same(await cli(['history', '--redis', r]), { code: 1, out: '', err: 'plcguard policy history: history entry "not json" is not JSON\n' });
+});
+
+void t.test('push of the version in force writes nothing unless --force', async (t) => {
+  const redis = await withRedis(t);
+  const r = redis.url;
+  const f1 = writeFile('same.yaml', policyText(5021, 10));
+  t.match(await cli(['push', f1, '--redis', r]), { code: 0, out: /as version 1 / });
+  const sha = (await cli(['history', '--redis', r, '--json'])).out;
+  const sha256 = (JSON.parse(sha) as { versions: { sha256: string }[] }).versions[0]!.sha256;
+  t.same(await cli(['push', f1, '--redis', r, '--author', 'bob']), {
+    code: 0,
+    out: `${f1} is version 1, the version in force (sha256 ${sha256.slice(0, 12)}); nothing written (--force writes it again)\n`,
+    err: '',
+  });
+  const client = new Redis(r);
+  t.teardown(() => client.disconnect());
+  t.equal(await client.llen('plcguard:history'), 1, 'no version written');
+  t.match(await cli(['push', f1, '--redis', r, '--force', '--message', 'again']), { code: 0, out: /^pushed .* as version 2 / });
+  t.equal(await client.llen('plcguard:history'), 2, '--force wrote one');
+  // Only the sha256 counts: the same policy with a comment is a new version.
+  t.match(await cli(['push', writeFile('commented.yaml', `# reviewed\n${policyText(5021, 10)}`), '--redis', r]), { code: 0, out: /as version 3 / });
+  // After a rollback, the version in force is the rolled-back text.
+  t.match(await cli(['rollback', '1', '--redis', r]), { code: 0, out: 'rolled back to version 1 as version 4\n' });
+  t.match(await cli(['push', f1, '--redis', r]), { code: 0, out: /is version 4, the version in force/ });
+});
+
+void t.test('diff: exit 0 only when a push would write nothing; --json; trouble is 2, as in diff(1)', async (t) => {
+  const redis = await withRedis(t);
+  const r = redis.url;
+  const f1 = writeFile('d1.yaml', policyText(5021, 10));
+  const json = async (args: string[]) => {
+    const res = await cli(['diff', '--json', ...args, '--redis', r]);
+    return { code: res.code, doc: JSON.parse(res.out) as Record<string, unknown>, err: res.err };
+  };
+  const sha1 = parsePolicy(fs.readFileSync(f1, 'utf8'), 'x').policy!.sha256;
+  const empty = await json([f1]);
+  t.equal(empty.code, 1);
+  t.strictSame(Object.keys(empty.doc), ['file', 'sha256', 'against', 'changed', 'devices'], 'stable keys');
+  t.match(empty.doc, { file: f1, sha256: sha1, against: null, changed: true, devices: [{ device: 'boiler-0', change: 'added' }] });
+  await cli(['push', f1, '--redis', r]);
+  t.strictSame(await json([f1]), { code: 0, doc: { file: f1, sha256: sha1, against: { version: 1, sha256: sha1 }, changed: false, devices: [] }, err: '' });
+
+  const f2 = writeFile('d2.yaml', policyText(5021, 11).replace('127.0.0.1:5021', '127.0.0.1:5022'));
+  const changed = await json([f2]);
+  t.equal(changed.code, 1);
+  t.strictSame(changed.doc.devices, [
+    {
+      device: 'boiler-0',
+      change: 'changed',
+      fields: [{ field: 'upstream', before: '127.0.0.1:5021', after: '127.0.0.1:5022' }],
+      rules: [{ rule: 'setpoint', change: 'changed', fields: [{ field: 'write.holding_registers', before: [10], after: [11] }] }],
+    },
+  ]);
+  const text = await cli(['diff', f2, '--redis', r]);
+  t.equal(text.out, 'diff against version 1:\n~ device boiler-0\n    upstream: "127.0.0.1:5021" → "127.0.0.1:5022"\n    ~ rule setpoint\n        write.holding_registers: [10] → [11]\n');
+
+  // The text differs, what the devices enforce does not: a push would write a version.
+  const comment = writeFile('d3.yaml', `# a comment\n${policyText(5021, 10)}`);
+  t.same(await cli(['diff', comment, '--redis', r]), {
+    code: 1,
+    out: 'diff against version 1:\n  no change in what the devices enforce; the text differs (comments, layout)\n',
+    err: '',
+  });
+  t.match(await json([comment]), { code: 1, doc: { changed: true, devices: [] } });
+
+  // Trouble: 2, never 1, which would read as "it differs".
+  t.match(await cli(['diff', f1, '--redis', 'redis://127.0.0.1:1']), { code: 2, out: '', err: /^plcguard policy diff: / }, 'Redis unreachable');
+  t.match(await cli(['diff', writeFile('bad-diff.yaml', 'version: 1\ndevices: nope\n'), '--redis', r]), { code: 2, err: /is not valid; nothing written/ }, 'an invalid FILE');
+  t.match(await cli(['diff', path.join(dir, 'missing.yaml'), '--redis', r]), { code: 2, err: /missing\.yaml: cannot read/ }, 'no FILE');
+  t.match(await cli(['diff', '--redis', r]), { code: 2, err: /^plcguard policy diff: one FILE expected\ntry 'plcguard policy diff --help'\n$/ }, 'a usage error');
+});
+
+void t.test('history --json: the versions and the one in force', async (t) => {
+  const redis = await withRedis(t);
+  const r = redis.url;
+  t.same(await cli(['history', '--json', '--redis', r]), { code: 0, out: '{"current":null,"versions":[]}\n', err: '' });
+  const f1 = writeFile('h1.yaml', policyText(5021, 10));
+  await cli(['push', f1, '--redis', r, '--author', 'alice', '--message', 'first']);
+  await cli(['push', writeFile('h2.yaml', policyText(5021, 12)), '--redis', r, '--author', 'bob']);
+  await cli(['rollback', '1', '--redis', r, '--author', 'carol']);
+  const res = await cli(['history', '--redis', r, '--json', '--limit', '2']);
+  t.equal(res.code, 0);
+  t.equal(res.out.split('\n').length, 2, 'one line');
+  const doc = JSON.parse(res.out) as { current: number; versions: Record<string, unknown>[] };
+  t.equal(doc.current, 3);
+  t.strictSame(doc.versions.map((v) => Object.keys(v)), [0, 1].map(() => ['version', 'time', 'author', 'message', 'sha256', 'rollback_of']));
+  t.match(doc.versions, [
+    { version: 2, author: 'bob', message: '', rollback_of: null, sha256: /^[0-9a-f]{64}$/ },
+    { version: 3, author: 'carol', message: 'rollback to version 1', rollback_of: 1, sha256: parsePolicy(fs.readFileSync(f1, 'utf8'), 'x').policy!.sha256 },
+  ]);
+  t.match(doc.versions[0]!.time, /^\d{4}-\d\d-\d\dT/);
+});
+
+void t.test('store commands: --help, and options of other commands refused', async (t) => {
+  for (const command of ['push', 'pull', 'history', 'diff', 'rollback']) {
+    const res = await cli([command, '--help']);
+    t.equal(res.code, 0, `${command} --help`);
+    t.match(res.out, new RegExp(`^usage: plcguard policy ${command} `));
+    t.match(res.out, /Redis options: --redis-prefix P/);
+    t.match(res.out, /\nexit status/);
+  }
+  t.same(await cli(['push', 'x.yaml', '--redis', 'redis://127.0.0.1:1', '--json']), {
+    code: 2,
+    out: '',
+    err: "plcguard policy push: --json is an option of history and diff\ntry 'plcguard policy push --help'\n",
+  });
+  t.same(await cli(['pull', '--redis', 'redis://127.0.0.1:1', '--force']), {
+    code: 2,
+    out: '',
+    err: "plcguard policy pull: --force is an option of push\ntry 'plcguard policy pull --help'\n",
+  });
 });

@@ -177,9 +177,16 @@ export class Proc {
     return this.out.lines.map(parseEvent).filter((e) => e !== null);
   }
 
-  /** Resolves the first JSON log line (plcguard's format) whose `event` is `event`, parsed. */
-  async waitForEvent(event: string, ms = WAIT_MS): Promise<Record<string, unknown>> {
-    const line = await this.waitForLine((l) => parseEvent(l)?.event === event, ms, `its "${event}" event`);
+  /**
+   * Resolves the `nth` JSON log line (plcguard's format; 1: the first) whose `event` is `event`,
+   * parsed. Counting lets a caller wait for the next one of an event it has already seen (the
+   * `policy_loaded` of a reload after the one at start): `nth` is then one more than it has seen.
+   */
+  async waitForEvent(event: string, ms = WAIT_MS, nth = 1): Promise<Record<string, unknown>> {
+    // waitForLine offers each line to the predicate once, in order (the kept ones, then new ones).
+    let seen = 0;
+    const what = nth === 1 ? `its "${event}" event` : `"${event}" event number ${nth}`;
+    const line = await this.waitForLine((l) => parseEvent(l)?.event === event && ++seen === nth, ms, what);
     return parseEvent(line)!;
   }
 
