@@ -5,11 +5,14 @@ import { UsageError } from '../modbus/errors.js';
 import { diffPolicies } from '../policy/diff.js';
 import { endpointOption } from '../policy/net.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import { PolicyStore, StoreOptionError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
+import { DEFAULT_REDIS_TIMEOUT_MS, PolicyStore, RedisConnection, StoreOptionError, parseRedisUrl, type StoreOptions } from '../policy/store.js';
 import type { PolicyParser } from '../policy/source/source.js';
 import { ExitCode, exitCodeFor, parseCommandLine, type CommandIo } from './command.js';
 
 export const STORE_COMMANDS = ['push', 'pull', 'history', 'diff', 'rollback'] as const;
+
+/** Where the Redis password comes from when not from --redis-password-file: never the URL, ideally. */
+export const PASSWORD_ENV = 'PLCGUARD_REDIS_PASSWORD';
 
 const USAGE = `usage:
   plcguard policy push FILE --redis URL [--author NAME] [--message TEXT]
@@ -18,7 +21,8 @@ const USAGE = `usage:
   plcguard policy diff FILE --redis URL
   plcguard policy rollback VERSION --redis URL [--author NAME] [--message TEXT]
 options for every command: --redis-prefix P (default plcguard:), --redis-ca FILE (rediss://),
-  --redis-sentinels HOST:PORT,... --redis-master NAME (Sentinel)`;
+  --redis-sentinels HOST:PORT,... --redis-master NAME (Sentinel), --redis-password-file FILE
+  (or ${PASSWORD_ENV}), --redis-timeout MS (default ${DEFAULT_REDIS_TIMEOUT_MS})`;
 
 /** Redis connection options shared by `run` and the store commands. */
 export const REDIS_OPTIONS = {
@@ -27,28 +31,70 @@ export const REDIS_OPTIONS = {
   'redis-ca': { type: 'string' },
   'redis-sentinels': { type: 'string' },
   'redis-master': { type: 'string' },
+  'redis-password-file': { type: 'string' },
+  'redis-timeout': { type: 'string', default: String(DEFAULT_REDIS_TIMEOUT_MS) },
 } as const;
 
-export function storeOptions(values: {
-  redis?: string;
-  'redis-prefix'?: string;
-  'redis-ca'?: string;
-  'redis-sentinels'?: string;
-  'redis-master'?: string;
-}): StoreOptions {
+/**
+ * The Redis options as typed. The password: --redis-password-file, else $PLCGUARD_REDIS_PASSWORD,
+ * else the URL's, which works but draws a warning on `stderr` (after `who: `): a command line is
+ * readable by every user of the machine (`ps`).
+ */
+export function storeOptions(
+  values: {
+    redis?: string;
+    'redis-prefix'?: string;
+    'redis-ca'?: string;
+    'redis-sentinels'?: string;
+    'redis-master'?: string;
+    'redis-password-file'?: string;
+    'redis-timeout': string;
+  },
+  env: NodeJS.ProcessEnv,
+  stderr: (line: string) => void,
+  who: string,
+): StoreOptions {
   if (!values.redis) throw new StoreOptionError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
-  parseRedisUrl(values.redis);
+  const url = parseRedisUrl(values.redis);
   const sentinels = values['redis-sentinels']
     ?.split(',')
     .filter(Boolean)
     .map((hp) => endpointOption(hp.trim(), '--redis-sentinels'));
+  const timeoutMs = Number(values['redis-timeout']);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMER_MS) {
+    throw new StoreOptionError(`--redis-timeout must be a whole number of milliseconds 1..${MAX_TIMER_MS}, got "${values['redis-timeout']}"`);
+  }
+  const file = values['redis-password-file'];
+  const password = file !== undefined ? readPasswordFile(file) : env[PASSWORD_ENV] || undefined;
+  if (url.password) {
+    const used = file !== undefined ? ' (ignored: --redis-password-file wins)' : password !== undefined ? ` (ignored: ${PASSWORD_ENV} wins)` : '';
+    stderr(`${who}: warning: the --redis URL carries a password, which any user of this machine can read in the process list${used}; give it with ${PASSWORD_ENV} or --redis-password-file FILE`);
+  }
   return {
     url: values.redis,
+    timeoutMs,
+    ...(password !== undefined ? { password } : {}),
     ...(values['redis-prefix'] !== undefined ? { prefix: values['redis-prefix'] } : {}),
     ...(values['redis-ca'] !== undefined ? { caFile: values['redis-ca'] } : {}),
     ...(sentinels ? { sentinels } : {}),
     ...(values['redis-master'] !== undefined ? { masterName: values['redis-master'] } : {}),
   };
+}
+
+/** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The file's text without the one line end `echo secret > file` leaves. */
+function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StoreOptionError(`--redis-password-file: cannot read "${file}": ${(err as Error).message}`, { cause: err });
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '') throw new StoreOptionError(`--redis-password-file: "${file}" is empty`);
+  return password;
 }
 
 /** The per-device documents kept under {prefix}device:{name}: normalized, so each stands alone. */
@@ -102,7 +148,7 @@ async function runStore(command: string, args: string[], io: CommandIo, parse: P
   if ((wantsFile || wantsVersion) !== (positionals.length === 1) || positionals.length > 1) {
     throw usage(`${wantsFile ? 'one FILE' : wantsVersion ? 'one VERSION' : 'no positional argument'} expected`);
   }
-  const opts = storeOptions(values);
+  const opts = storeOptions(values, process.env, io.stderr, `plcguard policy ${command}`);
 
   const versionText = wantsVersion ? positionals[0] : values.version;
   const version = wholeNumber(versionText);
@@ -131,11 +177,9 @@ async function runStore(command: string, args: string[], io: CommandIo, parse: P
     policy = r.policy;
   }
 
-  const redis = connectRedis(opts);
-  redis.on('error', () => {
-    /* reported by the failing command */
-  });
-  const store = new PolicyStore(redis, opts.prefix);
+  const connection = new RedisConnection(opts);
+  await connection.open();
+  const store = new PolicyStore(connection, opts.prefix);
   try {
     switch (command) {
       case 'push': {
@@ -195,6 +239,6 @@ async function runStore(command: string, args: string[], io: CommandIo, parse: P
       }
     }
   } finally {
-    redis.disconnect();
+    connection.client.disconnect();
   }
 }
