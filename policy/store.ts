@@ -83,16 +83,18 @@ const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2000;
 const backoff = (times: number): number => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(times, 10));
 
-/** Parses a redis:// or rediss:// URL; throws StoreOptionError naming the value. */
+/** Parses a redis:// or rediss:// URL; throws StoreOptionError naming the value (without credentials). */
 export function parseRedisUrl(text: string): URL {
+  // Text, not a URL object: it has to work on what doesn't parse as well.
+  const shown = text.replace(/\/\/[^/@]*@/, '//');
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw new StoreOptionError(`--redis: "${text}" is not a URL like redis://host:6379`);
+    throw new StoreOptionError(`--redis: "${shown}" is not a URL like redis://host:6379`);
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    throw new StoreOptionError(`--redis: "${text}" must start with redis:// or rediss://`);
+    throw new StoreOptionError(`--redis: "${shown}" must start with redis:// or rediss://`);
   }
   return url;
 }

@@ -197,6 +197,8 @@ void t.test('the password: from a file or the environment; in the URL it works, 
   };
   await usage(['--redis-password-file', path.join(dir, 'nope')], `--redis-password-file: cannot read "${path.join(dir, 'nope')}": ENOENT: no such file or directory, open '${path.join(dir, 'nope')}'`);
   await usage(['--redis-password-file', writeFile('empty-password', '\n')], `--redis-password-file: "${path.join(dir, 'empty-password')}" is empty`);
+  t.match(await cli(['history', '--redis', 'http://plcguard:s3cret@127.0.0.1']), { code: 2, err: /^plcguard policy history: --redis: "http:\/\/127\.0\.0\.1" must start with redis:\/\/ or rediss:\/\/\n/ });
+  t.match(await cli(['history', '--redis', 'redis://plcguard:s3cret@[::1']), { code: 2, err: /^plcguard policy history: --redis: "redis:\/\/\[::1" is not a URL like redis:\/\/host:6379\n/ });
   for (const bad of ['0', '1.5', 'soon', String(2 ** 31)]) {
     await usage(['--redis-timeout', bad], `--redis-timeout must be a whole number of milliseconds 1..2147483647, got "${bad}"`);
   }
