@@ -215,6 +215,9 @@ export class RedisConnection {
       // One request before the first reply (no CLIENT SETINFO): a server that isn't Redis then
       // answers it, and its answer is what gets reported, not the write that raced its close.
       disableClientInfo: true,
+      // The policy watcher subscribes again itself at every 'ready', its failure handled; ioredis'
+      // own resubscription leaves a rejection unhandled when the connection drops right then.
+      autoResubscribe: false,
       lazyConnect: !opts.reconnect,
     };
     if (opts.sentinels && opts.sentinels.length > 0) {
@@ -303,11 +306,10 @@ export class RedisConnection {
     if (err.message.startsWith('All sentinels are unreachable')) return this.sentinelCause(err.message, t);
     const resp = /^Unknown RESP type \d+ (".*?")/.exec(err.message);
     if (resp) return `not a Redis server: its reply starts with ${resp[1]}`;
-    if (code.startsWith('ERR_SSL_')) {
-      // OpenSSL's own words (err.reason) without its file and line.
-      const reason = (err as Error & { reason: string }).reason;
-      return `TLS handshake failed: ${reason}${code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? ' (the server does not speak TLS; use redis:// for a plain port)' : ''}`;
-    }
+    // What isn't a TLS record: a server that doesn't speak TLS answered.
+    if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return 'TLS handshake failed: the server does not speak TLS (use redis:// for a plain port)';
+    // OpenSSL's own words (err.reason), without its file and line.
+    if (code.startsWith('ERR_SSL_')) return `TLS handshake failed: ${(err as Error & { reason: string }).reason}`;
     if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `TLS certificate rejected: ${err.message}`;
     if (/CERT|SIGNATURE/.test(code)) return `TLS certificate rejected: ${err.message} (the CA to trust: --redis-ca FILE)`;
     const words = SOCKET_ERRORS[code];
