@@ -45,6 +45,7 @@ usage:
                                   valid edits apply live
   plcguard run --redis URL [--devices a,b] [--redis-prefix P] [--redis-ca FILE]
                [--redis-sentinels HOST:PORT,... --redis-master NAME] [--admin ...]
+               [--redis-password-file FILE] [--redis-timeout MS]
                                   serve the policy in force in Redis, following every push
   plcguard demo [--listen HOST:PORT] [--plc HOST:PORT] [--admin HOST:PORT|off]
                                   a simulated PLC on ${formatEndpoint(DEMO_PLC.host, DEMO_PLC.port)} behind plcguard on
@@ -187,7 +188,7 @@ async function run(args: string[]): Promise<number> {
   const logger = new Logger();
   const source = values.policy
     ? new FilePolicySource(values.policy, parsePolicy, logger)
-    : new RedisPolicySource(storeOptions(values), parsePolicy, logger);
+    : new RedisPolicySource(storeOptions(values, process.env, io.stderr, 'plcguard'), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
   return serve(source, logger, adminOption(values.admin), grace, devices);
 }

@@ -6,16 +6,20 @@ import { diffPolicies, formatDiff } from '../policy/diff.js';
 import { endpointOption } from '../policy/net.js';
 import { policySha256 } from '../policy/parse.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import { PolicyStore, StoreOptionError, connectRedis, parseRedisUrl, type StoreOptions } from '../policy/store.js';
+import { DEFAULT_REDIS_TIMEOUT_MS, PolicyStore, RedisConnection, StoreOptionError, parseRedisUrl, type StoreOptions } from '../policy/store.js';
 import type { PolicyParser } from '../policy/source/source.js';
 import { ExitCode, JSON_OPTION, parseCommandLine, runCommand, writeJson, type CommandIo } from './command.js';
 
 export const STORE_COMMANDS = ['push', 'pull', 'history', 'diff', 'rollback'] as const;
 type StoreCommand = (typeof STORE_COMMANDS)[number];
 
+/** Where the Redis password comes from when not from --redis-password-file: never the URL, ideally. */
+export const PASSWORD_ENV = 'PLCGUARD_REDIS_PASSWORD';
+
 /** The Redis options of every store command and of `run --redis`. */
 export const REDIS_OPTIONS_USAGE = `Redis options: --redis-prefix P (default plcguard:), --redis-ca FILE (rediss://),
-  --redis-sentinels HOST:PORT,... --redis-master NAME (Sentinel)`;
+  --redis-sentinels HOST:PORT,... --redis-master NAME (Sentinel), --redis-password-file FILE
+  (or ${PASSWORD_ENV}), --redis-timeout MS (default ${DEFAULT_REDIS_TIMEOUT_MS})`;
 
 /**
  * diff(1)'s exit status, which scripts know: 0 the same, 1 different, 2 trouble (a usage error,
@@ -67,28 +71,70 @@ export const REDIS_OPTIONS = {
   'redis-ca': { type: 'string' },
   'redis-sentinels': { type: 'string' },
   'redis-master': { type: 'string' },
+  'redis-password-file': { type: 'string' },
+  'redis-timeout': { type: 'string', default: String(DEFAULT_REDIS_TIMEOUT_MS) },
 } as const;
 
-export function storeOptions(values: {
-  redis?: string;
-  'redis-prefix'?: string;
-  'redis-ca'?: string;
-  'redis-sentinels'?: string;
-  'redis-master'?: string;
-}): StoreOptions {
+/**
+ * The Redis options as typed. The password: --redis-password-file, else $PLCGUARD_REDIS_PASSWORD,
+ * else the URL's, which works but draws a warning on `stderr` (after `who: `): a command line is
+ * readable by every user of the machine (`ps`).
+ */
+export function storeOptions(
+  values: {
+    redis?: string;
+    'redis-prefix'?: string;
+    'redis-ca'?: string;
+    'redis-sentinels'?: string;
+    'redis-master'?: string;
+    'redis-password-file'?: string;
+    'redis-timeout': string;
+  },
+  env: NodeJS.ProcessEnv,
+  stderr: (line: string) => void,
+  who: string,
+): StoreOptions {
   if (!values.redis) throw new StoreOptionError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
-  parseRedisUrl(values.redis);
+  const url = parseRedisUrl(values.redis);
   const sentinels = values['redis-sentinels']
     ?.split(',')
     .filter(Boolean)
     .map((hp) => endpointOption(hp.trim(), '--redis-sentinels'));
+  const timeoutMs = Number(values['redis-timeout']);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMER_MS) {
+    throw new StoreOptionError(`--redis-timeout must be a whole number of milliseconds 1..${MAX_TIMER_MS}, got "${values['redis-timeout']}"`);
+  }
+  const file = values['redis-password-file'];
+  const password = file !== undefined ? readPasswordFile(file) : env[PASSWORD_ENV] || undefined;
+  if (url.password) {
+    const used = file !== undefined ? ' (ignored: --redis-password-file wins)' : password !== undefined ? ` (ignored: ${PASSWORD_ENV} wins)` : '';
+    stderr(`${who}: warning: the --redis URL carries a password, which any user of this machine can read in the process list${used}; give it with ${PASSWORD_ENV} or --redis-password-file FILE`);
+  }
   return {
     url: values.redis,
+    timeoutMs,
+    ...(password !== undefined ? { password } : {}),
     ...(values['redis-prefix'] !== undefined ? { prefix: values['redis-prefix'] } : {}),
     ...(values['redis-ca'] !== undefined ? { caFile: values['redis-ca'] } : {}),
     ...(sentinels ? { sentinels } : {}),
     ...(values['redis-master'] !== undefined ? { masterName: values['redis-master'] } : {}),
   };
+}
+
+/** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The file's text without the one line end `echo secret > file` leaves. */
+function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StoreOptionError(`--redis-password-file: cannot read "${file}": ${(err as Error).message}`, { cause: err });
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '') throw new StoreOptionError(`--redis-password-file: "${file}" is empty`);
+  return password;
 }
 
 /** The per-device documents kept under {prefix}device:{name}: normalized, so each stands alone. */
@@ -143,7 +189,7 @@ async function runStore(command: StoreCommand, args: string[], io: CommandIo, pa
   if ((wantsFile || wantsVersion) !== (positionals.length === 1) || positionals.length > 1) {
     throw usage(`${wantsFile ? 'one FILE' : wantsVersion ? 'one VERSION' : 'no positional argument'} expected`);
   }
-  const opts = storeOptions(values);
+  const opts = storeOptions(values, process.env, io.stderr, `plcguard policy ${command}`);
 
   const versionText = wantsVersion ? positionals[0] : values.version;
   const version = wholeNumber(versionText);
@@ -173,11 +219,9 @@ async function runStore(command: StoreCommand, args: string[], io: CommandIo, pa
     policy = r.policy;
   }
 
-  const redis = connectRedis(opts);
-  redis.on('error', () => {
-    /* reported by the failing command */
-  });
-  const store = new PolicyStore(redis, opts.prefix);
+  const connection = new RedisConnection(opts);
+  await connection.open();
+  const store = new PolicyStore(connection, opts.prefix);
   try {
     switch (command) {
       case 'push': {
@@ -271,6 +315,6 @@ async function runStore(command: StoreCommand, args: string[], io: CommandIo, pa
       }
     }
   } finally {
-    redis.disconnect();
+    connection.client.disconnect();
   }
 }

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { parsePolicy } from '../policy/index.js';
-import { connectRedis, PolicyStore } from '../policy/store.js';
+import { PolicyStore, RedisConnection } from '../policy/store.js';
 import { storeCommand } from '../cli/store.js';
 import { Logger } from '../proxy/audit.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
@@ -411,9 +411,10 @@ void t.test('a policy too complex to compile: `push` refuses it; one in Redis al
   await within(logged((l) => l.event === 'policy_loaded' && l.version === 1), 'version 1 applied');
   // Pushed past the check, as a release without the budget would have: every instance refuses it.
   const mark = logs.length;
-  const redisClient = connectRedis({ url: redis.url });
-  t.teardown(() => redisClient.disconnect());
-  t.equal(await new PolicyStore(redisClient).push(bomb, 'sha', new Map(), { author: 'test', message: 'too complex' }), 2);
+  const connection = new RedisConnection({ url: redis.url });
+  await connection.open();
+  t.teardown(() => connection.client.disconnect());
+  t.equal(await new PolicyStore(connection).push(bomb, 'sha', new Map(), { author: 'test', message: 'too complex' }), 2);
   await within(logged((l) => l.event === 'policy_rejected', mark), 'version 2 rejected');
   t.match(logs.at(-1), { event: 'policy_rejected', errors: [`redis:plcguard:version:2${TOO_COMPLEX}`], kept: 'last good policy' });
   await servedByA(t, [...rt.ports().values()][0]!, '127.0.9.3');

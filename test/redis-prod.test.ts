@@ -1,6 +1,5 @@
 // Production Redis set-ups against real servers: TLS with a CA file and an ACL user, a key
 // prefix, Sentinel, and a Redis that is not there yet when plcguard starts.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +13,7 @@ import { ProxyRuntime } from '../proxy/runtime.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
 
-import { startRedis, startSentinel } from './fixtures/redis.js';
+import { makeCerts, startRedis, startSentinel, startTlsRedis } from './fixtures/redis.js';
 import { recordLogs } from './fixtures/logs.js';
 import { freePort } from '../bench/lib/net.js';
 
@@ -57,23 +56,13 @@ async function answers(port: number): Promise<number> {
 }
 
 void t.test('TLS with a CA file, an ACL user in the URL, a key prefix', async (t) => {
-  const ssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=plcguard-test-ca');
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
-  ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf');
+  const certs = makeCerts(dir);
   const f = (name: string): string => path.join(dir, name);
-  const redis = await startRedis({
-    scheme: 'rediss',
-    args: (port) => [
-      '--port', '0', '--tls-port', String(port),
-      '--tls-cert-file', f('server.crt'), '--tls-key-file', f('server.key'), '--tls-ca-cert-file', f('ca.crt'),
-      '--tls-auth-clients', 'no',
-      // Only plcguard's keys for the plcguard user; the default user is off.
-      '--user', 'default', 'off',
-      '--user', 'plcguard', 'on', '>s3cret', '~plant1:*', '&plant1:*', '+@all',
-    ],
-  });
+  const redis = await startTlsRedis(certs, [
+    // Only plcguard's keys for the plcguard user; the default user is off.
+    '--user', 'default', 'off',
+    '--user', 'plcguard', 'on', '>s3cret', '~plant1:*', '&plant1:*', '+@all',
+  ]);
   t.teardown(() => redis.kill());
   const url = `rediss://plcguard:s3cret@127.0.0.1:${redis.port}/0`;
   const plc = await startRawPlc();

@@ -2,7 +2,7 @@
 // (re)connect and a periodic resync.
 import type { Redis } from 'ioredis';
 import type { ParseResult } from '../parse.js';
-import { PolicyStore, connectRedis, type StoreOptions } from '../store.js';
+import { PolicyStore, RedisConnection, redisServerName, type StoreError, type StoreOptions } from '../store.js';
 import type { EventLog, PolicyParser, PolicySource } from './source.js';
 
 /** Re-reads the version this often even without a message (pub/sub is best effort). */
@@ -13,6 +13,11 @@ export const RESYNC_INTERVAL_MS = 5000;
  * loses messages while disconnected) and every few seconds, reads the current version and, when
  * it is new, parses it and hands it on. A version that doesn't parse is reported once and
  * skipped; the caller keeps its last good policy.
+ *
+ * It also says whether Redis is up, and why not: from the start (the first attempt's outcome),
+ * at every loss, and again whenever the cause changes while it is down (a lost connection, then
+ * "connection refused" while it restarts); a read that gets no reply on a live connection (a
+ * Redis that hangs) counts too, and the next good read brings it back.
  */
 export class RedisPolicyWatcher {
   /** `version:sha256` of the version applied, and of the last one refused. */
@@ -22,24 +27,40 @@ export class RedisPolicyWatcher {
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
-  private up = false;
+  /** null until the first attempt has an outcome. */
+  private up: boolean | null = null;
+  private reason = '';
+  /** An 'error' explained the failure of the connection attempt (or connection) under way. */
+  private explained = false;
+  readonly store: PolicyStore;
 
   constructor(
-    private readonly store: PolicyStore,
+    private readonly connection: RedisConnection,
     private readonly subscriber: Redis,
+    prefix: string | undefined,
     private readonly parse: PolicyParser,
     private readonly onChange: (result: ParseResult, version: number) => void,
     private readonly onStatus: (up: boolean, error: string) => void,
-  ) {}
+  ) {
+    this.store = new PolicyStore(connection, prefix);
+  }
 
   start(): void {
-    const redis = this.store.redis;
+    const redis = this.connection.client;
     redis.on('ready', () => {
+      this.explained = false;
       this.status(true, '');
       this.sync();
     });
-    for (const ev of ['close', 'end'] as const) redis.on(ev, () => this.status(false, ''));
-    redis.on('error', (err: Error) => this.status(false, err.message));
+    redis.on('error', (err: Error) => {
+      this.explained = true;
+      this.status(false, this.connection.problem(err, redis.status !== 'ready'));
+    });
+    // A connection that closes without an error: the server hung up.
+    redis.on('close', () => {
+      if (!this.explained) this.status(false, this.connection.closed(this.up !== true));
+      this.explained = false;
+    });
     this.subscriber.on('ready', () => {
       this.subscriber.subscribe(this.store.channel).then(
         () => this.sync(),
@@ -56,11 +77,21 @@ export class RedisPolicyWatcher {
     this.timer.unref();
   }
 
-  /** `error`: what Redis said, '' when it just closed. */
+  /** `error`: why Redis is down, as the CLI would say it; '' when up. Logged when either changes. */
   private status(up: boolean, error: string): void {
-    if (up === this.up || this.stopped) return;
+    if ((up === this.up && error === this.reason) || this.stopped) return;
     this.up = up;
+    this.reason = error;
     this.onStatus(up, error);
+  }
+
+  /** A read failed: on a live connection (no reply, a refusal) that is an outage of its own. */
+  private readFailed(err: StoreError): void {
+    /* c8 ignore next -- not connected (Redis went away during the read, or the timer fired while
+       it is away: the connection's own events say why), or not Redis' failure (a version in force
+       that isn't there: skipped, as a version that doesn't parse) */
+    if (err.code !== 'ERR_STORE_REDIS' || this.connection.client.status !== 'ready') return;
+    this.status(false, err.message);
   }
 
   /** Checks for a new version now; concurrent calls coalesce into one more run. */
@@ -72,8 +103,7 @@ export class RedisPolicyWatcher {
       return;
     }
     this.running = this.check()
-      /* c8 ignore next -- Redis going away between 'ready' and a read: the reconnect resyncs */
-      .catch(() => {})
+      .catch((err: StoreError) => this.readFailed(err))
       .finally(() => {
         this.running = null;
         if (this.again) {
@@ -99,6 +129,7 @@ export class RedisPolicyWatcher {
   // version 1 again, for what may be a different policy.
   private async check(): Promise<void> {
     const v = await this.store.currentVersion();
+    this.status(true, '');
     if (v === 0) return;
     const sha = await this.store.sha256Of(v);
     const id = `${v}:${sha}`;
@@ -121,7 +152,7 @@ export class RedisPolicyWatcher {
     if (this.timer) clearInterval(this.timer);
     await this.idle();
     this.subscriber.disconnect();
-    this.store.redis.disconnect();
+    this.connection.client.disconnect();
   }
 }
 
@@ -136,19 +167,15 @@ export class RedisPolicySource implements PolicySource {
     private readonly parse: PolicyParser,
     private readonly logger: EventLog,
   ) {
-    const u = new URL(opts.url);
-    u.password = '';
-    u.username = '';
-    this.name = `${u.toString()} ${opts.prefix ?? ''}`.trim();
+    this.name = `${redisServerName(opts)} ${opts.prefix ?? ''}`.trim();
   }
 
   start(onChange: (r: ParseResult) => void): null {
-    const redis = connectRedis({ ...this.opts, failFast: true });
-    const subscriber = redis.duplicate();
-    const store = new PolicyStore(redis, this.opts.prefix);
+    const live = { ...this.opts, reconnect: true };
     this.watcher = new RedisPolicyWatcher(
-      store,
-      subscriber,
+      new RedisConnection(live),
+      new RedisConnection(live).client,
+      this.opts.prefix,
       this.parse,
       (r) => onChange(r),
       (up, error) => {

@@ -26,8 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
-import { Redis } from 'ioredis';
-import { PolicyStore } from '../../policy/store.js';
+import { PolicyStore, RedisConnection } from '../../policy/store.js';
 
 import { RawClient, req } from '../fixtures/raw-client.js';
 import { startRedis } from '../fixtures/redis.js';
@@ -334,9 +333,10 @@ void t.test('faults make their alerts hold', async (t) => {
   t.equal((await within(c.read(DENIAL_BURST), 'the burst to be answered', FAULT_TIMEOUT_MS)).length, DENIAL_BURST);
   c.close();
   // A version in Redis that isn't a policy (pushed past the CLI, which would refuse it).
-  const r = new Redis(redis.url);
+  const r = new RedisConnection({ url: redis.url });
+  await r.open();
   await new PolicyStore(r).push('version: 1\ndevices: [', 'not-a-policy', new Map(), { author: 'e2e', message: 'invalid on purpose' });
-  r.disconnect();
+  r.client.disconnect();
   await proxy.waitForEvent('policy_rejected', START_TIMEOUT_MS);
   // The PLC dies.
   await plc.stop('SIGKILL');
