@@ -280,9 +280,8 @@ void t.test('an alias bomb stops at MAX_POLICY_NODES', (t) => {
     ...devices,
   ].join('\n');
   t.ok(text.length < 8000);
-  const started = Date.now();
+  // How long it takes is bench/decide.ts's business (validate time); here, that it stops at the cap.
   const msgs = issues(text);
-  t.ok(Date.now() - started < 10_000, 'bounded time');
   const over = msgs.filter((m) => m.includes('YAML nodes'));
   t.equal(over.length, 1, 'reported once');
   t.match(over[0], new RegExp(`^p\\.yaml:\\d+:\\d+: devices\\[\\d+\\]\\.rules\\[\\d+\\]\\.read\\.\\w+\\[\\d+\\]: the policy has more than ${MAX_POLICY_NODES} YAML nodes once aliases are expanded; expected a smaller policy$`));
