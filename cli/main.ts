@@ -18,7 +18,7 @@ import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import type { PolicyParser, PolicySource } from '../policy/source/source.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
-import { Logger } from '../proxy/audit.js';
+import { Logger, logIdentity, stdoutSink } from '../proxy/audit.js';
 import { REDIS_OPTIONS, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
 
@@ -38,9 +38,10 @@ export const DEMO_PLC: Endpoint = { host: '127.0.0.1', port: 5021 };
 const USAGE = `plcguard ${VERSION}: an inline Modbus/TCP allow-list proxy
 
 usage:
-  plcguard run --policy FILE [--admin HOST:PORT|off] [--grace-ms N]
+  plcguard run --policy FILE [--admin HOST:PORT|off] [--grace-ms N] [--instance NAME]
                                   serve every device of the policy; the file is watched and
-                                  valid edits apply live
+                                  valid edits apply live; every log line names the instance
+                                  (default HOSTNAME:ADMIN-PORT)
   plcguard run --redis URL [--devices a,b] [--redis-prefix P] [--redis-ca FILE]
                [--redis-sentinels HOST:PORT,... --redis-master NAME] [--admin ...]
                                   serve the policy in force in Redis, following every push
@@ -142,6 +143,7 @@ async function run(args: string[]): Promise<number> {
       admin: ADMIN_OPTION,
       'grace-ms': { type: 'string' },
       devices: { type: 'string' },
+      instance: { type: 'string' },
       ...REDIS_OPTIONS,
     },
   });
@@ -154,12 +156,13 @@ async function run(args: string[]): Promise<number> {
     io.stderr(`plcguard run: --grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
     return ExitCode.USAGE;
   }
-  const logger = new Logger();
+  const admin = adminOption(values.admin);
+  const logger = new Logger(stdoutSink, logIdentity(values.instance, admin));
   const source = values.policy
     ? new FilePolicySource(values.policy, parsePolicy, logger)
     : new RedisPolicySource(storeOptions(values), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
-  return serve(source, logger, adminOption(values.admin), grace, devices);
+  return serve(source, logger, admin, grace, devices);
 }
 
 /**
@@ -197,7 +200,7 @@ async function demo(args: string[]): Promise<number> {
   const admin = adminOption(values.admin);
   const listen = endpointOption(values.listen, '--listen');
   const plcAt = endpointOption(values.plc, '--plc');
-  const logger = new Logger();
+  const logger = new Logger(stdoutSink, logIdentity(undefined, admin));
   return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt), logger), logger, admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: plcAt.host, port: plcAt.port, unitId: 1 });
     const proxyAt = formatEndpoint(listen.host, listen.port);
