@@ -14,7 +14,9 @@ import { startAdminServer } from '../proxy/http.js';
 import { createRegistry } from '../proxy/metrics.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
-import { LATENCY_BUCKETS_SECONDS } from '../proxy/stats.js';
+import { LATENCY_BUCKETS_SECONDS, WRITE_FUNCTION_CODES } from '../proxy/stats.js';
+import { functionLabel } from '../modbus/index.js';
+import YAML from 'yaml';
 import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
@@ -420,4 +422,25 @@ void t.test('admin server: a failing collector is a 500; a taken address fails t
   const err = await startAdminServer({ host: '127.0.0.1', port }, register, { checks: () => ({}) }).catch((e: unknown) => e);
   t.match(err, { code: 'EADDRINUSE' }, 'the address is taken: the start rejects');
   server.closeAllConnections();
+});
+
+// ---- the deployment's rules and dashboard against the code (issue 16, item 6) ----
+
+void t.test('deploy/: each alert has a runbook section; the write functions are the ones the code counts', (t) => {
+  const root = path.join(import.meta.dirname, '..');
+  const rules = (YAML.parse(fs.readFileSync(path.join(root, 'deploy/alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[] }).groups.flatMap((g) => g.rules);
+  // GitHub's anchors: a heading in lower case.
+  const anchors = new Set([...fs.readFileSync(path.join(root, 'docs/runbook.md'), 'utf8').matchAll(/^## (\S+)$/gm)].map((m) => m[1]!.toLowerCase()));
+  t.equal(anchors.size, rules.length, 'one section per alert');
+  for (const r of rules) t.equal(r.annotations.runbook_url, `docs/runbook.md#${r.alert.toLowerCase()}`, `${r.alert}: its runbook_url`);
+  for (const r of rules) t.ok(anchors.has(r.alert.toLowerCase()), `${r.alert}: a section in docs/runbook.md`);
+
+  const writes = WRITE_FUNCTION_CODES.map(functionLabel).sort();
+  t.equal(writes.length, 7);
+  const inAlert = /function=~"([^"]+)"/.exec(rules.find((r) => r.alert === 'PlcguardWriteDenied')!.expr)![1]!.split('|').sort();
+  t.strictSame(inAlert, writes, 'PlcguardWriteDenied: the write functions of proxy/stats.ts');
+  const dashboard = fs.readFileSync(path.join(root, 'deploy/grafana/dashboards/plcguard.json'), 'utf8');
+  const inDashboard = /function=~\\"([^"\\]+)\\"/.exec(dashboard)![1]!.split('|').sort();
+  t.strictSame(inDashboard, writes, 'the dashboard\'s denied writes: the same');
+  t.end();
 });
