@@ -87,6 +87,7 @@ void t.test('SIGHUP reloads the policy and keeps serving (it used to end the pro
   await event('started');
   const port = events.find((e) => e.event === 'listening')!.port as number;
   const c = await RawClient.connect(port);
+  await event('connection_opened');
   // The file unchanged, so the watcher has nothing to do: what follows is the signal's doing.
   const mark = events.length;
   child.kill('SIGHUP');
