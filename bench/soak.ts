@@ -534,7 +534,7 @@ async function main(): Promise<number> {
     const rss = rssOf(guard.child.pid!);
     if (rss > 0) memLast = rss;
     memPeak = Math.max(memPeak, rss);
-    const heap = metric((await httpGet(adminPort, '/metrics').catch(() => null))?.body ?? '', 'plcguard_nodejs_heap_size_used_bytes');
+    const heap = metric((await httpGet(adminPort, '/metrics').catch(() => null))?.body ?? '', 'nodejs_heap_size_used_bytes');
     if (heap !== null) {
       heapStart ??= heap;
       heapPeak = Math.max(heapPeak, heap);

@@ -18,7 +18,7 @@ import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import type { PolicyParser, PolicySource } from '../policy/source/source.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
-import { Logger } from '../proxy/audit.js';
+import { Logger, logIdentity, stdoutSink } from '../proxy/audit.js';
 import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
 
@@ -40,9 +40,10 @@ const DEFAULT_ADMIN_TEXT = formatEndpoint(DEFAULT_ADMIN.host, DEFAULT_ADMIN.port
 const USAGE = `plcguard ${VERSION}: an inline Modbus/TCP allow-list proxy
 
 usage:
-  plcguard run --policy FILE [--admin HOST:PORT|off] [--grace-ms N]
+  plcguard run --policy FILE [--admin HOST:PORT|off] [--grace-ms N] [--instance NAME]
                                   serve every device of the policy; the file is watched and
-                                  valid edits apply live
+                                  valid edits apply live; every log line names the instance
+                                  (default HOSTNAME:ADMIN-PORT)
   plcguard run --redis URL [--devices a,b] [--redis-prefix P] [--redis-ca FILE]
                [--redis-sentinels HOST:PORT,... --redis-master NAME] [--admin ...]
                [--redis-password-file FILE] [--redis-timeout MS]
@@ -177,6 +178,7 @@ async function run(args: string[]): Promise<number> {
       admin: ADMIN_OPTION,
       'grace-ms': { type: 'string' },
       devices: { type: 'string' },
+      instance: { type: 'string' },
       ...REDIS_OPTIONS,
     },
   });
@@ -185,12 +187,13 @@ async function run(args: string[]): Promise<number> {
   if (!Number.isInteger(grace) || grace < 0) {
     throw new UsageError('ERR_RUN_USAGE', `--grace-ms must be a whole number of milliseconds ≥ 0, got "${values['grace-ms']}"`);
   }
-  const logger = new Logger();
+  const admin = adminOption(values.admin);
+  const logger = new Logger(stdoutSink, logIdentity(values.instance, admin));
   const source = values.policy
     ? new FilePolicySource(values.policy, parsePolicy, logger)
     : new RedisPolicySource(storeOptions(values, process.env, io.stderr, 'plcguard'), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
-  return serve(source, logger, adminOption(values.admin), grace, devices);
+  return serve(source, logger, admin, grace, devices);
 }
 
 /**
@@ -228,7 +231,7 @@ async function demo(args: string[]): Promise<number> {
   const admin = adminOption(values.admin);
   const listen = endpointOption(values.listen, '--listen');
   const plcAt = endpointOption(values.plc, '--plc');
-  const logger = new Logger();
+  const logger = new Logger(stdoutSink, logIdentity(undefined, admin));
   return serve(new FilePolicySource(DEMO_POLICY, demoParser(listen, plcAt), logger), logger, admin, DEFAULT_GRACE_MS, undefined, async () => {
     const plc = await startSimulatedPlc({ host: plcAt.host, port: plcAt.port, unitId: 1 });
     const proxyAt = formatEndpoint(listen.host, listen.port);

@@ -574,6 +574,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly upstream: Endpoint;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
+  readonly logWrites: boolean;
   readonly limits: Readonly<Limits>;
   readonly rateLimit: Readonly<RateLimit> | null;
   readonly ruleCount: number;
@@ -591,6 +592,7 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.upstream = Object.freeze(device.upstream);
     this.mode = document.mode;
     this.onDeny = document.on_deny;
+    this.logWrites = document.log_writes;
     this.limits = Object.freeze(limitsOf(document));
     const rate = rateLimitOf(document);
     this.rateLimit = rate === null ? null : Object.freeze(rate);

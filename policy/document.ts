@@ -4,7 +4,7 @@
 // Beside it travel the values validation parsed out of its text (endpoints, networks), so compile
 // never parses a string again.
 
-import { DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
+import { DEFAULT_LOG_WRITES, DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
 import type { AsWritten, DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
 import type { Cidr, Endpoint } from './net.js';
 
@@ -37,6 +37,7 @@ export interface DeviceDocument {
   limits: Record<LimitKey, number>;
   /** `none`: no rate limit. */
   rate_limit: RateLimitDocument | typeof RATE_LIMIT_NONE;
+  log_writes: boolean;
   rules: RuleDocument[];
 }
 
@@ -91,6 +92,7 @@ function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): Nor
     on_deny: d.on_deny ?? defaults?.on_deny ?? DEFAULT_ON_DENY,
     limits: { ...BUILTIN_LIMITS_YAML, ...defaults?.limits, ...d.limits },
     rate_limit: normalizeRateLimit(d.rate_limit ?? defaults?.rate_limit),
+    log_writes: d.log_writes ?? defaults?.log_writes ?? DEFAULT_LOG_WRITES,
     rules: rules.map((r) => r.document),
   };
   if (d.description !== undefined) out.description = d.description;

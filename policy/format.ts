@@ -172,6 +172,8 @@ export const ON_DENY = {
 } as const;
 export type OnDeny = keyof typeof ON_DENY;
 export const DEFAULT_ON_DENY: OnDeny = 'exception';
+/** Allowed writes are not logged unless a device asks (`log_writes: true`). */
+export const DEFAULT_LOG_WRITES = false;
 /** `rate_limit: none` on a device switches off a rate limit set in `defaults`. */
 export const RATE_LIMIT_NONE = 'none';
 
@@ -191,7 +193,7 @@ export interface FieldSpec {
   readonly schema: SchemaNode;
   readonly required: boolean;
   readonly description?: string;
-  readonly default?: number | string;
+  readonly default?: number | string | boolean;
 }
 export interface ObjectNode extends NodeBase {
   readonly kind: 'object';
@@ -231,6 +233,10 @@ export interface PatternNode extends NodeBase {
 export interface TextNode extends NodeBase {
   readonly kind: 'string';
 }
+/** true or false (YAML 1.2 core schema: `yes`/`on` are strings, not booleans). */
+export interface BooleanNode extends NodeBase {
+  readonly kind: 'boolean';
+}
 /** An IP address or CIDR (net.ts parseCidr); validates to `Written<Cidr>`. */
 export interface CidrNode extends NodeBase {
   readonly kind: 'cidr';
@@ -256,6 +262,7 @@ export type SchemaNode =
   | EnumNode
   | PatternNode
   | TextNode
+  | BooleanNode
   | CidrNode
   | EndpointNode
   | FunctionCodeNode
@@ -317,6 +324,9 @@ export function pattern(re: RegExp, expected: string, doc: Doc = {}): Schema<str
 export function leaf(kind: 'string' | 'functionName', expected: string, doc: Doc = {}): Schema<string> {
   return schema({ kind, expected, ...doc });
 }
+export function boolean(expected: string, doc: Doc = {}): Schema<boolean> {
+  return schema({ kind: 'boolean', expected, ...doc });
+}
 export function cidr(expected: string, doc: Doc = {}): Schema<Written<Cidr>> {
   return schema({ kind: 'cidr', expected, ...doc });
 }
@@ -344,7 +354,7 @@ export function object<F extends Record<string, Field<unknown, boolean>>>(
 export function required<T>(s: Schema<T>, description?: string): Field<T, true> {
   return { spec: { schema: s.node, required: true, description }, required: true };
 }
-export function optional<T>(s: Schema<T>, description?: string, defaultValue?: number | string): Field<T, false> {
+export function optional<T>(s: Schema<T>, description?: string, defaultValue?: number | string | boolean): Field<T, false> {
   return { spec: { schema: s.node, required: false, description, default: defaultValue }, required: false };
 }
 
@@ -495,6 +505,11 @@ const deviceSettings = {
   on_deny: optional(onDenyField, undefined, DEFAULT_ON_DENY),
   limits: optional(limits),
   rate_limit: optional(rateLimit),
+  log_writes: optional(
+    boolean('true or false'),
+    'Log every allowed write (a `write` line: source, connection, address and values): who changed what, for forensics. Off by default: an HMI writing setpoints often would fill the log.',
+    DEFAULT_LOG_WRITES,
+  ),
 };
 
 const device = object(
@@ -513,7 +528,7 @@ const device = object(
 export const POLICY_SCHEMA = object(
   {
     version: required(integer(POLICY_VERSION, POLICY_VERSION, `the integer ${POLICY_VERSION}`), 'Format version.'),
-    defaults: optional(object(deviceSettings, 'a mapping with mode, on_deny, limits and rate_limit'), 'Settings for every device; a device\'s own keys override them.'),
+    defaults: optional(object(deviceSettings, 'a mapping with mode, on_deny, limits, rate_limit and log_writes'), 'Settings for every device; a device\'s own keys override them.'),
     devices: required(array(device, 'a list of devices'), 'One entry per PLC: where clients connect, where the PLC is, and what is allowed.'),
   },
   'a policy (a mapping with version and devices)',

@@ -78,6 +78,8 @@ function body(node: SchemaNode, defs: JsonObject): JsonObject {
       return { type: 'string', ...out, pattern: node.pattern.source };
     case 'string':
       return { type: 'string', ...out };
+    case 'boolean':
+      return { type: 'boolean', ...out };
     case 'cidr':
       return { type: 'string', ...out, pattern: CIDR_PATTERN };
     case 'endpoint':

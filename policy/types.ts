@@ -92,6 +92,8 @@ export interface CompiledDevice {
   readonly upstream: Endpoint;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
+  /** Every allowed write gets a `write` log line (`log_writes`). */
+  readonly logWrites: boolean;
   readonly limits: Readonly<Limits>;
   /** Per source address; null: no rate limit. */
   readonly rateLimit: Readonly<RateLimit> | null;

@@ -326,6 +326,7 @@ class Walker {
       }
       return ADDRESS_MODEL_FUNCTIONS.has(n) ? fail(...addressModelProblem(String(n), n)) : n;
     }
+    if (want === 'boolean') return (node as Scalar).value;
     const s = (node as Scalar).value as string;
     const q = quote(s);
     switch (schema.kind) {
@@ -382,6 +383,7 @@ const OPTION_KIND: Record<SchemaNode['kind'], NodeKind> = {
   enum: 'string',
   pattern: 'string',
   string: 'string',
+  boolean: 'boolean',
   cidr: 'string',
   endpoint: 'string',
   functionName: 'string',

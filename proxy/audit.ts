@@ -1,8 +1,12 @@
+import os from 'node:os';
+import type { CompiledDevice, Endpoint } from '../policy/types.js';
 import { TokenBucket } from './ratelimit.js';
 
 /**
- * Audit and operational log: one JSON object per line. Denials and refused connections are the
- * audit trail; normal operation logs little (start, stop, policy loaded).
+ * Audit and operational log: one JSON object per line. Denials, refused connections and the
+ * opening and closing of client connections are the audit trail; normal operation logs little
+ * else (start, stop, policy loaded). docs/siem.md maps every field to Elastic ECS and to
+ * Suricata's EVE.
  */
 export type LogSink = (line: string) => void;
 
@@ -10,16 +14,86 @@ export const stdoutSink: LogSink = (line) => {
   process.stdout.write(line + '\n');
 };
 
+/** Who writes the log: on every line, so that a SIEM fed by many plcguards tells them apart. */
+export interface LogIdentity {
+  /** The machine (os.hostname()). */
+  readonly host: string;
+  /** This plcguard: stable across restarts (`--instance`, default host:admin-port). */
+  readonly instance: string;
+}
+
+/**
+ * The default instance name: host and admin port, which is what Prometheus calls the instance
+ * when it scrapes plcguard by host name, so a log line and a metric series name it alike.
+ */
+export function defaultInstance(host: string, admin: Endpoint | null): string {
+  return admin === null ? host : `${host}:${admin.port}`;
+}
+
+/** The identity of this process: `instance` when given, else the default. */
+export function logIdentity(instance: string | undefined, admin: Endpoint | null, host = os.hostname()): LogIdentity {
+  return { host, instance: instance ?? defaultInstance(host, admin) };
+}
+
 export class Logger {
+  /** The fields every line carries after time and event: identity, then the policy in force. */
+  private common: Readonly<Record<string, unknown>>;
+
   constructor(
     private readonly sink: LogSink = stdoutSink,
+    private readonly identity: LogIdentity | null = null,
     private readonly clock: () => number = Date.now,
-  ) {}
-
-  /** Writes one line: {"time": ISO, "event": event, ...fields}. */
-  log(event: string, fields: Record<string, unknown> = {}): void {
-    this.sink(JSON.stringify({ time: new Date(this.clock()).toISOString(), event, ...fields }));
+  ) {
+    this.common = { ...identity };
   }
+
+  /** The policy now in force: every line from now on names it (none before the first). */
+  setPolicy(version: number, sha256: string): void {
+    this.common = { ...this.identity, policy_version: version, policy_sha256: sha256 };
+  }
+
+  /** Writes one line: {"time": ISO, "event": event, host, instance, policy_version, policy_sha256, ...fields}. */
+  log(event: string, fields: Record<string, unknown> = {}): void {
+    this.sink(JSON.stringify({ time: new Date(this.clock()).toISOString(), event, ...this.common, ...fields }));
+  }
+}
+
+/** Written values a line carries at most (then `value_count` tells how many there were). */
+export const MAX_LOGGED_VALUES = 16;
+
+/**
+ * Ids of client connections, unique across restarts of one instance: the process's start time
+ * and a count, both base 36 (`lz3k9q2a-1f`). A SIEM joins a connection's lines on it.
+ */
+export class ConnectionIds {
+  private readonly prefix: string;
+  private n = 0;
+
+  constructor(startedAt: number = Date.now()) {
+    this.prefix = `${startedAt.toString(36)}-`;
+  }
+
+  next(): string {
+    return this.prefix + (++this.n).toString(36);
+  }
+}
+
+/** An IPv4-mapped IPv6 address (a dual-stack listener's view of an IPv4 client) as plain IPv4. */
+const MAPPED_IPV4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i;
+
+/**
+ * The fields that place a line about a client connection: device, connection, client (address and
+ * port apart, as SIEMs want them) and the PLC behind the device.
+ */
+export function connectionFields(device: CompiledDevice, connId: string, address: string, port: number): Record<string, unknown> {
+  return {
+    device: device.name,
+    conn_id: connId,
+    src_ip: MAPPED_IPV4.exec(address)?.[1] ?? address,
+    src_port: port,
+    plc_host: device.upstream.host,
+    plc_port: device.upstream.port,
+  };
 }
 
 /** Lines about one source address written at once before they are only counted. */
@@ -88,6 +162,11 @@ class SourceBudget {
  *
  * Lines a client can only cause once per connection and per timeout (idle and frame timeouts)
  * don't pass through here: the connection limits and the timeouts already bound them.
+ *
+ * The other line kinds: connection_opened lines pass a gate of their own (ProxyServer says why),
+ * and each one written pays for its connection_closed line too, so pairs stay whole; allowed
+ * writes (`log_writes`) pass none (Session says why); PLC failures are paced per device by an
+ * AuditLimiter.
  */
 export class AuditGate {
   private readonly total = new TokenBucket();

@@ -1,7 +1,17 @@
 import client from 'prom-client';
 import { DECISION_REASONS } from '../policy/types.js';
 import type { StatsRegistry } from './server.js';
-import { DECISIONS, FUNCTION_LABELS, REFUSALS, UPSTREAM_ERRORS, type DeviceStats, type Histogram } from './stats.js';
+import {
+  DECISION_DENIED,
+  DECISIONS,
+  FUNCTION_LABELS,
+  REFUSALS,
+  UPSTREAM_ERRORS,
+  WRITE_FUNCTION_CODES,
+  functionIndex,
+  type DeviceStats,
+  type Histogram,
+} from './stats.js';
 
 // Every metric plcguard exports, in one place. The hot path only bumps numbers in DeviceStats
 // (proxy/stats.ts); they become Prometheus series here, at scrape time, so counting costs no label
@@ -11,11 +21,15 @@ import { DECISIONS, FUNCTION_LABELS, REFUSALS, UPSTREAM_ERRORS, type DeviceStats
 // function names, then `other`), decision, reason, kind, result. Never addresses, ports or
 // transaction ids: the number of series stays bounded whatever a client sends.
 //
-// Series of small fixed sets (denials by reason, refusals, upstream errors, reloads) exist from
-// the start with 0: rate() and increase() only see an increase between two samples of a series,
-// so a series born at its first event would hide that event from alerts. Requests by function
-// appear on first use instead, which keeps 20 functions × 3 decisions per device off the wire
-// until a client needs them.
+// Series of small fixed sets (denials by decision and reason, refusals, upstream errors, reloads)
+// exist from the start with 0: rate() and increase() only see an increase between two samples of a
+// series, so a series born at its first event would hide that event from alerts. Requests by
+// function appear on first use instead, which keeps 20 functions × 3 decisions per device off the
+// wire until a client needs them; but denied writes are there from the start, since a single one
+// is an alert.
+//
+// Node's and the process's own metrics (prom-client's defaults) keep their standard names,
+// without plcguard_: the stock Node.js dashboards and alerts find them.
 
 /** Policy state that isn't per device. */
 export class PolicyStats {
@@ -23,6 +37,8 @@ export class PolicyStats {
   loaded = false;
   reloadsOk = 0;
   reloadsFailed = 0;
+  /** sha256 of the policy in force ('' before the first load). */
+  sha256 = '';
   /** Unix time (s) the policy in force was loaded; 0 before the first load. */
   lastReloadSeconds = 0;
   /**
@@ -31,9 +47,6 @@ export class PolicyStats {
    */
   redisUp: (() => boolean) | null = null;
 }
-
-/** Metric name prefix; the default process metrics get it too, so one `plcguard_` selects all. */
-export const METRIC_PREFIX = 'plcguard_';
 
 type Labels = Record<string, string>;
 type HistogramValue = { labels: Labels; value: number; metricName: string };
@@ -71,10 +84,16 @@ class CollectedHistogram {
   reset(): void {}
 }
 
+/** The checks /readyz makes, by name: true when passing. */
+export type ReadinessChecks = () => Record<string, boolean>;
+
+/** Denied write requests' series, there from the start: [function index, decision index]. */
+const DENIED_WRITES = new Set(WRITE_FUNCTION_CODES.map((fc) => functionIndex(fc) * DECISIONS.length + DECISION_DENIED));
+
 /** Builds the registry: one per process, passed to the admin server. */
-export function createRegistry(stats: StatsRegistry, policy: PolicyStats, version: string): client.Registry {
+export function createRegistry(stats: StatsRegistry, policy: PolicyStats, version: string, checks: ReadinessChecks = () => ({})): client.Registry {
   const register = new client.Registry();
-  client.collectDefaultMetrics({ register, prefix: METRIC_PREFIX });
+  client.collectDefaultMetrics({ register });
   const devices = (): Iterable<[string, DeviceStats]> => stats.devices.entries();
 
   // prom-client's counters and gauges, refilled from the plain numbers on every scrape.
@@ -109,22 +128,34 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
     for (const [device, s] of devices()) {
       FUNCTION_LABELS.forEach((fn, f) =>
         DECISIONS.forEach((decision, d) => {
-          const v = s.requests[f * DECISIONS.length + d]!;
-          if (v > 0) c.inc({ device, function: fn, decision }, v);
+          const i = f * DECISIONS.length + d;
+          const v = s.requests[i]!;
+          if (v > 0 || DENIED_WRITES.has(i)) c.inc({ device, function: fn, decision }, v);
         }),
       );
     }
   });
-  counter('plcguard_denials_total', 'Denied (or, in monitor mode, would-be denied) requests, and connections refused for their source, by reason.', ['device', 'reason'], (c) => {
+  counter('plcguard_denials_total', 'Requests denied, or in monitor mode that would have been, by reason (refused connections: plcguard_refused_connections_total).', ['device', 'decision', 'reason'], (c) => {
     for (const [device, s] of devices()) {
-      s.denials.forEach((v, i) => {
-        const reason = DECISION_REASONS[i];
-        if (reason !== 'allowed') c.inc({ device, reason }, v);
-      });
+      for (const [decision, counts] of [['denied', s.denials], ['would_deny', s.wouldDenials]] as const) {
+        counts.forEach((v, i) => {
+          const reason = DECISION_REASONS[i];
+          if (reason !== 'allowed') c.inc({ device, decision, reason }, v);
+        });
+      }
     }
   });
   counter('plcguard_refused_connections_total', 'Client connections refused at accept, by reason.', ['device', 'reason'], (c) => {
     for (const [device, s] of devices()) s.refused.forEach((v, i) => c.inc({ device, reason: REFUSALS[i] }, v));
+  });
+  counter('plcguard_client_connections_total', 'Client connections accepted (refused ones: plcguard_refused_connections_total).', ['device'], (c) => {
+    for (const [device, s] of devices()) c.inc({ device }, s.clientConnectionsTotal);
+  });
+  counter('plcguard_bytes_total', 'Bytes read from clients (from_client) and handed to them (to_client: PLC responses and plcguard\'s own replies).', ['device', 'direction'], (c) => {
+    for (const [device, s] of devices()) {
+      c.inc({ device, direction: 'from_client' }, s.bytesFromClient);
+      c.inc({ device, direction: 'to_client' }, s.bytesToClient);
+    }
   });
   counter('plcguard_upstream_errors_total', 'PLC connection failures by kind.', ['device', 'kind'], (c) => {
     for (const [device, s] of devices()) s.upstreamErrors.forEach((v, i) => c.inc({ device, kind: UPSTREAM_ERRORS[i] }, v));
@@ -138,7 +169,12 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
   perDevice('plcguard_late_responses_total', 'PLC answers that came after plcguard had answered the request 0B at the response timeout (dropped).', (s) => s.lateResponses);
   perDevice('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', (s) => s.inconsistentResponses);
   perDevice('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', (s) => s.frameTimeouts);
-  perDevice('plcguard_audit_suppressed_total', 'Audit lines not written because their source or the whole process was over its budget.', (s) => s.auditSuppressed);
+  counter('plcguard_audit_suppressed_total', 'Audit lines not written because their source or the whole process was over its budget, by budget (events: denials, refusals, framing errors; connections: connection_opened lines).', ['device', 'budget'], (c) => {
+    for (const [device, s] of devices()) {
+      c.inc({ device, budget: 'events' }, s.auditSuppressed);
+      c.inc({ device, budget: 'connections' }, s.connectionLinesSuppressed);
+    }
+  });
 
   gauge('plcguard_client_connections', 'Open client connections.', ['device'], (g) => {
     for (const [device, s] of devices()) g.set({ device }, s.clientConnections);
@@ -161,6 +197,13 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
 
   gauge('plcguard_policy_version', 'Version of the policy in force (Redis version; 0 for a file).', [], (g) => g.set(policy.version));
   gauge('plcguard_policy_loaded', '1 when a valid policy is in force.', [], (g) => g.set(policy.loaded ? 1 : 0));
+  // What tells instances' policies apart (a file's version is always 0); none before the first.
+  gauge('plcguard_policy_info', 'The policy in force, by the sha256 of its text (always 1).', ['sha256'], (g) => {
+    if (policy.sha256 !== '') g.set({ sha256: policy.sha256 }, 1);
+  });
+  gauge('plcguard_ready', "1 when this /readyz check passes; /readyz is 200 when all do.", ['check'], (g) => {
+    for (const [check, ok] of Object.entries(checks())) g.set({ check }, ok ? 1 : 0);
+  });
   counter('plcguard_policy_reloads_total', 'Policy loads (the first one included) by result.', ['result'], (c) => {
     c.inc({ result: 'ok' }, policy.reloadsOk);
     c.inc({ result: 'failed' }, policy.reloadsFailed);

@@ -83,16 +83,16 @@ export class ProxyRuntime {
       rt.loaded(first.policy);
     }
     if (opts.admin) {
-      const register = createRegistry(rt.server.stats, rt.policyStats, opts.version ?? '0.0.0');
+      // /readyz and plcguard_ready say the same.
+      const checks = (): Record<string, boolean> => ({
+        policy_loaded: rt.policyStats.loaded,
+        listeners_up: rt.server.ready,
+        ...(rt.only ? { devices_served: rt.served > 0 } : {}),
+        ...opts.source.checks(),
+      });
+      const register = createRegistry(rt.server.stats, rt.policyStats, opts.version ?? '0.0.0', checks);
       try {
-        rt.admin = await startAdminServer(opts.admin, register, {
-          checks: () => ({
-            policy_loaded: rt.policyStats.loaded,
-            listeners_up: rt.server.ready,
-            ...(rt.only ? { devices_served: rt.served > 0 } : {}),
-            ...opts.source.checks(),
-          }),
-        });
+        rt.admin = await startAdminServer(opts.admin, register, { checks });
         rt.adminPort = (rt.admin.address() as AddressInfo).port;
       } catch (err) {
         await rt.stop();
@@ -139,8 +139,11 @@ export class ProxyRuntime {
     const ps = this.policyStats;
     ps.loaded = true;
     ps.version = policy.version;
+    ps.sha256 = policy.sha256;
     ps.reloadsOk++;
     ps.lastReloadSeconds = Date.now() / 1000;
+    // This line and every one after it name the policy in force.
+    this.logger.setPolicy(policy.version, policy.sha256);
     this.logger.log('policy_loaded', {
       source: this.opts.source.name,
       version: policy.version,

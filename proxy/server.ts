@@ -1,10 +1,10 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
-import { AuditGate, AuditLimiter, PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND, type Logger } from './audit.js';
+import { AuditGate, AuditLimiter, ConnectionIds, PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND, connectionFields, type Logger } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
-import { Session, type SessionContext } from './session.js';
+import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
 import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
 
@@ -65,6 +65,8 @@ class ListenSocket {
 /** One device's listener, its connection limits and its sessions. */
 class DeviceListener implements SessionContext {
   readonly sessions = new Set<Session>();
+  /** Sessions whose connection_opened line was written: their connection_closed line will be. */
+  private readonly announced = new Set<Session>();
   private readonly perSource = new Map<string, number>();
   private readonly rates = new Map<string, SourceRate>();
   /** The socket it listens on; null until `adopt`. */
@@ -79,6 +81,9 @@ class DeviceListener implements SessionContext {
     readonly stats: DeviceStats,
     readonly logger: Logger,
     readonly audit: AuditGate,
+    /** The budget of connection_opened lines, apart from `audit` (ProxyServer says why). */
+    private readonly connectionAudit: AuditGate,
+    private readonly ids: ConnectionIds,
   ) {}
 
   get deviceName(): string {
@@ -120,20 +125,22 @@ class DeviceListener implements SessionContext {
       socket.destroy();
       return;
     }
+    const port = socket.remotePort!;
+    const id = this.ids.next();
+    const now = this.clock.now();
     const limits = this.device.limits;
     let refusal: RefusalReason | null = null;
     if (this.sessions.size >= limits.maxConnections) refusal = 'max_connections';
     else if ((this.perSource.get(address) ?? 0) >= limits.maxConnectionsPerSource) refusal = 'max_connections_per_source';
     else if (this.device.mode === 'enforce' && !this.device.forSource(address).matches) refusal = 'source_not_allowed';
     if (refusal !== null) {
+      // Counted once, here: plcguard_denials_total counts requests only.
       this.stats.countRefusal(refusal);
-      if (refusal === 'source_not_allowed') this.stats.countDenial('source_not_allowed');
       // A source reconnecting makes one line per attempt: within its audit budget.
-      if (this.audit.allow(address, this.clock.now())) {
+      if (this.audit.allow(address, now)) {
         const suppressed = this.audit.takeSuppressed(address);
         this.logger.log('refused', {
-          device: this.device.name,
-          source: `${address}:${socket.remotePort}`,
+          ...connectionFields(this.device, id, address, port),
           reason: refusal,
           action: 'close',
           ...(suppressed > 0 ? { suppressed } : {}),
@@ -147,8 +154,21 @@ class DeviceListener implements SessionContext {
     }
     this.perSource.set(address, (this.perSource.get(address) ?? 0) + 1);
     this.stats.clientConnections++;
-    const session = new Session(socket, this, address, socket.remotePort!);
+    this.stats.clientConnectionsTotal++;
+    const session = new Session(socket, this, address, port, id);
     this.sessions.add(session);
+    if (this.connectionAudit.allow(address, now)) {
+      this.announced.add(session);
+      this.logConnection(session, 'connection_opened', {});
+    } else {
+      this.stats.connectionLinesSuppressed++;
+    }
+  }
+
+  /** A connection_opened or _closed line, with the count of such lines about its source suppressed. */
+  private logConnection(session: Session, event: string, fields: Record<string, unknown>): void {
+    const suppressed = this.connectionAudit.takeSuppressed(session.remoteAddress);
+    this.logger.log(event, { ...session.logFields, ...fields, ...(suppressed > 0 ? { suppressed } : {}) });
   }
 
   /** PLC connection failures, one line per few seconds per device however many links fail. */
@@ -175,8 +195,16 @@ class DeviceListener implements SessionContext {
     }
   }
 
-  sessionClosed(session: Session): void {
+  sessionClosed(session: Session, reason: CloseReason): void {
     this.sessions.delete(session);
+    // Only after an opened line: the pair is whole in the log, and the opened line paid for both.
+    if (this.announced.delete(session)) {
+      this.logConnection(session, 'connection_closed', {
+        reason,
+        duration_ms: Math.round(this.clock.now() - session.openedAt),
+        ...session.traffic(),
+      });
+    }
     this.stats.clientConnections--;
     const address = session.remoteAddress;
     const n = this.perSource.get(address)! - 1;
@@ -205,6 +233,14 @@ export class ProxyServer {
   readonly stats = new StatsRegistry();
   /** One audit budget for the whole process: per source address across devices, and in total. */
   private readonly audit = new AuditGate();
+  /**
+   * The connection_opened lines' own budget (a connection_closed line follows each one written):
+   * HMIs reconnecting all at once after a network outage must not use up the budget that denials
+   * need, nor a flood of denials silence the record of who connected.
+   */
+  private readonly connectionAudit = new AuditGate();
+  /** Connection ids: one sequence for the process, unique across restarts. */
+  private readonly ids = new ConnectionIds();
   private stopping = false;
 
   constructor(private readonly logger: Logger) {}
@@ -246,7 +282,7 @@ export class ProxyServer {
         let l = this.listeners.get(device.name);
         if (l && sameEndpoint(l.device.listen, device.listen)) continue;
         if (!l) {
-          l = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit);
+          l = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit, this.connectionAudit, this.ids);
           added.push(l);
         }
         // Validation gives each address to one device, so the one holding it now gives it up.

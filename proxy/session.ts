@@ -11,7 +11,7 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
-import type { AuditGate, Logger } from './audit.js';
+import { MAX_LOGGED_VALUES, connectionFields, type AuditGate, type Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { SourceRate } from './ratelimit.js';
@@ -32,8 +32,8 @@ export interface SessionContext extends LinkContext {
   readonly audit: AuditGate;
   /** The rate state of a source address on this device (shared by its connections). */
   rateFor(address: string): SourceRate;
-  /** Called once, when the session has ended (it no longer counts against the limits). */
-  sessionClosed(session: Session): void;
+  /** Called once, when the session has ended (it no longer counts against the limits), and why. */
+  sessionClosed(session: Session, reason: CloseReason): void;
 }
 
 /** The part of a net.Socket a session uses toward its client (tests pass a fake). */
@@ -117,7 +117,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   private readonly decision = new Decision();
   private readonly clock: Clock;
   private readonly audit: AuditGate;
-  private readonly source: string;
+  /** What places each of its log lines: device, connection id, client, PLC (audit.ts). */
+  readonly logFields: Readonly<Record<string, unknown>>;
+  /** Clock time it started: its connection_closed line gives the duration. */
+  readonly openedAt: number;
   private readonly rate: SourceRate;
   /** Responses and plcguard's own replies to the client. */
   private readonly out: BatchWriter;
@@ -141,6 +144,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   /** When the partial frame now held started arriving. */
   private partialSince = NO_PARTIAL;
   private framesSeen = 0;
+  /** Requests denied (would-deny in monitor mode), bytes read from the client and handed to it. */
+  private denied = 0;
+  private bytesFromClient = 0;
+  private bytesToClient = 0;
   /**
    * Response bytes have gone to the client and the rest of that response is still to come: any
    * reply of plcguard's own (a denial, 0A, 0B) written now would land inside it. Such replies
@@ -155,14 +162,18 @@ export class Session implements FrameHandler, UpstreamOwner {
     private readonly ctx: SessionContext,
     readonly remoteAddress: string,
     readonly remotePort: number,
+    /** Unique per connection (audit.ts ConnectionIds): joins its lines in a SIEM. */
+    readonly id: string,
   ) {
-    this.source = remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
     this.clock = ctx.clock;
-    this.activeAt = this.clock.now();
+    this.openedAt = this.activeAt = this.clock.now();
     this.audit = ctx.audit;
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
     this.view = this.device.forSource(remoteAddress);
+    // The device's name and PLC stay for the session's life: a reload that changes the PLC
+    // closes it (server.ts), a rename makes another device.
+    this.logFields = connectionFields(this.device, id, remoteAddress, remotePort);
     this.out = new BatchWriter(
       socket,
       () => this.device.limits.maxBufferedBytes,
@@ -208,6 +219,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   // ---- client → PLC ----
 
   private onData(chunk: Buffer): void {
+    this.bytesFromClient += chunk.length;
+    this.ctx.stats.bytesFromClient += chunk.length;
     // Lingering: what the client still sends is dropped. (Ended or stopping, nothing is read.)
     if (this.state.kind !== 'open') return;
     const now = this.clock.now();
@@ -277,10 +290,14 @@ export class Session implements FrameHandler, UpstreamOwner {
     }
     if (d.allow) {
       stats.countRequest(req.functionCode, DECISION_ALLOWED);
+      // Not within the audit budget: only sources the policy lets write cause these, on devices
+      // whose author asked for them, and a trail with holes would not say who changed what.
+      if (device.logWrites && isWrite(req)) this.log('write', { ...requestFields(req), rule: d.rule });
       this.sendUpstream(req, buf, start, end, device);
     } else if (device.mode === 'monitor') {
       stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
-      stats.countDenial(d.reason);
+      stats.countWouldDeny(d.reason);
+      this.denied++;
       this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
       this.sendUpstream(req, buf, start, end, device);
     } else {
@@ -341,6 +358,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     const stats = this.ctx.stats;
     stats.countRequest(req.functionCode, DECISION_DENIED);
     stats.countDenial(reason);
+    this.denied++;
     this.auditDenial('deny', req, reason, rule, exception, action);
     if (action === 'exception') this.reply(buildException(req.transactionId, req.unitId, req.functionCode, exception));
     else if (action === 'close') this.close('deny_close');
@@ -355,18 +373,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     action: string,
   ): void {
     if (!this.auditAllows()) return;
-    const fields: Record<string, unknown> = {
-      unit: req.unitId,
-      fc: req.functionCode,
-      function: functionLabel(req.functionCode),
-    };
-    if (req.readTable !== null) fields.read = rangeText(req.readTable, req.readStart, req.readQuantity);
-    if (req.writeTable !== null) fields.write = rangeText(req.writeTable, req.writeStart, req.writeQuantity);
-    if (req.subFunction >= 0) fields.subfunction = req.subFunction;
-    if (req.meiType >= 0) fields.mei_type = req.meiType;
-    if (req.violation !== 'none') fields.violation = req.violation;
-    Object.assign(fields, { reason, rule, exception: hex(exception), action });
-    this.log(event, fields);
+    this.log(event, { ...requestFields(req), reason, rule, exception: hex(exception), action });
   }
 
   /** May a line this client caused be written now? Counted when not (proxy/audit.ts). */
@@ -380,8 +387,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private log(event: string, fields: Record<string, unknown>): void {
     const suppressed = this.audit.takeSuppressed(this.remoteAddress);
     this.ctx.logger.log(event, {
-      device: this.ctx.deviceName,
-      source: this.source,
+      ...this.logFields,
       ...fields,
       ...(suppressed > 0 ? { suppressed } : {}),
     });
@@ -392,6 +398,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   forward(buf: Buffer, start: number, end: number, copy: boolean): void {
     // Until complete(): within one call for a whole frame, across chunks for a streamed one.
     this.midResponse = true;
+    this.sent(end - start);
     this.out.queue(buf, start, end, copy);
   }
 
@@ -468,7 +475,23 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.setPause(PAUSE_MID_RESPONSE, true);
       return;
     }
+    this.sent(b.length);
     this.out.write(b);
+  }
+
+  private sent(bytes: number): void {
+    this.bytesToClient += bytes;
+    this.ctx.stats.bytesToClient += bytes;
+  }
+
+  /** What its connection_closed line says about its traffic. */
+  traffic(): Record<string, number> {
+    return {
+      requests: this.framesSeen,
+      denied: this.denied,
+      bytes_from_client: this.bytesFromClient,
+      bytes_to_client: this.bytesToClient,
+    };
   }
 
   /**
@@ -600,13 +623,12 @@ export class Session implements FrameHandler, UpstreamOwner {
     const suppressed = this.audit.flush(this.remoteAddress, this.clock.now());
     if (suppressed > 0) {
       this.ctx.logger.log('audit_suppressed', {
-        device: this.ctx.deviceName,
-        source: this.source,
+        ...this.logFields,
         suppressed,
         reason,
       });
     }
-    this.ctx.sessionClosed(this);
+    this.ctx.sessionClosed(this, reason);
     for (const w of this.closeWaiters.splice(0)) w();
   }
 }
@@ -614,6 +636,36 @@ export class Session implements FrameHandler, UpstreamOwner {
 /** Requests that change the PLC's data: what `writes_per_second` counts. */
 function isWrite(req: ModbusRequest): boolean {
   return req.writeTable !== null || req.functionCode === FunctionCode.WRITE_FILE_RECORD;
+}
+
+/**
+ * What a line says about a request: unit, function, what it reads and writes and, for a write, the
+ * values (the first MAX_LOGGED_VALUES, and how many there were) or FC22's masks.
+ */
+function requestFields(req: ModbusRequest): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    unit: req.unitId,
+    fc: req.functionCode,
+    function: functionLabel(req.functionCode),
+  };
+  if (req.readTable !== null) fields.read = rangeText(req.readTable, req.readStart, req.readQuantity);
+  if (req.writeTable !== null) {
+    fields.write = rangeText(req.writeTable, req.writeStart, req.writeQuantity);
+    // A malformed request's values can't be trusted to be where the layout says.
+    if (req.violation === 'none') Object.assign(fields, writtenFields(req));
+  }
+  if (req.subFunction >= 0) fields.subfunction = req.subFunction;
+  if (req.meiType >= 0) fields.mei_type = req.meiType;
+  if (req.violation !== 'none') fields.violation = req.violation;
+  return fields;
+}
+
+/** FC22's masks, or the values written: the first MAX_LOGGED_VALUES and how many there were. */
+function writtenFields(req: ModbusRequest): Record<string, unknown> {
+  if (req.kind === 'mask_write') return { and_mask: req.andMask, or_mask: req.orMask };
+  const values = new Array<number>(Math.min(req.writeQuantity, MAX_LOGGED_VALUES));
+  for (let i = 0; i < values.length; i++) values[i] = req.valueAt(i);
+  return { values, value_count: req.writeQuantity };
 }
 
 function rangeText(table: string, start: number, quantity: number): string {

@@ -1,4 +1,4 @@
-import { FUNCTION_NAMES } from '../modbus/index.js';
+import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { DECISION_REASONS, type DecisionReason } from '../policy/types.js';
 
 // Hot-path counting: plain numbers in typed arrays, indexed by small integers, read at scrape time
@@ -13,6 +13,21 @@ for (const [i, fc] of [...FUNCTION_NAMES.keys()].entries()) FC_INDEX[fc] = i;
 export function functionIndex(fc: number): number {
   return FC_INDEX[fc & 0xff]!;
 }
+
+/**
+ * The functions that change a PLC's data (the writes `rate_limit.writes_per_second` counts). Their
+ * denied requests are series from the start: one denied write is an alert (deploy/alerts.yml), and
+ * increase() can't see the first event of a series born with it.
+ */
+export const WRITE_FUNCTION_CODES: readonly number[] = [
+  FunctionCode.WRITE_SINGLE_COIL,
+  FunctionCode.WRITE_SINGLE_REGISTER,
+  FunctionCode.WRITE_MULTIPLE_COILS,
+  FunctionCode.WRITE_MULTIPLE_REGISTERS,
+  FunctionCode.WRITE_FILE_RECORD,
+  FunctionCode.MASK_WRITE_REGISTER,
+  FunctionCode.READ_WRITE_MULTIPLE_REGISTERS,
+];
 
 export const DECISIONS = ['allowed', 'denied', 'would_deny'] as const;
 export type DecisionLabel = (typeof DECISIONS)[number];
@@ -59,9 +74,17 @@ export const LATENCY_BUCKETS_SECONDS = [
 export class DeviceStats {
   /** [function index × DECISIONS.length + decision]. */
   readonly requests = new Float64Array(FUNCTION_LABELS.length * DECISIONS.length);
-  /** [reason index]: denied and would-deny requests and refused connections by reason. */
+  /** [reason index]: denied requests by reason (refused connections are counted in `refused` only). */
   readonly denials = new Float64Array(DECISION_REASONS.length);
+  /** [reason index]: requests monitor mode would have denied, by reason. */
+  readonly wouldDenials = new Float64Array(DECISION_REASONS.length);
   readonly refused = new Float64Array(REFUSALS.length);
+  /** Client connections accepted (not refused). */
+  clientConnectionsTotal = 0;
+  /** Bytes read from client sockets (whole or not, allowed or not). */
+  bytesFromClient = 0;
+  /** Bytes handed to client sockets: the PLC's responses and plcguard's own exception replies. */
+  bytesToClient = 0;
   readonly upstreamErrors = new Float64Array(UPSTREAM_ERRORS.length);
   framingErrors = 0;
   unsolicitedResponses = 0;
@@ -69,6 +92,8 @@ export class DeviceStats {
   lateResponses = 0;
   /** Audit lines not written, over a source's or the process's budget (proxy/audit.ts). */
   auditSuppressed = 0;
+  /** connection_opened lines not written, over their own budget (and so their closed lines). */
+  connectionLinesSuppressed = 0;
   inconsistentResponses = 0;
   frameTimeouts = 0;
   clientConnections = 0;
@@ -85,6 +110,9 @@ export class DeviceStats {
   }
   countDenial(reason: DecisionReason): void {
     this.denials[reasonIndex(reason)]!++;
+  }
+  countWouldDeny(reason: DecisionReason): void {
+    this.wouldDenials[reasonIndex(reason)]!++;
   }
   countRefusal(reason: RefusalReason): void {
     this.refused[REFUSALS.indexOf(reason)]!++;

@@ -8,7 +8,6 @@ import {
   type FrameHandler,
   type ResponseCheck,
 } from '../modbus/index.js';
-import { formatEndpoint } from '../policy/net.js';
 import type { Endpoint, Limits } from '../policy/types.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
@@ -253,7 +252,7 @@ export class Upstream implements FrameHandler {
     const c = connectionOf(this.state);
     invariant(c !== null && this.expired.length > 0, 'upstream: a reset with no expired request');
     this.lostKind = 'unanswered';
-    this.ctx.logUpstream('upstream_reset', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), unanswered: this.expired.length, action: 'reconnect' });
+    this.ctx.logUpstream('upstream_reset', { plc_host: this.endpoint.host, plc_port: this.endpoint.port, unanswered: this.expired.length, action: 'reconnect' });
     c.socket.destroy();
   }
 
@@ -360,7 +359,7 @@ export class Upstream implements FrameHandler {
     // A reset for unanswered requests counted each of them as a timeout already.
     if (kind !== 'unanswered') this.stats.countUpstreamError(kind);
     if (kind === 'refused' || kind === 'unreachable') {
-      this.ctx.logUpstream('upstream_connect_failed', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), kind, error: error?.code, message: error?.message });
+      this.ctx.logUpstream('upstream_connect_failed', { plc_host: this.endpoint.host, plc_port: this.endpoint.port, kind, error: error?.code, message: error?.message });
     }
     // A PLC that accepts and drops at once (no free slot) fails just like one that refuses.
     if (!wasOpen || !this.answeredOnThisConnection) {

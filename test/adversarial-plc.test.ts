@@ -142,7 +142,7 @@ void t.test('a PLC that stopped answering never holds more than max_outstanding 
     'four sent and answered 0B at the timeout; the twelve held behind them 0A once the connection was reset',
   );
   t.same(plc.requests.map((r) => r.tid), [1, 2, 3, 4], 'the PLC got four requests, all on one connection');
-  t.match(proxy.logs.find((l) => l.event === 'upstream_reset'), { device: DEVICE, upstream: `127.0.0.1:${plc.port}`, unanswered: 4 });
+  t.match(proxy.logs.find((l) => l.event === 'upstream_reset'), { device: DEVICE, plc_host: '127.0.0.1', plc_port: plc.port, unanswered: 4 });
   await until(() => plc.open.size === 0, 'the PLC connection was closed by plcguard');
   t.equal(errors(proxy, 'timeout'), 4);
   c.close();
@@ -168,7 +168,7 @@ void t.test('a PLC refusing connections is logged with its address and the error
   t.same(got.map((r) => hexOf(r[0]!)), clients.map((_, i) => hexOf(exceptionFor(read(i + 1), PATH_UNAVAILABLE))), 'each: 0A');
   t.equal(errors(proxy, 'refused'), 20, 'each refusal counted');
   const lines = proxy.logs.filter((l) => l.event === 'upstream_connect_failed');
-  t.match(lines[0], { device: DEVICE, upstream: `127.0.0.1:${port}`, kind: 'refused', error: 'ECONNREFUSED' }, 'the PLC address and the error');
+  t.match(lines[0], { device: DEVICE, plc_host: '127.0.0.1', plc_port: port, kind: 'refused', error: 'ECONNREFUSED' }, 'the PLC address and the error');
   t.ok(lines.length >= PLC_LOG_BURST && lines.length <= PLC_LOG_BURST + Math.ceil(PLC_LOG_RATE_PER_SECOND * seconds), `rate limited (${lines.length} lines in ${seconds.toFixed(1)} s)`);
   for (const c of clients) c.close();
   await Promise.all(clients.map((c) => c.closed));

@@ -1,6 +1,7 @@
 // The admin endpoints of a real plcguard: real traffic through it (allowed, denied, malformed,
 // refused, timed out, late, unsolicited, cut short), then /metrics over HTTP with every plcguard_ sample
 // checked for its exact value; /healthz, /readyz (file and Redis mode), 404, 405.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { recordLogs } from './fixtures/logs.js';
 import os from 'node:os';
@@ -13,7 +14,9 @@ import { startAdminServer } from '../proxy/http.js';
 import { createRegistry } from '../proxy/metrics.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
-import { LATENCY_BUCKETS_SECONDS } from '../proxy/stats.js';
+import { LATENCY_BUCKETS_SECONDS, WRITE_FUNCTION_CODES } from '../proxy/stats.js';
+import { functionLabel } from '../modbus/index.js';
+import YAML from 'yaml';
 import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
@@ -88,7 +91,7 @@ async function get(port: number, url: string, method = 'GET'): Promise<{ status:
 
 /** Series plcguard writes itself (not the default process/nodejs ones), by name and labels. */
 function ownSeries(s: Scrape, exclude: (name: string) => boolean): Map<string, number> {
-  const own = s.samples.filter((x) => x.name.startsWith('plcguard_') && !/^plcguard_(process|nodejs)_/.test(x.name) && !exclude(x.name));
+  const own = s.samples.filter((x) => x.name.startsWith('plcguard_') && !exclude(x.name));
   return new Map(own.map((x) => [`${x.name}{${key(x.labels)}}`, x.value]));
 }
 
@@ -139,15 +142,23 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
 
   const before = await scrape(admin);
   t.equal(before.get('plcguard_requests_total', { device: 'plc', function: 'read_holding_registers', decision: 'allowed' }), undefined, 'requests by function appear on first use');
-  t.equal(before.get('plcguard_denials_total', { device: 'plc', reason: 'address_not_allowed' }), 0, 'denials by reason exist from the start, at 0');
+  t.equal(before.get('plcguard_denials_total', { device: 'plc', decision: 'denied', reason: 'address_not_allowed' }), 0, 'denials by reason exist from the start, at 0');
+  t.equal(before.get('plcguard_denials_total', { device: 'plc', decision: 'would_deny', reason: 'address_not_allowed' }), 0, 'would-denials too');
+  t.equal(before.get('plcguard_requests_total', { device: 'plc', function: 'write_single_register', decision: 'denied' }), 0, 'denied writes too: one is an alert');
   t.equal(before.get('plcguard_upstream_errors_total', { device: 'dead', kind: 'refused' }), 0);
   t.equal(before.get('plcguard_round_trip_seconds_count', { device: 'plc' }), 0);
 
-  // Client A, allowed to talk: one request at a time, each answer awaited.
+  // Client A, allowed to talk: one request at a time, each answer awaited. What it sends and
+  // receives is what plcguard_bytes_total must count.
   const a = await RawClient.connect(proxy.port);
+  let aSent = 0;
+  let aReceived = 0;
   const ask = async (request: Buffer): Promise<string> => {
     a.send(request);
-    return hexOf((await a.read())[0]!);
+    aSent += request.length;
+    const [answer] = await a.read();
+    aReceived += answer!.length;
+    return hexOf(answer!);
   };
   t.equal(await ask(req(1, 1, [3, 0, 0, 0, 1])), hexOf(adu(1, 1, [3, 2, 0, 0])), 'allowed read');
   t.equal(await ask(req(2, 1, [3, 0, 5, 0, 1])), hexOf(adu(2, 1, [3, 2, 0, 5])), 'allowed read');
@@ -172,15 +183,19 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   await within(b.closed, 'refused connection closed');
   // A framing error (protocol id 1) and a frame never completed.
   const c = await RawClient.connect(proxy.port);
-  c.send([0, 1, 0, 1, 0, 6, 1, 3, 0, 0, 0, 1]);
+  const cBytes = [0, 1, 0, 1, 0, 6, 1, 3, 0, 0, 0, 1];
+  c.send(cBytes);
   await within(c.closed, 'close after a framing error');
   const d = await RawClient.connect(proxy.port);
-  d.send([0, 1, 0, 0, 0, 6]);
+  const dBytes = [0, 1, 0, 0, 0, 6];
+  d.send(dBytes);
   await within(d.closed, 'close after the frame timeout');
   // The dead device: its PLC refuses connections; its second client is over max_connections.
   const e = await RawClient.connect(deadListen);
-  e.send(req(1, 1, [3, 0, 0, 0, 1]));
-  t.equal(hexOf((await e.read())[0]!), exc(1, 1, 3, 0x0a), 'PLC refused: 0A');
+  const eRequest = req(1, 1, [3, 0, 0, 0, 1]);
+  e.send(eRequest);
+  const [eAnswer] = await e.read();
+  t.equal(hexOf(eAnswer!), exc(1, 1, 3, 0x0a), 'PLC refused: 0A');
   const f = await RawClient.connect(deadListen);
   await within(f.closed, 'over max_connections: closed');
 
@@ -198,10 +213,16 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     ['plc', 'other', 'denied', 1],
     ['dead', 'read_holding_registers', 'allowed', 1],
   ];
+  const writes = ['write_single_coil', 'write_single_register', 'write_multiple_coils', 'write_multiple_registers', 'write_file_record', 'mask_write_register', 'read_write_multiple_registers'];
+  for (const device of ['plc', 'dead']) for (const fn of writes) put('plcguard_requests_total', { device, function: fn, decision: 'denied' }, 0);
   for (const [device, fn, decision, v] of requests) put('plcguard_requests_total', { device, function: fn, decision }, v);
-  const denials: Record<string, number> = { source_not_allowed: 1, unit_not_allowed: 1, function_not_allowed: 2, malformed: 1, address_not_allowed: 1, value_not_allowed: 1, rate_limited: 0, no_policy: 0 };
+  // The refused source is in plcguard_refused_connections_total only: counted once.
+  const denials: Record<string, number> = { source_not_allowed: 0, unit_not_allowed: 1, function_not_allowed: 2, malformed: 1, address_not_allowed: 1, value_not_allowed: 1, rate_limited: 0, no_policy: 0 };
   for (const device of ['plc', 'dead']) {
-    for (const [reason, v] of Object.entries(denials)) put('plcguard_denials_total', { device, reason }, device === 'plc' ? v : 0);
+    for (const [reason, v] of Object.entries(denials)) {
+      put('plcguard_denials_total', { device, decision: 'denied', reason }, device === 'plc' ? v : 0);
+      put('plcguard_denials_total', { device, decision: 'would_deny', reason }, 0);
+    }
     for (const reason of ['source_not_allowed', 'max_connections', 'max_connections_per_source', 'no_policy', 'shutting_down']) {
       const v = (device === 'plc' && reason === 'source_not_allowed') || (device === 'dead' && reason === 'max_connections') ? 1 : 0;
       put('plcguard_refused_connections_total', { device, reason }, v);
@@ -214,13 +235,24 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     put('plcguard_framing_errors_total', { device }, mine);
     put('plcguard_unsolicited_responses_total', { device }, mine);
     put('plcguard_late_responses_total', { device }, mine);
-    put('plcguard_audit_suppressed_total', { device }, 0);
+    put('plcguard_audit_suppressed_total', { device, budget: 'events' }, 0);
+    put('plcguard_audit_suppressed_total', { device, budget: 'connections' }, 0);
     put('plcguard_inconsistent_responses_total', { device }, mine);
     put('plcguard_frame_timeouts_total', { device }, mine);
     // Open now: a on plc (and its PLC connection); e on dead (its PLC refused).
     put('plcguard_client_connections', { device }, 1);
     put('plcguard_upstream_connections', { device }, mine);
   }
+  // Accepted: a, c and d on plc, e on dead (b and f were refused).
+  put('plcguard_client_connections_total', { device: 'plc' }, 3);
+  put('plcguard_client_connections_total', { device: 'dead' }, 1);
+  put('plcguard_bytes_total', { device: 'plc', direction: 'from_client' }, aSent + cBytes.length + dBytes.length);
+  put('plcguard_bytes_total', { device: 'plc', direction: 'to_client' }, aReceived);
+  put('plcguard_bytes_total', { device: 'dead', direction: 'from_client' }, eRequest.length);
+  put('plcguard_bytes_total', { device: 'dead', direction: 'to_client' }, eAnswer!.length);
+  put('plcguard_policy_info', { sha256: createHash('sha256').update(fs.readFileSync(proxy.file)).digest('hex') }, 1);
+  put('plcguard_ready', { check: 'policy_loaded' }, 1);
+  put('plcguard_ready', { check: 'listeners_up' }, 1);
   put('plcguard_policy_version', {}, 0);
   put('plcguard_policy_loaded', {}, 1);
   put('plcguard_policy_reloads_total', { result: 'ok' }, 1);
@@ -250,14 +282,19 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   t.ok(sum('plcguard_added_latency_seconds') > 0 && sum('plcguard_added_latency_seconds') < sum('plcguard_round_trip_seconds'), 'added time is part of the round trip');
   t.ok(sum('plcguard_upstream_response_seconds') < sum('plcguard_round_trip_seconds'), "the PLC's time is part of the round trip");
 
-  // Naming: counters end in _total, every family is plcguard_-prefixed, no label is an address.
+  // Naming: counters end in _total; plcguard's own families are plcguard_-prefixed, prom-client's
+  // defaults keep their standard names (stock Node.js dashboards use them); no label is an address.
+  const standard = (name: string): boolean => /^(process|nodejs)_/.test(name);
   for (const [name, type] of s.types) {
-    t.ok(name.startsWith('plcguard_'), `${name}: prefixed`);
+    t.ok(name.startsWith('plcguard_') || standard(name), `${name}: plcguard_, or a standard process/Node.js name`);
     if (type === 'counter') t.match(name, /_total$/, `${name}: a counter ends in _total`);
   }
-  t.ok(s.types.has('plcguard_process_cpu_seconds_total') && s.types.has('plcguard_nodejs_heap_size_used_bytes'), 'default process metrics, prefixed');
-  const ownLabels = new Set(['device', 'function', 'decision', 'reason', 'kind', 'result', 'le', 'version', 'node']);
-  for (const x of s.samples.filter((x) => x.name.startsWith('plcguard_') && !/^plcguard_(process|nodejs)_/.test(x.name))) {
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']) {
+    t.equal(s.types.has(name), true, `${name}: the standard name, unprefixed`);
+  }
+  t.notOk([...s.types.keys()].some((name) => /^plcguard_(process|nodejs)_/.test(name)), 'no prefixed copies');
+  const ownLabels = new Set(['device', 'function', 'decision', 'reason', 'kind', 'result', 'le', 'version', 'node', 'direction', 'check', 'sha256', 'budget']);
+  for (const x of s.samples.filter((x) => x.name.startsWith('plcguard_'))) {
     for (const [k, v] of Object.entries(x.labels)) {
       if (!ownLabels.has(k)) t.fail(`${x.name}: unexpected label ${k}`);
       if (/\d+\.\d+\.\d+\.\d+|:\d{2,5}$/.test(v)) t.fail(`${x.name}: label ${k}="${v}" looks like an address`);
@@ -335,6 +372,12 @@ void t.test('Redis mode: /readyz is 503 until a policy arrives and while Redis i
     [1, 0, 0, 0],
   );
   t.equal(m0.get('plcguard_policy_reloads_total', { result: 'ok' }), 0);
+  t.equal(m0.samples.filter((x) => x.name === 'plcguard_policy_info').length, 0, 'no policy: no policy_info');
+  t.same(
+    ['policy_loaded', 'listeners_up', 'redis_up'].map((check) => m0.get('plcguard_ready', { check })),
+    [0, 0, 1],
+    'plcguard_ready: the /readyz checks, one series each',
+  );
   t.equal((await get(port, '/healthz')).status, 200, 'alive all the same');
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-metrics-'));
@@ -348,12 +391,15 @@ void t.test('Redis mode: /readyz is 503 until a policy arrives and while Redis i
   t.same([loaded.status, JSON.parse(loaded.body)], [200, { ready: true, checks: { policy_loaded: true, listeners_up: true, redis_up: true } }]);
   const m1 = await scrape(port);
   t.same([m1.get('plcguard_policy_version'), m1.get('plcguard_policy_loaded'), m1.get('plcguard_policy_reloads_total', { result: 'ok' })], [1, 1, 1]);
+  t.equal(m1.get('plcguard_policy_info', { sha256: createHash('sha256').update(fs.readFileSync(file)).digest('hex') }), 1, 'the pushed text, by its sha256');
 
   await redis.kill();
   await logged('redis_down');
   const down = await get(port, '/readyz');
   t.same([down.status, JSON.parse(down.body)], [503, { ready: false, checks: { policy_loaded: true, listeners_up: true, redis_up: false } }]);
-  t.equal((await scrape(port)).get('plcguard_redis_up'), 0, 'plcguard_redis_up 0 while Redis is down');
+  const m2 = await scrape(port);
+  t.equal(m2.get('plcguard_redis_up'), 0, 'plcguard_redis_up 0 while Redis is down');
+  t.same([m2.get('plcguard_ready', { check: 'redis_up' }), m2.get('plcguard_ready', { check: 'policy_loaded' })], [0, 1], 'not ready: which check fails');
 });
 
 void t.test('admin server: a failing collector is a 500; a taken address fails the start', async (t) => {
@@ -376,4 +422,25 @@ void t.test('admin server: a failing collector is a 500; a taken address fails t
   const err = await startAdminServer({ host: '127.0.0.1', port }, register, { checks: () => ({}) }).catch((e: unknown) => e);
   t.match(err, { code: 'EADDRINUSE' }, 'the address is taken: the start rejects');
   server.closeAllConnections();
+});
+
+// ---- the deployment's rules and dashboard against the code ----
+
+void t.test('deploy/: each alert has a runbook section; the write functions are the ones the code counts', (t) => {
+  const root = path.join(import.meta.dirname, '..');
+  const rules = (YAML.parse(fs.readFileSync(path.join(root, 'deploy/alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[] }).groups.flatMap((g) => g.rules);
+  // GitHub's anchors: a heading in lower case.
+  const anchors = new Set([...fs.readFileSync(path.join(root, 'docs/runbook.md'), 'utf8').matchAll(/^## (\S+)$/gm)].map((m) => m[1]!.toLowerCase()));
+  t.equal(anchors.size, rules.length, 'one section per alert');
+  for (const r of rules) t.equal(r.annotations.runbook_url, `docs/runbook.md#${r.alert.toLowerCase()}`, `${r.alert}: its runbook_url`);
+  for (const r of rules) t.ok(anchors.has(r.alert.toLowerCase()), `${r.alert}: a section in docs/runbook.md`);
+
+  const writes = WRITE_FUNCTION_CODES.map(functionLabel).sort();
+  t.equal(writes.length, 7);
+  const inAlert = /function=~"([^"]+)"/.exec(rules.find((r) => r.alert === 'PlcguardWriteDenied')!.expr)![1]!.split('|').sort();
+  t.strictSame(inAlert, writes, 'PlcguardWriteDenied: the write functions of proxy/stats.ts');
+  const dashboard = fs.readFileSync(path.join(root, 'deploy/grafana/dashboards/plcguard.json'), 'utf8');
+  const inDashboard = /function=~\\"([^"\\]+)\\"/.exec(dashboard)![1]!.split('|').sort();
+  t.strictSame(inDashboard, writes, 'the dashboard\'s denied writes: the same');
+  t.end();
 });

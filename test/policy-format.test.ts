@@ -153,6 +153,7 @@ void t.test('built-in defaults when nothing is set', (t) => {
   t.equal(d.mode, 'enforce');
   t.equal(d.onDeny, 'exception');
   t.equal(d.rateLimit, null);
+  t.equal(d.logWrites, false);
   t.strictSame(d.limits, {
     connectTimeoutMs: 3000,
     responseTimeoutMs: 3000,
@@ -176,11 +177,33 @@ void t.test('built-in defaults when nothing is set', (t) => {
         on_deny: 'exception',
         limits: BUILTIN_LIMITS_YAML,
         rate_limit: 'none',
+        log_writes: false,
         rules: [{ name: 'rule-0', read: { holding_registers: ['0-9'] } }],
       },
     ],
   });
   t.equal(Object.keys(LIMIT_FIELDS).length, 10);
+  t.end();
+});
+
+void t.test('log_writes: from defaults, overridden per device; only true or false', (t) => {
+  const policy = (defaults: string, own: string): string => `version: 1
+${defaults}devices:
+  - { name: a, listen: 127.0.0.1:5020, upstream: 127.0.0.1:502${own} }
+  - { name: b, listen: 127.0.0.1:5021, upstream: 127.0.0.1:503 }
+`;
+  const logs = (text: string): [boolean, boolean] => {
+    const r = parsePolicy(text, 'p.yaml');
+    return [r.policy!.devices.get('a')!.logWrites, r.document!.devices[1]!.log_writes];
+  };
+  t.strictSame(logs(policy('', ', log_writes: true')), [true, false], 'one device asks');
+  t.strictSame(logs(policy('defaults: { log_writes: true }\n', ', log_writes: false')), [false, true], 'defaults, and a device opting out');
+  const wrong = parsePolicy(policy('', ', log_writes: yes'), 'p.yaml');
+  t.strictSame(
+    wrong.errors.map((e) => e.format()),
+    ['p.yaml:3:77: devices[0].log_writes: got the string "yes"; expected true or false'],
+    'YAML 1.2: yes is a string',
+  );
   t.end();
 });
 
@@ -246,7 +269,7 @@ void t.test('YAML corner cases', (t) => {
   t.strictSame(issues('version: 1\n? devices\n'), ['p.yaml:2:3: devices: got an empty value; expected a list of devices']);
   // An alias as a key is named, not resolved (the validator used to throw on it).
   t.strictSame(issues('x-k: &k name\nversion: 1\ndevices:\n  - *k : plc\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, mode, on_deny, limits, rate_limit, rules)',
+    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, mode, on_deny, limits, rate_limit, log_writes, rules)',
     'p.yaml:4:5: devices[0].name: missing; expected a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters',
     'p.yaml:4:5: warning: devices[0]: no rules; this device denies everything',
   ]);
@@ -254,7 +277,7 @@ void t.test('YAML corner cases', (t) => {
     'p.yaml:2:10: warning: devices: empty; this policy serves nothing',
   ]);
   t.strictSame(issues('version: 1\ndevices:\n  - name: a\n    x-note: 1\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, mode, on_deny, limits, rate_limit, rules',
+    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, mode, on_deny, limits, rate_limit, log_writes, rules',
     'p.yaml:3:5: warning: devices[0]: no rules; this device denies everything',
   ], 'x- keys only at the top level');
   // A long value is cut in the message.

@@ -69,6 +69,7 @@ void t.test('SIGHUP reloads the policy and keeps serving (it used to end the pro
   await p.waitForEvent('started');
   const port = p.events().find((e) => e.event === 'listening')!.port as number;
   const c = await RawClient.connect(port);
+  await p.waitForEvent('connection_opened');
   // The file unchanged, so the watcher has nothing to do: what follows is the signal's doing.
   const mark = p.events().length;
   p.child.kill('SIGHUP');

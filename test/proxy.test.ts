@@ -408,6 +408,8 @@ void t.test('monitor mode forwards everything and reports would-denials', async 
   t.equal(hexOf((await c.read())[0]!), hexOf(w));
   t.equal(hexOf(plc.requests[0]!.bytes), hexOf(w));
   t.match(proxy.logs.find((l) => l.event === 'would_deny'), { reason: 'address_not_allowed', action: 'forward' });
+  const stats = proxy.rt.server.stats.get('plc');
+  t.same([stats.wouldDenials[reasonIndex('address_not_allowed')], stats.denials[reasonIndex('address_not_allowed')]], [1, 0], 'counted as a would-deny, not a denial');
   c.close();
 });
 

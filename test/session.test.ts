@@ -93,7 +93,7 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
     },
   };
   h.client = new FakeSocket();
-  h.session = new Session(h.client, ctx, address, 50_000);
+  h.session = new Session(h.client, ctx, address, 50_000, 'c1');
   return h;
 }
 
@@ -650,7 +650,7 @@ void t.test('max_outstanding bounds a silent PLC: timed-out requests keep their 
   t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(0, 4).map((_, i) => adu(i + 1, 1, [0x83, 0x0b])))), 'each 0B at its timeout');
   t.equal(plc.read().length, 0, 'nothing more sent: the PLC may still be working on those four');
   t.ok(plc.destroyed, 'the connection is reset: only late answers could free a slot');
-  t.match(h.logs.at(-1), { event: 'upstream_reset', device: 'plc', upstream: '127.0.0.1:15021', unanswered: 4, action: 'reconnect' });
+  t.match(h.logs.at(-1), { event: 'upstream_reset', device: 'plc', plc_host: '127.0.0.1', plc_port: 15021, unanswered: 4, action: 'reconnect' });
   await nextTurn();
   t.equal(h.plcs.length, 1, 'no new connection within the backoff (nothing was answered on that one)');
   t.equal(hexOf(h.client.read()), hexOf(Buffer.concat(asked.slice(4).map((_, i) => adu(i + 5, 1, [0x83, 0x0a])))), 'the held twelve: 0A at once');
@@ -711,7 +711,8 @@ void t.test('a PLC refusing the connection: 0A, and a log line with its address 
   t.match(h.logs.at(-1), {
     event: 'upstream_connect_failed',
     device: 'plc',
-    upstream: '127.0.0.1:15021',
+    plc_host: '127.0.0.1',
+    plc_port: 15021,
     kind: 'refused',
     error: 'ECONNREFUSED',
     message: 'connect ECONNREFUSED 127.0.0.1:15021',
@@ -738,12 +739,12 @@ void t.test('one source reconnecting: all its connections share one audit budget
   const h = start({}, d, '10.0.0.9');
   h.client.receive(denials(2));
   t.equal(lines(d, 'deny').length, AUDIT_BURST + 1, 'one line earned back');
-  t.match(lines(d, 'deny').at(-1), { source: '10.0.0.9:50000', suppressed: 500 - AUDIT_BURST }, 'it reports what was suppressed');
+  t.match(lines(d, 'deny').at(-1), { src_ip: '10.0.0.9', src_port: 50_000, suppressed: 500 - AUDIT_BURST }, 'it reports what was suppressed');
   t.equal(d.stats.auditSuppressed, 500 - AUDIT_BURST + 1);
   d.clock.advance(1000 / AUDIT_RATE_PER_SECOND);
   h.client.hangUp();
   await nextTurn();
-  t.match(lines(d, 'audit_suppressed'), [{ source: '10.0.0.9:50000', suppressed: 1, reason: 'client_closed' }], 'the rest on the close, once a line is allowed');
+  t.match(lines(d, 'audit_suppressed'), [{ src_ip: '10.0.0.9', src_port: 50_000, suppressed: 1, reason: 'client_closed' }], 'the rest on the close, once a line is allowed');
 });
 
 void t.test('many sources: the whole process has one budget too', (t) => {

@@ -9,18 +9,24 @@
 // the deployment's own path (Redis mode, a pushed policy), the built CLI (dist/: run
 // `npm run build` first; the npm script does), then:
 //   1. promtool checks the generated config and deploy/alerts.yml, and runs deploy/alerts.test.yml;
-//   2. every query of every panel of deploy/grafana/dashboards/plcguard.json, with $device,
+//   2. the dashboard (deploy/grafana/dashboards/plcguard.json) is importable into any Grafana: its
+//      datasource is the input DS_PROMETHEUS everywhere (and a datasource variable of that name,
+//      for file provisioning); every query of every panel and variable, with $instance, $device,
 //      $__rate_interval and $__range filled in, is evaluated through Prometheus' HTTP API and must
 //      return finite values, and the main panels the values the traffic implies;
-//   3. every alert rule evaluates without error and none holds under this normal traffic;
+//   3. every alert rule evaluates without error; under this traffic only PlcguardWriteDenied holds
+//      (the HMI's denied writes are the point of the demo) and nothing else fires;
 //   4. faults, one after another, make their alert's expression hold: a burst of denied writes
 //      (PlcguardDenialSpike), an invalid policy version in Redis (PlcguardPolicyReloadFailed), the
-//      PLC killed (PlcguardPlcUnreachable), Redis killed (PlcguardRedisDown), plcguard stopped
-//      (PlcguardDown). The `for:` durations and the other two alerts are covered by the promtool
-//      unit tests.
+//      policy in monitor mode (PlcguardMonitorWouldDeny), the PLC killed (PlcguardPlcUnreachable),
+//      a policy with no devices (PlcguardNotReady), Redis killed (PlcguardRedisDown), plcguard
+//      stopped (PlcguardDown). The `for:` durations and the other alerts (PlcguardNoPolicy,
+//      PlcguardAddedLatencyHigh, PlcguardPolicyMismatch, which needs instances on different
+//      policies) are covered by the promtool unit tests.
 // Every wait is a bounded poll of a condition or an event; every process is killed at the end, and
 // at exit if the run dies first.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,6 +73,8 @@ const RECONNECT_BACKOFF_MAX_MS = 500;
  * waits 5 minutes before it fires. Here they must evaluate and not fire, but may be pending.
  */
 const LOAD_DEPENDENT = new Set(['PlcguardAddedLatencyHigh']);
+/** Rules the HMI's traffic makes hold: its denied writes (a denied write every HMI_DENY_EVERY requests). */
+const UNDER_TRAFFIC = new Set(['PlcguardWriteDenied']);
 /** Prometheus is polled no more often than this: each poll is a query or a scrape. */
 const POLL_MS = 250;
 const START_TIMEOUT_MS = 20_000;
@@ -152,6 +160,7 @@ const policyFile = path.join(dir, 'policy.yaml');
 fs.writeFileSync(policyFile, policy.toString());
 const push = run(process.execPath, [MAIN, 'policy', 'push', policyFile, '--redis', redis.url, '--author', 'e2e', '--message', 'e2e']);
 if (push.code !== 0) throw new Error(`policy push failed:\n${push.output}`);
+const POLICY_SHA256 = createHash('sha256').update(fs.readFileSync(policyFile)).digest('hex');
 
 const proxy = plcguard('plcguard', 'run', '--redis', redis.url, '--admin', `127.0.0.1:${adminPort}`);
 await proxy.waitForEvent('policy_loaded', START_TIMEOUT_MS);
@@ -223,42 +232,85 @@ interface Target {
   datasource: string | undefined;
 }
 
+interface DataSourceRef {
+  type?: string;
+  uid?: string;
+}
+
 interface Panel {
   title: string;
-  datasource?: { uid?: string };
-  targets?: { expr: string; datasource?: { uid?: string } }[];
+  datasource?: DataSourceRef;
+  targets?: { expr: string; datasource?: DataSourceRef }[];
   panels?: Panel[];
 }
 
+interface Variable {
+  name: string;
+  type: string;
+  query: string;
+  definition?: string;
+  datasource?: DataSourceRef;
+  allValue?: string;
+}
+
 const dashboard = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as {
+  __inputs: { name: string; type: string; pluginId: string }[];
   panels: Panel[];
-  templating: { list: { name: string; definition: string; datasource?: { uid?: string } }[] };
+  templating: { list: Variable[] };
 };
+
+/** Every panel's and every query's datasource: the import input, whatever the Grafana calls its Prometheus. */
+const INPUT_DATASOURCE = { type: 'prometheus', uid: '${DS_PROMETHEUS}' };
 
 function targets(panels: Panel[]): Target[] {
   return panels.flatMap((p) => [
-    ...(p.targets ?? []).map((x) => ({ panel: p.title, expr: x.expr, datasource: x.datasource?.uid ?? p.datasource?.uid })),
+    ...(p.targets ?? []).map((x) => ({ panel: p.title, expr: x.expr, datasource: JSON.stringify([x.datasource, p.datasource]) })),
     ...targets(p.panels ?? []),
   ]);
 }
 
+/** The instance as Prometheus labels plcguard's target. */
+const INSTANCE = `127.0.0.1:${adminPort}`;
 const fill = (expr: string): string =>
-  expr.replaceAll('$device', DEVICE).replaceAll('$__rate_interval', RATE_INTERVAL).replaceAll('$__range', RANGE);
+  expr
+    .replaceAll('$instance', INSTANCE)
+    .replaceAll('$device', DEVICE)
+    .replaceAll('$__rate_interval', RATE_INTERVAL)
+    .replaceAll('$__range', RANGE);
+
+void t.test('the dashboard imports into any Grafana: its datasource is an input', (t) => {
+  t.same(
+    dashboard.__inputs.map(({ name, type, pluginId }) => ({ name, type, pluginId })),
+    [{ name: 'DS_PROMETHEUS', type: 'datasource', pluginId: 'prometheus' }],
+  );
+  // File provisioning doesn't fill __inputs in: a datasource variable of the same name makes
+  // ${DS_PROMETHEUS} resolve there too (to the default Prometheus).
+  t.match(dashboard.templating.list[0], { name: 'DS_PROMETHEUS', type: 'datasource', query: 'prometheus' });
+  const provisioned = (YAML.parse(fs.readFileSync(DATASOURCES, 'utf8')) as { datasources: { uid: string; isDefault: boolean }[] }).datasources;
+  t.equal(provisioned.filter((d) => d.isDefault).length, 1, "the demo's Prometheus is the default datasource");
+  t.notOk(fs.readFileSync(DASHBOARD, 'utf8').includes(provisioned[0]!.uid), "no reference to the demo's own datasource");
+  for (const v of dashboard.templating.list.filter((v) => v.type === 'query')) t.same(v.datasource, INPUT_DATASOURCE, `variable ${v.name}`);
+  t.same(
+    dashboard.templating.list.map((v) => v.name),
+    ['DS_PROMETHEUS', 'instance', 'device'],
+    'an instance variable beside device',
+  );
+  t.equal(dashboard.templating.list[1]!.allValue, undefined, "instance's All is the list of plcguard instances: the process metrics' names are every job's");
+  t.end();
+});
 
 void t.test('every dashboard panel query returns data', async (t) => {
-  const uid = (YAML.parse(fs.readFileSync(DATASOURCES, 'utf8')) as { datasources: { uid: string }[] }).datasources[0]!.uid;
   const all = targets(dashboard.panels);
-  t.ok(all.length >= 20, `${all.length} queries`);
-  for (const v of dashboard.templating.list) {
-    t.equal(v.datasource?.uid, uid, `variable ${v.name}: the provisioned datasource`);
-    const m = /^label_values\((\w+), (\w+)\)$/.exec(v.definition);
-    t.ok(m, `variable ${v.name}: label_values(metric, label)`);
-    const values = await promGet<{ data: string[] }>(`/api/v1/label/${m![2]}/values?match[]=${m![1]}`);
-    t.ok(values.data.includes(DEVICE), `variable ${v.name} offers ${DEVICE}`);
+  t.ok(all.length >= 28, `${all.length} queries`);
+  for (const v of dashboard.templating.list.filter((v) => v.type === 'query')) {
+    const m = /^label_values\((\w+(?:\{[^}]*\})?), (\w+)\)$/.exec(v.definition ?? '');
+    t.ok(m, `variable ${v.name}: label_values(selector, label)`);
+    const values = await promGet<{ data: string[] }>(`/api/v1/label/${m![2]}/values?match[]=${encodeURIComponent(fill(m![1]!))}`);
+    t.ok(values.data.includes(v.name === 'instance' ? INSTANCE : DEVICE), `variable ${v.name} offers this ${v.name}`, { values: values.data });
   }
   const results = new Map<string, Series[]>();
   for (const x of all) {
-    t.equal(x.datasource, uid, `${x.panel}: the provisioned datasource`);
+    t.equal(x.datasource, JSON.stringify([INPUT_DATASOURCE, INPUT_DATASOURCE]), `${x.panel}: the input datasource`);
     const series = await query(fill(x.expr));
     results.set(x.expr, series);
     t.ok(series.length > 0, `${x.panel}: ${x.expr} returns data`);
@@ -283,8 +335,23 @@ void t.test('every dashboard panel query returns data', async (t) => {
   t.equal(value(of('Connections', 1), 'device', DEVICE), 1, 'one PLC connection');
   const reasons = of('Denials by reason');
   t.ok(value(reasons, 'reason', 'address_not_allowed')! > 0 && value(reasons, 'reason', 'value_not_allowed')! > 0, "the HMI's denied writes, by reason");
-  const top = of('Top denial reasons').map((s) => s.metric.reason);
-  t.ok(['address_not_allowed', 'value_not_allowed', 'source_not_allowed'].every((r) => top.includes(r)), 'top reasons include the refused stranger', { top });
+  const top = of('Top denial reasons').map((s) => `${s.metric.decision} ${s.metric.reason}`);
+  t.same(top.sort(), ['denied address_not_allowed', 'denied value_not_allowed'], 'top reasons: the denied requests', { top });
+  // The refused stranger counted once: as a refusal, not as a denial too.
+  t.ok((await query(`increase(plcguard_refused_connections_total{reason="source_not_allowed"}[${RANGE}])`))[0]!.value > 0, 'the stranger: a refusal');
+  t.equal((await query(`plcguard_denials_total{reason="source_not_allowed", decision="denied"}`))[0]!.value, 0, 'and no denial');
+  t.ok(of('Denied writes')[0]!.value > 0, "the HMI's denied writes");
+  t.equal(of('Would-deny (monitor mode)')[0]!.value, 0, 'enforce mode: nothing would-deny');
+  t.equal(value(of('Ready'), 'instance', INSTANCE), 1);
+  t.same(
+    of('Policy by instance').map((s) => [s.metric.instance, s.metric.sha256, s.value]),
+    [[INSTANCE, POLICY_SHA256, 1]],
+    'the pushed text, version 1',
+  );
+  const bytes = of('Bytes');
+  t.ok(value(bytes, 'direction', 'from_client')! > 0 && value(bytes, 'direction', 'to_client')! > 0, 'bytes both ways');
+  t.equal(value(of('Client connections opened'), 'device', DEVICE), 0, 'the HMI stays connected');
+  t.ok(of('CPU')[0]!.value > 0 && of('Memory')[0]!.value > 0, 'the standard process metrics');
   for (const title of ['Added by plcguard (p50, p99)', 'Client round trip (p50, p99)', 'PLC response time (p50, p99)']) {
     for (const i of [0, 1]) {
       const q = of(title, i)[0]!.value;
@@ -307,8 +374,8 @@ const faultExpr = (rule: Rule): string => {
 };
 const holds = async (name: string): Promise<boolean> => (await query(faultExpr(rules.find((r) => r.alert === name)!))).length > 0;
 
-void t.test('alert rules: loaded and healthy; none holds under normal traffic, none fires', async (t) => {
-  t.ok(rules.length >= 6, `${rules.length} alert rules`);
+void t.test("alert rules: loaded and healthy; under the HMI's traffic only its denied writes alert", async (t) => {
+  t.ok(rules.length >= 11, `${rules.length} alert rules`);
   const loaded = await promGet<{ data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } }>('/api/v1/rules?type=alert');
   const byName = new Map(loaded.data.groups.flatMap((g) => g.rules).map((r) => [r.name, r]));
   for (const rule of rules) {
@@ -318,12 +385,24 @@ void t.test('alert rules: loaded and healthy; none holds under normal traffic, n
       t.pass(`${rule.alert}: evaluates (${now.length === 0 ? 'quiet' : `holds now: ${JSON.stringify(now)}`})`);
       continue;
     }
+    if (UNDER_TRAFFIC.has(rule.alert)) {
+      t.same(now.map((s) => s.metric.device), [DEVICE], `${rule.alert}: holds for ${DEVICE}`);
+      continue;
+    }
     t.same(now, [], `${rule.alert}: quiet`);
     if (FAULT_WINDOWS[rule.alert]) t.same(await query(faultExpr(rule)), [], `${rule.alert}: quiet with the window the fault check uses`);
   }
-  const alerts = await promGet<{ data: { alerts: { labels: { alertname: string }; state: string }[] } }>('/api/v1/alerts');
-  t.same(alerts.data.alerts.filter((a) => a.state === 'firing'), [], 'nothing firing');
-  t.same(alerts.data.alerts.filter((a) => !LOAD_DEPENDENT.has(a.labels.alertname)), [], 'nothing pending but what load can cause');
+  const alerts = await promGet<{ data: { alerts: { labels: { alertname: string; device?: string }; state: string }[] } }>('/api/v1/alerts');
+  const expected = (a: { labels: { alertname: string } }): boolean => UNDER_TRAFFIC.has(a.labels.alertname);
+  t.same(alerts.data.alerts.filter((a) => a.state === 'firing' && !expected(a)), [], 'nothing else firing');
+  t.same(alerts.data.alerts.filter((a) => !LOAD_DEPENDENT.has(a.labels.alertname) && !expected(a)), [], 'nothing else pending but what load can cause');
+  await until(
+    async () => (await promGet<typeof alerts>('/api/v1/alerts')).data.alerts.some((a) => a.labels.alertname === 'PlcguardWriteDenied' && a.state === 'firing'),
+    'PlcguardWriteDenied firing (no `for`: at its first evaluation)',
+    FAULT_TIMEOUT_MS,
+    POLL_MS,
+  );
+  t.pass('PlcguardWriteDenied fires on the first denied write');
 });
 
 void t.test('faults make their alerts hold', async (t) => {
@@ -335,18 +414,29 @@ void t.test('faults make their alerts hold', async (t) => {
   // A version in Redis that isn't a policy (pushed past the CLI, which would refuse it).
   const r = new RedisConnection({ url: redis.url });
   await r.open();
-  await new PolicyStore(r).push('version: 1\ndevices: [', 'not-a-policy', new Map(), { author: 'e2e', message: 'invalid on purpose' });
-  r.client.disconnect();
+  const pushes = new PolicyStore(r);
+  await pushes.push('version: 1\ndevices: [', 'not-a-policy', new Map(), { author: 'e2e', message: 'invalid on purpose' });
   await proxy.waitForEvent('policy_rejected', START_TIMEOUT_MS);
-  // The PLC dies.
-  await plc.stop('SIGKILL');
   await until(() => holds('PlcguardDenialSpike'), 'PlcguardDenialSpike', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardDenialSpike holds after the burst');
   await until(() => holds('PlcguardPolicyReloadFailed'), 'PlcguardPolicyReloadFailed', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardPolicyReloadFailed holds after the invalid version');
   t.equal((await query('plcguard_policy_version'))[0]?.value, 1, 'the last good policy stays in force');
+  // The same policy in monitor mode: the HMI's denied writes are forwarded, as would-denies.
+  const monitor = `${fs.readFileSync(policyFile, 'utf8')}\ndefaults:\n  mode: monitor\n`;
+  await pushes.push(monitor, createHash('sha256').update(monitor).digest('hex'), new Map(), { author: 'e2e', message: 'monitor mode' });
+  await until(() => holds('PlcguardMonitorWouldDeny'), 'PlcguardMonitorWouldDeny', FAULT_TIMEOUT_MS, POLL_MS);
+  t.pass('PlcguardMonitorWouldDeny holds with the policy in monitor mode');
+  // The PLC dies.
+  await plc.stop('SIGKILL');
   await until(() => holds('PlcguardPlcUnreachable'), 'PlcguardPlcUnreachable', FAULT_TIMEOUT_MS, POLL_MS);
   t.pass('PlcguardPlcUnreachable holds with the PLC dead');
+  // A valid policy that serves nothing: no listener.
+  const empty = 'version: 1\ndevices: []\n';
+  await pushes.push(empty, createHash('sha256').update(empty).digest('hex'), new Map(), { author: 'e2e', message: 'no devices' });
+  await until(() => holds('PlcguardNotReady'), 'PlcguardNotReady', FAULT_TIMEOUT_MS, POLL_MS);
+  t.pass('PlcguardNotReady holds with no device listening');
+  r.client.disconnect();
 
   await redis.kill();
   await until(() => holds('PlcguardRedisDown'), 'PlcguardRedisDown', FAULT_TIMEOUT_MS, POLL_MS);
