@@ -1,7 +1,7 @@
 // A request decided as the proxy decides it, and how `policy check` and `policy test` show the
 // decision: in words, and as the stable values of `--json` (the action's values are the audit
 // log's).
-import { ExceptionCode } from '../modbus/index.js';
+import { exceptionName } from '../modbus/index.js';
 import type { OnDeny } from '../policy/format.js';
 import { Decision } from '../policy/types.js';
 import type { CompiledDevice } from '../policy/types.js';
@@ -21,15 +21,9 @@ export function exceptionOf(d: Decision): number | null {
   return d.allow || d.reason === 'source_not_allowed' ? null : d.exception;
 }
 
-const EXCEPTION_NAMES: ReadonlyMap<number, string> = new Map(
-  Object.entries(ExceptionCode).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')]),
-);
-
-/** `0x02 (illegal data address)`. */
+/** `0x02 (illegal data address)`: the spec's names, as probe and the demo PLC print them. */
 export function exceptionText(code: number): string {
-  const hex = `0x${code.toString(16).toUpperCase().padStart(2, '0')}`;
-  const name = EXCEPTION_NAMES.get(code);
-  return name === undefined ? hex : `${hex} (${name})`;
+  return `0x${code.toString(16).toUpperCase().padStart(2, '0')} (${exceptionName(code)})`;
 }
 
 /** What the proxy does with the request: forward it, refuse the connection, or deny as on_deny says. */

@@ -407,7 +407,7 @@ void t.test('request words → exact PDU bytes', (t) => {
 
 void t.test('exception codes print in hex with their names', (t) => {
   t.equal(exceptionText(2), '0x02 (illegal data address)');
-  t.equal(exceptionText(0x0b), '0x0B (gateway target failed)');
-  t.equal(exceptionText(0x42), '0x42');
+  t.equal(exceptionText(0x0b), '0x0B (gateway target device failed to respond)');
+  t.equal(exceptionText(0x42), '0x42 (unknown exception code)');
   t.end();
 });
