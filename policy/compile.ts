@@ -26,7 +26,7 @@ import { IntervalSet, WriteSet } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
 import { cidrContains, parseClientAddress } from './net.js';
 import type { Cidr } from './net.js';
-import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
+import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, Sharing, SourceView } from './types.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
 /**
@@ -167,6 +167,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly name: string;
   readonly listen: Endpoint;
   readonly upstream: Endpoint;
+  readonly sharing: Readonly<Sharing> | null;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   readonly limits: Readonly<Limits>;
@@ -186,6 +187,8 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.name = document.name;
     this.listen = Object.freeze(device.listen);
     this.upstream = Object.freeze(device.upstream);
+    const n = document.upstream_connections;
+    this.sharing = n === undefined ? null : Object.freeze({ connections: n, maxInFlight: document.upstream_max_in_flight! });
     this.mode = document.mode;
     this.onDeny = document.on_deny;
     this.limits = Object.freeze(limitsOf(document));
