@@ -364,6 +364,8 @@ export class Upstream implements FrameHandler, UpstreamPort {
   resetExpired(): void {
     const c = connectionOf(this.state);
     invariant(c !== null && this.expired.length > 0, 'upstream: a reset with no expired request');
+    // Being dropped already: its 'close' is on the way.
+    if (this.lostKind !== null) return;
     this.lostKind = 'unanswered';
     this.ctx.logUpstream('upstream_reset', { upstream: formatEndpoint(this.endpoint.host, this.endpoint.port), unanswered: this.expired.length, action: 'reconnect' });
     c.socket.destroy();

@@ -91,6 +91,7 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
     sessionClosed: () => {
       h.closedCalls++;
     },
+    upstreamFor: (_owner, d) => new Upstream(d.upstream, d.limits, ctx),
   };
   h.client = new FakeSocket();
   h.session = new Session(h.client, ctx, address, 50_000);
