@@ -148,7 +148,7 @@ const TID_SPACE = 0x10000;
  * Transaction ids of requests whose answer the PLC gave with the wrong id (answered 0B at once),
  * kept reserved until the connection ends. Past this many the PLC's stream is not trusted: reset.
  */
-const MAX_REFUSED = 256;
+export const MAX_REFUSED = 256;
 
 /**
  * A request plcguard answered 0B at the response timeout, whose answer may still come on this
