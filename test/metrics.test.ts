@@ -292,6 +292,64 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   e.close();
 });
 
+void t.test('connection sharing: queue depth, ids taken, queue wait and abandoned answers, exactly', async (t) => {
+  const plc = await startRawPlc({ maxConnections: 1 });
+  t.teardown(() => plc.close());
+  const proxy = await startProxy(
+    `version: 1
+devices:
+  - name: shared
+    listen: ${ANY_PORT}
+    upstream: 127.0.0.1:${plc.port}
+    upstream_connections: 1
+    rules:
+      - units: [1]
+        read: { holding_registers: [0-99] }
+`,
+    { admin: true },
+  );
+  t.teardown(() => proxy.stop());
+  const admin = proxy.rt.adminPort;
+  const device = { device: 'shared' };
+  // The PLC holds every request until the test lets it answer.
+  const held: (() => void)[] = [];
+  plc.respond = (r, s) => {
+    held.push(() => s.write(normalReply(r)));
+    return { hang: true };
+  };
+  const a = await RawClient.connect(proxy.port);
+  const b = await RawClient.connect(proxy.port);
+  a.send(Buffer.concat([req(1, 1, [3, 0, 0, 0, 1]), req(2, 1, [3, 0, 1, 0, 1])]));
+  b.send(req(1, 1, [3, 0, 2, 0, 1]));
+  await within(plc.waitForRequests(1), 'the first request at the PLC');
+  const stats = proxy.rt.server.stats.get('shared');
+  await until(() => stats.upstreamQueued === 2, 'two requests waiting');
+  let s = await scrape(admin);
+  t.equal(s.get('plcguard_upstream_queue_depth', device), 2, 'queue depth: two waiting');
+  t.equal(s.get('plcguard_upstream_remapped_transactions', device), 1, 'ids taken: the one in flight');
+  t.equal(s.get('plcguard_upstream_queue_wait_seconds_count', device), 1, 'one request left the queue');
+  // a resets with its answer outstanding (after a FIN it would still be answered): the PLC's
+  // answer to it is dropped and counted.
+  a.socket.resetAndDestroy();
+  await within(a.closed, 'a closed');
+  await until(() => stats.upstreamQueued === 1, "a's waiting request forgotten");
+  held.shift()!();
+  await within(plc.waitForRequests(2), "b's request at the PLC");
+  held.shift()!();
+  t.same((await within(b.read(), 'b')).map(hexOf), [hexOf(adu(1, 1, [3, 2, 0, 2]))], 'b answered');
+  s = await scrape(admin);
+  t.equal(s.get('plcguard_abandoned_responses_total', device), 1, "a's answer abandoned");
+  t.equal(s.get('plcguard_upstream_queue_depth', device), 0);
+  t.equal(s.get('plcguard_upstream_remapped_transactions', device), 0);
+  t.equal(s.get('plcguard_upstream_queue_wait_seconds_count', device), 2, "a's and b's first requests waited; a's second never left the queue");
+  t.equal(s.types.get('plcguard_upstream_queue_wait_seconds'), 'histogram');
+  t.equal(s.types.get('plcguard_upstream_queue_depth'), 'gauge');
+  t.equal(s.types.get('plcguard_upstream_remapped_transactions'), 'gauge');
+  t.equal(s.types.get('plcguard_abandoned_responses_total'), 'counter');
+  b.close();
+  await b.closed;
+});
+
 void t.test('/healthz, /readyz, 404, 405, HEAD and query strings', async (t) => {
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
