@@ -50,7 +50,7 @@ interface Settings {
   /** Time for RSS to settle after idle connections open or close (sockets freed, allocator quiet). */
   idleSettleMs: number;
 }
-/** Full run: 6 scenarios × 3-4 paths × 5 rounds of ~2 s, plus the idle test: ≈ 5 minutes on 2 cores. */
+/** Full run: 7 scenarios × 3-4 paths × 5 rounds of ~2 s, plus the idle test: ≈ 6 minutes on 2 cores. */
 const FULL: Settings = { durationSeconds: 1.5, warmupSeconds: 0.3, rounds: 5, idleConnections: 1000, idleSettleMs: 1000 };
 /** CI smoke: every scenario and path once, briefly (≈ 10 s); numbers are not meaningful. */
 const QUICK: Settings = { durationSeconds: 0.15, warmupSeconds: 0.05, rounds: 1, idleConnections: 100, idleSettleMs: 100 };
@@ -630,10 +630,10 @@ async function main(): Promise<number> {
   const canonical = !opts.quick && opts.only === null;
   const out = opts.out ?? (canonical ? path.join(RESULTS_DIR, 'latest.json') : path.join(os.tmpdir(), 'plcguard-bench-latest.json'));
   const s = opts.settings;
-  // 20 runs per round at most (the split latency rounds add their own warm-ups: count 30), each
+  // 24 runs per round at most (the split latency rounds add their own warm-ups: count 40), each
   // with its warm-up and ~1 s of connecting and draining; repeats
   // of disturbed rounds add up to REPEAT_BUDGET_FRACTION; then the idle measurement.
-  const budgetMs = (s.rounds * 30 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120) * 1000 + QUIET_WAIT_TOTAL_MS;
+  const budgetMs = (s.rounds * 40 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120) * 1000 + QUIET_WAIT_TOTAL_MS;
   // Bounded in time whatever happens: a hung child must not hang CI.
   const deadline = setTimeout(() => {
     progress(`bench: still running after ${Math.round(budgetMs / 1000)} s; stopping everything`);
