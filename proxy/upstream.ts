@@ -275,13 +275,10 @@ export class Upstream implements FrameHandler, UpstreamPort {
    */
   detach(owner: UpstreamOwner): void {
     const o = this.outstanding;
-    for (let i = 0; i < o.length; i++) {
-      const tx = o[i]!;
-      if (tx.owner !== owner) continue;
-      const stand = this.abandon(tx);
-      o[i] = stand;
-      if (this.stream === tx) this.stream = stand;
-    }
+    for (let i = 0; i < o.length; i++) if (o[i]!.owner === owner) o[i] = this.abandon(o[i]!);
+    // A response streaming in was claimed from `outstanding` at its head: its rest is dropped.
+    const s = this.stream;
+    if (s instanceof Transaction && s.owner === owner) this.stream = this.abandon(s);
     for (const x of this.expired) if (x.owner === owner) x.owner = this.nobody;
     this.blocked.delete(owner);
     this.resume(owner);

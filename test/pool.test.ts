@@ -202,11 +202,16 @@ void t.test('a connection whose slots only hold requests answered 0B is reset wh
   t.equal(d.stats.upstreamRemapped, 1, 'its id stays taken: the PLC may still answer');
   b.receive(read(7, 10));
   t.ok(plc.destroyed, 'reset: the PLC had a whole response timeout');
+  const c = client(d);
+  c.receive(read(8, 20)); // before the reset's 'close': the link is being dropped already, once
   await nextTurn();
   t.equal(d.plcs.length, 2, 'reconnected at once');
+  t.equal(d.stats.upstreamErrors.reduce((n, x) => n + x, 0), 1, 'one error: the timeout (the reset is not counted again)');
   d.plcs[1]!.accept();
   t.equal(hexOf(serveOne(d.plcs[1]!)), hexOf(read(7, 10)));
+  t.equal(hexOf(serveOne(d.plcs[1]!)), hexOf(read(8, 20)));
   t.equal(hexOf(b.read()), cat(answer(7, 10)));
+  t.equal(hexOf(c.read()), cat(answer(8, 20)));
   t.end();
 });
 
@@ -462,5 +467,88 @@ void t.test('a client closing mid-flight: what it queued is forgotten, its late 
   await nextTurn();
   t.equal(hexOf(plc.read()), '');
   t.equal(d.stats.upstreamQueued, 0);
+  t.end();
+});
+
+void t.test("a client leaving with one request answered 0B and one in flight: both ids stay taken until the PLC answers", async (t) => {
+  const d = device({ response_timeout_ms: 1000 }, 1, 2);
+  const a = client(d);
+  a.receive(read(1, 0)); // t = 0
+  const plc = d.plcs[0]!;
+  plc.accept();
+  d.clock.advance(500);
+  a.receive(read(2, 1)); // t = 500
+  t.equal(hexOf(plc.read()), cat(read(1, 0), read(2, 1)));
+  d.clock.advance(500); // t = 1000: the first gets 0B
+  t.equal(hexOf(a.read()), cat(exception(1, TARGET_FAILED)));
+  a.hangUp();
+  await nextTurn();
+  d.clock.advance(500); // t = 1500: the second's time is up too, with no client to tell
+  t.equal(errors(d, 'timeout'), 2);
+  t.equal(d.stats.upstreamRemapped, 2, 'both ids still taken: the PLC may answer');
+  plc.receive(Buffer.concat([answer(2, 1), answer(1, 0)]));
+  t.equal(d.stats.lateResponses, 2, 'both answers dropped as late');
+  t.equal(d.stats.upstreamRemapped, 0);
+  t.equal(d.stats.abandonedResponses, 0, 'answered 0B before: late, not abandoned');
+  t.end();
+});
+
+void t.test('a client resetting while its answer streams in: the rest is dropped, the loss cuts no one', async (t) => {
+  const d = device();
+  const a = client(d);
+  const b = client(d);
+  a.receive(read(1, 0, 10));
+  b.receive(read(1, 10));
+  const plc = d.plcs[0]!;
+  plc.accept();
+  plc.read();
+  plc.receive(answer(1, 0, 10).subarray(0, 15)); // its head and 3 registers: forwarded as they come
+  t.equal(hexOf(a.read()), hexOf(answer(1, 0, 10).subarray(0, 15)));
+  t.equal(hexOf(plc.read()), hexOf(read(1, 10)), "the PLC is done with a's request: b's goes while the answer streams");
+  a.hangUp();
+  await nextTurn();
+  plc.receive(answer(1, 0, 10).subarray(15, 21)); // more of it: no one to forward it to
+  t.same(a.writes.map(hexOf), [hexOf(answer(1, 0, 10).subarray(0, 15))], 'a got only what came before it left');
+  plc.hangUp(); // mid-response
+  await nextTurn();
+  t.equal(hexOf(b.read()), cat(exception(1, TARGET_FAILED)), "b's request, in flight: 0B");
+  t.equal(d.stats.abandonedResponses, 0, 'the cut answer is not counted as delivered to no one');
+  t.end();
+});
+
+void t.test('a client resetting while its answer streams in: the whole answer is dropped and counted', async (t) => {
+  const d = device();
+  const a = client(d);
+  a.receive(read(1, 0, 10));
+  const plc = d.plcs[0]!;
+  plc.accept();
+  plc.read();
+  const whole = answer(1, 0, 10);
+  plc.receive(whole.subarray(0, 15));
+  t.equal(hexOf(a.read()), hexOf(whole.subarray(0, 15)));
+  a.hangUp();
+  await nextTurn();
+  plc.receive(whole.subarray(15)); // a write to a's closed socket would throw here
+  t.equal(d.stats.abandonedResponses, 1);
+  t.notOk(plc.destroyed, 'the PLC connection stays for the others');
+  t.end();
+});
+
+void t.test("a client resetting between a PLC chunk that answered it and the PLC's framing error: nothing is written to it", async (t) => {
+  const d = device({}, 1, 2);
+  const a = client(d);
+  const b = client(d);
+  a.receive(read(1, 0));
+  b.receive(read(1, 10));
+  const plc = d.plcs[0]!;
+  plc.accept();
+  plc.read();
+  a.hangUp(); // its 'close' comes on the next tick, before the PLC's
+  // a's answer, then a frame with protocol id 1: not Modbus, the PLC stream is dropped.
+  plc.receive(Buffer.concat([answer(1, 0), Buffer.from([0, 9, 0, 1, 0, 6, 1, 3])]));
+  await nextTurn();
+  t.same(a.writes, [], 'a got nothing: it left before its answer was written');
+  t.equal(errors(d, 'framing'), 1);
+  t.equal(hexOf(b.read()), cat(exception(1, TARGET_FAILED)), "b's request, in flight: 0B");
   t.end();
 });
