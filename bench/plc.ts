@@ -4,7 +4,9 @@
 // Its answers follow bench/model.ts (the load generator checks them byte for byte).
 //
 // Run as its own process (forked by bench/run.ts) so its CPU time is measured apart:
-//   node dist/bench/plc.js [--port N]     → IPC/stdout: {"type":"listening","port":N}
+//   node dist/bench/plc.js [--port N] [--max-connections N]   → IPC/stdout: {"type":"listening","port":N}
+// With --max-connections, connections past N are accepted and dropped at once, as a legacy PLC
+// with few connection slots does.
 // The soak (bench/soak.ts) runs it in its own process instead and switches on faults (`fault`):
 // late answers in pieces, resets mid-response, garbage. Without a fault the path is the fast one.
 import net from 'node:net';
@@ -237,6 +239,8 @@ class PlcConnection {
 /** The simulated PLC: a server on 127.0.0.1 that can be stopped and started again on its port. */
 export class BenchPlc {
   fault: PlcFault = 'none';
+  /** Open connections it serves at most; more are dropped at once. */
+  maxConnections = Infinity;
   requestsServed = 0;
   openConnections = 0;
   readonly sockets = new Set<net.Socket>();
@@ -245,7 +249,10 @@ export class BenchPlc {
 
   /** Listens on 127.0.0.1:port (0: any free port); resolves the port. */
   async listen(port = 0): Promise<number> {
-    const server = net.createServer({ noDelay: true }, (socket) => new PlcConnection(this, socket));
+    const server = net.createServer({ noDelay: true }, (socket) => {
+      if (this.openConnections >= this.maxConnections) socket.destroy();
+      else new PlcConnection(this, socket);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host: '127.0.0.1', port, backlog: 4096 }, () => {
@@ -311,8 +318,9 @@ function report(msg: PlcMessage): void {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string', default: '0' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'max-connections': { type: 'string' } } });
   const plc = new BenchPlc();
+  if (values['max-connections'] !== undefined) plc.maxConnections = Number(values['max-connections']);
   try {
     report({ type: 'listening', port: await plc.listen(Number(values.port)) });
   } catch (err) {

@@ -9,6 +9,8 @@ export interface DeviceOptions {
   upstreamPort: number;
   /** Connections the bench opens at once (the idle-connection measurement is the most). */
   maxConnections: number;
+  /** PLC connections all clients share (`upstream_connections`); omitted: one per client. */
+  sharedConnections?: number;
 }
 
 /** Where in the 1,000-rule policy the rule that allows the bench traffic sits. */
@@ -27,7 +29,7 @@ devices:
     description: ${description}
     listen: 127.0.0.1:${o.listenPort}
     upstream: 127.0.0.1:${o.upstreamPort}
-    limits:
+${o.sharedConnections === undefined ? '' : `    upstream_connections: ${o.sharedConnections}\n`}    limits:
       max_connections: ${o.maxConnections}
       max_connections_per_source: ${o.maxConnections}
     rules:

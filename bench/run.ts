@@ -50,7 +50,7 @@ interface Settings {
   /** Time for RSS to settle after idle connections open or close (sockets freed, allocator quiet). */
   idleSettleMs: number;
 }
-/** Full run: 6 scenarios × 3-4 paths × 5 rounds of ~2 s, plus the idle test: ≈ 5 minutes on 2 cores. */
+/** Full run: 7 scenarios × 3-4 paths × 5 rounds of ~2 s, plus the idle test: ≈ 6 minutes on 2 cores. */
 const FULL: Settings = { durationSeconds: 1.5, warmupSeconds: 0.3, rounds: 5, idleConnections: 1000, idleSettleMs: 1000 };
 /** CI smoke: every scenario and path once, briefly (≈ 10 s); numbers are not meaningful. */
 const QUICK: Settings = { durationSeconds: 0.15, warmupSeconds: 0.05, rounds: 1, idleConnections: 100, idleSettleMs: 100 };
@@ -195,19 +195,24 @@ interface World {
   load: ChildProcess;
   plcguard: Plcguard | null;
   plcguard1000: Plcguard | null;
+  /** The PLC that accepts one connection, and plcguard sharing it (the plcguard-shared path). */
+  plcOne: Bench | null;
+  plcguardShared: Plcguard | null;
   settings: Settings;
 }
 
-function target(w: World, p: PathName): { port: number; proxy: Bench | null } {
+function target(w: World, p: PathName): { port: number; proxy: Bench | null; plc: Bench } {
   switch (p) {
     case 'direct':
-      return { port: w.plc.port, proxy: null };
+      return { port: w.plc.port, proxy: null, plc: w.plc };
     case 'relay':
-      return { port: w.relay.port, proxy: w.relay };
+      return { port: w.relay.port, proxy: w.relay, plc: w.plc };
     case 'plcguard':
-      return { port: w.plcguard!.port, proxy: w.plcguard };
+      return { port: w.plcguard!.port, proxy: w.plcguard, plc: w.plc };
     case 'plcguard-1000':
-      return { port: w.plcguard1000!.port, proxy: w.plcguard1000 };
+      return { port: w.plcguard1000!.port, proxy: w.plcguard1000, plc: w.plc };
+    case 'plcguard-shared':
+      return { port: w.plcguardShared!.port, proxy: w.plcguardShared, plc: w.plcOne! };
   }
 }
 
@@ -262,7 +267,7 @@ function roundsOf(s: Scenario, settings: Settings, quick: boolean): { rounds: nu
 }
 
 async function runOnce(w: World, s: Scenario, p: PathName, round: number, durationSeconds: number): Promise<RunRecord> {
-  const { port, proxy } = target(w, p);
+  const { port, proxy, plc } = target(w, p);
   const config: LoadRunConfig = {
     port,
     connections: s.connections,
@@ -270,11 +275,11 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     warmupMs: w.settings.warmupSeconds * 1000,
     durationMs: durationSeconds * 1000,
     mix: s.mix,
-    enforced: p === 'plcguard' || p === 'plcguard-1000',
+    enforced: p !== 'direct' && p !== 'relay',
   };
   const proxyIdle = proxy ? rssBytes(proxy.pid) : null;
   let proxyPeak = proxyIdle;
-  const pids = { proxy: proxy?.pid ?? null, plc: w.plc.pid, load: w.load.pid! };
+  const pids = { proxy: proxy?.pid ?? null, plc: plc.pid, load: w.load.pid! };
   const snap = (): Snap => ({
     t: performance.now(),
     foreign: foreignCpuSeconds(ourPids()),
@@ -495,18 +500,21 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
     const included = fs.existsSync(PLCGUARD_MAIN);
     const note = included ? `plcguard: ${path.relative(ROOT, PLCGUARD_MAIN)}` : `plcguard not measured: ${path.relative(ROOT, PLCGUARD_MAIN)} is missing (npm run build)`;
     const maxConnections = settings.idleConnections + IDLE_WARMUP_CONNECTIONS + 64;
-    const startGuard = async (name: string, rules: 'realistic' | 'large'): Promise<Plcguard> => {
+    const startGuard = async (name: string, rules: 'realistic' | 'large', upstream = plc, sharedConnections?: number): Promise<Plcguard> => {
       const listenPort = await freePort();
       const adminPort = await freePort();
       const file = path.join(tmp, `${name}.yaml`);
-      const o = { listenPort, upstreamPort: plc.port, maxConnections };
+      const o = { listenPort, upstreamPort: upstream.port, maxConnections, sharedConnections };
       fs.writeFileSync(file, rules === 'realistic' ? realisticPolicy(o) : largePolicy(o));
       const g = await startPlcguard(name, file, listenPort, adminPort, cpuProfDir);
       progress(`${name} pid ${g.pid} on 127.0.0.1:${listenPort} (admin :${adminPort}), ${rules === 'realistic' ? 10 : LARGE_RULE_COUNT}-rule policy`);
       return g;
     };
     const needs = (p: PathName): boolean => scenarios.some((s) => s.paths.includes(p));
+    const plcOne = included && needs('plcguard-shared') ? await startForked('plc.js', ['--max-connections', '1'], 'PLC (one connection)') : null;
     const world: World = {
+      plcOne,
+      plcguardShared: plcOne ? await startGuard('plcguard-shared', 'realistic', plcOne, 1) : null,
       plc,
       relay,
       load,
@@ -518,7 +526,8 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
 
     const runs: RunRecord[] = [];
     const discarded: RunRecord[] = [];
-    const available = (p: PathName): boolean => (p === 'plcguard' ? world.plcguard !== null : p === 'plcguard-1000' ? world.plcguard1000 !== null : true);
+    const started: Partial<Record<PathName, unknown>> = { plcguard: world.plcguard, 'plcguard-1000': world.plcguard1000, 'plcguard-shared': world.plcguardShared };
+    const available = (p: PathName): boolean => !(p in started) || started[p] !== null;
     const planned = scenarios.reduce((n, s) => n + s.paths.filter(available).length * roundsOf(s, settings, opts.quick).rounds, 0);
     let repeatsLeft = opts.quick ? 0 : Math.floor(planned * REPEAT_BUDGET_FRACTION);
     let quietWaitLeftMs = QUIET_WAIT_TOTAL_MS;
@@ -621,10 +630,10 @@ async function main(): Promise<number> {
   const canonical = !opts.quick && opts.only === null;
   const out = opts.out ?? (canonical ? path.join(RESULTS_DIR, 'latest.json') : path.join(os.tmpdir(), 'plcguard-bench-latest.json'));
   const s = opts.settings;
-  // 20 runs per round at most (the split latency rounds add their own warm-ups: count 30), each
+  // 24 runs per round at most (the split latency rounds add their own warm-ups: count 40), each
   // with its warm-up and ~1 s of connecting and draining; repeats
   // of disturbed rounds add up to REPEAT_BUDGET_FRACTION; then the idle measurement.
-  const budgetMs = (s.rounds * 30 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120) * 1000 + QUIET_WAIT_TOTAL_MS;
+  const budgetMs = (s.rounds * 40 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120) * 1000 + QUIET_WAIT_TOTAL_MS;
   // Bounded in time whatever happens: a hung child must not hang CI.
   const deadline = setTimeout(() => {
     progress(`bench: still running after ${Math.round(budgetMs / 1000)} s; stopping everything`);

@@ -84,12 +84,17 @@ export function buildMix(name: MixName): RequestSpec[] {
 }
 
 /** The ways from the load generator to the PLC. */
-export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000';
+/**
+ * `plcguard-shared`: plcguard with `upstream_connections: 1` in front of a PLC of its own that
+ * accepts one connection (issue 12); every other path reaches the PLC that takes them all.
+ */
+export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-shared';
 export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct',
   relay: 'pipe relay',
   plcguard: 'plcguard',
   'plcguard-1000': 'plcguard 1k rules',
+  'plcguard-shared': 'plcguard, 1 shared PLC conn',
 };
 
 export interface Scenario {
@@ -127,4 +132,15 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   { id: 'deny-10pct-16x8', title: '16 × 8, mixed functions, 10% denied', connections: 16, outstanding: 8, mix: 'mixed-deny', paths: THREE, scrapeMetrics: false },
   { id: 'metrics-16x8', title: '16 × 8 with /metrics scraped every second', connections: 16, outstanding: 8, mix: 'read', paths: THREE, scrapeMetrics: true },
+  {
+    // The 16 clients' 128 requests in flight queue for the one PLC connection, one request on it
+    // at a time: the PLC's one-at-a-time round trip should be the limit, not plcguard.
+    id: 'sharing-16x8',
+    title: '16 × 8 through one shared PLC connection, one request at a time (today\'s paths alongside)',
+    connections: 16,
+    outstanding: 8,
+    mix: 'read',
+    paths: ['direct', 'relay', 'plcguard', 'plcguard-shared'],
+    scrapeMetrics: false,
+  },
 ];

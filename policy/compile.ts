@@ -38,7 +38,7 @@ import { IntervalSet, WriteSet, writeSetSize } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
 import { parseClientAddress } from './net.js';
 import type { Cidr, IpAddress } from './net.js';
-import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, SourceView } from './types.js';
+import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, Sharing, SourceView } from './types.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
 
@@ -572,6 +572,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly name: string;
   readonly listen: Endpoint;
   readonly upstream: Endpoint;
+  readonly sharing: Readonly<Sharing> | null;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   readonly logWrites: boolean;
@@ -590,6 +591,8 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.name = document.name;
     this.listen = Object.freeze(device.listen);
     this.upstream = Object.freeze(device.upstream);
+    const n = document.upstream_connections;
+    this.sharing = n === undefined ? null : Object.freeze({ connections: n, maxInFlight: document.upstream_max_in_flight! });
     this.mode = document.mode;
     this.onDeny = document.on_deny;
     this.logWrites = document.log_writes;

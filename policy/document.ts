@@ -4,7 +4,7 @@
 // Beside it travel the values validation parsed out of its text (endpoints, networks), so compile
 // never parses a string again.
 
-import { DEFAULT_LOG_WRITES, DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE } from './format.js';
+import { DEFAULT_LOG_WRITES, DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE, SHARING_FIELDS } from './format.js';
 import type { AsWritten, DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
 import type { Cidr, Endpoint } from './net.js';
 
@@ -32,6 +32,9 @@ export interface DeviceDocument {
   description?: string;
   listen: string;
   upstream: string;
+  /** Present only when the device shares PLC connections (upstream_max_in_flight then too). */
+  upstream_connections?: number;
+  upstream_max_in_flight?: number;
   mode: Mode;
   on_deny: OnDeny;
   limits: Record<LimitKey, number>;
@@ -88,6 +91,9 @@ function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): Nor
     name: d.name,
     listen: d.listen.text,
     upstream: d.upstream.text,
+    ...(d.upstream_connections === undefined
+      ? {}
+      : { upstream_connections: d.upstream_connections, upstream_max_in_flight: d.upstream_max_in_flight ?? SHARING_FIELDS.upstream_max_in_flight.default }),
     mode: d.mode ?? defaults?.mode ?? DEFAULT_MODE,
     on_deny: d.on_deny ?? defaults?.on_deny ?? DEFAULT_ON_DENY,
     limits: { ...BUILTIN_LIMITS_YAML, ...defaults?.limits, ...d.limits },

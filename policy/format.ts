@@ -155,6 +155,26 @@ export type LimitKey = keyof typeof LIMIT_FIELDS;
 export const MAX_RATE = 1_000_000;
 
 /**
+ * Connection sharing (proxy/pool.ts): the device keys that make its clients share PLC connections.
+ * `upstream_connections` omitted keeps one PLC connection per client connection.
+ */
+export const SHARING_FIELDS = {
+  upstream_connections: {
+    min: 1,
+    max: 64,
+    description:
+      'All client connections of the device share at most this many PLC connections (transaction ids remapped, clients served round robin). Omitted: one PLC connection per client connection.',
+  },
+  upstream_max_in_flight: {
+    min: 1,
+    max: 256,
+    default: 1,
+    description:
+      'With upstream_connections: requests in flight on one shared PLC connection (1: the PLC answers one at a time; more only for a PLC that pipelines).',
+  },
+} as const;
+
+/**
  * Device modes and what each does. The `Mode` type, the validator's list, its message and the
  * JSON Schema's enum and description all come from here: a new mode is one entry.
  */
@@ -445,6 +465,11 @@ const limits = object(limitFields, 'a mapping of limits', {
   description: 'Connection and resource limits; a device\'s own keys override defaults, which override the built-ins.',
 });
 
+function sharingField<K extends keyof typeof SHARING_FIELDS>(k: K): Field<number, false> {
+  const f: { min: number; max: number; description: string; default?: number } = SHARING_FIELDS[k];
+  return optional(integer(f.min, f.max, `an integer ${f.min}..${f.max}`), f.description, f.default);
+}
+
 const rate = (what: string) => integer(1, MAX_RATE, `${what} 1..${MAX_RATE}`);
 const rateLimitObject = object(
   {
@@ -518,6 +543,8 @@ const device = object(
     description: optional(description),
     listen: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
     upstream: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
+    upstream_connections: sharingField('upstream_connections'),
+    upstream_max_in_flight: sharingField('upstream_max_in_flight'),
     ...deviceSettings,
     rules: optional(array(rule, 'a list of rules'), 'Allow rules; a request passes when the rules matching its source and unit together cover everything it touches. No rules: everything is denied.'),
   },

@@ -68,6 +68,14 @@ export interface Limits {
   reconnectBackoffMaxMs: number;
 }
 
+/** PLC connections shared by all the client connections of a device (proxy/pool.ts). */
+export interface Sharing {
+  /** At most this many PLC connections. */
+  connections: number;
+  /** Requests in flight on one of them. */
+  maxInFlight: number;
+}
+
 /** Token buckets per source address: one for all requests, one for writes. */
 export interface RateLimit {
   requestsPerSecond: number;
@@ -90,6 +98,8 @@ export interface CompiledDevice {
   readonly name: string;
   readonly listen: Endpoint;
   readonly upstream: Endpoint;
+  /** Null: one PLC connection per client connection; else how the device's clients share them. */
+  readonly sharing: Readonly<Sharing> | null;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   /** Every allowed write gets a `write` log line (`log_writes`). */

@@ -518,6 +518,9 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
       } else listens.push({ listen, index: i });
     }
     checkBackoff(device.limits, policy.defaults?.limits, `${path}.limits`, w, report);
+    if (device.upstream_max_in_flight !== undefined && device.upstream_connections === undefined) {
+      report.error(w.at(device, 'upstream_max_in_flight'), `${path}.upstream_max_in_flight: set without upstream_connections; expected upstream_connections beside it (it bounds requests on a shared PLC connection)`);
+    }
     checkRules(device, path, w, report);
   });
 }

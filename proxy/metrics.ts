@@ -195,6 +195,16 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
   histogram('plcguard_upstream_response_seconds', "The PLC's own response time.", (s) => s.upstreamTime);
   histogram('plcguard_added_latency_seconds', 'Time plcguard itself adds per request (request and response paths).', (s) => s.added);
 
+  // ---- connection sharing (proxy/pool.ts): 0 for devices without upstream_connections ----
+  gauge('plcguard_upstream_queue_depth', 'Requests waiting for a shared PLC connection.', ['device'], (g) => {
+    for (const [device, s] of devices()) g.set({ device }, s.upstreamQueued);
+  });
+  gauge('plcguard_upstream_remapped_transactions', 'Transaction ids taken on the shared PLC connections (requests the PLC may still answer).', ['device'], (g) => {
+    for (const [device, s] of devices()) g.set({ device }, s.upstreamRemapped);
+  });
+  histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait);
+  perDevice('plcguard_abandoned_responses_total', 'PLC answers to requests whose client had closed its connection before they came (dropped).', (s) => s.abandonedResponses);
+
   gauge('plcguard_policy_version', 'Version of the policy in force (Redis version; 0 for a file).', [], (g) => g.set(policy.version));
   gauge('plcguard_policy_loaded', '1 when a valid policy is in force.', [], (g) => g.set(policy.loaded ? 1 : 0));
   // What tells instances' policies apart (a file's version is always 0); none before the first.

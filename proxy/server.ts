@@ -6,7 +6,8 @@ import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
-import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
+import { SharedLinks } from './pool.js';
+import { connectTcp, Upstream, type ConnectPlc, type UpstreamEvent, type UpstreamOwner, type UpstreamPort } from './upstream.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -75,6 +76,8 @@ class DeviceListener implements SessionContext {
   readonly clock: Clock = systemClock;
   readonly connect: ConnectPlc = connectTcp;
   listening = false;
+  /** The PLC connections the device's clients share, with `upstream_connections`; made on first use. */
+  private shared: SharedLinks | null = null;
 
   constructor(
     public device: CompiledDevice,
@@ -195,6 +198,19 @@ class DeviceListener implements SessionContext {
     }
   }
 
+  upstreamFor(owner: UpstreamOwner, device: CompiledDevice): UpstreamPort {
+    if (device.sharing === null) return new Upstream(device.upstream, device.limits, this);
+    this.shared ??= new SharedLinks(device.upstream, device.sharing, device.limits, this);
+    this.shared.sharing = device.sharing;
+    return this.shared.port(owner);
+  }
+
+  /** Closes the shared PLC connections (their sessions closed first). */
+  closeShared(): void {
+    this.shared?.close();
+    this.shared = null;
+  }
+
   sessionClosed(session: Session, reason: CloseReason): void {
     this.sessions.delete(session);
     // Only after an opened line: the pair is whole in the log, and the opened line paid for both.
@@ -305,6 +321,7 @@ export class ProxyServer {
       this.listeners.delete(name);
       l.listening = false;
       for (const s of [...l.sessions]) s.close('policy_removed');
+      l.closeShared();
     }
     for (const l of added) this.listeners.set(l.deviceName, l);
     for (const device of policy.devices.values()) {
@@ -313,8 +330,12 @@ export class ProxyServer {
       l.device = device;
       const socket = planned.get(l);
       if (socket) l.adopt(socket);
-      // Connections were opened to the old PLC address: make their clients reconnect.
-      if (!sameEndpoint(old.upstream, device.upstream)) for (const s of [...l.sessions]) s.close('policy_removed');
+      // Connections were opened to the old PLC address, or shared (or not) as the device no
+      // longer says: make their clients reconnect.
+      if (!sameEndpoint(old.upstream, device.upstream) || old.sharing?.connections !== device.sharing?.connections) {
+        for (const s of [...l.sessions]) s.close('policy_removed');
+        l.closeShared();
+      }
     }
     // Sockets no device took close; their open connections stay (or were closed above).
     const inUse = new Set([...this.listeners.values()].map((l) => l.socket));
@@ -346,6 +367,7 @@ export class ProxyServer {
     ]);
     clearTimeout(timer);
     for (const s of all) s.close('shutdown');
+    for (const l of this.listeners.values()) l.closeShared();
     await Promise.all(listenersClosed);
     this.listeners.clear();
   }

@@ -16,7 +16,7 @@ import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { SourceRate } from './ratelimit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY } from './stats.js';
-import { Transaction, Upstream, type LinkContext, type UpstreamOwner } from './upstream.js';
+import { Transaction, type LinkContext, type UpstreamOwner, type UpstreamPort } from './upstream.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 
 /**
@@ -34,6 +34,8 @@ export interface SessionContext extends LinkContext {
   rateFor(address: string): SourceRate;
   /** Called once, when the session has ended (it no longer counts against the limits), and why. */
   sessionClosed(session: Session, reason: CloseReason): void;
+  /** The way to the PLC for `owner`'s requests: a link of its own, or a port on the device's shared links. */
+  upstreamFor(owner: UpstreamOwner, device: CompiledDevice): UpstreamPort;
 }
 
 /** The part of a net.Socket a session uses toward its client (tests pass a fake). */
@@ -129,7 +131,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   private state: SessionState = OPEN;
   private device: CompiledDevice;
   private view: SourceView;
-  private upstream: Upstream | null = null;
+  private upstream: UpstreamPort | null = null;
   private readonly pool: Transaction[] = [];
   private outstanding = 0;
   private pauseMask = 0;
@@ -334,7 +336,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
-    this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx);
+    this.upstream ??= this.ctx.upstreamFor(this, device);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;

@@ -105,6 +105,16 @@ export class DeviceStats {
   /** Time plcguard itself adds per request (request path + response path). */
   readonly added = new Histogram(LATENCY_BUCKETS_SECONDS);
 
+  // ---- connection sharing (proxy/pool.ts) ----
+  /** Requests waiting for a shared PLC connection now. */
+  upstreamQueued = 0;
+  /** Transaction ids taken on the shared PLC connections now (the remap table's size). */
+  upstreamRemapped = 0;
+  /** Time requests waited for a shared PLC connection. */
+  readonly queueWait = new Histogram(LATENCY_BUCKETS_SECONDS);
+  /** Answers to requests whose client had gone before they came (dropped). */
+  abandonedResponses = 0;
+
   countRequest(fc: number, decision: number): void {
     this.requests[functionIndex(fc) * DECISIONS.length + decision]!++;
   }

@@ -26,7 +26,10 @@ export class Transaction {
   // Times in clock milliseconds, read once per chunk, never per request.
   /** The chunk carrying the request arrived from the client. */
   receivedAt = 0;
-  /** plcguard took the request up (later than receivedAt when it was held at max_outstanding). */
+  /**
+   * plcguard took the request up (later than receivedAt when it was held at max_outstanding). The
+   * response timeout counts from here: time waiting for a shared connection counts toward it.
+   */
   takenAt = 0;
   /** It was handed to the PLC socket (-1 until the client's chunk is flushed). */
   sentAt = 0;
@@ -57,6 +60,25 @@ export interface UpstreamOwner {
   delivered(now: number): void;
   /** The PLC socket, full when this owner last flushed, can take more again. */
   upstreamDrained(): void;
+}
+
+/**
+ * What a session forwards through: a link of its own (Upstream), or its port on the device's
+ * shared links (proxy/pool.ts). `owner` is the session in both.
+ */
+export interface UpstreamPort {
+  /** The device's limits; a reload sets them. */
+  limits: Readonly<Limits>;
+  /** The owner's requests answered 0B whose answers may still come: they count against max_outstanding. */
+  readonly expiredCount: number;
+  send(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): boolean;
+  flush(owner: UpstreamOwner): boolean;
+  /** Resets the connections holding the owner's expired requests (see Upstream.resetExpired). */
+  resetExpired(): void;
+  /** The owner is gone: nothing more is delivered to it. */
+  close(): void;
+  pause(owner: UpstreamOwner): void;
+  resume(owner: UpstreamOwner): void;
 }
 
 type SocketError = Error & { code?: string };
@@ -122,6 +144,12 @@ const DROPPED = 'dropped';
 const TID_SPACE = 0x10000;
 
 /**
+ * Transaction ids of requests whose answer the PLC gave with the wrong id (answered 0B at once),
+ * kept reserved until the connection ends. Past this many the PLC's stream is not trusted: reset.
+ */
+export const MAX_REFUSED = 256;
+
+/**
  * A request plcguard answered 0B at the response timeout, whose answer may still come on this
  * connection. Until it does (dropped, counted late) or the connection ends, its transaction id
  * stays reserved and it still counts against max_outstanding: the PLC may still be working on it.
@@ -148,7 +176,7 @@ type LostKind = UpstreamErrorKind | 'unanswered';
  * shared) of another. Responses are matched by that id, unit and function code; late answers and
  * anything else are dropped and counted.
  */
-export class Upstream implements FrameHandler {
+export class Upstream implements FrameHandler, UpstreamPort {
   private state: LinkState = DISCONNECTED;
   private readonly outstanding: Transaction[] = [];
   /** Requests answered 0B whose answers may still come, oldest first. */
@@ -156,6 +184,12 @@ export class Upstream implements FrameHandler {
   private readonly expiredPool: Expired[] = [];
   /** One bit per transaction id: set while an answer carrying it may still come on this connection. */
   private readonly reserved = new Uint8Array(TID_SPACE / 8);
+  /** Ids of requests answered at once after a refused answer (see `refuse`); reserved until the connection ends. */
+  private readonly refused: number[] = [];
+  /** The one request awaiting an answer when the PLC sent a frame that answers nothing (see `refuse`). */
+  private suspect: Transaction | null = null;
+  /** Outstanding requests that timed out in one run of the response timer. */
+  private readonly timedOut: Transaction[] = [];
   /** Where the search for a free transaction id goes on from. */
   private lastTid = 0;
   private splitter = new FrameSplitter(this);
@@ -181,10 +215,15 @@ export class Upstream implements FrameHandler {
   private readonly clock: Clock;
   limits: Readonly<Limits>;
 
+  /**
+   * @param settled called once everything from a PLC chunk, a timeout or a loss has been handed
+   *   to the owners: a shared link's pool sends what waits then.
+   */
   constructor(
     private readonly endpoint: Endpoint,
     limits: Readonly<Limits>,
     private readonly ctx: LinkContext,
+    private readonly settled: (() => void) | null = null,
   ) {
     this.limits = limits;
     this.stats = ctx.stats;
@@ -200,6 +239,76 @@ export class Upstream implements FrameHandler {
   get expiredCount(): number {
     return this.expired.length;
   }
+
+  /** `owner`'s share of expiredCount (a shared link serves several). */
+  expiredOf(owner: UpstreamOwner): number {
+    let n = 0;
+    for (const x of this.expired) if (x.owner === owner) n++;
+    return n;
+  }
+
+  /** Requests awaiting the PLC's answer here. */
+  get awaiting(): number {
+    return this.outstanding.length;
+  }
+
+  /** Requests the PLC may be working on here: awaiting an answer, or answered 0B with the answer still possible. */
+  get inFlight(): number {
+    return this.outstanding.length + this.expired.length;
+  }
+
+  /** Connected or connecting. */
+  get connected(): boolean {
+    return connectionOf(this.state) !== null;
+  }
+
+  /** Disconnected and waiting out its backoff: a send now would be refused. */
+  get backingOff(): boolean {
+    return this.state.kind === 'disconnected' && this.clock.now() < this.retryAt;
+  }
+
+  /**
+   * The owner (a session that closed) is gone. Its requests in flight stay, each under a stand-in
+   * owner, so their ids and slots stay taken until the PLC answers them (the answer dropped and
+   * counted) or the connection ends: the PLC may be executing them.
+   */
+  detach(owner: UpstreamOwner): void {
+    const o = this.outstanding;
+    for (let i = 0; i < o.length; i++) if (o[i]!.owner === owner) o[i] = this.abandon(o[i]!);
+    // A response streaming in was claimed from `outstanding` at its head: its rest is dropped.
+    const s = this.stream;
+    if (s instanceof Transaction && s.owner === owner) this.stream = this.abandon(s);
+    for (const x of this.expired) if (x.owner === owner) x.owner = this.nobody;
+    this.blocked.delete(owner);
+    this.resume(owner);
+    const t = this.touched.indexOf(owner);
+    if (t >= 0) this.touched.splice(t, 1);
+  }
+
+  /** A copy of `tx` owned by no one: what the PLC answers to it is dropped and counted. */
+  private abandon(tx: Transaction): Transaction {
+    const stand = new Transaction(this.nobody);
+    stand.exp.transactionId = tx.exp.transactionId;
+    stand.exp.unitId = tx.exp.unitId;
+    stand.exp.functionCode = tx.exp.functionCode;
+    stand.clientTid = tx.clientTid;
+    stand.takenAt = tx.takenAt;
+    stand.sentAt = tx.sentAt;
+    return stand;
+  }
+
+  /** The owner of requests whose client has gone. */
+  private readonly nobody: UpstreamOwner = {
+    forward: () => {},
+    complete: () => {
+      this.stats.abandonedResponses++;
+    },
+    fail: () => {},
+    corrupt: () => {},
+    delivered: () => {},
+    /* c8 ignore next -- never in `blocked`: it flushes nothing */
+    upstreamDrained: () => {},
+  };
 
   /**
    * Queues the request bytes buf[start, end) for `tx` (call `flush` after the client's chunk).
@@ -251,6 +360,8 @@ export class Upstream implements FrameHandler {
   resetExpired(): void {
     const c = connectionOf(this.state);
     invariant(c !== null && this.expired.length > 0, 'upstream: a reset with no expired request');
+    // Being dropped already: its 'close' is on the way.
+    if (this.lostKind !== null) return;
     this.lostKind = 'unanswered';
     this.ctx.logUpstream('upstream_reset', { plc_host: this.endpoint.host, plc_port: this.endpoint.port, unanswered: this.expired.length, action: 'reconnect' });
     c.socket.destroy();
@@ -260,6 +371,8 @@ export class Upstream implements FrameHandler {
   close(): void {
     this.outstanding.length = 0;
     this.expired.length = 0;
+    this.refused.length = 0;
+    this.suspect = null;
     this.touched.length = 0;
     this.blocked.clear();
     this.pausedBy.clear();
@@ -379,6 +492,8 @@ export class Upstream implements FrameHandler {
     // No answer can come any more: every transaction id is free, and so is every slot that
     // requests answered 0B held.
     for (const x of this.expired.splice(0)) this.forget(x);
+    this.refused.length = 0;
+    this.suspect = null;
     this.reserved.fill(0);
     // Nothing is queued towards the PLC any more: its owners may read again.
     this.releaseBlocked();
@@ -412,7 +527,7 @@ export class Upstream implements FrameHandler {
     const now = this.clock.now();
     const limit = this.limits.responseTimeoutMs;
     const streamed = this.stream instanceof Transaction ? this.stream : null;
-    if (streamed !== null && now - streamed.sentAt >= limit) {
+    if (streamed !== null && now - streamed.takenAt >= limit) {
       // Its head already went to the client, so no exception can replace it, and the rest may
       // never come: the PLC stalled mid-response. Drop the connection ('close' does the rest: the
       // owner's stream is cut, the other outstanding requests get 0B).
@@ -422,18 +537,28 @@ export class Upstream implements FrameHandler {
       s.socket.destroy();
       return;
     }
-    let expired = 0;
-    while (expired < this.outstanding.length && now - this.outstanding[expired]!.sentAt >= limit) expired++;
-    for (const tx of this.outstanding.splice(0, expired)) {
+    // Not in order of takenAt on a shared link: requests waited in its queue for different times.
+    const o = this.outstanding;
+    const out = this.timedOut;
+    let next = streamed === null ? Infinity : streamed.takenAt;
+    let kept = 0;
+    for (const tx of o) {
+      if (now - tx.takenAt >= limit) out.push(tx);
+      else {
+        o[kept++] = tx;
+        next = Math.min(next, tx.takenAt);
+      }
+    }
+    o.length = kept;
+    for (const tx of out) {
       this.stats.countUpstreamError('timeout');
       this.expire(tx);
       this.touch(tx.owner);
       tx.owner.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, now);
     }
+    out.length = 0;
+    if (next !== Infinity) this.armResponseTimer(next + limit - now);
     this.flushOwners(now);
-    let next = this.outstanding[0]?.sentAt;
-    if (streamed !== null && (next === undefined || streamed.sentAt < next)) next = streamed.sentAt;
-    if (next !== undefined) this.armResponseTimer(next + limit - now);
   }
 
   private onData(chunk: Buffer, socket: PlcSocket): void {
@@ -445,6 +570,12 @@ export class Upstream implements FrameHandler {
       this.lostKind = 'framing';
       socket.destroy();
       return;
+    }
+    // Judged once the refused frame is whole and the chunk is over.
+    const s = this.suspect;
+    if (s !== null && this.stream !== DROPPED) {
+      this.suspect = null;
+      if (this.outstanding.length === 1 && this.outstanding[0] === s) this.refuse();
     }
     this.flushOwners(now);
   }
@@ -494,7 +625,42 @@ export class Upstream implements FrameHandler {
       this.stats.lateResponses++;
       return;
     }
+    const tid = buf.readUInt16BE(off);
+    const r = this.refused.indexOf(tid);
+    if (r >= 0) {
+      // The right answer after all, to a request already answered at its refused one.
+      this.refused.splice(r, 1);
+      this.release(tid);
+      this.stats.lateResponses++;
+      return;
+    }
     this.stats.unsolicitedResponses++;
+    if (this.outstanding.length === 1) this.suspect = this.outstanding[0]!;
+  }
+
+  /**
+   * The PLC answered while exactly one request awaited its answer, but not with that request's
+   * transaction id, unit and function, and the PLC's chunk ended without the right answer after
+   * it: a PLC that serves one request at a time answered this one, wrongly. The client gets 0B
+   * now, as it would at the timeout, rather than seconds later when a synchronous client has
+   * moved on and would take it for the answer to its next request. (A stray frame followed in
+   * the same chunk by the right answer, such as a duplicate answer to an earlier request, refuses
+   * nothing.) With several requests awaiting, nothing tells which one the PLC meant: they wait
+   * for their own answers or the timeout. The id stays reserved until the connection ends, so
+   * that a right answer arriving after all is dropped and never given to a later request.
+   */
+  private refuse(): void {
+    const tx = this.outstanding.pop()!;
+    const tid = tx.exp.transactionId;
+    if (this.refused.push(tid) > MAX_REFUSED) {
+      // A PLC that keeps answering with wrong ids: its stream can't be trusted ('close' answers 0B).
+      this.outstanding.push(tx);
+      this.lostKind = 'framing';
+      connectionOf(this.state)!.socket.destroy();
+      return;
+    }
+    this.touch(tx.owner);
+    tx.owner.fail(tx, ExceptionCode.GATEWAY_TARGET_FAILED, this.chunkAt);
   }
 
   private find(buf: Buffer, off: number): number {
@@ -560,6 +726,7 @@ export class Upstream implements FrameHandler {
   private flushOwners(now: number): void {
     const t = this.touched;
     while (t.length > 0) t.pop()!.delivered(now);
+    this.settled?.();
   }
 }
 

@@ -15,7 +15,9 @@ const RUN = path.join(ROOT, 'dist/bench/run.js');
 const SMOKE_TIMEOUT_MS = 90_000;
 const QUICK_IDLE_CONNECTIONS = 100;
 
-const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'metrics-16x8'];
+const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'metrics-16x8', 'sharing-16x8'];
+/** Paths beyond direct, relay and plcguard, per scenario. */
+const EXTRA_PATHS: Record<string, string> = { 'rules-1000-16x8': 'plcguard-1000', 'sharing-16x8': 'plcguard-shared' };
 const TARGET_IDS = ['throughput', 'latency', 'cpu', 'large-policy', 'idle-memory', 'rss-bounded'];
 
 function runQuick(out: string): Promise<Finished> {
@@ -48,7 +50,8 @@ void t.test('bench --quick: every scenario and path runs and every response veri
   );
 
   for (const s of r.scenarios) {
-    const expected = s.id === 'rules-1000-16x8' ? ['direct', 'relay', 'plcguard', 'plcguard-1000'] : ['direct', 'relay', 'plcguard'];
+    const extra = EXTRA_PATHS[s.id];
+    const expected = ['direct', 'relay', 'plcguard', ...(extra === undefined ? [] : [extra])];
     t.same(
       s.paths.map((p) => p.path),
       expected,

@@ -22,7 +22,7 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, normalReply, startRawPlc } from './fixtures/raw-plc.js';
 import { startRedis } from './fixtures/redis.js';
 import { freePort } from '../bench/lib/net.js';
-import { within } from '../bench/lib/wait.js';
+import { until, within } from '../bench/lib/wait.js';
 
 // ---- reading the exposition format ----
 
@@ -96,6 +96,8 @@ function ownSeries(s: Scrape, exclude: (name: string) => boolean): Map<string, n
 }
 
 const HISTOGRAMS = ['plcguard_round_trip_seconds', 'plcguard_upstream_response_seconds', 'plcguard_added_latency_seconds'];
+/** Neither device shares PLC connections: its histogram is there, empty. */
+const QUEUE_WAIT = 'plcguard_upstream_queue_wait_seconds';
 const isHistogramSample = (name: string): boolean => HISTOGRAMS.some((h) => name.startsWith(h));
 
 // ---- traffic ----
@@ -172,6 +174,9 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   // A response to nothing, then a real one on the same PLC connection: the proxy has handled the
   // first by the time the second reaches the client (one TCP stream, in order).
   plc.inject(adu(0x7777, 1, [3, 2, 0, 0]));
+  // Handled before the next request goes out: arriving alone while that request awaits its
+  // answer, it would be taken as the PLC's wrong answer to it (0B at once, issue 12).
+  await until(() => proxy.rt.server.stats.get('plc').unsolicitedResponses === 1, 'the unsolicited response was dropped');
   t.equal(await ask(req(10, 1, [3, 0, 1, 0, 1])), hexOf(adu(10, 1, [3, 2, 0, 1])), 'allowed read after an unsolicited response');
   plc.respond = (r) => (r.tid === 11 ? { hang: true } : r.tid === 12 ? { send: adu(12, 1, [3, 4, 0, 0, 0, 0]) } : { send: normalReply(r) });
   t.equal(await ask(req(11, 1, [3, 0, 0, 0, 1])), exc(11, 1, 3, 0x0b), 'the PLC never answers: 0B after the response timeout');
@@ -239,6 +244,10 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     put('plcguard_audit_suppressed_total', { device, budget: 'connections' }, 0);
     put('plcguard_inconsistent_responses_total', { device }, mine);
     put('plcguard_frame_timeouts_total', { device }, mine);
+    // Connection sharing: neither device shares.
+    put('plcguard_abandoned_responses_total', { device }, 0);
+    put('plcguard_upstream_queue_depth', { device }, 0);
+    put('plcguard_upstream_remapped_transactions', { device }, 0);
     // Open now: a on plc (and its PLC connection); e on dead (its PLC refused).
     put('plcguard_client_connections', { device }, 1);
     put('plcguard_upstream_connections', { device }, mine);
@@ -258,7 +267,8 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   put('plcguard_policy_reloads_total', { result: 'ok' }, 1);
   put('plcguard_policy_reloads_total', { result: 'failed' }, 0);
   put('plcguard_build_info', { version: '0.0.0', node: process.version }, 1);
-  const actual = ownSeries(s, (name) => isHistogramSample(name) || name === 'plcguard_policy_last_reload_timestamp_seconds');
+  const actual = ownSeries(s, (name) => isHistogramSample(name) || name.startsWith(QUEUE_WAIT) || name === 'plcguard_policy_last_reload_timestamp_seconds');
+  for (const device of ['plc', 'dead']) t.equal(s.get(`${QUEUE_WAIT}_count`, { device }), 0, `${QUEUE_WAIT}{device=${device}}: nothing queued`);
   t.same(Object.fromEntries([...actual].sort()), Object.fromEntries([...expected].sort()), 'every counter and gauge, exactly');
   const reloadedAt = s.get('plcguard_policy_last_reload_timestamp_seconds')!;
   t.ok(reloadedAt >= startedAt && reloadedAt <= Date.now() / 1000, 'last reload time: when the proxy started');
@@ -317,6 +327,64 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   t.match(text, /plcguard_build_info\{version="9\.9\.9",node="v[\d.]+"\} 1\n/);
   a.close();
   e.close();
+});
+
+void t.test('connection sharing: queue depth, ids taken, queue wait and abandoned answers, exactly', async (t) => {
+  const plc = await startRawPlc({ maxConnections: 1 });
+  t.teardown(() => plc.close());
+  const proxy = await startProxy(
+    `version: 1
+devices:
+  - name: shared
+    listen: ${ANY_PORT}
+    upstream: 127.0.0.1:${plc.port}
+    upstream_connections: 1
+    rules:
+      - units: [1]
+        read: { holding_registers: [0-99] }
+`,
+    { admin: true },
+  );
+  t.teardown(() => proxy.stop());
+  const admin = proxy.rt.adminPort;
+  const device = { device: 'shared' };
+  // The PLC holds every request until the test lets it answer.
+  const held: (() => void)[] = [];
+  plc.respond = (r, s) => {
+    held.push(() => s.write(normalReply(r)));
+    return { hang: true };
+  };
+  const a = await RawClient.connect(proxy.port);
+  const b = await RawClient.connect(proxy.port);
+  a.send(Buffer.concat([req(1, 1, [3, 0, 0, 0, 1]), req(2, 1, [3, 0, 1, 0, 1])]));
+  b.send(req(1, 1, [3, 0, 2, 0, 1]));
+  await within(plc.waitForRequests(1), 'the first request at the PLC');
+  const stats = proxy.rt.server.stats.get('shared');
+  await until(() => stats.upstreamQueued === 2, 'two requests waiting');
+  let s = await scrape(admin);
+  t.equal(s.get('plcguard_upstream_queue_depth', device), 2, 'queue depth: two waiting');
+  t.equal(s.get('plcguard_upstream_remapped_transactions', device), 1, 'ids taken: the one in flight');
+  t.equal(s.get('plcguard_upstream_queue_wait_seconds_count', device), 1, 'one request left the queue');
+  // a resets with its answer outstanding (after a FIN it would still be answered): the PLC's
+  // answer to it is dropped and counted.
+  a.socket.resetAndDestroy();
+  await within(a.closed, 'a closed');
+  await until(() => stats.upstreamQueued === 1, "a's waiting request forgotten");
+  held.shift()!();
+  await within(plc.waitForRequests(2), "b's request at the PLC");
+  held.shift()!();
+  t.same((await within(b.read(), 'b')).map(hexOf), [hexOf(adu(1, 1, [3, 2, 0, 2]))], 'b answered');
+  s = await scrape(admin);
+  t.equal(s.get('plcguard_abandoned_responses_total', device), 1, "a's answer abandoned");
+  t.equal(s.get('plcguard_upstream_queue_depth', device), 0);
+  t.equal(s.get('plcguard_upstream_remapped_transactions', device), 0);
+  t.equal(s.get('plcguard_upstream_queue_wait_seconds_count', device), 2, "a's and b's first requests waited; a's second never left the queue");
+  t.equal(s.types.get('plcguard_upstream_queue_wait_seconds'), 'histogram');
+  t.equal(s.types.get('plcguard_upstream_queue_depth'), 'gauge');
+  t.equal(s.types.get('plcguard_upstream_remapped_transactions'), 'gauge');
+  t.equal(s.types.get('plcguard_abandoned_responses_total'), 'counter');
+  b.close();
+  await b.closed;
 });
 
 void t.test('/healthz, /readyz, 404, 405, HEAD and query strings', async (t) => {

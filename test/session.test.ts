@@ -7,7 +7,7 @@ import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
 import { InvariantError } from '../modbus/errors.js';
 import { AUDIT_BURST, AUDIT_RATE_PER_SECOND, AUDIT_TOTAL_BURST, AuditGate, type Logger } from '../proxy/audit.js';
-import { Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
+import { MAX_REFUSED, Transaction, Upstream, type UpstreamOwner } from '../proxy/upstream.js';
 import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs, type LogLine } from './fixtures/logs.js';
 import { hexOf, req } from './fixtures/raw-client.js';
@@ -91,6 +91,7 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
     sessionClosed: () => {
       h.closedCalls++;
     },
+    upstreamFor: (_owner, d) => new Upstream(d.upstream, d.limits, ctx),
   };
   h.client = new FakeSocket();
   h.session = new Session(h.client, ctx, address, 50_000, 'c1');
@@ -761,4 +762,48 @@ void t.test('framing errors from a reconnecting source are within its budget', (
   t.equal(d.stats.framingErrors, 30, 'each counted');
   t.equal(lines(d, 'framing_error').length, AUDIT_BURST, 'a burst of lines');
   t.end();
+});
+
+// ---- a PLC answering with the wrong transaction id (issue 12, item 4) ----
+
+// The PLC's answer to a read of register 0 with a transaction id nothing was sent with.
+const wrongAnswer = (): Buffer => answer(0xffff);
+const exception0B = (tid: number): string => hexOf(adu(tid, 1, [0x83, 0x0b]));
+
+void t.test('a wrong answer to the one request awaiting: 0B at once; its right answer, if it comes after all, is dropped', (t) => {
+  const h = start();
+  h.client.receive(read(1));
+  const plc = h.plc();
+  plc.accept();
+  plc.read();
+  plc.receive(wrongAnswer());
+  t.equal(hexOf(h.client.read()), exception0B(1), 'at once, not at the response timeout');
+  t.equal(h.stats.unsolicitedResponses, 1);
+  h.client.receive(read(1, 7)); // tid 1 again: still reserved toward the PLC
+  t.equal(hexOf(plc.read()), hexOf(read(2, 7)), 'sent with the next free id');
+  plc.receive(answer(1)); // the right answer to the refused request, late
+  t.equal(hexOf(h.client.read()), '', 'not given to the request now awaiting');
+  t.equal(h.stats.lateResponses, 1, 'dropped and counted late');
+  plc.receive(answer(2, 7));
+  t.equal(hexOf(h.client.read()), hexOf(answer(1, 7)), 'its own answer, with its own tid');
+  t.end();
+});
+
+void t.test(`a PLC answering with wrong ids ${MAX_REFUSED + 1} times in a row is not trusted: the connection is dropped`, async (t) => {
+  const h = start();
+  const plc = (): FakeSocket => h.plc();
+  for (let i = 1; i <= MAX_REFUSED; i++) {
+    h.client.receive(read(i));
+    if (i === 1) plc().accept();
+    plc().read();
+    plc().receive(wrongAnswer());
+  }
+  t.equal(hexOf(h.client.read()), Array.from({ length: MAX_REFUSED }, (_, i) => exception0B(i + 1)).join(''), 'each refused at once');
+  h.client.receive(read(MAX_REFUSED + 1));
+  plc().receive(wrongAnswer());
+  t.ok(plc().destroyed, 'dropped at the next');
+  await nextTurn();
+  t.equal(hexOf(h.client.read()), exception0B(MAX_REFUSED + 1), 'whose request gets 0B as the connection goes');
+  t.equal(h.stats.upstreamErrors[UPSTREAM_ERRORS.indexOf('framing')], 1, 'counted as a broken PLC stream');
+  t.equal(h.stats.unsolicitedResponses, MAX_REFUSED + 1);
 });

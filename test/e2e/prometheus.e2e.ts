@@ -359,6 +359,15 @@ void t.test('every dashboard panel query returns data', async (t) => {
     }
   }
   t.ok(of('Added by plcguard (p50, p99)', 0)[0]!.value < of('Client round trip (p50, p99)', 0)[0]!.value, 'plcguard adds less than the whole round trip');
+  // The compose device shares one PLC connection: one HMI, one request at a time, so nothing
+  // waits for long and at most that one request holds an id.
+  t.ok(value(of('Queue depth and transaction ids taken', 0), 'device', DEVICE)! <= 1, 'queue depth: at most the HMI\'s one request');
+  t.ok(value(of('Queue depth and transaction ids taken', 1), 'device', DEVICE)! <= 1, 'ids taken: at most the one in flight');
+  for (const i of [0, 1]) {
+    const q = of('Queue wait (p50, p99)', i)[0]!.value;
+    t.ok(q > 0 && q < 1, `Queue wait ${i === 0 ? 'p50' : 'p99'}: ${(q * 1e6).toFixed(0)} µs`);
+  }
+  t.equal(value(of('Abandoned answers'), 'device', DEVICE), 0, 'no client left with an answer outstanding');
   t.equal(of('Build')[0]?.metric.version, VERSION);
 });
 
