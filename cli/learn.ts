@@ -7,9 +7,8 @@ import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../modbus/errors.js';
 import { MAX_ADDRESS } from '../modbus/index.js';
-import { MODES } from '../policy/format.js';
 import { Learner } from '../policy/learn/observe.js';
-import { proposePolicy, type ProposeOptions, type Widen } from '../policy/learn/propose.js';
+import { PROPOSAL_MODES, proposePolicy, type ProposeOptions, type Widen } from '../policy/learn/propose.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
 import { parsePolicy } from '../policy/parse.js';
 import type { Mode } from '../policy/format.js';
@@ -95,8 +94,8 @@ export async function learnCommand(args: readonly string[], io: CaptureIO): Prom
     return usage(io, (err as Error).message);
   }
   if (files.length === 0) return usage(io, 'give at least one CAPTURE file (pcap or pcapng)');
-  if (values.mode !== undefined && !Object.hasOwn(MODES, values.mode)) {
-    return usage(io, `--mode: ${JSON.stringify(values.mode)} is not one of ${Object.keys(MODES).join(', ')}`);
+  if (values.mode !== undefined && !PROPOSAL_MODES.includes(values.mode as Mode)) {
+    return usage(io, `--mode: ${JSON.stringify(values.mode)} is not one of ${PROPOSAL_MODES.join(', ')}`);
   }
   let options: ProposeOptions;
   let ports: Set<number>;

@@ -36,6 +36,9 @@ const MEMBERS_SHOWN = 8;
 /** Seen.exceptionCodes() uses 31 for "a code past 30". */
 const OTHER_EXCEPTION = 31;
 
+/** What a proposal may set a device to: a proposal to learn more would decide nothing. */
+export const PROPOSAL_MODES: readonly Mode[] = ['enforce', 'monitor'];
+
 export type Widen = { readonly percent: number } | { readonly amount: number };
 
 export interface ProposeOptions {
