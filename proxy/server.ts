@@ -7,6 +7,9 @@ import { SourceRate } from './ratelimit.js';
 import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
 import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
+import { LiveLearner } from '../policy/learn/live.js';
+import { LIVE_MAX_CELLS } from '../policy/learn/observe.js';
+import { formatEndpoint } from '../policy/net.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -75,6 +78,8 @@ class DeviceListener implements SessionContext {
   readonly clock: Clock = systemClock;
   readonly connect: ConnectPlc = connectTcp;
   listening = false;
+  /** Set while the device is in learn mode (the learner itself outlives that: ProxyServer keeps it). */
+  learner: LiveLearner | null = null;
 
   constructor(
     public device: CompiledDevice,
@@ -177,6 +182,14 @@ class DeviceListener implements SessionContext {
     if (extra) this.logger.log(event, { device: this.device.name, ...fields, ...extra });
   }
 
+  learnCeilingReached(): void {
+    this.logger.log('learn_ceiling_reached', {
+      device: this.device.name,
+      max_entries: LIVE_MAX_CELLS,
+      message: 'learn mode: the observations are at their ceiling; further detail is merged into what is there, and new sources or units are not learned',
+    });
+  }
+
   rateFor(address: string): SourceRate {
     let r = this.rates.get(address);
     if (!r) {
@@ -242,6 +255,8 @@ export class ProxyServer {
   /** Connection ids: one sequence for the process, unique across restarts. */
   private readonly ids = new ConnectionIds();
   private stopping = false;
+  /** Per device name, what it learned in learn mode: kept across reloads, and after it leaves learn mode. */
+  readonly learners = new Map<string, LiveLearner>();
 
   constructor(private readonly logger: Logger) {}
 
@@ -313,12 +328,28 @@ export class ProxyServer {
       l.device = device;
       const socket = planned.get(l);
       if (socket) l.adopt(socket);
+      l.learner = device.mode === 'learn' ? this.learnerFor(device) : null;
       // Connections were opened to the old PLC address: make their clients reconnect.
       if (!sameEndpoint(old.upstream, device.upstream)) for (const s of [...l.sessions]) s.close('policy_removed');
     }
     // Sockets no device took close; their open connections stay (or were closed above).
     const inUse = new Set([...this.listeners.values()].map((l) => l.socket));
     for (const socket of before) if (socket && !inUse.has(socket)) void socket.close();
+  }
+
+  private learnerFor(device: CompiledDevice): LiveLearner {
+    const policy = {
+      name: device.name,
+      listen: formatEndpoint(device.listen.host, device.listen.port),
+      upstream: formatEndpoint(device.upstream.host, device.upstream.port),
+    };
+    let l = this.learners.get(device.name);
+    if (l === undefined) {
+      l = new LiveLearner(policy, device.upstream);
+      this.learners.set(device.name, l);
+      this.stats.get(device.name).learner = l;
+    } else l.rename(policy);
+    return l;
   }
 
   /** The socket listening on `at` now, if any. */

@@ -2,6 +2,7 @@ import {
   ExceptionCode,
   FrameSplitter,
   FunctionCode,
+  MAX_ADU_LENGTH,
   ModbusRequest,
   buildException,
   decodeRequest,
@@ -11,6 +12,8 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
+import type { LiveLearner } from '../policy/learn/live.js';
+import type { SourceObservation } from '../policy/learn/observe.js';
 import { MAX_LOGGED_VALUES, connectionFields, type AuditGate, type Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
@@ -34,6 +37,10 @@ export interface SessionContext extends LinkContext {
   rateFor(address: string): SourceRate;
   /** Called once, when the session has ended (it no longer counts against the limits), and why. */
   sessionClosed(session: Session, reason: CloseReason): void;
+  /** The device's learner while it is in learn mode, else null. */
+  readonly learner: LiveLearner | null;
+  /** The learner's cell budget was just used up (warn once). */
+  learnCeilingReached(): void;
 }
 
 /** The part of a net.Socket a session uses toward its client (tests pass a fake). */
@@ -156,6 +163,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   private midResponse = false;
   private readonly deferred: Buffer[] = [];
   private readonly closeWaiters: (() => void)[] = [];
+  /** Learn mode: this client's entry in the learner (and which learner, and which of its sets). */
+  private learnSource: SourceObservation | null = null;
+  private learnOf: LiveLearner | null = null;
+  private learnGeneration = 0;
 
   constructor(
     private readonly socket: ClientSocket,
@@ -293,13 +304,13 @@ export class Session implements FrameHandler, UpstreamOwner {
       // Not within the audit budget: only sources the policy lets write cause these, on devices
       // whose author asked for them, and a trail with holes would not say who changed what.
       if (device.logWrites && isWrite(req)) this.log('write', { ...requestFields(req), rule: d.rule });
-      this.sendUpstream(req, buf, start, end, device);
+      this.sendUpstream(req, buf, start, end, device, device.mode === 'learn');
     } else if (device.mode === 'monitor') {
       stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
       stats.countWouldDeny(d.reason);
       this.denied++;
       this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
-      this.sendUpstream(req, buf, start, end, device);
+      this.sendUpstream(req, buf, start, end, device, false);
     } else {
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
@@ -333,19 +344,47 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (this.outstanding === 0) this.upstream!.resetExpired();
   }
 
-  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
+  /** `learn`: keep a copy of the request, to record it with its answer (learn mode). */
+  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice, learn: boolean): void {
     this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;
     tx.takenAt = this.takenAt;
+    tx.learnLength = 0;
+    if (learn) {
+      // One buffer per pooled transaction: nothing allocated per request once warm.
+      tx.learnBytes ??= Buffer.allocUnsafe(MAX_ADU_LENGTH);
+      buf.copy(tx.learnBytes, 0, start, end);
+      tx.learnLength = end - start;
+    }
     if (this.upstream.send(tx, buf, start, end, this.splitter.owns(buf))) {
       this.outstanding++;
     } else {
       // Backing off after the PLC failed: answer at once rather than hold the client.
+      this.learn(tx, 0, true);
       this.pool.push(tx);
       this.reply(buildException(req.transactionId, req.unitId, req.functionCode, ExceptionCode.GATEWAY_PATH_UNAVAILABLE));
     }
+  }
+
+  /**
+   * Learn mode: records the request `tx` carries with the PLC's answer (its exception code, 0 for
+   * a normal answer; `unanswered` when none came). A reload out of learn mode drops it.
+   */
+  private learn(tx: Transaction, exception: number, unanswered: boolean): void {
+    if (tx.learnLength === 0) return;
+    const l = this.ctx.learner;
+    if (l !== null) {
+      if (l !== this.learnOf || l.generation !== this.learnGeneration) {
+        this.learnSource = l.source(this.remoteAddress);
+        if (l !== this.learnOf) l.connected(this.learnSource);
+        this.learnOf = l;
+        this.learnGeneration = l.generation;
+      }
+      if (l.record(this.learnSource, tx.learnBytes!, tx.learnLength, exception, unanswered, Date.now())) this.ctx.learnCeilingReached();
+    }
+    tx.learnLength = 0;
   }
 
   private deny(
@@ -405,6 +444,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
     // Timed at delivered(), once the response has been handed to the client socket.
     tx.answeredAt = answeredAt;
+    this.learn(tx, tx.exception, false);
     this.answered.push(tx);
     this.outstanding--;
     this.midResponse = false;
@@ -416,6 +456,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   fail(tx: Transaction, exception: number, _now: number): void {
     const e = tx.exp;
+    this.learn(tx, 0, true);
     this.reply(buildException(tx.clientTid, e.unitId, e.functionCode, exception));
     this.release(tx);
   }

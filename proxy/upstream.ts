@@ -3,6 +3,7 @@ import {
   ExceptionCode,
   Expectation,
   FrameSplitter,
+  MBAP_HEADER_LENGTH,
   checkResponse,
   responseMatches,
   type FrameHandler,
@@ -32,6 +33,14 @@ export class Transaction {
   sentAt = 0;
   /** The chunk completing its response arrived from the PLC. */
   answeredAt = 0;
+  /** The PLC's exception code when its answer was an exception reply, else 0. */
+  exception = 0;
+  /**
+   * Learn mode: a copy of the request (made once per pooled transaction), recorded with its answer;
+   * learnLength 0 when it isn't to be learned.
+   */
+  learnBytes: Buffer | null = null;
+  learnLength = 0;
 
   constructor(readonly owner: UpstreamOwner) {}
 }
@@ -508,7 +517,7 @@ export class Upstream implements FrameHandler {
     const streamed = this.stream;
     if (streamed !== null) {
       this.stream = null;
-      if (streamed !== DROPPED) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
+      if (streamed !== DROPPED) this.complete(streamed, buf, start, end);
       return true;
     }
     const i = this.find(buf, start);
@@ -518,7 +527,7 @@ export class Upstream implements FrameHandler {
     }
     const tx = this.claim(i, buf, start);
     tx.owner.forward(buf, start, end, this.splitter.owns(buf));
-    this.complete(tx, checkResponse(tx.exp, buf, start, end));
+    this.complete(tx, buf, start, end);
     return true;
   }
 
@@ -545,7 +554,10 @@ export class Upstream implements FrameHandler {
     }
   }
 
-  private complete(tx: Transaction, check: ResponseCheck): void {
+  /** The whole response to `tx` is buf[start, end). */
+  private complete(tx: Transaction, buf: Buffer, start: number, end: number): void {
+    const check = checkResponse(tx.exp, buf, start, end);
+    tx.exception = check === 'exception' ? buf[start + MBAP_HEADER_LENGTH + 1]! : 0;
     this.answeredOnThisConnection = true;
     this.failures = 0;
     if (check === 'inconsistent') this.stats.inconsistentResponses++;

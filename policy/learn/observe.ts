@@ -266,12 +266,15 @@ export class ObservedWrites {
     if (w !== null) w.any = true;
   }
 
+  /** What `w` saw at `address`. */
+  mergeAddress(address: number, w: AddressWrites): void {
+    const mine = this.byAddress.get(address) ?? this.make(address);
+    if (mine === null) this.overflow.addSeen(address, address, w.seen);
+    else mine.merge(w);
+  }
+
   mergeFrom(o: ObservedWrites): void {
-    for (const [address, w] of o.byAddress) {
-      const mine = this.byAddress.get(address) ?? this.make(address);
-      if (mine === null) this.overflow.addSeen(address, address, w.seen);
-      else mine.merge(w);
-    }
+    for (const [address, w] of o.byAddress) this.mergeAddress(address, w);
     this.overflow.mergeFrom(o.overflow);
   }
 }
