@@ -13,14 +13,17 @@ export interface Learning {
   /** The proposed policy (YAML) for every device that has learned something; null if none has. */
   proposal(mode: 'enforce' | 'monitor'): string | null;
   stats(): unknown;
+  /** The observations themselves (snapshot.ts), for `plcguard policy learn --admin`. */
+  observations(): unknown;
 }
 
-const NOTHING_LEARNED: Learning = { proposal: () => null, stats: () => ({ devices: [] }) };
+const NOTHING_LEARNED: Learning = { proposal: () => null, stats: () => ({ devices: [] }), observations: () => ({ devices: [] }) };
 
 /**
  * Admin endpoints, never on a Modbus listener: /metrics (Prometheus), /healthz (the process is
  * alive), /readyz (policy loaded, listeners up, Redis reachable when used), /learn/proposal
- * (`?mode=monitor` for a monitor-mode proposal) and /learn/stats. Never touches a PLC.
+ * (`?mode=monitor` for a monitor-mode proposal), /learn/stats and /learn/observations. Never
+ * touches a PLC.
  */
 export async function startAdminServer(at: Endpoint, register: Registry, readiness: Readiness, learning: Learning = NOTHING_LEARNED): Promise<http.Server> {
   const server = http.createServer((req, res) => {
@@ -51,10 +54,11 @@ export async function startAdminServer(at: Endpoint, register: Registry, readine
       const yaml = learning.proposal(mode);
       if (yaml === null) res.writeHead(404, { 'content-type': 'text/plain' }).end('nothing learned: no device in learn mode has seen a request\n');
       else res.writeHead(200, { 'content-type': 'application/yaml' }).end(yaml);
-    } else if (url === '/learn/stats') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(learning.stats()) + '\n');
+    } else if (url === '/learn/stats' || url === '/learn/observations') {
+      const body = url === '/learn/stats' ? learning.stats() : learning.observations();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz, /learn/proposal, /learn/stats\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz, /learn/proposal, /learn/stats, /learn/observations\n');
     }
   });
   server.listen({ host: at.host, port: at.port });

@@ -11,6 +11,7 @@ import type { PolicySource } from '../policy/source/source.js';
 import { ProxyServer } from './server.js';
 import { learnStats, liveProposal } from '../policy/learn/live.js';
 import type { LearnStore } from '../policy/learn/store.js';
+import { toSnapshot } from '../policy/learn/snapshot.js';
 import { LearnSync } from './learnsync.js';
 
 export interface ProxyOptions {
@@ -109,6 +110,7 @@ export class ProxyRuntime {
         rt.admin = await startAdminServer(opts.admin, register, { checks }, {
           proposal: (mode) => liveProposal(learners.values(), { mode })?.text ?? null,
           stats: () => ({ devices: [...learners.values()].map(learnStats) }),
+          observations: () => ({ devices: [...learners.values()].map((l) => toSnapshot(l.learned())) }),
         });
         rt.adminPort = (rt.admin.address() as AddressInfo).port;
       } catch (err) {

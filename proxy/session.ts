@@ -312,6 +312,8 @@ export class Session implements FrameHandler, UpstreamOwner {
       this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
       this.sendUpstream(req, buf, start, end, device, false);
     } else {
+      // Learn mode denies only malformed requests: counted where the proposal says what was not learned.
+      if (device.mode === 'learn' && d.reason === 'malformed') this.ctx.learner?.malformed();
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
     }

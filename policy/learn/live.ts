@@ -73,6 +73,12 @@ export class LiveLearner {
     return !before && cells.reached;
   }
 
+  /** A malformed request was denied: not learned, but counted. */
+  malformed(): void {
+    this.current.counts.malformed++;
+    this.device.malformed++;
+  }
+
   /** Requests learned so far (all of them, taken or not). */
   get requests(): number {
     return this.current.counts.requests + (this.taken?.counts.requests ?? 0);
@@ -122,6 +128,11 @@ export class LiveLearner {
     for (const w of [...this.taken.warnings, ...this.current.warnings]) all.warnings.add(w);
     if (this.ceilingReached) all.cells.reached = true;
     return all;
+  }
+
+  /** Everything this instance learned, as one device's observations. */
+  learned(): DeviceObservation {
+    return this.observations().devices.values().next().value!;
   }
 
   /** `host:port` of the PLC. */
@@ -174,7 +185,7 @@ export function learnStats(l: LiveLearner): LearnStats {
 export function liveProposal(learners: Iterable<LiveLearner>, options: ProposeOptions = {}): Proposal | null {
   const obs = new Observations();
   for (const l of learners) {
-    const d = l.observations().devices.values().next().value!;
+    const d = l.learned();
     if (d.seen.count > 0) obs.devices.set(l.name, d);
   }
   if (obs.devices.size === 0) return null;

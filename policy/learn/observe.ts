@@ -475,16 +475,18 @@ export class Observations {
 
   constructor(readonly cells = new Cells()) {}
 
-  /** The device's entry, made if new; null past MAX_DEVICES (with a warning). */
-  device(address: StreamAddress, port: number): DeviceObservation | null {
-    const key = endpoint(address, port);
+  /**
+   * The device's entry, made if new; null past MAX_DEVICES (with a warning). Keyed by `host:port`,
+   * or by `key` (a policy's device name: two devices may front one PLC).
+   */
+  device(address: StreamAddress, port: number, key = endpoint(address, port)): DeviceObservation | null {
     let d = this.devices.get(key);
     if (d === undefined) {
       if (this.devices.size >= MAX_DEVICES) {
         this.warnings.add(`more than ${MAX_DEVICES} servers: the ones after that are not learned`);
         return null;
       }
-      d = new DeviceObservation(address, port, key, this.cells);
+      d = new DeviceObservation(address, port, endpoint(address, port), this.cells);
       this.devices.set(key, d);
     }
     return d;

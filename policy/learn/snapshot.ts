@@ -135,7 +135,7 @@ export function addSnapshot(obs: Observations, snap: unknown): DeviceObservation
     throw new SnapshotError(`not a plcguard learn snapshot of version ${SNAPSHOT_VERSION}`);
   }
   const at = splitEndpoint(s.upstream);
-  const d = obs.device(at.address, at.port)!;
+  const d = obs.device(at.address, at.port, s.device?.name ?? s.upstream)!;
   // A throwaway device of the same budget holds the snapshot; then the model's own merge adds it.
   const one = new Observations(new Cells(Infinity)).device(at.address, at.port)!;
   one.policy = s.device;
