@@ -40,10 +40,11 @@ export class LearnSync {
       if (d === null) continue;
       try {
         await this.store.merge(l.name, toSnapshot(d));
+        l.done();
         if (this.failing) this.logger.log('learn_sync_ok', { device: l.name });
         this.failing = false;
       } catch (err) {
-        l.restore(d);
+        l.restore();
         if (!this.failing) this.logger.log('learn_sync_failed', { device: l.name, error: (err as Error).message, kept: 'in memory, for the next write' });
         this.failing = true;
       }

@@ -9,7 +9,7 @@ import { decodeRequest, ModbusRequest } from '../../modbus/index.js';
 import { parseClientAddress, type IpAddress } from '../net.js';
 import type { Endpoint } from '../types.js';
 import { formatEndpoint } from '../net.js';
-import { Cells, ceilingWarnings, LIVE_MAX_CELLS, observeRequest, Observations, type DeviceObservation, type PolicyDevice, type SourceObservation } from './observe.js';
+import { Cells, ceilingWarnings, cellsWarning, LIVE_MAX_CELLS, observeRequest, Observations, type DeviceObservation, type PolicyDevice, type SourceObservation } from './observe.js';
 import { proposePolicy, type Proposal, type ProposeOptions } from './propose.js';
 
 const UNKNOWN_ADDRESS: IpAddress = { family: 4, w0: 0, w1: 0, w2: 0, w3: 0 };
@@ -17,8 +17,10 @@ const UNKNOWN_ADDRESS: IpAddress = { family: 4, w0: 0, w1: 0, w2: 0, w3: 0 };
 export class LiveLearner {
   private current!: Observations;
   private device!: DeviceObservation;
-  /** What was taken for Redis so far (null without Redis): the local proposal includes it. */
-  private taken: Observations | null = null;
+  /** A batch `take` handed out and not yet stored or restored. */
+  private pending: DeviceObservation | null = null;
+  /** What was stored in Redis so far (null without Redis): the local proposal includes it. */
+  private stored: Observations | null = null;
   /** Bumped whenever `current` is replaced: sessions look their source up again. */
   generation = 0;
   private readonly req = new ModbusRequest();
@@ -79,14 +81,14 @@ export class LiveLearner {
     this.device.malformed++;
   }
 
-  /** Requests learned so far (all of them, taken or not). */
+  /** Requests learned so far (stored in Redis or not). */
   get requests(): number {
-    return this.current.counts.requests + (this.taken?.counts.requests ?? 0);
+    return this.device.seen.count + (this.pending?.seen.count ?? 0) + (this.storedDevice()?.seen.count ?? 0);
   }
 
   /** Entries held now (the cell budget's count), and the most there can be. */
   get entries(): number {
-    return this.current.cells.used + (this.taken?.cells.used ?? 0);
+    return this.current.cells.used + (this.stored?.cells.used ?? 0);
   }
 
   get maxEntries(): number {
@@ -94,39 +96,50 @@ export class LiveLearner {
   }
 
   get ceilingReached(): boolean {
-    return this.current.cells.reached || (this.taken?.cells.reached ?? false);
+    return this.current.cells.reached || (this.stored?.cells.reached ?? false);
+  }
+
+  private storedDevice(): DeviceObservation | null {
+    return this.stored?.devices.values().next().value ?? null;
   }
 
   /**
-   * What was learned since the last take, for Redis; from now on new requests go to a new set (and
-   * `restore` puts a batch back that could not be stored).
+   * What was learned since the last take, for Redis (null: nothing); new requests go to a new set
+   * from now on. Then `stored` or `restore` says what became of it.
    */
   take(): DeviceObservation | null {
-    if (this.device.seen.count === 0 && this.device.malformed === 0 && this.device.skipped === 0 && this.device.connections === 0) return null;
     const d = this.device;
-    this.taken ??= new Observations(new Cells(this.maxCells));
-    this.taken.device(this.address, this.upstream.port)!.mergeFrom(d);
-    addCounts(this.taken, this.current);
+    if (d.seen.count === 0 && d.malformed === 0 && d.skipped === 0 && d.connections === 0) return null;
+    this.pending = d;
     this.fresh();
     return d;
   }
 
-  /** A batch `take` returned was not stored: it is merged back, to go with the next one. */
-  restore(d: DeviceObservation): void {
-    this.device.mergeFrom(d);
+  /** The batch is in Redis: kept locally too, for this instance's own proposal. */
+  done(): void {
+    this.stored ??= new Observations(new Cells(this.maxCells));
+    this.stored.device(this.address, this.upstream.port)!.mergeFrom(this.pending!);
+    this.pending = null;
   }
 
-  /** Everything this instance learned, for its own proposal. */
+  /** The batch was not stored: merged back, to go with the next one. */
+  restore(): void {
+    this.device.mergeFrom(this.pending!);
+    this.pending = null;
+  }
+
+  /** Everything this instance learned, for its own proposal and stats. */
   observations(): Observations {
-    if (this.taken === null) return this.current;
-    const all = new Observations(new Cells(this.maxCells * 2));
+    // A copy made on request: each part is bounded already.
+    const all = new Observations();
     const d = all.device(this.address, this.upstream.port)!;
-    d.mergeFrom(this.taken.devices.values().next().value!);
-    d.mergeFrom(this.device);
-    addCounts(all, this.taken);
-    addCounts(all, this.current);
-    for (const w of [...this.taken.warnings, ...this.current.warnings]) all.warnings.add(w);
-    if (this.ceilingReached) all.cells.reached = true;
+    for (const part of [this.storedDevice(), this.pending, this.device]) if (part !== null) d.mergeFrom(part);
+    d.policy = this.policy;
+    const c = all.counts;
+    c.requests = d.seen.count;
+    c.exceptions = d.seen.exceptions;
+    c.malformed = d.malformed;
+    c.skipped = d.skipped;
     return all;
   }
 
@@ -147,7 +160,6 @@ export interface LearnStats {
   readonly upstream: string;
   readonly requests: number;
   readonly exceptions: number;
-  readonly unanswered: number;
   readonly malformed: number;
   readonly skipped: number;
   readonly sources: number;
@@ -167,14 +179,13 @@ export function learnStats(l: LiveLearner): LearnStats {
     upstream: l.upstreamText,
     requests: c.requests,
     exceptions: c.exceptions,
-    unanswered: c.unanswered,
     malformed: c.malformed,
     skipped: c.skipped,
     sources: d.sources.size,
     entries: l.entries,
     max_entries: l.maxEntries,
     ceiling_reached: l.ceilingReached,
-    warnings: [...o.warnings],
+    warnings: [...o.warnings, ...(l.ceilingReached ? [cellsWarning(l.maxEntries)] : [])],
   };
 }
 
@@ -190,15 +201,4 @@ export function liveProposal(learners: Iterable<LiveLearner>, options: ProposeOp
   }
   if (obs.devices.size === 0) return null;
   return proposePolicy(obs, { learnedFrom: "plcguard's learn mode", ...options });
-}
-
-function addCounts(to: Observations, from: Observations): void {
-  const a = to.counts;
-  const b = from.counts;
-  a.requests += b.requests;
-  a.exceptions += b.exceptions;
-  a.unanswered += b.unanswered;
-  a.malformed += b.malformed;
-  a.unmatchedResponses += b.unmatchedResponses;
-  a.skipped += b.skipped;
 }

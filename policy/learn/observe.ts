@@ -567,7 +567,12 @@ export function ceilingWarnings(obs: Observations): void {
       }
     }
   }
-  if (obs.cells.reached) obs.warnings.add(`the observations reached their ceiling of ${obs.cells.max} entries: further detail is merged into what is there, and new sources or units are not learned`);
+  if (obs.cells.reached) obs.warnings.add(cellsWarning(obs.cells.max));
+}
+
+/** What it means that the cell budget is used up. */
+export function cellsWarning(max: number): string {
+  return `the observations reached their ceiling of ${max} entries: further detail is merged into what is there, and new sources or units are not learned`;
 }
 
 /** Turns the frames of every stream into Observations. */
