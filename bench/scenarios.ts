@@ -84,12 +84,13 @@ export function buildMix(name: MixName): RequestSpec[] {
 }
 
 /** The ways from the load generator to the PLC. */
-export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000';
+export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-learn';
 export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct',
   relay: 'pipe relay',
   plcguard: 'plcguard',
   'plcguard-1000': 'plcguard 1k rules',
+  'plcguard-learn': 'plcguard learn mode',
 };
 
 export interface Scenario {
@@ -126,5 +127,7 @@ export const SCENARIOS: readonly Scenario[] = [
     scrapeMetrics: false,
   },
   { id: 'deny-10pct-16x8', title: '16 × 8, mixed functions, 10% denied', connections: 16, outstanding: 8, mix: 'mixed-deny', paths: THREE, scrapeMetrics: false },
+  // Learn mode (issue 11, item 5): every request copied and recorded with its answer.
+  { id: 'learn-16x8', title: '16 × 8 with the device in learn mode', connections: 16, outstanding: 8, mix: 'read', paths: ['direct', 'relay', 'plcguard-learn'], scrapeMetrics: false },
   { id: 'metrics-16x8', title: '16 × 8 with /metrics scraped every second', connections: 16, outstanding: 8, mix: 'read', paths: THREE, scrapeMetrics: true },
 ];
