@@ -143,6 +143,7 @@ export async function learnCommand(args: readonly string[], io: CaptureIO): Prom
       obs = values.admin !== undefined ? await fromAdmin(values.admin) : await fromRedis(values, io);
     } catch (err) {
       if (err instanceof UsageError) return usage(io, err.message);
+      /* c8 ignore next -- fromAdmin and fromRedis throw only plcguard's errors; anything else is a bug */
       if (!(err instanceof PlcguardError)) throw err;
       io.stderr(`plcguard policy learn: ${err.message}`);
       return ExitCode.FAILURE;

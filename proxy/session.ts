@@ -304,16 +304,16 @@ export class Session implements FrameHandler, UpstreamOwner {
       // Not within the audit budget: only sources the policy lets write cause these, on devices
       // whose author asked for them, and a trail with holes would not say who changed what.
       if (device.logWrites && isWrite(req)) this.log('write', { ...requestFields(req), rule: d.rule });
-      this.sendUpstream(req, buf, start, end, device, device.mode === 'learn');
+      this.sendUpstream(req, buf, start, end, device, device.mode === 'learn' ? this.ctx.learner : null);
     } else if (device.mode === 'monitor') {
       stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
       stats.countWouldDeny(d.reason);
       this.denied++;
       this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
-      this.sendUpstream(req, buf, start, end, device, false);
+      this.sendUpstream(req, buf, start, end, device, null);
     } else {
       // Learn mode denies only malformed requests: counted where the proposal says what was not learned.
-      if (device.mode === 'learn' && d.reason === 'malformed') this.ctx.learner?.malformed();
+      if (device.mode === 'learn' && d.reason === 'malformed') this.ctx.learner!.malformed();
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
     }
@@ -346,15 +346,15 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (this.outstanding === 0) this.upstream!.resetExpired();
   }
 
-  /** `learn`: keep a copy of the request, to record it with its answer (learn mode). */
-  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice, learn: boolean): void {
+  /** `learner` (learn mode): keep a copy of the request, to record it there with its answer. */
+  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice, learner: LiveLearner | null): void {
     this.upstream ??= new Upstream(device.upstream, device.limits, this.ctx);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;
     tx.takenAt = this.takenAt;
-    tx.learnLength = 0;
-    if (learn) {
+    tx.learner = learner;
+    if (learner !== null) {
       // One buffer per pooled transaction: nothing allocated per request once warm.
       tx.learnBytes ??= Buffer.allocUnsafe(MAX_ADU_LENGTH);
       buf.copy(tx.learnBytes, 0, start, end);
@@ -372,21 +372,20 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   /**
    * Learn mode: records the request `tx` carries with the PLC's answer (its exception code, 0 for
-   * a normal answer; `unanswered` when none came). A reload out of learn mode drops it.
+   * a normal answer; `unanswered` when none came), into the learner it was forwarded for (a
+   * request forwarded while learning is learned, even if a reload ends learn mode meanwhile).
    */
   private learn(tx: Transaction, exception: number, unanswered: boolean): void {
-    if (tx.learnLength === 0) return;
-    const l = this.ctx.learner;
-    if (l !== null) {
-      if (l !== this.learnOf || l.generation !== this.learnGeneration) {
-        this.learnSource = l.source(this.remoteAddress);
-        if (l !== this.learnOf) l.connected(this.learnSource);
-        this.learnOf = l;
-        this.learnGeneration = l.generation;
-      }
-      if (l.record(this.learnSource, tx.learnBytes!, tx.learnLength, exception, unanswered, Date.now())) this.ctx.learnCeilingReached();
+    const l = tx.learner;
+    if (l === null) return;
+    tx.learner = null;
+    if (l !== this.learnOf || l.generation !== this.learnGeneration) {
+      this.learnSource = l.source(this.remoteAddress);
+      if (l !== this.learnOf) l.connected(this.learnSource);
+      this.learnOf = l;
+      this.learnGeneration = l.generation;
     }
-    tx.learnLength = 0;
+    if (l.record(this.learnSource, tx.learnBytes!, tx.learnLength, exception, unanswered, Date.now())) this.ctx.learnCeilingReached();
   }
 
   private deny(

@@ -10,6 +10,7 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
+import type { LiveLearner } from '../policy/learn/live.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
@@ -36,9 +37,10 @@ export class Transaction {
   /** The PLC's exception code when its answer was an exception reply, else 0. */
   exception = 0;
   /**
-   * Learn mode: a copy of the request (made once per pooled transaction), recorded with its answer;
-   * learnLength 0 when it isn't to be learned.
+   * Learn mode: the learner to record the request into with its answer (null: not learned, or
+   * recorded already), and a copy of the request (the buffer made once per pooled transaction).
    */
+  learner: LiveLearner | null = null;
   learnBytes: Buffer | null = null;
   learnLength = 0;
 

@@ -1,6 +1,7 @@
 // Learn mode live (issue 11, item 2): real clients (jsmodbus, modbus-serial, raw bytes) → plcguard
 // in `mode: learn` → the simulated PLC; the proposal fetched over the admin endpoint validates,
 // and once enforced passes the same traffic and denies anything new with the exact exception.
+import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import t from 'tap';
@@ -14,6 +15,7 @@ import { createRegistry, PolicyStats } from '../proxy/metrics.js';
 import { StatsRegistry } from '../proxy/server.js';
 import { devicePolicy, startProxy } from './fixtures/proxy.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
+import { freePort } from '../bench/lib/net.js';
 
 const ModbusRTU = ModbusSerial.default;
 
@@ -102,6 +104,9 @@ void t.test('learn mode: forward, learn, propose over admin, enforce the proposa
   const stats = (await (await fetch(`http://${admin}/learn/stats`)).json()) as { devices: { device: string; requests: number; exceptions: number; malformed: number; sources: number; ceiling_reached: boolean }[] };
   t.match(stats.devices, [{ device: 'plc', requests: 11, exceptions: 1, malformed: 2, sources: 1, ceiling_reached: false }]);
 
+  // A reload that keeps learn mode keeps what was learned (and renames nothing here).
+  await proxy.rewrite(devicePolicy(plc.port, '    mode: learn\n    description: still learning\n'));
+  await proxy.rt.flushLearned();
   const res = await fetch(`http://${admin}/learn/proposal`);
   t.equal(res.status, 200);
   const proposal = await res.text();
@@ -160,11 +165,47 @@ void t.test('learn mode: the ceiling is said once, in the log and a metric', asy
   const lines = proxy.logs.filter((l) => l.event === 'learn_ceiling_reached');
   t.match(lines, [{ device: 'plc', max_entries: 131072 }]);
   t.equal(lines.length, 1, 'one line');
+  const cli = await learn(['--admin', `127.0.0.1:${proxy.rt.adminPort}`]);
+  t.equal(cli.code, 0);
+  t.match(cli.stderr.join('\n'), /requests past the ceilings not learned\nplcguard policy learn: warning: .*more than 4096 written addresses/);
   t.match(await (await fetch(`http://127.0.0.1:${proxy.rt.adminPort}/metrics`)).text(), /plcguard_learn_ceiling_reached\{device="plc"\} 1/);
   const stats = (await (await fetch(`http://127.0.0.1:${proxy.rt.adminPort}/learn/stats`)).json()) as { devices: { ceiling_reached: boolean; entries: number; warnings: string[] }[] };
   t.equal(stats.devices[0]!.ceiling_reached, true);
   t.ok(stats.devices[0]!.entries <= 131072 + 64, 'bounded');
   t.match(stats.devices[0]!.warnings.join('\n'), /reached their ceiling of 131072 entries/);
+});
+
+void t.test('learn mode: requests the PLC never answered are learned as such', async (t) => {
+  const nowhere = await freePort();
+  const proxy = await startProxy(devicePolicy(nowhere, '    mode: learn\n    limits: { connect_timeout_ms: 200, reconnect_backoff_min_ms: 60000, reconnect_backoff_max_ms: 60000 }\n'), { admin: true });
+  t.teardown(() => proxy.stop());
+  // The PLC refuses the connection: 0B for the request that waited for it, then 0A at once while backing off.
+  t.match(await exchange(proxy.port, req(1, 1, [3, 0, 0, 0, 1])), /^00010000000301830[ab]$/);
+  t.equal(await exchange(proxy.port, req(2, 1, [3, 0, 5, 0, 1])), '00020000000301830a');
+  const stats = (await (await fetch(`http://127.0.0.1:${proxy.rt.adminPort}/learn/stats`)).json()) as { devices: { requests: number; exceptions: number }[] };
+  t.match(stats.devices, [{ requests: 2, exceptions: 0 }], 'recorded, without an exception of the PLC\'s');
+});
+
+void t.test('policy learn --admin: what is not a plcguard admin endpoint', async (t) => {
+  const answers: [number, string][] = [
+    [404, 'nope'],
+    [200, 'not json'],
+    [200, '{}'],
+  ];
+  const server = http.createServer((_req, res) => {
+    const [status, body] = answers.shift()!;
+    res.writeHead(status).end(body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const at = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const url = `http://${at}/learn/observations`;
+  for (const expected of [`${url}: HTTP 404 (not a plcguard with learn mode?)`, `cannot fetch ${url}: Unexpected token`, `${url}: not the observations of a plcguard`]) {
+    const r = await learn(['--admin', at]);
+    t.equal(r.code, 1);
+    t.match(r.stderr.join(''), expected);
+  }
 });
 
 void t.test('admin server without learning: nothing to propose', async (t) => {

@@ -10,8 +10,8 @@ import { storeCommand } from '../cli/store.js';
 import { decodeRequest, ModbusRequest } from '../modbus/index.js';
 import { LiveLearner } from '../policy/learn/live.js';
 import { addSnapshot, mergeSnapshots, SnapshotError, toSnapshot } from '../policy/learn/snapshot.js';
-import { LearnStore } from '../policy/learn/store.js';
-import { Observations } from '../policy/learn/observe.js';
+import { LearnStore, MERGE_ATTEMPTS } from '../policy/learn/store.js';
+import { Cells, ceilingWarnings, Observations } from '../policy/learn/observe.js';
 import { parsePolicy } from '../policy/index.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
@@ -50,6 +50,8 @@ void t.test('mergeSnapshots: union of ranges, sums of counts, earliest first and
   const a = new LiveLearner(DEVICE, UPSTREAM);
   feed(a, '10.0.0.1', req(1, 1, [3, 0, 0, 0, 10]), 2000);
   feed(a, '10.0.0.1', req(2, 1, [6, 0, 10, 2, 188]), 2500); // 700
+  feed(a, '10.0.0.1', req(3, 1, [8, 0, 0, 0x12, 0x34]), 2600); // FC8 sub 0
+  feed(a, '10.0.0.1', req(4, 1, [17]), 2700); // Report Server ID
   const b = new LiveLearner(DEVICE, UPSTREAM);
   feed(b, '10.0.0.1', req(1, 1, [3, 0, 10, 0, 10]), 1000, 2);
   feed(b, '10.0.0.1', req(2, 1, [6, 0, 10, 1, 244]), 3000); // 500
@@ -57,7 +59,7 @@ void t.test('mergeSnapshots: union of ranges, sums of counts, earliest first and
   const sa = toSnapshot(a.learned());
   const sb = toSnapshot(b.learned());
   const m = mergeSnapshots(sa, sb);
-  t.strictSame(m.seen, [5, 1000, 3000, 1, 4], 'device: 5 requests, first 1000, last 3000, one exception 02');
+  t.strictSame(m.seen, [7, 1000, 3000, 1, 4], 'device: 7 requests, first 1000, last 3000, one exception 02');
   t.strictSame(
     m.sources.map((s) => s.address),
     ['10.0.0.1', '10.0.0.9'],
@@ -66,6 +68,10 @@ void t.test('mergeSnapshots: union of ranges, sums of counts, earliest first and
   t.strictSame(unit1.reads, { holding_registers: [[0, 19, [2, 1000, 2000, 1, 4]]] }, 'touching ranges joined, counts summed');
   t.strictSame(unit1.writes, { holding_registers: { addresses: [[10, [2, 2500, 3000, 0, 0], 500, 700, 500, 700, false]], overflow: [] } }, 'value bounds cover both');
   t.strictSame(m.sources[1]!.units.map((u) => [u.id, u.reads]), [[7, { input_registers: [[0, 0, [1, 1500, 1500, 0, 0]]] }]]);
+  t.strictSame(unit1.functions, [
+    [8, [1, 2600, 2600, 0, 0], [[0, 0, [1, 2600, 2600, 0, 0]]]],
+    [17, [1, 2700, 2700, 0, 0], null],
+  ]);
   t.strictSame(mergeSnapshots(sb, sa), m, 'the order does not matter');
   t.strictSame(mergeSnapshots(m, toSnapshot(new LiveLearner(DEVICE, UPSTREAM).learned())), m, 'nothing merged in: the same');
   // JSON round trip: what Redis stores is what was merged.
@@ -74,6 +80,14 @@ void t.test('mergeSnapshots: union of ranges, sums of counts, earliest first and
   const small = mergeSnapshots(sa, sb, 3);
   t.equal(small.sources.length, 1, 'the second source is past the budget');
   t.equal(small.skipped, 1, 'and its request counted as skipped');
+  const c = new LiveLearner(DEVICE, UPSTREAM);
+  feed(c, '10.0.0.1', req(1, 9, [3, 0, 0, 0, 1]), 4000);
+  t.equal(mergeSnapshots(sa, toSnapshot(c.learned()), 2).skipped, 1, 'a unit past the budget: skipped');
+  const bounded = new Observations(new Cells(3));
+  addSnapshot(bounded, sa);
+  addSnapshot(bounded, sb);
+  ceilingWarnings(bounded);
+  t.match([...bounded.warnings].at(-1), 'the observations reached their ceiling of 3 entries');
   t.throws(() => mergeSnapshots({ v: 99 }, sb), SnapshotError);
   t.throws(() => addSnapshot(new Observations(), null), { code: 'ERR_LEARN_SNAPSHOT' });
   t.end();
@@ -96,8 +110,23 @@ void t.test('LiveLearner: a batch taken for Redis and not stored is kept for the
   feed(l, '10.0.0.1', req(3, 1, [3, 0, 0, 0, 10]), 3000);
   t.equal(l.requests, 3, 'stored batches still count locally');
   t.equal(toSnapshot(l.learned()).seen[0], 3, 'and are in the local proposal');
+  t.equal(l.entries, 6, 'entries: source, unit and range, now and stored');
+  t.equal(l.ceilingReached, false);
   l.rename({ ...DEVICE, name: 'boiler-2' });
   t.equal(l.name, 'boiler-2');
+  // A PLC named by host name, a client address that isn't an IP (a Unix socket's): still learned.
+  const named = new LiveLearner(DEVICE, { host: 'plc.local', port: 502 });
+  feed(named, 'local', req(1, 1, [3, 0, 0, 0, 1]), 1000);
+  const namedSnap = toSnapshot(named.learned());
+  t.equal(namedSnap.sources[0]!.address, 'local');
+  t.strictSame(mergeSnapshots(namedSnap, namedSnap).seen.slice(0, 3), [2, 1000, 1000], 'merged with itself: twice the counts');
+  // A capture's device has no policy name: keyed by its address.
+  const captured = new Observations().device({ family: 4, w0: 0, w1: 0, w2: 0, w3: 0x0a000002 }, 502)!;
+  const into = new Observations();
+  t.equal(addSnapshot(into, toSnapshot(captured)).policy, null);
+  t.strictSame([...into.devices.keys()], ['10.0.0.2:502']);
+  // A stored upstream that is a host name (written by hand, or by another version) still reads.
+  t.strictSame(addSnapshot(new Observations(), { ...namedSnap, upstream: 'plc.local:502' }).address, { family: 4, w0: 0, w1: 0, w2: 0, w3: 0 });
   const r = decodeRequest(req(1, 1, [3, 0, 0, 0, 1]), 0, 12, new ModbusRequest());
   t.equal(r.violation, 'none');
   t.end();
@@ -142,6 +171,8 @@ devices:
     logger,
     admin: null,
     graceMs: 500,
+    // Its own timer writes too (a, only when asked): what it sends is the same either way.
+    learnSyncMs: 20,
   });
   t.teardown(() => b.stop());
 
@@ -167,8 +198,15 @@ devices:
   t.match(proposal, /- \{ addresses: 10, values: 700 \} +# 1 write, at /, 'B\'s write');
   t.equal(proposal.match(/^  - name: /gm)!.length, 1, 'one device');
 
-  // A restarts: stopping writes what it learned since its last write; nothing is lost.
-  t.match(await ask(portA, req(3, 1, [3, 0, 0, 0, 10])), /^0003/);
+  // A restarts: stopping writes what it learned since its last write; nothing is lost. (Its
+  // connection lives across a write: its source is looked up again in the new batch.)
+  const held = await RawClient.connect(portA);
+  held.send(req(3, 1, [3, 0, 0, 0, 10]));
+  await held.read(1);
+  await a.rt.flushLearned();
+  held.send(req(3, 1, [3, 0, 0, 0, 10]));
+  await held.read(1);
+  held.close();
   await a.rt.stop();
   a = await startA();
   t.teardown(() => a.rt.stop());
@@ -177,11 +215,11 @@ devices:
   const again = await learn(['--redis', redis.url, '--device', 'boiler', '--mode', 'monitor']);
   t.equal(again.code, 0);
   const text = again.stdout.join('');
-  t.match(text, /- 0-9 +# 2 requests, /, 'both reads of A, before and after its restart');
+  t.match(text, /- 0-9 +# 3 requests, /, 'every read of A, before and after its restart');
   t.match(text, /input_registers:\n +- 0-3 +# 1 request/);
   t.match(text, /mode: monitor/);
   t.strictSame([parsePolicy(text, 'p.yaml').errors, parsePolicy(text, 'p.yaml').warnings], [[], []]);
-  t.match(again.stderr.join('\n'), /learned: 4 requests \(0 answered with an exception\)/);
+  t.match(again.stderr.join('\n'), /learned: 5 requests \(0 answered with an exception\)/);
 
   // No such device in Redis: nothing learned.
   const none = await learn(['--redis', redis.url, '--device', 'nope']);
@@ -203,6 +241,32 @@ devices:
   t.match(a.logs.filter((l) => l.event === 'learn_sync_ok'), [{ device: 'boiler' }], 'and one when it works again');
   const kept = await store.read();
   t.equal(kept.get('boiler')!.seen[0], 1, 'the batch kept while Redis refused is written');
+  // Redis refusing a command: a StoreError naming the server.
+  await store.connection.client.set('plcguard:learn:devices', 'a string, not a set');
+  await t.rejects(store.read(), { code: 'ERR_STORE_REDIS', message: /^redis:\/\/127\.0\.0\.1:\d+: WRONGTYPE/ });
+});
+
+void t.test('LearnStore: another writer every time → gives up after MERGE_ATTEMPTS', async (t) => {
+  let execs = 0;
+  const client = {
+    watch: () => Promise.resolve('OK'),
+    get: () => Promise.resolve(null),
+    multi: () => ({
+      set() {
+        return this;
+      },
+      sadd() {
+        return this;
+      },
+      exec: () => {
+        execs++;
+        return Promise.resolve(null);
+      },
+    }),
+  };
+  const store = new LearnStore({ client, server: 'redis://fake:6379' } as unknown as RedisConnection);
+  await t.rejects(store.merge('boiler', toSnapshot(new LiveLearner(DEVICE, UPSTREAM).learned())), { code: 'ERR_STORE_REDIS', message: 'redis://fake:6379: plcguard:learn:device:boiler changed under each of 10 attempts to merge into it' });
+  t.equal(execs, MERGE_ATTEMPTS);
 });
 
 void t.test('policy learn --admin/--redis: usage errors exit 2, unreachable 1', async (t) => {

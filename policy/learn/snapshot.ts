@@ -106,8 +106,9 @@ function unitJson(id: number, u: UnitObservation): UnitJson {
 
 /** The device's observations as plain data (sorted: the same observations, the same JSON). */
 export function toSnapshot(d: DeviceObservation): DeviceSnapshot {
-  const sources = [...d.sources.values()]
-    .sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))
+  const sources = [...d.sources.keys()]
+    .sort()
+    .map((k) => d.sources.get(k)!)
     .map((s) => ({
       address: s.text,
       connections: s.connections,
