@@ -134,7 +134,6 @@ async function serve(
     rt = await ProxyRuntime.start({ source, logger, admin, graceMs, version: VERSION, ...(devices ? { devices } : {}), ...(learnStore ? { learnStore } : {}) });
   } catch (err) {
     await cleanup();
-    learnStore?.connection.client.disconnect();
     if (err instanceof PolicyInvalidError) {
       io.stderr(`plcguard: ${source.name} is not a valid policy; nothing started:`);
       for (const e of err.issues) io.stderr(e.format());

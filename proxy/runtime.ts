@@ -26,7 +26,8 @@ export interface ProxyOptions {
   version?: string;
   /**
    * With Redis: where learn mode's observations are merged (periodically and at stop). The
-   * runtime owns its connection and closes it at stop.
+   * runtime owns its connection and closes it at stop. (A Redis source's start fails only at the
+   * admin server, and stops the runtime then.)
    */
   learnStore?: LearnStore;
   /** How often they are written (default LEARN_SYNC_INTERVAL_MS). */
