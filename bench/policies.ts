@@ -36,6 +36,11 @@ ${o.sharedConnections === undefined ? '' : `    upstream_connections: ${o.shared
 `;
 }
 
+/** The same device in learn mode: no rules, everything well-formed forwarded and learned. */
+export function learnPolicy(o: DeviceOptions): string {
+  return header('bench-plc', 'boiler house PLC, learning (benchmark)', o).replace('    rules:\n', '    mode: learn\n');
+}
+
 /**
  * One PLC's realistic allow-list: HMIs read process values and write bounded setpoints, a
  * historian, an engineering station, an alarm panel, a meter on another unit, an IPv6 HMI.

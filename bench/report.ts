@@ -244,6 +244,8 @@ export const TARGETS = {
   addedLatencyOverRelayUs: 5,
   cpuUsPerRequest: 2.6,
   largePolicyThroughput: 0.95,
+  /** A device in learn mode at 16×8 against the pipe relay (issue 11, item 5). */
+  learnVsRelay: 0.85,
   idleBytesPerConnection: 64 * 1024,
   /**
    * "Memory bounded under load": in every scenario, plcguard's peak RSS in the last round may
@@ -295,6 +297,12 @@ export function evaluateTargets(scenarios: readonly ScenarioSummary[], idle: rea
   const l4 = `≥ ${TARGETS.largePolicyThroughput}×`;
   if (large) out.push({ id: 'large-policy', description: d4, measured: fmtRatio(large.throughputRatio), limit: l4, pass: large.throughputRatio >= TARGETS.largePolicyThroughput });
   else missing('large-policy', d4, l4, 'no 1,000-rule rounds');
+
+  const learnT = comparison(byId('learn-16x8'), 'plcguard-learn', 'relay');
+  const d7 = 'learn mode 16×8 throughput vs the pipe relay';
+  const l7 = `≥ ${TARGETS.learnVsRelay}×`;
+  if (learnT) out.push({ id: 'learn', description: d7, measured: fmtRatio(learnT.throughputRatio), limit: l7, pass: learnT.throughputRatio >= TARGETS.learnVsRelay });
+  else missing('learn', d7, l7, 'no learn-mode rounds at 16×8');
 
   const idleG = idle.find((i) => i.path === 'plcguard');
   const d5 = 'plcguard memory per idle connection';

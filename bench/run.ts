@@ -20,7 +20,7 @@ import { freePort } from './lib/net.js';
 import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
 import { delay, until, within } from './lib/wait.js';
 import { hasType, type IdleConfig, type LoadMessage, type LoadResult, type LoadRunConfig } from './ipc.js';
-import { LARGE_RULE_COUNT, largePolicy, realisticPolicy } from './policies.js';
+import { LARGE_RULE_COUNT, largePolicy, learnPolicy, realisticPolicy } from './policies.js';
 import {
   DISTURBED_OTHER_CORES,
   NOTES_MARKER,
@@ -198,6 +198,7 @@ interface World {
   /** The PLC that accepts one connection, and plcguard sharing it (the plcguard-shared path). */
   plcOne: Bench | null;
   plcguardShared: Plcguard | null;
+  plcguardLearn: Plcguard | null;
   settings: Settings;
 }
 
@@ -213,6 +214,8 @@ function target(w: World, p: PathName): { port: number; proxy: Bench | null; plc
       return { port: w.plcguard1000!.port, proxy: w.plcguard1000, plc: w.plc };
     case 'plcguard-shared':
       return { port: w.plcguardShared!.port, proxy: w.plcguardShared, plc: w.plcOne! };
+    case 'plcguard-learn':
+      return { port: w.plcguardLearn!.port, proxy: w.plcguardLearn, plc: w.plc };
   }
 }
 
@@ -500,14 +503,14 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
     const included = fs.existsSync(PLCGUARD_MAIN);
     const note = included ? `plcguard: ${path.relative(ROOT, PLCGUARD_MAIN)}` : `plcguard not measured: ${path.relative(ROOT, PLCGUARD_MAIN)} is missing (npm run build)`;
     const maxConnections = settings.idleConnections + IDLE_WARMUP_CONNECTIONS + 64;
-    const startGuard = async (name: string, rules: 'realistic' | 'large', upstream = plc, sharedConnections?: number): Promise<Plcguard> => {
+    const startGuard = async (name: string, rules: 'realistic' | 'large' | 'learn', upstream = plc, sharedConnections?: number): Promise<Plcguard> => {
       const listenPort = await freePort();
       const adminPort = await freePort();
       const file = path.join(tmp, `${name}.yaml`);
       const o = { listenPort, upstreamPort: upstream.port, maxConnections, sharedConnections };
-      fs.writeFileSync(file, rules === 'realistic' ? realisticPolicy(o) : largePolicy(o));
+      fs.writeFileSync(file, rules === 'realistic' ? realisticPolicy(o) : rules === 'learn' ? learnPolicy(o) : largePolicy(o));
       const g = await startPlcguard(name, file, listenPort, adminPort, cpuProfDir);
-      progress(`${name} pid ${g.pid} on 127.0.0.1:${listenPort} (admin :${adminPort}), ${rules === 'realistic' ? 10 : LARGE_RULE_COUNT}-rule policy`);
+      progress(`${name} pid ${g.pid} on 127.0.0.1:${listenPort} (admin :${adminPort}), ${rules === 'learn' ? 'learn mode' : `${rules === 'realistic' ? 10 : LARGE_RULE_COUNT}-rule policy`}`);
       return g;
     };
     const needs = (p: PathName): boolean => scenarios.some((s) => s.paths.includes(p));
@@ -521,12 +524,13 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
       settings,
       plcguard: included && needs('plcguard') ? await startGuard('plcguard', 'realistic') : null,
       plcguard1000: included && needs('plcguard-1000') ? await startGuard('plcguard-1000', 'large') : null,
+      plcguardLearn: included && needs('plcguard-learn') ? await startGuard('plcguard-learn', 'learn') : null,
     };
     if (!included) progress(`NOTE: ${note}`);
 
     const runs: RunRecord[] = [];
     const discarded: RunRecord[] = [];
-    const started: Partial<Record<PathName, unknown>> = { plcguard: world.plcguard, 'plcguard-1000': world.plcguard1000, 'plcguard-shared': world.plcguardShared };
+    const started: Partial<Record<PathName, unknown>> = { plcguard: world.plcguard, 'plcguard-1000': world.plcguard1000, 'plcguard-shared': world.plcguardShared, 'plcguard-learn': world.plcguardLearn };
     const available = (p: PathName): boolean => !(p in started) || started[p] !== null;
     const planned = scenarios.reduce((n, s) => n + s.paths.filter(available).length * roundsOf(s, settings, opts.quick).rounds, 0);
     let repeatsLeft = opts.quick ? 0 : Math.floor(planned * REPEAT_BUDGET_FRACTION);

@@ -88,13 +88,14 @@ export function buildMix(name: MixName): RequestSpec[] {
  * `plcguard-shared`: plcguard with `upstream_connections: 1` in front of a PLC of its own that
  * accepts one connection (issue 12); every other path reaches the PLC that takes them all.
  */
-export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-shared';
+export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-shared' | 'plcguard-learn';
 export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct',
   relay: 'pipe relay',
   plcguard: 'plcguard',
   'plcguard-1000': 'plcguard 1k rules',
   'plcguard-shared': 'plcguard, 1 shared PLC conn',
+  'plcguard-learn': 'plcguard learn mode',
 };
 
 export interface Scenario {
@@ -131,6 +132,8 @@ export const SCENARIOS: readonly Scenario[] = [
     scrapeMetrics: false,
   },
   { id: 'deny-10pct-16x8', title: '16 × 8, mixed functions, 10% denied', connections: 16, outstanding: 8, mix: 'mixed-deny', paths: THREE, scrapeMetrics: false },
+  // Learn mode (issue 11, item 5): every request copied and recorded with its answer.
+  { id: 'learn-16x8', title: '16 × 8 with the device in learn mode', connections: 16, outstanding: 8, mix: 'read', paths: ['direct', 'relay', 'plcguard-learn'], scrapeMetrics: false },
   { id: 'metrics-16x8', title: '16 × 8 with /metrics scraped every second', connections: 16, outstanding: 8, mix: 'read', paths: THREE, scrapeMetrics: true },
   {
     // The 16 clients' 128 requests in flight queue for the one PLC connection, one request on it

@@ -18,6 +18,8 @@ import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
 import type { PolicyParser, PolicySource } from '../policy/source/source.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
+import { LearnStore } from '../policy/learn/store.js';
+import { RedisConnection } from '../policy/store.js';
 import { Logger, logIdentity, stdoutSink } from '../proxy/audit.js';
 import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
@@ -124,11 +126,12 @@ async function serve(
   graceMs: number,
   devices?: string[],
   before?: () => Promise<() => Promise<void>>,
+  learnStore?: LearnStore,
 ): Promise<number> {
   const cleanup = before ? await before() : async () => {};
   let rt: ProxyRuntime;
   try {
-    rt = await ProxyRuntime.start({ source, logger, admin, graceMs, version: VERSION, ...(devices ? { devices } : {}) });
+    rt = await ProxyRuntime.start({ source, logger, admin, graceMs, version: VERSION, ...(devices ? { devices } : {}), ...(learnStore ? { learnStore } : {}) });
   } catch (err) {
     await cleanup();
     if (err instanceof PolicyInvalidError) {
@@ -189,11 +192,12 @@ async function run(args: string[]): Promise<number> {
   }
   const admin = adminOption(values.admin);
   const logger = new Logger(stdoutSink, logIdentity(values.instance, admin));
-  const source = values.policy
-    ? new FilePolicySource(values.policy, parsePolicy, logger)
-    : new RedisPolicySource(storeOptions(values, process.env, io.stderr, 'plcguard'), parsePolicy, logger);
   const devices = values.devices?.split(',').map((d) => d.trim()).filter(Boolean);
-  return serve(source, logger, admin, grace, devices);
+  if (values.policy) return serve(new FilePolicySource(values.policy, parsePolicy, logger), logger, admin, grace, devices);
+  const redis = storeOptions(values, process.env, io.stderr, 'plcguard');
+  // Learn mode's observations go to the same Redis, on a connection of their own (WATCH is per connection).
+  const learnStore = new LearnStore(new RedisConnection({ ...redis, reconnect: true }), redis.prefix);
+  return serve(new RedisPolicySource(redis, parsePolicy, logger), logger, admin, grace, devices, undefined, learnStore);
 }
 
 /**

@@ -17,7 +17,7 @@
 
 import { FunctionCode, MEI_READ_DEVICE_IDENTIFICATION } from '../modbus/index.js';
 import type { ModbusRequest } from '../modbus/index.js';
-import { CompiledSourceView, decide, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
+import { CompiledSourceView, decide, decideLearning, FUNCTION_SLOTS, FunctionGrant, TABLE_COUNT, tableIndex, UnitPolicy } from './decide.js';
 import type { DeviceDocument, NormalizedDevice, NormalizedPolicy, RuleDocument } from './document.js';
 import { PolicyTooComplexError } from './errors.js';
 import {
@@ -624,7 +624,7 @@ class CompiledDeviceImpl implements CompiledDevice {
   }
 
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision {
-    return decide(this, view, req, out);
+    return this.mode === 'learn' ? decideLearning(req, out) : decide(this, view, req, out);
   }
 }
 

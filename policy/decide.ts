@@ -116,6 +116,20 @@ export function decide(device: CompiledDevice, view: SourceView, req: ModbusRequ
   }
 }
 
+/**
+ * A device in learn mode: its rules are not consulted. Every well-formed request is allowed (no
+ * rule named); a malformed one is denied with the decoder's code, as any device denies it.
+ */
+export function decideLearning(req: ModbusRequest, out: Decision): Decision {
+  if (req.exception !== 0) return malformed(out, req, null);
+  out.allow = true;
+  out.reason = 'allowed';
+  out.exception = 0;
+  out.rule = null;
+  out.violation = 'none';
+  return out;
+}
+
 const NOT_ALLOWED = ExceptionCode.ILLEGAL_FUNCTION;
 
 /** FC1–4 and FC24 (the FIFO pointer is a one-register read). */

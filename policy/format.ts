@@ -181,6 +181,7 @@ export const SHARING_FIELDS = {
 export const MODES = {
   enforce: 'deny what the policy does not allow',
   monitor: 'forward everything, log and count what would be denied',
+  learn: 'forward every well-formed request (malformed ones are denied as in enforce), ignore the rules and record what is seen; `plcguard policy learn --admin` (or `--redis`) turns it into a proposed policy',
 } as const;
 export type Mode = keyof typeof MODES;
 export const DEFAULT_MODE: Mode = 'enforce';

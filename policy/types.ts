@@ -121,7 +121,8 @@ export interface CompiledDevice {
   /**
    * Decides a decoded request from a source. Fills and returns `out`; allocates nothing.
    * Order: source (0A, `source_not_allowed`, for monitor mode) → unit (0A) → function (01) →
-   * malformed (decoder's code) → address (02) → value (03).
+   * malformed (decoder's code) → address (02) → value (03). In learn mode only the malformed
+   * check is made.
    */
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision;
 }

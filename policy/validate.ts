@@ -521,7 +521,7 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
     if (device.upstream_max_in_flight !== undefined && device.upstream_connections === undefined) {
       report.error(w.at(device, 'upstream_max_in_flight'), `${path}.upstream_max_in_flight: set without upstream_connections; expected upstream_connections beside it (it bounds requests on a shared PLC connection)`);
     }
-    checkRules(device, path, w, report);
+    checkRules(device, (device.mode ?? policy.defaults?.mode) === 'learn', path, w, report);
   });
 }
 
@@ -552,10 +552,11 @@ function checkBackoff(own: LooseLimits | undefined, inherited: LooseLimits | und
   }
 }
 
-function checkRules(device: LooseDevice, path: string, w: Walker, report: Reporter): void {
+function checkRules(device: LooseDevice, learning: boolean, path: string, w: Walker, report: Reporter): void {
   const rules = device.rules ?? [];
-  // An invalid rules value already has its error; "no rules" would only repeat it.
-  if (rules.length === 0 && !(device.rules === undefined && w.has(device, 'rules'))) {
+  // An invalid rules value already has its error; "no rules" would only repeat it. A device in
+  // learn mode ignores its rules: none is the usual start.
+  if (rules.length === 0 && !learning && !(device.rules === undefined && w.has(device, 'rules'))) {
     const at = device.rules === undefined ? w.at(device) : w.at(device, 'rules');
     report.warning(at, `${path}${device.rules === undefined ? '' : '.rules'}: no rules; this device denies everything`);
   }

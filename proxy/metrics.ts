@@ -182,6 +182,13 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
   gauge('plcguard_upstream_connections', 'Open PLC connections.', ['device'], (g) => {
     for (const [device, s] of devices()) g.set({ device }, s.upstreamConnections);
   });
+  // Only devices that have been in learn mode have these series.
+  counter('plcguard_learned_requests_total', 'Requests learn mode recorded (well-formed, forwarded, with their answers).', ['device'], (c) => {
+    for (const [device, s] of devices()) if (s.learner !== null) c.inc({ device }, s.learner.requests);
+  });
+  gauge('plcguard_learn_ceiling_reached', '1 once learn mode\'s observations are at their ceiling (further detail is merged, new sources and units are not learned).', ['device'], (g) => {
+    for (const [device, s] of devices()) if (s.learner !== null) g.set({ device }, s.learner.ceilingReached ? 1 : 0);
+  });
 
   const histogram = (name: string, help: string, pick: (s: DeviceStats) => Histogram): void => {
     const h = new CollectedHistogram(name, help, function* () {

@@ -9,6 +9,10 @@ import { PlcguardError } from '../modbus/errors.js';
 import type { ParseResult } from '../policy/parse.js';
 import type { PolicySource } from '../policy/source/source.js';
 import { ProxyServer } from './server.js';
+import { learnStats, liveProposal } from '../policy/learn/live.js';
+import type { LearnStore } from '../policy/learn/store.js';
+import { toSnapshot } from '../policy/learn/snapshot.js';
+import { LearnSync } from './learnsync.js';
 
 export interface ProxyOptions {
   source: PolicySource;
@@ -20,6 +24,14 @@ export interface ProxyOptions {
   /** How long SIGTERM waits for outstanding requests. */
   graceMs?: number;
   version?: string;
+  /**
+   * With Redis: where learn mode's observations are merged (periodically and at stop). The
+   * runtime owns its connection and closes it at stop. (A Redis source's start fails only at the
+   * admin server, and stops the runtime then.)
+   */
+  learnStore?: LearnStore;
+  /** How often they are written (default LEARN_SYNC_INTERVAL_MS). */
+  learnSyncMs?: number;
 }
 
 /**
@@ -51,11 +63,13 @@ export class ProxyRuntime {
   /** Devices of the policy in force this instance serves. */
   private served = 0;
   private stopping = false;
+  private readonly sync: LearnSync | null;
 
   private constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger;
     this.only = opts.devices?.length ? opts.devices : null;
     this.server = new ProxyServer(this.logger);
+    this.sync = opts.learnStore ? new LearnSync(opts.learnStore, this.server.learners, this.logger, opts.learnSyncMs) : null;
   }
 
   /**
@@ -65,6 +79,7 @@ export class ProxyRuntime {
    */
   static async start(opts: ProxyOptions): Promise<ProxyRuntime> {
     const rt = new ProxyRuntime(opts);
+    rt.sync?.start();
     if (opts.source.redisUp) rt.policyStats.redisUp = () => opts.source.redisUp!();
     const first = opts.source.start((r) => rt.onChange(r));
     if (first !== null) {
@@ -92,7 +107,12 @@ export class ProxyRuntime {
       });
       const register = createRegistry(rt.server.stats, rt.policyStats, opts.version ?? '0.0.0', checks);
       try {
-        rt.admin = await startAdminServer(opts.admin, register, { checks });
+        const learners = rt.server.learners;
+        rt.admin = await startAdminServer(opts.admin, register, { checks }, {
+          proposal: (mode) => liveProposal(learners.values(), { mode })?.text ?? null,
+          stats: () => ({ devices: [...learners.values()].map(learnStats) }),
+          observations: () => ({ devices: [...learners.values()].map((l) => toSnapshot(l.learned())) }),
+        });
         rt.adminPort = (rt.admin.address() as AddressInfo).port;
       } catch (err) {
         await rt.stop();
@@ -194,6 +214,11 @@ export class ProxyRuntime {
     this.opts.source.reload();
   }
 
+  /** Writes learn mode's observations to Redis now (tests; otherwise periodic). */
+  flushLearned(): Promise<void> {
+    return this.sync?.flush() ?? Promise.resolve();
+  }
+
   /** Waits until reloads triggered so far are applied (tests). */
   settled(): Promise<void> {
     return this.applying;
@@ -207,6 +232,11 @@ export class ProxyRuntime {
     await this.opts.source.stop();
     await this.applying;
     await shutdown;
+    // Every session has ended: nothing more is learned, so what is left goes to Redis now.
+    if (this.sync !== null) {
+      await this.sync.stop();
+      this.opts.learnStore!.connection.client.disconnect();
+    }
     const admin = this.admin;
     this.admin = null;
     if (admin) {

@@ -8,6 +8,9 @@ import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
 import { SharedLinks } from './pool.js';
 import { connectTcp, Upstream, type ConnectPlc, type UpstreamEvent, type UpstreamOwner, type UpstreamPort } from './upstream.js';
+import { LiveLearner } from '../policy/learn/live.js';
+import { LIVE_MAX_CELLS } from '../policy/learn/observe.js';
+import { formatEndpoint } from '../policy/net.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -78,6 +81,8 @@ class DeviceListener implements SessionContext {
   listening = false;
   /** The PLC connections the device's clients share, with `upstream_connections`; made on first use. */
   private shared: SharedLinks | null = null;
+  /** Set while the device is in learn mode (the learner itself outlives that: ProxyServer keeps it). */
+  learner: LiveLearner | null = null;
 
   constructor(
     public device: CompiledDevice,
@@ -180,6 +185,14 @@ class DeviceListener implements SessionContext {
     if (extra) this.logger.log(event, { device: this.device.name, ...fields, ...extra });
   }
 
+  learnCeilingReached(): void {
+    this.logger.log('learn_ceiling_reached', {
+      device: this.device.name,
+      max_entries: LIVE_MAX_CELLS,
+      message: 'learn mode: the observations are at their ceiling; further detail is merged into what is there, and new sources or units are not learned',
+    });
+  }
+
   rateFor(address: string): SourceRate {
     let r = this.rates.get(address);
     if (!r) {
@@ -258,6 +271,8 @@ export class ProxyServer {
   /** Connection ids: one sequence for the process, unique across restarts. */
   private readonly ids = new ConnectionIds();
   private stopping = false;
+  /** Per device name, what it learned in learn mode: kept across reloads, and after it leaves learn mode. */
+  readonly learners = new Map<string, LiveLearner>();
 
   constructor(private readonly logger: Logger) {}
 
@@ -330,6 +345,7 @@ export class ProxyServer {
       l.device = device;
       const socket = planned.get(l);
       if (socket) l.adopt(socket);
+      l.learner = device.mode === 'learn' ? this.learnerFor(device) : null;
       // Connections were opened to the old PLC address, or shared (or not) as the device no
       // longer says: make their clients reconnect.
       if (!sameEndpoint(old.upstream, device.upstream) || old.sharing?.connections !== device.sharing?.connections) {
@@ -340,6 +356,23 @@ export class ProxyServer {
     // Sockets no device took close; their open connections stay (or were closed above).
     const inUse = new Set([...this.listeners.values()].map((l) => l.socket));
     for (const socket of before) if (socket && !inUse.has(socket)) void socket.close();
+  }
+
+  private learnerFor(device: CompiledDevice): LiveLearner {
+    const policy = {
+      name: device.name,
+      listen: formatEndpoint(device.listen.host, device.listen.port),
+      upstream: formatEndpoint(device.upstream.host, device.upstream.port),
+      // Kept in the proposal: enforcing it must not open more PLC connections than learning did.
+      ...(device.sharing === null ? {} : { sharing: { connections: device.sharing.connections, maxInFlight: device.sharing.maxInFlight } }),
+    };
+    let l = this.learners.get(device.name);
+    if (l === undefined) {
+      l = new LiveLearner(policy, device.upstream);
+      this.learners.set(device.name, l);
+      this.stats.get(device.name).learner = l;
+    } else l.rename(policy);
+    return l;
   }
 
   /** The socket listening on `at` now, if any. */

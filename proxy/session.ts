@@ -2,6 +2,7 @@ import {
   ExceptionCode,
   FrameSplitter,
   FunctionCode,
+  MAX_ADU_LENGTH,
   ModbusRequest,
   buildException,
   decodeRequest,
@@ -11,6 +12,8 @@ import {
   type ResponseCheck,
 } from '../modbus/index.js';
 import { Decision, type CompiledDevice, type DecisionReason, type SourceView } from '../policy/types.js';
+import type { LiveLearner } from '../policy/learn/live.js';
+import type { SourceObservation } from '../policy/learn/observe.js';
 import { MAX_LOGGED_VALUES, connectionFields, type AuditGate, type Logger } from './audit.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
@@ -36,6 +39,10 @@ export interface SessionContext extends LinkContext {
   sessionClosed(session: Session, reason: CloseReason): void;
   /** The way to the PLC for `owner`'s requests: a link of its own, or a port on the device's shared links. */
   upstreamFor(owner: UpstreamOwner, device: CompiledDevice): UpstreamPort;
+  /** The device's learner while it is in learn mode, else null. */
+  readonly learner: LiveLearner | null;
+  /** The learner's cell budget was just used up (warn once). */
+  learnCeilingReached(): void;
 }
 
 /** The part of a net.Socket a session uses toward its client (tests pass a fake). */
@@ -158,6 +165,10 @@ export class Session implements FrameHandler, UpstreamOwner {
   private midResponse = false;
   private readonly deferred: Buffer[] = [];
   private readonly closeWaiters: (() => void)[] = [];
+  /** Learn mode: this client's entry in the learner (and which learner, and which of its sets). */
+  private learnSource: SourceObservation | null = null;
+  private learnOf: LiveLearner | null = null;
+  private learnGeneration = 0;
 
   constructor(
     private readonly socket: ClientSocket,
@@ -295,14 +306,16 @@ export class Session implements FrameHandler, UpstreamOwner {
       // Not within the audit budget: only sources the policy lets write cause these, on devices
       // whose author asked for them, and a trail with holes would not say who changed what.
       if (device.logWrites && isWrite(req)) this.log('write', { ...requestFields(req), rule: d.rule });
-      this.sendUpstream(req, buf, start, end, device);
+      this.sendUpstream(req, buf, start, end, device, device.mode === 'learn' ? this.ctx.learner : null);
     } else if (device.mode === 'monitor') {
       stats.countRequest(req.functionCode, DECISION_WOULD_DENY);
       stats.countWouldDeny(d.reason);
       this.denied++;
       this.auditDenial('would_deny', req, d.reason, d.rule, d.exception, 'forward');
-      this.sendUpstream(req, buf, start, end, device);
+      this.sendUpstream(req, buf, start, end, device, null);
     } else {
+      // Learn mode denies only malformed requests: counted where the proposal says what was not learned.
+      if (device.mode === 'learn' && d.reason === 'malformed') this.ctx.learner!.malformed();
       this.deny(req, d.reason, d.exception, d.rule, device.onDeny);
       if (this.over) return false;
     }
@@ -335,19 +348,46 @@ export class Session implements FrameHandler, UpstreamOwner {
     if (this.outstanding === 0) this.upstream!.resetExpired();
   }
 
-  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice): void {
+  /** `learner` (learn mode): keep a copy of the request, to record it there with its answer. */
+  private sendUpstream(req: ModbusRequest, buf: Buffer, start: number, end: number, device: CompiledDevice, learner: LiveLearner | null): void {
     this.upstream ??= this.ctx.upstreamFor(this, device);
     const tx = this.pool.pop() ?? new Transaction(this);
     tx.exp.setFrom(req);
     tx.receivedAt = this.chunkAt;
     tx.takenAt = this.takenAt;
+    tx.learner = learner;
+    if (learner !== null) {
+      // One buffer per pooled transaction: nothing allocated per request once warm.
+      tx.learnBytes ??= Buffer.allocUnsafe(MAX_ADU_LENGTH);
+      buf.copy(tx.learnBytes, 0, start, end);
+      tx.learnLength = end - start;
+    }
     if (this.upstream.send(tx, buf, start, end, this.splitter.owns(buf))) {
       this.outstanding++;
     } else {
       // Backing off after the PLC failed: answer at once rather than hold the client.
+      this.learn(tx, 0, true);
       this.pool.push(tx);
       this.reply(buildException(req.transactionId, req.unitId, req.functionCode, ExceptionCode.GATEWAY_PATH_UNAVAILABLE));
     }
+  }
+
+  /**
+   * Learn mode: records the request `tx` carries with the PLC's answer (its exception code, 0 for
+   * a normal answer; `unanswered` when none came), into the learner it was forwarded for (a
+   * request forwarded while learning is learned, even if a reload ends learn mode meanwhile).
+   */
+  private learn(tx: Transaction, exception: number, unanswered: boolean): void {
+    const l = tx.learner;
+    if (l === null) return;
+    tx.learner = null;
+    if (l !== this.learnOf || l.generation !== this.learnGeneration) {
+      this.learnSource = l.source(this.remoteAddress);
+      if (l !== this.learnOf) l.connected(this.learnSource);
+      this.learnOf = l;
+      this.learnGeneration = l.generation;
+    }
+    if (l.record(this.learnSource, tx.learnBytes!, tx.learnLength, exception, unanswered, Date.now())) this.ctx.learnCeilingReached();
   }
 
   private deny(
@@ -407,6 +447,7 @@ export class Session implements FrameHandler, UpstreamOwner {
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
     // Timed at delivered(), once the response has been handed to the client socket.
     tx.answeredAt = answeredAt;
+    this.learn(tx, tx.exception, false);
     this.answered.push(tx);
     this.outstanding--;
     this.midResponse = false;
@@ -418,6 +459,7 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   fail(tx: Transaction, exception: number, _now: number): void {
     const e = tx.exp;
+    this.learn(tx, 0, true);
     this.reply(buildException(tx.clientTid, e.unitId, e.functionCode, exception));
     this.release(tx);
   }

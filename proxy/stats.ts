@@ -79,6 +79,8 @@ export class DeviceStats {
   /** [reason index]: requests monitor mode would have denied, by reason. */
   readonly wouldDenials = new Float64Array(DECISION_REASONS.length);
   readonly refused = new Float64Array(REFUSALS.length);
+  /** What the device learned in learn mode (read at scrape time); null until it was in learn mode. */
+  learner: { readonly requests: number; readonly ceilingReached: boolean } | null = null;
   /** Client connections accepted (not refused). */
   clientConnectionsTotal = 0;
   /** Bytes read from client sockets (whole or not, allowed or not). */

@@ -3,12 +3,14 @@ import {
   ExceptionCode,
   Expectation,
   FrameSplitter,
+  MBAP_HEADER_LENGTH,
   checkResponse,
   responseMatches,
   type FrameHandler,
   type ResponseCheck,
 } from '../modbus/index.js';
 import type { Endpoint, Limits } from '../policy/types.js';
+import type { LiveLearner } from '../policy/learn/live.js';
 import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { DeviceStats, UpstreamErrorKind } from './stats.js';
@@ -35,6 +37,15 @@ export class Transaction {
   sentAt = 0;
   /** The chunk completing its response arrived from the PLC. */
   answeredAt = 0;
+  /** The PLC's exception code when its answer was an exception reply, else 0. */
+  exception = 0;
+  /**
+   * Learn mode: the learner to record the request into with its answer (null: not learned, or
+   * recorded already), and a copy of the request (the buffer made once per pooled transaction).
+   */
+  learner: LiveLearner | null = null;
+  learnBytes: Buffer | null = null;
+  learnLength = 0;
 
   constructor(readonly owner: UpstreamOwner) {}
 }
@@ -674,7 +685,7 @@ export class Upstream implements FrameHandler, UpstreamPort {
     const streamed = this.stream;
     if (streamed !== null) {
       this.stream = null;
-      if (streamed !== DROPPED) this.complete(streamed, checkResponse(streamed.exp, buf, start, end));
+      if (streamed !== DROPPED) this.complete(streamed, buf, start, end);
       return true;
     }
     const i = this.find(buf, start);
@@ -684,7 +695,7 @@ export class Upstream implements FrameHandler, UpstreamPort {
     }
     const tx = this.claim(i, buf, start);
     tx.owner.forward(buf, start, end, this.splitter.owns(buf));
-    this.complete(tx, checkResponse(tx.exp, buf, start, end));
+    this.complete(tx, buf, start, end);
     return true;
   }
 
@@ -711,7 +722,10 @@ export class Upstream implements FrameHandler, UpstreamPort {
     }
   }
 
-  private complete(tx: Transaction, check: ResponseCheck): void {
+  /** The whole response to `tx` is buf[start, end). */
+  private complete(tx: Transaction, buf: Buffer, start: number, end: number): void {
+    const check = checkResponse(tx.exp, buf, start, end);
+    tx.exception = check === 'exception' ? buf[start + MBAP_HEADER_LENGTH + 1]! : 0;
     this.answeredOnThisConnection = true;
     this.failures = 0;
     if (check === 'inconsistent') this.stats.inconsistentResponses++;

@@ -15,10 +15,14 @@ const RUN = path.join(ROOT, 'dist/bench/run.js');
 const SMOKE_TIMEOUT_MS = 90_000;
 const QUICK_IDLE_CONNECTIONS = 100;
 
-const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'metrics-16x8', 'sharing-16x8'];
-/** Paths beyond direct, relay and plcguard, per scenario. */
-const EXTRA_PATHS: Record<string, string> = { 'rules-1000-16x8': 'plcguard-1000', 'sharing-16x8': 'plcguard-shared' };
-const TARGET_IDS = ['throughput', 'latency', 'cpu', 'large-policy', 'idle-memory', 'rss-bounded'];
+const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'learn-16x8', 'metrics-16x8', 'sharing-16x8'];
+/** Paths of the scenarios that don't run direct, relay and plcguard. */
+const PATHS: Record<string, string[]> = {
+  'rules-1000-16x8': ['direct', 'relay', 'plcguard', 'plcguard-1000'],
+  'learn-16x8': ['direct', 'relay', 'plcguard-learn'],
+  'sharing-16x8': ['direct', 'relay', 'plcguard', 'plcguard-shared'],
+};
+const TARGET_IDS = ['throughput', 'latency', 'cpu', 'large-policy', 'learn', 'idle-memory', 'rss-bounded'];
 
 function runQuick(out: string): Promise<Finished> {
   // The bench's processes are measured, not covered: tap would otherwise collect coverage in every
@@ -50,8 +54,7 @@ void t.test('bench --quick: every scenario and path runs and every response veri
   );
 
   for (const s of r.scenarios) {
-    const extra = EXTRA_PATHS[s.id];
-    const expected = ['direct', 'relay', 'plcguard', ...(extra === undefined ? [] : [extra])];
+    const expected = PATHS[s.id] ?? ['direct', 'relay', 'plcguard'];
     t.same(
       s.paths.map((p) => p.path),
       expected,
@@ -72,7 +75,7 @@ void t.test('bench --quick: every scenario and path runs and every response veri
   const scrapes = r.scenarios.find((s) => s.id === 'metrics-16x8')!.paths.find((p) => p.path === 'plcguard')!.scrapes;
   t.ok(scrapes !== null && scrapes.count >= 1 && scrapes.failures === 0, '/metrics scraped while loaded');
   t.ok(
-    r.scenarios.every((s) => s.comparisons.some((c) => c.path === 'plcguard' && c.against === 'relay')),
+    r.scenarios.every((s) => s.comparisons.some((c) => c.path === (s.id === 'learn-16x8' ? 'plcguard-learn' : 'plcguard') && c.against === 'relay')),
     'plcguard compared with the relay in every scenario',
   );
 

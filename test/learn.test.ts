@@ -133,7 +133,7 @@ void t.test('requests are recorded with their answer: matched by transaction id,
   exchange(l, s, 3, 1, [3, ...w(2), ...w(1)], 2, 'none');
   exchange(l, s, 3, 1, [3, ...w(3), ...w(1)], 3);
   t.strictSame([c.requests, c.exceptions, c.unanswered], [4, 2, 1]);
-  const holding = l.observations.devices.get('10.0.0.2:502')!.sources.get('10.0.0.1')!.unit(1).readsOf('holding_registers')!;
+  const holding = l.observations.devices.get('10.0.0.2:502')!.sources.get('10.0.0.1')!.unit(1)!.readsOf('holding_registers')!;
   t.strictSame([holding.los, holding.his, holding.seen[0]!.exceptionCodes()], [[0], [3], [2, 31]]);
   // More than MAX_OUTSTANDING unanswered: the oldest is recorded (as unanswered) to make room.
   for (let i = 0; i <= MAX_OUTSTANDING; i++) exchange(l, s, 1000 + i, 1, [3, ...w(100), ...w(1)], 4, 'none');

@@ -402,7 +402,7 @@ void t.test('/healthz, /readyz, 404, 405, HEAD and query strings', async (t) => 
   t.same(JSON.parse(ready.body), { ready: true, checks: { policy_loaded: true, listeners_up: true } });
 
   const missing = await get(port, '/nope');
-  t.same([missing.status, missing.body], [404, 'not found: try /metrics, /healthz, /readyz\n']);
+  t.same([missing.status, missing.body], [404, 'not found: try /metrics, /healthz, /readyz, /learn/proposal, /learn/stats, /learn/observations\n']);
   const post = await get(port, '/metrics', 'POST');
   t.same([post.status, post.headers.get('allow'), post.body], [405, 'GET, HEAD', '']);
   const head = await get(port, '/metrics', 'HEAD');

@@ -76,6 +76,8 @@ function device(limits: Record<string, number> = {}, connections = 1, inFlight =
     },
     sessionClosed: () => {},
     upstreamFor: (owner) => d.pool.port(owner),
+    learner: null,
+    learnCeilingReached: () => {},
   };
   d.pool = new SharedLinks(compiled.upstream, compiled.sharing!, compiled.limits, d.ctx);
   return d;

@@ -81,6 +81,8 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
     logger,
     audit: on.audit,
     rateFor: () => rate,
+    learner: null,
+    learnCeilingReached: () => {},
     logUpstream: (event, fields) => logger.log(event, { device: 'plc', ...fields }),
     clock: on.clock,
     connect: () => {

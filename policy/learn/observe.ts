@@ -19,8 +19,10 @@
 // | MAX_RANGES ranges per table (reads, sub-functions) | the two closest ranges merge, allowing the gap between them |
 // | MAX_WRITE_ADDRESSES written addresses per table | further addresses are kept as ranges without value bounds |
 // | MAX_OUTSTANDING unanswered requests per stream | the oldest is recorded as unanswered |
+// | Cells: a budget of entries (sources, units, ranges, written addresses) over all the observations | a new range merges with the closest one, a new written address joins the "any value" ranges, a new unit or source is not learned |
 // So memory is at most about devices × sources × units × (tables × ranges + written addresses),
-// whatever the length of the capture.
+// whatever the length of the capture; with a cell budget (learn mode: LIVE_MAX_CELLS per device)
+// it is at most that many entries, whatever the traffic.
 
 import {
   decodeRequest,
@@ -39,6 +41,32 @@ export const MAX_SOURCES = 4096;
 export const MAX_RANGES = 1024;
 export const MAX_WRITE_ADDRESSES = 4096;
 export const MAX_OUTSTANDING = 256;
+/**
+ * The cell budget of a device in learn mode. A cell (a source, a unit, a range with its counts, a
+ * written address with its bounds) is under 200 bytes, so a device's observations stay below about
+ * 25 MB however long it learns.
+ */
+export const LIVE_MAX_CELLS = 131_072;
+
+/**
+ * The entries the observations may hold. Counted where entries are made and merged away; once
+ * used up, new detail is folded into what is there (see the table at the top) and `reached` says so.
+ */
+export class Cells {
+  used = 0;
+  reached = false;
+
+  constructor(readonly max = Infinity) {}
+
+  take(): boolean {
+    if (this.used >= this.max) {
+      this.reached = true;
+      return false;
+    }
+    this.used++;
+    return true;
+  }
+}
 /** Exception codes 0..30 each have a bit in `Seen.codes`; others share the last one. */
 const OTHER_EXCEPTION_BIT = 31;
 const INT16_SIGN = 0x8000;
@@ -87,7 +115,10 @@ export class ObservedRanges {
   /** The ceiling was reached: some ranges were merged across gaps nobody used. */
   merged = false;
 
-  constructor(private readonly max = MAX_RANGES) {}
+  constructor(
+    private readonly max = MAX_RANGES,
+    private readonly cells = new Cells(),
+  ) {}
 
   get size(): number {
     return this.los.length;
@@ -96,6 +127,11 @@ export class ObservedRanges {
   /** One request over [lo, hi]. */
   add(lo: number, hi: number, timeMs: number, exception: number): void {
     this.seen[this.place(lo, hi)]!.add(timeMs, exception);
+  }
+
+  /** What `s` counts, over [lo, hi]. */
+  addSeen(lo: number, hi: number, s: Seen): void {
+    this.seen[this.place(lo, hi)]!.merge(s);
   }
 
   /** Everything another set saw (a union). */
@@ -132,7 +168,16 @@ export class ObservedRanges {
     this.los.splice(i, j - i, nlo);
     this.his.splice(i, j - i, nhi);
     this.seen.splice(i, j - i, s);
-    if (this.los.length > this.max) return this.squeeze(i);
+    if (j > i) {
+      this.cells.used -= j - i - 1;
+      return i;
+    }
+    // A new range: within the table's ceiling and the cell budget, or the closest two merge. (A
+    // table's first range is always kept: at most one per table past the budget.)
+    if (this.los.length > this.max || !this.cells.take()) {
+      if (this.los.length > 1) return this.squeeze(i);
+      this.cells.used++;
+    }
     return i;
   }
 
@@ -184,20 +229,29 @@ export class AddressWrites {
 /** Writes to one table: per address, and past the ceiling as ranges with any value. */
 export class ObservedWrites {
   readonly byAddress = new Map<number, AddressWrites>();
-  /** Addresses past MAX_WRITE_ADDRESSES: allowed any value. */
-  readonly overflow = new ObservedRanges();
+  /** Addresses past MAX_WRITE_ADDRESSES or the cell budget: allowed any value. */
+  readonly overflow: ObservedRanges;
 
-  constructor(private readonly max = MAX_WRITE_ADDRESSES) {}
+  constructor(
+    private readonly max = MAX_WRITE_ADDRESSES,
+    private readonly cells = new Cells(),
+  ) {
+    this.overflow = new ObservedRanges(MAX_RANGES, cells);
+  }
+
+  /** The entry of a new address, or null (and then the overflow ranges take it). */
+  private make(address: number): AddressWrites | null {
+    if (this.byAddress.size >= this.max || !this.cells.take()) return null;
+    const w = new AddressWrites();
+    this.byAddress.set(address, w);
+    return w;
+  }
 
   private at(address: number, timeMs: number, exception: number): AddressWrites | null {
-    let w = this.byAddress.get(address);
-    if (w === undefined) {
-      if (this.byAddress.size >= this.max) {
-        this.overflow.add(address, address, timeMs, exception);
-        return null;
-      }
-      w = new AddressWrites();
-      this.byAddress.set(address, w);
+    const w = this.byAddress.get(address) ?? this.make(address);
+    if (w === null) {
+      this.overflow.add(address, address, timeMs, exception);
+      return null;
     }
     w.seen.add(timeMs, exception);
     return w;
@@ -212,15 +266,15 @@ export class ObservedWrites {
     if (w !== null) w.any = true;
   }
 
+  /** What `w` saw at `address`. */
+  mergeAddress(address: number, w: AddressWrites): void {
+    const mine = this.byAddress.get(address) ?? this.make(address);
+    if (mine === null) this.overflow.addSeen(address, address, w.seen);
+    else mine.merge(w);
+  }
+
   mergeFrom(o: ObservedWrites): void {
-    for (const [address, w] of o.byAddress) {
-      let mine = this.byAddress.get(address);
-      if (mine === undefined) {
-        mine = new AddressWrites();
-        this.byAddress.set(address, mine);
-      }
-      mine.merge(w);
-    }
+    for (const [address, w] of o.byAddress) this.mergeAddress(address, w);
     this.overflow.mergeFrom(o.overflow);
   }
 }
@@ -231,8 +285,11 @@ export class FunctionObservation {
   /** FC8 sub-functions or FC43 MEI types; null for other codes. */
   readonly subs: ObservedRanges | null;
 
-  constructor(readonly code: number) {
-    this.subs = code === FunctionCode.DIAGNOSTICS || code === FunctionCode.ENCAPSULATED_INTERFACE_TRANSPORT ? new ObservedRanges() : null;
+  constructor(
+    readonly code: number,
+    cells: Cells,
+  ) {
+    this.subs = code === FunctionCode.DIAGNOSTICS || code === FunctionCode.ENCAPSULATED_INTERFACE_TRANSPORT ? new ObservedRanges(MAX_RANGES, cells) : null;
   }
 
   mergeFrom(o: FunctionObservation): void {
@@ -244,21 +301,23 @@ export class FunctionObservation {
 const READ_INDEX: Record<ReadTable, number> = { coils: 0, discrete_inputs: 1, holding_registers: 2, input_registers: 3 };
 const WRITE_INDEX: Record<WriteTable, number> = { coils: 0, holding_registers: 1 };
 
-/** What one source did to one unit. */
+/** What one source did to one unit. (Its function entries, at most 256, are not counted as cells.) */
 export class UnitObservation {
   readonly seen = new Seen();
   readonly reads: (ObservedRanges | null)[] = [null, null, null, null];
   readonly writes: (ObservedWrites | null)[] = [null, null];
   readonly functions = new Map<number, FunctionObservation>();
 
+  constructor(private readonly cells = new Cells()) {}
+
   read(table: ReadTable): ObservedRanges {
     const i = READ_INDEX[table];
-    return (this.reads[i] ??= new ObservedRanges());
+    return (this.reads[i] ??= new ObservedRanges(MAX_RANGES, this.cells));
   }
 
   write(table: WriteTable): ObservedWrites {
     const i = WRITE_INDEX[table];
-    return (this.writes[i] ??= new ObservedWrites());
+    return (this.writes[i] ??= new ObservedWrites(MAX_WRITE_ADDRESSES, this.cells));
   }
 
   readsOf(table: ReadTable): ObservedRanges | null {
@@ -272,7 +331,7 @@ export class UnitObservation {
   fn(code: number): FunctionObservation {
     let f = this.functions.get(code);
     if (f === undefined) {
-      f = new FunctionObservation(code);
+      f = new FunctionObservation(code, this.cells);
       this.functions.set(code, f);
     }
     return f;
@@ -281,10 +340,10 @@ export class UnitObservation {
   mergeFrom(o: UnitObservation): void {
     this.seen.merge(o.seen);
     o.reads.forEach((r, i) => {
-      if (r !== null) (this.reads[i] ??= new ObservedRanges()).mergeFrom(r);
+      if (r !== null) (this.reads[i] ??= new ObservedRanges(MAX_RANGES, this.cells)).mergeFrom(r);
     });
     o.writes.forEach((w, i) => {
-      if (w !== null) (this.writes[i] ??= new ObservedWrites()).mergeFrom(w);
+      if (w !== null) (this.writes[i] ??= new ObservedWrites(MAX_WRITE_ADDRESSES, this.cells)).mergeFrom(w);
     });
     for (const [code, f] of o.functions) this.fn(code).mergeFrom(f);
   }
@@ -300,16 +359,29 @@ export class SourceObservation {
     readonly address: StreamAddress,
     /** Canonical text (formatIp). */
     readonly text: string,
+    private readonly cells: Cells,
   ) {}
 
-  unit(id: number): UnitObservation {
+  /** The unit's entry; null when it is new and the cell budget is used up. */
+  unit(id: number): UnitObservation | null {
     let u = this.units.get(id);
     if (u === undefined) {
-      u = new UnitObservation();
+      if (!this.cells.take()) return null;
+      u = new UnitObservation(this.cells);
       this.units.set(id, u);
     }
     return u;
   }
+
+}
+
+/** The device as a policy names it, when the observations are of a device in learn mode. */
+export interface PolicyDevice {
+  readonly name: string;
+  readonly listen: string;
+  readonly upstream: string;
+  /** Its `upstream_connections` and `upstream_max_in_flight`, when its clients share PLC connections. */
+  readonly sharing?: { readonly connections: number; readonly maxInFlight: number };
 }
 
 /** One Modbus server seen in the capture: a device of the proposed policy. */
@@ -319,15 +391,52 @@ export class DeviceObservation {
   connections = 0;
   /** Malformed requests: counted, not learned. */
   malformed = 0;
-  /** Requests from sources past MAX_SOURCES. */
+  /** Requests from sources past MAX_SOURCES, or of sources and units past the cell budget. */
   skipped = 0;
+  /** Set for a device in learn mode: the proposal keeps its name, listen and upstream. */
+  policy: PolicyDevice | null = null;
 
   constructor(
     readonly address: StreamAddress,
     readonly port: number,
     /** `host:port` (`[v6]:port`). */
     readonly text: string,
+    private readonly cells: Cells,
   ) {}
+
+  /** The source's entry; null past MAX_SOURCES or the cell budget (the caller says why). */
+  source(address: StreamAddress, text: string): SourceObservation | null {
+    let s = this.sources.get(text);
+    if (s === undefined) {
+      if (this.sources.size >= MAX_SOURCES || !this.cells.take()) return null;
+      s = new SourceObservation(address, text, this.cells);
+      this.sources.set(text, s);
+    }
+    return s;
+  }
+
+  /** Everything another device's observations saw: what the budget can't hold counts as skipped. */
+  mergeFrom(o: DeviceObservation): void {
+    this.seen.merge(o.seen);
+    this.connections += o.connections;
+    this.malformed += o.malformed;
+    this.skipped += o.skipped;
+    this.policy ??= o.policy;
+    for (const src of o.sources.values()) {
+      const mine = this.source(src.address, src.text);
+      if (mine === null) {
+        this.skipped += src.seen.count;
+        continue;
+      }
+      mine.seen.merge(src.seen);
+      mine.connections += src.connections;
+      for (const [id, u] of src.units) {
+        const unit = mine.unit(id);
+        if (unit === null) this.skipped += u.seen.count;
+        else unit.mergeFrom(u);
+      }
+    }
+  }
 }
 
 /** Totals over the whole capture, for the summary. */
@@ -365,6 +474,107 @@ export class Observations {
   readonly counts = new LearnCounts();
   /** One line per ceiling reached (set: each is said once). */
   readonly warnings = new Set<string>();
+
+  constructor(readonly cells = new Cells()) {}
+
+  /**
+   * The device's entry, made if new; null past MAX_DEVICES (with a warning). Keyed by `host:port`,
+   * or by `key` (a policy's device name: two devices may front one PLC).
+   */
+  device(address: StreamAddress, port: number, key = endpoint(address, port)): DeviceObservation | null {
+    let d = this.devices.get(key);
+    if (d === undefined) {
+      if (this.devices.size >= MAX_DEVICES) {
+        this.warnings.add(`more than ${MAX_DEVICES} servers: the ones after that are not learned`);
+        return null;
+      }
+      d = new DeviceObservation(address, port, endpoint(address, port), this.cells);
+      this.devices.set(key, d);
+    }
+    return d;
+  }
+}
+
+/**
+ * Records one decoded request of `source` to `device` (null: past a ceiling, counted as skipped)
+ * with the exception code the PLC answered (0: none), at `t` (ms since the epoch).
+ */
+export function observeRequest(
+  obs: Observations,
+  device: DeviceObservation,
+  source: SourceObservation | null,
+  r: ModbusRequest,
+  t: number,
+  exception: number,
+  unanswered: boolean,
+): void {
+  const counts = obs.counts;
+  if (source !== null && r.violation !== 'none') {
+    counts.malformed++;
+    device.malformed++;
+    return;
+  }
+  const unit = source?.unit(r.unitId) ?? null;
+  if (unit === null) {
+    counts.skipped++;
+    device.skipped++;
+    return;
+  }
+  counts.requests++;
+  if (exception !== 0) counts.exceptions++;
+  if (unanswered) counts.unanswered++;
+  device.seen.add(t, exception);
+  source!.seen.add(t, exception);
+  unit.seen.add(t, exception);
+  switch (r.kind) {
+    case 'read':
+      unit.read(r.readTable as ReadTable).add(r.readStart, r.readStart + r.readQuantity - 1, t, exception);
+      break;
+    case 'read_write':
+      unit.read('holding_registers').add(r.readStart, r.readStart + r.readQuantity - 1, t, exception);
+      observeWrites(unit, r, t, exception);
+      break;
+    case 'write':
+      observeWrites(unit, r, t, exception);
+      break;
+    case 'mask_write':
+      unit.write('holding_registers').addAny(r.writeStart, t, exception);
+      break;
+    default: {
+      const f = unit.fn(r.functionCode);
+      f.seen.add(t, exception);
+      const sub = r.functionCode === FunctionCode.DIAGNOSTICS ? r.subFunction : r.meiType;
+      f.subs?.add(sub, sub, t, exception);
+    }
+  }
+}
+
+function observeWrites(unit: UnitObservation, r: ModbusRequest, t: number, exception: number): void {
+  const w = unit.write(r.writeTable as WriteTable);
+  for (let i = 0; i < r.writeQuantity; i++) w.add(r.writeStart + i, r.valueAt(i), t, exception);
+}
+
+/** Warnings for the ceilings reached inside the per-table summaries and the cell budget. */
+export function ceilingWarnings(obs: Observations): void {
+  for (const d of obs.devices.values()) {
+    for (const s of d.sources.values()) {
+      for (const [id, u] of s.units) {
+        const where = `${d.text}, source ${s.text}, unit ${id}`;
+        if (u.reads.some((r) => r?.merged === true) || [...u.functions.values()].some((f) => f.subs?.merged === true)) {
+          obs.warnings.add(`${where}: more than ${MAX_RANGES} separate ranges in a table; the closest were merged, allowing the addresses between them`);
+        }
+        if (u.writes.some((w) => w !== null && w.overflow.size > 0)) {
+          obs.warnings.add(`${where}: more than ${MAX_WRITE_ADDRESSES} written addresses in a table; the rest are allowed any value`);
+        }
+      }
+    }
+  }
+  if (obs.cells.reached) obs.warnings.add(cellsWarning(obs.cells.max));
+}
+
+/** What it means that the cell budget is used up. */
+export function cellsWarning(max: number): string {
+  return `the observations reached their ceiling of ${max} entries: further detail is merged into what is there, and new sources or units are not learned`;
 }
 
 /** Turns the frames of every stream into Observations. */
@@ -378,22 +588,11 @@ export class Learner implements ModbusStreamSink {
     let ctx = stream.context as StreamContext | undefined;
     if (ctx !== undefined) return ctx;
     const obs = this.observations;
-    const key = endpoint(stream.server, stream.serverPort);
-    let device = obs.devices.get(key) ?? null;
-    if (device === null && obs.devices.size < MAX_DEVICES) {
-      device = new DeviceObservation(stream.server, stream.serverPort, key);
-      obs.devices.set(key, device);
-    } else if (device === null) {
-      obs.warnings.add(`more than ${MAX_DEVICES} servers: the ones after that are not learned`);
-    }
+    const device = obs.device(stream.server, stream.serverPort);
     let source: SourceObservation | null = null;
     if (device !== null) {
-      const text = formatIp(stream.client);
-      source = device.sources.get(text) ?? null;
-      if (source === null && device.sources.size < MAX_SOURCES) {
-        source = new SourceObservation(stream.client, text);
-        device.sources.set(text, source);
-      } else if (source === null) {
+      source = device.source(stream.client, formatIp(stream.client));
+      if (source === null && device.sources.size >= MAX_SOURCES) {
         obs.warnings.add(`${device.text}: more than ${MAX_SOURCES} client addresses: the ones after that are not learned`);
       }
       device.connections++;
@@ -453,69 +652,17 @@ export class Learner implements ModbusStreamSink {
   }
 
   private record(ctx: StreamContext, bytes: Buffer, length: number, t: number, exception: number, unanswered: boolean): void {
-    const counts = this.observations.counts;
     const { device, source } = ctx;
-    if (device === null || source === null) {
-      counts.skipped++;
-      if (device !== null) device.skipped++;
+    if (device === null) {
+      this.observations.counts.skipped++;
       return;
     }
-    const r = decodeRequest(bytes, 0, length, this.req);
-    if (r.violation !== 'none') {
-      counts.malformed++;
-      device.malformed++;
-      return;
-    }
-    counts.requests++;
-    if (exception !== 0) counts.exceptions++;
-    if (unanswered) counts.unanswered++;
-    device.seen.add(t, exception);
-    source.seen.add(t, exception);
-    const unit = source.unit(r.unitId);
-    unit.seen.add(t, exception);
-    switch (r.kind) {
-      case 'read':
-        unit.read(r.readTable as ReadTable).add(r.readStart, r.readStart + r.readQuantity - 1, t, exception);
-        break;
-      case 'read_write':
-        unit.read('holding_registers').add(r.readStart, r.readStart + r.readQuantity - 1, t, exception);
-        this.writes(unit, r, t, exception);
-        break;
-      case 'write':
-        this.writes(unit, r, t, exception);
-        break;
-      case 'mask_write':
-        unit.write('holding_registers').addAny(r.writeStart, t, exception);
-        break;
-      default: {
-        const f = unit.fn(r.functionCode);
-        f.seen.add(t, exception);
-        const sub = r.functionCode === FunctionCode.DIAGNOSTICS ? r.subFunction : r.meiType;
-        f.subs?.add(sub, sub, t, exception);
-      }
-    }
-  }
-
-  private writes(unit: UnitObservation, r: ModbusRequest, t: number, exception: number): void {
-    const w = unit.write(r.writeTable as WriteTable);
-    for (let i = 0; i < r.writeQuantity; i++) w.add(r.writeStart + i, r.valueAt(i), t, exception);
+    observeRequest(this.observations, device, source, decodeRequest(bytes, 0, length, this.req), t, exception, unanswered);
   }
 
   /** Ceilings reached inside the per-table summaries, as warnings (call once, after the capture). */
   finish(): void {
-    for (const d of this.observations.devices.values()) {
-      for (const s of d.sources.values()) {
-        for (const [id, u] of s.units) {
-          const where = `${d.text}, source ${s.text}, unit ${id}`;
-          if (u.reads.some((r) => r?.merged === true) || [...u.functions.values()].some((f) => f.subs?.merged === true)) {
-            this.observations.warnings.add(`${where}: more than ${MAX_RANGES} separate ranges in a table; the closest were merged, allowing the addresses between them`);
-          }
-          if (u.writes.some((w) => w !== null && w.overflow.size > 0)) {
-            this.observations.warnings.add(`${where}: more than ${MAX_WRITE_ADDRESSES} written addresses in a table; the rest are allowed any value`);
-          }
-        }
-      }
-    }
+    ceilingWarnings(this.observations);
   }
 }
 

@@ -36,6 +36,9 @@ const MEMBERS_SHOWN = 8;
 /** Seen.exceptionCodes() uses 31 for "a code past 30". */
 const OTHER_EXCEPTION = 31;
 
+/** What a proposal may set a device to: a proposal to learn more would decide nothing. */
+export const PROPOSAL_MODES: readonly Mode[] = ['enforce', 'monitor'];
+
 export type Widen = { readonly percent: number } | { readonly amount: number };
 
 export interface ProposeOptions {
@@ -50,6 +53,8 @@ export interface ProposeOptions {
   readonly groupSources?: { readonly v4: number; readonly v6: number } | null;
   /** The capture files, for the header. */
   readonly captures?: readonly string[];
+  /** What the observations come from, when not a capture (the header's first line says so). */
+  readonly learnedFrom?: string;
   /** The command that made it, for the header (so a reviewer can make it again). */
   readonly command?: string;
 }
@@ -395,6 +400,10 @@ function renderRule(out: string[], r: Rule): void {
 }
 
 function deviceName(d: DeviceObservation, taken: Set<string>): string {
+  if (d.policy !== null) {
+    taken.add(d.policy.name);
+    return d.policy.name;
+  }
   const base = `plc-${dashed(formatIp(d.address))}${d.port === MODBUS_TCP_PORT ? '' : `-${d.port}`}`;
   let name = base;
   for (let n = 2; taken.has(name); n++) name = `${base}-${n}`;
@@ -408,6 +417,7 @@ function deviceName(d: DeviceObservation, taken: Set<string>): string {
  */
 function listenOf(d: DeviceObservation, taken: Set<number>, options: ProposeOptions): { text: string; note: string | null } {
   if (options.listen !== undefined) return { text: options.listen, note: null };
+  if (d.policy !== null) return { text: d.policy.listen, note: null };
   let port = d.port;
   let note: string | null = null;
   if (taken.has(port)) {
@@ -433,7 +443,7 @@ export function proposePolicy(obs: Observations, options: ProposeOptions = {}): 
     for (const s of d.sources.values()) if (s.units.size > 0) sources.add(s.text);
   }
   const out: string[] = [
-    '# A plcguard policy proposed from what a capture shows. Review every rule before enforcing it:',
+    `# A plcguard policy proposed from what ${options.learnedFrom ?? 'a capture'} shows. Review every rule before enforcing it:`,
     '# each allows exactly what was seen, and the comments say how often and when.',
   ];
   if (options.captures !== undefined) out.push(`#   captures: ${options.captures.join(' ')}`);
@@ -450,7 +460,10 @@ export function proposePolicy(obs: Observations, options: ProposeOptions = {}): 
     out.push(`  # ${d.text}: ${describe(d.seen)}, over ${plural(d.connections, 'connection')}`);
     if (d.malformed > 0) out.push(`  # ${plural(d.malformed, 'malformed request')} not learned: the proxy denies those whatever the policy says`);
     if (listen.note !== null) out.push(`  # listen: ${listen.note}`);
-    out.push(`  - name: ${deviceName(d, names)}`, `    listen: ${yamlEndpoint(listen.text)}`, `    upstream: ${yamlEndpoint(d.text)}`, `    mode: ${options.mode ?? 'enforce'}`, '    rules:');
+    out.push(`  - name: ${deviceName(d, names)}`, `    listen: ${yamlEndpoint(listen.text)}`, `    upstream: ${yamlEndpoint(d.policy?.upstream ?? d.text)}`, );
+    const sharing = d.policy?.sharing;
+    if (sharing !== undefined) out.push(`    upstream_connections: ${sharing.connections}`, `    upstream_max_in_flight: ${sharing.maxInFlight}`);
+    out.push(`    mode: ${options.mode ?? 'enforce'}`, '    rules:');
     for (const r of rulesOf(d, options)) {
       renderRule(out, r);
       ruleCount++;
