@@ -20,6 +20,11 @@ export interface ProxyOptions {
   /** How long SIGTERM waits for outstanding requests. */
   graceMs?: number;
   version?: string;
+  /**
+   * What relative certificate paths in the policy resolve against; default: the policy file's
+   * folder (a file source), else the working directory.
+   */
+  tlsDir?: string;
 }
 
 /**
@@ -55,7 +60,7 @@ export class ProxyRuntime {
   private constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger;
     this.only = opts.devices?.length ? opts.devices : null;
-    this.server = new ProxyServer(this.logger);
+    this.server = new ProxyServer(this.logger, opts.tlsDir ?? opts.source.baseDir ?? '.');
   }
 
   /**
