@@ -6,8 +6,8 @@ import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
-import { TlsTerminator, identityFields, type ClientIdentity, type HandshakeResult, type TlsEvents } from './tls.js';
-import type tls from 'node:tls';
+import { TlsTerminator, identityFields, upstreamTlsOptions, type ClientIdentity, type HandshakeResult, type TlsEvents } from './tls.js';
+import tls from 'node:tls';
 import { connectTcp, type ConnectPlc, type UpstreamEvent } from './upstream.js';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
@@ -92,7 +92,13 @@ class DeviceListener implements SessionContext, TlsEvents {
   socket: ListenSocket | null = null;
   private readonly plcLog = new AuditLimiter(PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND);
   readonly clock: Clock = systemClock;
-  readonly connect: ConnectPlc = connectTcp;
+  /** The device's client side toward a PLC speaking mbaps (`upstream_tls`); null: plain TCP. */
+  upstreamTls: tls.ConnectionOptions | null = null;
+  readonly connect: ConnectPlc = (e) => {
+    if (this.upstreamTls === null) return connectTcp(e);
+    // Requests written before the handshake is done wait in the TLS socket.
+    return tls.connect({ host: e.host, port: e.port, ...this.upstreamTls }).setNoDelay(true);
+  };
   listening = false;
 
   constructor(
@@ -198,6 +204,7 @@ class DeviceListener implements SessionContext, TlsEvents {
 
   failed(socket: tls.TLSSocket, code: string): void {
     const h = this.handshakes.get(peerKey(socket.remoteAddress, socket.remotePort));
+    /* c8 ignore next -- a socket already gone has no address: its close reports the default detail */
     if (h !== undefined) h.detail = code;
   }
 
@@ -374,6 +381,8 @@ export class ProxyServer {
     const opened: ListenSocket[] = [];
     // The TLS each device serves from the commit; certificates that can't be read fail the apply.
     const tlsPlanned = new Map<DeviceListener, TlsTerminator | null>();
+    // Read at every apply (a reload, SIGHUP): new PLC connections use what is on disk then.
+    const upstreamTls = new Map<DeviceListener, tls.ConnectionOptions | null>();
     const tlsOpened: TlsTerminator[] = [];
     try {
       for (const device of policy.devices.values()) {
@@ -382,6 +391,8 @@ export class ProxyServer {
           l = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit, this.connectionAudit, this.ids);
           added.push(l);
         }
+        const up = device.document.upstream_tls;
+        upstreamTls.set(l, up === undefined ? null : upstreamTlsOptions(up, this.tlsDir));
         const config = device.document.tls;
         if (config === undefined) tlsPlanned.set(l, null);
         else if (l.tls?.serves(config, this.tlsDir)) {
@@ -424,6 +435,7 @@ export class ProxyServer {
       const old = l.device;
       l.device = device;
       l.setTls(tlsPlanned.get(l)!);
+      l.upstreamTls = upstreamTls.get(l)!;
       const socket = planned.get(l);
       if (socket) l.adopt(socket);
       // Connections were opened to the old PLC address, or authenticated (or not) under the other

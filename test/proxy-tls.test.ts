@@ -6,6 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { TestCa, opensslDate, type CertFiles } from '../demo/pki.js';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
@@ -24,10 +27,18 @@ const operator = ca.issue('operator', { cn: 'hmi-1', role: 'Operator' });
 const viewer = ca.issue('viewer', { cn: 'historian', role: 'Viewer' });
 const noRole = ca.issue('no-role', { cn: 'laptop' });
 const foreign = otherCa.issue('foreign', { cn: 'intruder', role: 'Operator' });
+// The other CA's client without a role (after rotation, when the other CA is the trusted one).
+const visitor = otherCa.issue('visitor', { cn: 'visitor' });
 const expired = ca.issue('expired', { cn: 'old-hmi', role: 'Operator', notBefore: opensslDate(-60), notAfter: opensslDate(-1) });
 const revoked = ca.issue('revoked', { cn: 'stolen-hmi', role: 'Operator' });
+// upstream_tls: plcguard's own certificate toward a PLC speaking mbaps, and that PLC's.
+ca.issue('gateway', { cn: 'plcguard', role: 'Operator' });
+const plcCert = ca.issue('mbaps-plc', { cn: 'plc-802', server: true });
 ca.revoke(revoked.cert);
 ca.writeCrl(path.join(dir, 'ca.crl'));
+// ca.crt is replaced by the rotation test: the original, for tests after it.
+fs.copyFileSync(ca.cert, path.join(dir, 'ca.crt.orig'));
+fs.copyFileSync(path.join(dir, 'server.key'), path.join(dir, 'server.key.orig'));
 
 const key = (c: CertFiles) => ({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
 const trust = { ca: fs.readFileSync(ca.cert) };
@@ -210,6 +221,9 @@ void t.test('rotation: new files for new connections, open ones stay; a broken f
   t.equal(hexOf((await still.read())[0]!), READ_0_2_OK, 'served with the last good set');
   still.close();
   op.close();
+  const restored = proxy.logged((l) => l.event === 'tls_reloaded', proxy.logs.length);
+  fs.copyFileSync(path.join(dir, 'server.key.orig'), path.join(dir, 'server.key'));
+  await restored;
   t.end();
 });
 
@@ -223,6 +237,41 @@ void t.test('a policy whose certificates cannot be read is rejected whole; the l
   t.end();
 });
 
+void t.test('SIGHUP or a push with the same files reads them again; a handshake under way at shutdown ends', async (t) => {
+  const reloaded = proxy.logged((l) => l.event === 'tls_reloaded', proxy.logs.length);
+  await proxy.rewrite(policy(plc.port).replace('    rules:', '    description: same files\n    rules:'));
+  await reloaded;
+  t.pass('read again');
+  t.end();
+});
+
+void t.test('monitor mode: an identity no rule matches is served and its requests counted as would-deny', async (t) => {
+  const n = refused('identity_not_allowed');
+  await proxy.rewrite(policy(plc.port, '    mode: monitor\n'));
+  const c = await RawClient.connectTls(proxy.port, { ...trust, ...key(visitor) });
+  c.send(READ_0_2);
+  t.equal(hexOf((await c.read())[0]!), READ_0_2_OK, 'forwarded');
+  c.close();
+  t.equal(refused('identity_not_allowed'), n);
+  t.match(proxy.logs.findLast((l) => l.event === 'would_deny')!, { subject_cn: 'visitor', role: null, reason: 'source_not_allowed' });
+  t.end();
+});
+
+void t.test('a handshake under way at shutdown is ended and counted', async (t) => {
+  const p = await startProxy(policy(plc.port), { dir });
+  const silent = await RawClient.connect(p.port);
+  // Accepted in order: once a later client is served, the silent one is in its handshake.
+  const op = await RawClient.connectTls(p.port, { ...trust, ...key(foreign) });
+  op.send(READ_0_2);
+  await op.read();
+  const line = p.logged((l) => l.event === 'refused' && l.reason === 'tls_handshake_failed');
+  await p.stop();
+  await silent.closed;
+  await line;
+  t.match(p.logs.findLast((l) => l.event === 'refused')!, { reason: 'tls_handshake_failed', detail: 'closed during the handshake' });
+  t.end();
+});
+
 void t.test('pure helpers', (t) => {
   t.equal(subjectCn(undefined), '');
   t.equal(subjectCn({}), '');
@@ -230,6 +279,34 @@ void t.test('pure helpers', (t) => {
   t.equal(verifyRefusal(true, 'CERT_NOT_YET_VALID'), 'tls_expired');
   t.equal(verifyRefusal(true, 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
   t.equal(verifyRefusal(true, 'CERT_UNTRUSTED'), 'tls_handshake_failed');
-  t.equal(verifyRefusal(true, null), 'tls_handshake_failed');
+  t.end();
+});
+
+void t.test('upstream_tls: plcguard is an mbaps client with its own certificate toward a PLC that speaks it', async (t) => {
+  // A PLC speaking mbaps: it wants plcguard's certificate and echoes every request (FC6 does).
+  const peers: string[] = [];
+  const mbapsPlc = tls.createServer({ ...key(plcCert), ...trust, requestCert: true, rejectUnauthorized: true }, (s) => {
+    peers.push(subjectCn(s.getPeerCertificate().subject));
+    s.on('data', (d: Buffer) => s.write(d));
+  });
+  mbapsPlc.listen(0, '127.0.0.1');
+  await once(mbapsPlc, 'listening');
+  const plcPort = (mbapsPlc.address() as AddressInfo).port;
+  const p = await startProxy(`version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plcPort}
+    upstream_tls: { ca: [ca.crt.orig], cert: gateway.crt, key: gateway.key }
+    rules:
+      - write: { holding_registers: [10] }
+`, { dir });
+  const c = await RawClient.connect(p.port);
+  c.send(WRITE_10);
+  t.equal(hexOf((await c.read())[0]!), WRITE_10_OK);
+  t.strictSame(peers, ['plcguard'], 'the PLC saw plcguard\'s certificate');
+  c.close();
+  await p.stop();
+  mbapsPlc.close();
   t.end();
 });
