@@ -130,6 +130,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   private state: SessionState = OPEN;
   private device: CompiledDevice;
   private view: SourceView;
+  /** The client certificate's role (null: none, or plain Modbus/TCP). */
+  private readonly role: string | null;
   private upstream: Upstream | null = null;
   private readonly pool: Transaction[] = [];
   private outstanding = 0;
@@ -173,7 +175,9 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.audit = ctx.audit;
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
-    this.view = this.device.forSource(remoteAddress, identity?.role ?? null);
+    // Fixed for the connection, like the address: the view is resolved from both at connect.
+    this.role = identity === null ? null : identity.role;
+    this.view = this.device.forSource(remoteAddress, this.role);
     // The device's name and PLC stay for the session's life: a reload that changes the PLC
     // closes it (server.ts), a rename makes another device. So does the client's identity.
     this.logFields = { ...connectionFields(this.device, id, remoteAddress, remotePort), ...(identity === null ? {} : identityFields(identity)) };
@@ -211,7 +215,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     const d = this.ctx.current();
     if (d !== this.device) {
       this.device = d;
-      this.view = d.forSource(this.remoteAddress, this.identity?.role ?? null);
+      this.view = d.forSource(this.remoteAddress, this.role);
       if (this.upstream) this.upstream.limits = d.limits;
       // As setTimeout on a socket would: the new idle timeout counts from now (a frame is activity).
       this.idleTimer.arm(d.limits.idleTimeoutMs);

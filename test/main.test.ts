@@ -85,7 +85,7 @@ void t.test('help, version, unknown commands, usage errors', async (t) => {
 void t.test('--help on every command and subcommand: that usage on stdout, exit 0, whatever else was typed', async (t) => {
   const commands: [string[], RegExp][] = [
     [['run'], /^usage: plcguard run --policy FILE .*\n {7}plcguard run --redis URL .*\nRedis options: --redis-prefix P/s],
-    [['demo'], /^usage: plcguard demo \[--listen HOST:PORT\] \[--plc HOST:PORT\] \[--admin HOST:PORT\|off\]\n.*default 127\.0\.0\.1:5020.*default 127\.0\.0\.1:5021.*default 127\.0\.0\.1:9502/s],
+    [['demo'], /^usage: plcguard demo \[--listen HOST:PORT\] \[--plc HOST:PORT\] \[--admin HOST:PORT\|off\] \[--tls\]\n.*default 127\.0\.0\.1:5020.*default 127\.0\.0\.1:5021.*default 127\.0\.0\.1:9502/s],
     [['policy'], /^usage: plcguard policy SUBCOMMAND/],
     [['probe'], /^usage:\n {2}plcguard probe HOST:PORT read TABLE RANGE/],
     [['plc'], /^usage: plcguard plc \[--listen HOST:PORT\] \[--unit N\]\n.*\nexit status: 0 stopped by a signal, 1 cannot listen, 2 usage error\n$/s],

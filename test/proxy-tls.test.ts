@@ -245,9 +245,29 @@ void t.test('SIGHUP or a push with the same files reads them again; a handshake 
   t.end();
 });
 
+void t.test('a tls device that cannot listen fails the apply whole; its certificates are let go', async (t) => {
+  const taken = `${policy(plc.port)}  - name: second
+    listen: 127.0.0.1:${plc.port}
+    upstream: 127.0.0.1:${plc.port}
+    tls: { cert: server.crt, key: server.key, ca: ca.crt }
+    rules:
+      - read: { coils: [0] }
+`;
+  await proxy.rewrite(taken);
+  t.match(proxy.logs.findLast((l) => l.event === 'policy_rejected')!, { errors: [/EADDRINUSE/], kept: 'last good policy' });
+  t.end();
+});
+
 void t.test('monitor mode: an identity no rule matches is served and its requests counted as would-deny', async (t) => {
   const n = refused('identity_not_allowed');
+  // Open across the reload: its next request is judged by the new policy, with its role.
+  const open = await RawClient.connectTls(proxy.port, { ...trust, ...key(foreign) });
+  open.send(READ_0_2);
+  await open.read();
   await proxy.rewrite(policy(plc.port, '    mode: monitor\n'));
+  open.send(WRITE_10);
+  t.equal(hexOf((await open.read())[0]!), WRITE_10_OK, 'the open Operator connection, after the reload');
+  open.close();
   const c = await RawClient.connectTls(proxy.port, { ...trust, ...key(visitor) });
   c.send(READ_0_2);
   t.equal(hexOf((await c.read())[0]!), READ_0_2_OK, 'forwarded');
