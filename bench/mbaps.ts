@@ -157,6 +157,10 @@ ${rules.replace('- read', '- roles: [Operator]\n        read')}`,
       lines.push(`| ${parallel} | ${Math.round(rate)} | ${(((cpuSeconds(pid) - before) * 1e3) / (rate * seconds)).toFixed(2)} |`);
     }
     process.stdout.write(`${lines.join('\n')}\n\n${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${seconds} s × ${rounds} rounds\n`);
+  } catch (err) {
+    // What plcguard said about the connections that failed.
+    process.stderr.write(guard.stdout().split('\n').filter((l) => l.includes('"refused"')).slice(-3).join('\n') + '\n');
+    throw err;
   } finally {
     await stopChild(guard.child);
     await stopChild(plc);

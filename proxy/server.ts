@@ -189,6 +189,16 @@ class DeviceListener implements SessionContext, TlsEvents {
 
   private startHandshake(tls: TlsTerminator, socket: net.Socket, id: string, address: string, port: number): void {
     const key = peerKey(address, port);
+    /* c8 ignore start -- the same peer address and port again while the first connection's close
+       is still to be processed (a reused client port): that one is gone; it is ended and released
+       now, so the entry of the new one can't be taken for it. Not reproducible on demand. */
+    const stale = this.handshakes.get(key);
+    if (stale !== undefined) {
+      this.handshakes.delete(key);
+      this.releaseSource(stale.address);
+      stale.socket.destroy();
+    }
+    /* c8 ignore stop */
     const h: Handshake = { socket, id, address, port, detail: 'closed during the handshake' };
     this.handshakes.set(key, h);
     socket.on('error', () => {});
