@@ -10,10 +10,13 @@ import { frameRequest, type RequestSpec } from './request.js';
 /** Transaction id of the dry-run frame (any value works; the proxy never looks at it). */
 const DRY_RUN_TRANSACTION_ID = 1;
 
-/** Frames the request for `unit`, decodes it and decides it for a client at `source`, as the proxy would. */
-export function decideRequest(device: CompiledDevice, source: string, unit: number, spec: RequestSpec): Decision {
+/**
+ * Frames the request for `unit`, decodes it and decides it for a client at `source` (with the
+ * certificate `role`, on a device with tls; null: none), as the proxy would.
+ */
+export function decideRequest(device: CompiledDevice, source: string, unit: number, spec: RequestSpec, role: string | null = null): Decision {
   const req = frameRequest(spec, DRY_RUN_TRANSACTION_ID, unit);
-  return device.decide(device.forSource(source), req, new Decision());
+  return device.decide(device.forSource(source, role), req, new Decision());
 }
 
 /** The exception a denial replies with; null when there is none: allowed, or refused at connect. */
@@ -42,7 +45,9 @@ export function actionText(device: CompiledDevice, d: Decision): string {
     case 'forward':
       return d.allow ? 'forward to the PLC' : 'forward to the PLC (monitor mode: logged and counted as would-deny)';
     case 'refuse':
-      return 'refuse the connection (no rule matches this source)';
+      return device.document.tls === undefined
+        ? 'refuse the connection (no rule matches this source)'
+        : 'refuse the connection after the handshake (no rule matches this source and role)';
     case 'exception':
       return `reply with exception ${exceptionText(d.exception)}`;
     case 'drop':

@@ -22,7 +22,7 @@ const SUBCOMMANDS = ['validate', 'check', 'test', 'learn', ...STORE_COMMANDS];
 
 export const POLICY_USAGE = `usage: plcguard policy SUBCOMMAND ...
   validate [--json] FILE...           check policy files; every problem as FILE:LINE:COL
-  check [--json] FILE --source IP [--device NAME] [--unit N] REQUEST...
+  check [--json] FILE --source IP [--role R] [--device NAME] [--unit N] REQUEST...
                                       would the proxy allow this request? exit 0 allow, 3 deny
   test FILE...                        run policy unit tests: requests and the decisions expected
   push FILE --redis URL ...           write a policy to Redis as the next version
@@ -45,13 +45,14 @@ exit status: ${ExitCode.OK} every file valid, ${ExitCode.FAILURE} a file invalid
 
 const CHECK: Command = {
   name: 'policy check',
-  usage: `usage: plcguard policy check [--json] FILE [--device NAME] --source IP [--unit N] REQUEST...
+  usage: `usage: plcguard policy check [--json] FILE [--device NAME] --source IP [--role R] [--unit N] REQUEST...
 Dry run: would the proxy allow this request from this source? Prints the decision, its reason, the
 exception a denial earns, the rule that decided, and what the proxy would do.
   --device NAME  the device; may be left out when the policy has one device
   --source IP    the client's address
+  --role R       on a device with tls: the role in the client's certificate (default: none)
   --unit N       the unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_UNIT})
-  --json         one JSON document instead: {"device", "mode", "on_deny", "source", "unit", "request",
+  --json         one JSON document instead: {"device", "mode", "on_deny", "source", "role", "unit", "request",
                  "decision", "reason", "violation", "exception", "rule", "action"}
 
 ${REQUEST_USAGE}
@@ -166,7 +167,7 @@ async function validateFile(file: string, io: CommandIo, okLine: boolean): Promi
 async function checkCommand(args: readonly string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseCommandLine({
     args: [...args],
-    options: { device: { type: 'string' }, source: { type: 'string' }, unit: { type: 'string' }, ...JSON_OPTION },
+    options: { device: { type: 'string' }, source: { type: 'string' }, role: { type: 'string' }, unit: { type: 'string' }, ...JSON_OPTION },
     allowPositionals: true,
     strict: true,
   });
@@ -197,7 +198,9 @@ async function checkCommand(args: readonly string[], io: CommandIo): Promise<num
     if (device === undefined) throw usage(`${file} has no device ${JSON.stringify(values.device)} (devices: ${names.join(', ') || 'none'})`);
   }
 
-  const d = decideRequest(device, values.source, unit, spec);
+  const role = values.role ?? null;
+  if (role !== null && device.document.tls === undefined) throw usage(`--role: device ${device.name} has no tls, so its clients have no role`);
+  const d = decideRequest(device, values.source, unit, spec, role);
   const exception = exceptionOf(d);
   if (values.json) {
     writeJson(io, {
@@ -205,6 +208,7 @@ async function checkCommand(args: readonly string[], io: CommandIo): Promise<num
       mode: device.mode,
       on_deny: device.onDeny,
       source: values.source,
+      role,
       unit,
       request: spec.description,
       decision: d.allow ? 'allow' : 'deny',
@@ -217,7 +221,7 @@ async function checkCommand(args: readonly string[], io: CommandIo): Promise<num
   } else {
     const lines = [
       `device: ${device.name} (mode ${device.mode}, on_deny ${device.onDeny})`,
-      `source: ${values.source}, unit ${unit}`,
+      `source: ${values.source}${role === null ? '' : `, role ${role}`}, unit ${unit}`,
       `request: ${spec.description}`,
       `decision: ${d.allow ? 'allow' : 'deny'}`,
       `reason: ${d.reason}`,

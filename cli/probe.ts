@@ -1,8 +1,11 @@
 // `plcguard probe`: one Modbus request from the command line, through plcguard or straight to a
 // PLC, with the answer printed as `table address: value` lines or as the exception it earned.
 // The request is written in the words `policy check` reads (cli/request.ts), reads and writes only;
-// it goes out as one ADU on a plain TCP connection, and modbus/ frames and checks the answer.
+// it goes out as one ADU on a plain TCP connection (or over TLS, Modbus/TCP Security, with --tls-*),
+// and modbus/ frames and checks the answer.
+import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import {
   checkResponse,
   exceptionName,
@@ -30,8 +33,8 @@ const OPERATIONS: readonly string[] = ['read', 'write'];
 const PROBE_TRANSACTION_ID = 1;
 
 export const PROBE_USAGE = `usage:
-  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS] [--json]
-  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS] [--json]
+  plcguard probe HOST:PORT read TABLE RANGE [--unit N] [--timeout MS] [--json] [TLS options]
+  plcguard probe HOST:PORT write TABLE ADDR=VALUE[,ADDR=VALUE...] [--unit N] [--timeout MS] [--json] [TLS options]
 
   HOST:PORT   the PLC or plcguard; IPv6 as [ADDRESS]:PORT
   TABLE       ${READ_TABLES.join(', ')} (write: ${WRITE_TABLES.join(', ')})
@@ -41,6 +44,9 @@ export const PROBE_USAGE = `usage:
               (addresses and values: decimal or 0x-hex)
   --unit N    unit id 0..${MAX_UNIT_ID} (default ${DEFAULT_UNIT})
   --timeout MS  for the connection and for the response, each (default ${DEFAULT_PROBE_TIMEOUT_MS})
+  --tls-ca FILE    speak Modbus/TCP Security (mbaps, TLS): trust the server certificate's CA (PEM)
+  --tls-cert FILE  this client's certificate (PEM; its role extension decides what plcguard allows)
+  --tls-key FILE   its private key (PEM); --tls-cert and --tls-key go together
   --json      one JSON document instead of the lines: {"target", "unit", "request", "function_code",
               "operation", "table", "start", "values", "exception"}; values: those read or
               written (null after an exception), exception: its code (null when none)
@@ -74,6 +80,8 @@ export interface ProbePlan {
   description: string;
   /** Print one JSON document instead of lines. */
   json: boolean;
+  /** Modbus/TCP Security: the PEM files given (read when connecting); null: plain Modbus/TCP. */
+  tls: { ca?: string; cert?: string; key?: string } | null;
 }
 
 /** Parses the arguments after `probe`. Throws UsageErrors. */
@@ -82,7 +90,14 @@ export function parseProbeArgs(args: string[]): ProbePlan {
     args,
     allowPositionals: true,
     strict: true,
-    options: { unit: { type: 'string' }, timeout: { type: 'string' }, ...JSON_OPTION },
+    options: {
+      unit: { type: 'string' },
+      timeout: { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      ...JSON_OPTION,
+    },
   });
   const [target, operation, ...words] = positionals;
   if (target === undefined || operation === undefined) {
@@ -102,7 +117,10 @@ export function parseProbeArgs(args: string[]): ProbePlan {
   if (request.violation !== 'none') {
     throw new ProbeUsageError(`${spec.description} is malformed (${request.violation}); probe sends only well-formed requests`);
   }
-  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, request, description: spec.description, json: values.json };
+  const { 'tls-ca': ca, 'tls-cert': cert, 'tls-key': key } = values;
+  if ((cert === undefined) !== (key === undefined)) throw new ProbeUsageError('--tls-cert and --tls-key go together; got one of them');
+  const tls = ca === undefined && cert === undefined ? null : { ca, cert, key };
+  return { host: endpoint.host, port: endpoint.port, unit, timeoutMs, request, description: spec.description, json: values.json, tls };
 }
 
 function whole(text: string, what: string, min: number, max: number): number {
@@ -167,6 +185,20 @@ function readValues(req: ModbusRequest, reply: Buffer): number[] {
   );
 }
 
+/** The PEM files of --tls-*, read; a file that can't be read is a ProbeFailure naming it. */
+function readTlsFiles(files: NonNullable<ProbePlan['tls']>): tls.ConnectionOptions {
+  const out: Record<string, Buffer> = {};
+  for (const [k, file] of Object.entries(files)) {
+    if (file === undefined) continue;
+    try {
+      out[k] = fs.readFileSync(file);
+    } catch (err) {
+      throw new ProbeFailure(`--tls-${k} ${file}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
 /**
  * Connects, sends the request and resolves the first whole frame that comes back (a copy). The
  * connection and the response each get timeoutMs. Rejects with ProbeFailure.
@@ -174,7 +206,7 @@ function readValues(req: ModbusRequest, reply: Buffer): number[] {
 function firstFrame(plan: ProbePlan, where: string): Promise<Buffer> {
   const { host, port, unit, timeoutMs, request } = plan;
   return new Promise<Buffer>((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    const socket = plan.tls === null ? net.connect({ host, port }) : tls.connect({ host, port, ...readTlsFiles(plan.tls) });
     let connected = false;
     let done = false;
     let timer: NodeJS.Timeout | undefined;
@@ -202,7 +234,8 @@ function firstFrame(plan: ProbePlan, where: string): Promise<Buffer> {
       },
     });
     deadline(`no connection to ${where} within ${timeoutMs} ms`);
-    socket.on('connect', () => {
+    // With TLS the request waits for the handshake: a refused certificate gets no byte of it.
+    socket.on(plan.tls === null ? 'connect' : 'secureConnect', () => {
       connected = true;
       deadline(`no response from ${where} unit ${unit} within ${timeoutMs} ms`);
       socket.write(request.buf);

@@ -6,3 +6,4 @@ export * from './mbap.js';
 export * from './splitter.js';
 export * from './request.js';
 export * from './response.js';
+export * from './role.js';

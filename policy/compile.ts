@@ -139,13 +139,16 @@ class CompiledRule {
     readonly index: number,
     readonly document: RuleDocument,
     sources: readonly Cidr[] | null,
+    /** The client role the plan is for (null: no role, or one no rule names). */
+    role: string | null,
   ) {
     this.sources = sources;
     this.units = document.units === undefined ? [[0, MAX_UNIT_ID]] : mergeRanges(document.units.map(span));
     this.functions = (document.functions ?? []).map(functionGrant);
     this.parts = partGrants(document, this.functions);
     this.grants = this.parts.reduce((a, b) => a + b, 0);
-    this.live = this.grants > 0 && this.units.length > 0 && (sources === null || sources.length > 0);
+    const roleMatches = document.roles === undefined || (role !== null && document.roles.includes(role));
+    this.live = roleMatches && this.grants > 0 && this.units.length > 0 && (sources === null || sources.length > 0);
   }
 }
 
@@ -419,9 +422,9 @@ interface DevicePlan {
  * costs about its count, so planning a device over the budget stops early and cheaply. Null when
  * over budget (`budget.used` says by how much, at least).
  */
-function planDevice(device: NormalizedDevice, budget: Budget): DevicePlan | null {
+function planDevice(device: NormalizedDevice, budget: Budget, role: string | null): DevicePlan | null {
   const before = budget.used;
-  const rules = device.rules.map((r, i) => new CompiledRule(i, r.document, r.sources));
+  const rules = device.rules.map((r, i) => new CompiledRule(i, r.document, r.sources, role));
   if (!budget.charge(rules.reduce((n, r) => n + r.grants, 0))) return null;
 
   // Source regions: counted from their bounds, then listed with their rule sets.
@@ -566,6 +569,24 @@ function rateLimitOf(d: DeviceDocument): RateLimit | null {
   return { requestsPerSecond: r.requests_per_second, writesPerSecond: r.writes_per_second, burst: r.burst };
 }
 
+/** The views of one client role: per family (4, 6) the view of every source region. */
+interface RoleLookup {
+  readonly regions: readonly RegionTable[];
+  readonly anyView: SourceView;
+}
+
+/**
+ * The roles a device's views are planned for: null (a client with no role or a role no rule
+ * names; every client of a device without tls) and each role some rule names. Roles are few (a
+ * site names a handful), so a view per role costs little and the role is resolved with the
+ * source, once per connection.
+ */
+function rolesOf(device: NormalizedDevice): (string | null)[] {
+  const roles = new Set<string | null>([null]);
+  for (const r of device.rules) for (const role of r.document.roles ?? []) roles.add(role);
+  return [...roles];
+}
+
 const NO_UNITS: readonly (UnitPolicy | null)[] = Object.freeze(new Array<UnitPolicy | null>(UNIT_COUNT).fill(null));
 
 class CompiledDeviceImpl implements CompiledDevice {
@@ -581,11 +602,10 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly ruleCount: number;
   readonly compileEntries: number;
   readonly document: DeviceDocument;
-  /** Per family (4, 6), the view of every source region. */
-  private readonly regions: readonly RegionTable[];
-  private readonly anyView: SourceView;
+  /** Per client role a rule names, and null for every other client: what forSource searches. */
+  private readonly byRole: ReadonlyMap<string | null, RoleLookup>;
 
-  constructor(device: NormalizedDevice, plan: DevicePlan) {
+  constructor(device: NormalizedDevice, plans: ReadonlyMap<string | null, DevicePlan>) {
     const document = device.document;
     this.document = document;
     this.name = document.name;
@@ -599,28 +619,41 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.limits = Object.freeze(limitsOf(document));
     const rate = rateLimitOf(document);
     this.rateLimit = rate === null ? null : Object.freeze(rate);
-    this.ruleCount = plan.rules.length;
-    this.compileEntries = plan.entries;
-    const parts = new Parts(plan, document.rules.map((r) => r.name));
+    this.ruleCount = device.rules.length;
+    let entries = 0;
+    const byRole = new Map<string | null, RoleLookup>();
+    for (const [role, plan] of plans) {
+      entries += plan.entries;
+      byRole.set(role, this.lookup(plan));
+    }
+    this.compileEntries = entries;
+    this.byRole = byRole;
+    Object.freeze(this);
+  }
+
+  private lookup(plan: DevicePlan): RoleLookup {
+    const parts = new Parts(plan, this.document.rules.map((r) => r.name));
     const policies = plan.unitPolicies.map((p) => parts.unitPolicy(p));
     const views = plan.unitSets.map((units) =>
       units === null ? new CompiledSourceView(this, false, NO_UNITS) : new CompiledSourceView(this, true, Object.freeze(Array.from(units, (p) => (p < 0 ? null : policies[p]!)))),
     );
-    this.regions = plan.families.map(
-      (f) =>
-        new RegionTable(
-          f.starts,
-          f.sets.map((s) => views[s]!),
-        ),
-    );
-    this.anyView = views[plan.anySet]!;
-    Object.freeze(this);
+    return {
+      regions: plan.families.map(
+        (f) =>
+          new RegionTable(
+            f.starts,
+            f.sets.map((s) => views[s]!),
+          ),
+      ),
+      anyView: views[plan.anySet]!,
+    };
   }
 
-  forSource(address: string): SourceView {
+  forSource(address: string, role: string | null = null): SourceView {
+    const lookup = this.byRole.get(role) ?? this.byRole.get(null)!;
     const ip = parseClientAddress(address);
-    if (ip === null) return this.anyView;
-    return this.regions[ip.family === 4 ? 0 : 1]!.find(ip);
+    if (ip === null) return lookup.anyView;
+    return lookup.regions[ip.family === 4 ? 0 : 1]!.find(ip);
   }
 
   decide(view: SourceView, req: ModbusRequest, out: Decision): Decision {
@@ -641,12 +674,16 @@ export interface CompileMeta {
  */
 export function compileWithinBudget(normalized: NormalizedPolicy, meta: CompileMeta): CompiledPolicy | PolicyTooComplexError {
   const budget = new Budget();
-  const plans: DevicePlan[] = [];
+  const plans: Map<string | null, DevicePlan>[] = [];
   for (const [i, d] of normalized.devices.entries()) {
     const before = budget.used;
-    const plan = planDevice(d, budget);
-    if (plan === null) return new PolicyTooComplexError(i, d.document.name, budget.used - before, before, MAX_COMPILE_ENTRIES);
-    plans.push(plan);
+    const byRole = new Map<string | null, DevicePlan>();
+    for (const role of rolesOf(d)) {
+      const plan = planDevice(d, budget, role);
+      if (plan === null) return new PolicyTooComplexError(i, d.document.name, budget.used - before, before, MAX_COMPILE_ENTRIES);
+      byRole.set(role, plan);
+    }
+    plans.push(byRole);
   }
   // Freezes every device's and rule's document too: they are the same objects.
   const doc = deepFreeze(normalized.document);

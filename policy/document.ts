@@ -5,7 +5,7 @@
 // never parses a string again.
 
 import { DEFAULT_LOG_WRITES, DEFAULT_MODE, DEFAULT_ON_DENY, LIMIT_FIELDS, POLICY_VERSION, RATE_LIMIT_NONE, SHARING_FIELDS } from './format.js';
-import type { AsWritten, DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, WriteEntryInput, WriteTable } from './format.js';
+import type { AsWritten, DeviceInput, FunctionInput, LimitKey, Mode, OnDeny, PolicyInput, ReadTable, RuleInput, TlsInput, UpstreamTlsInput, WriteEntryInput, WriteTable } from './format.js';
 import type { Cidr, Endpoint } from './net.js';
 
 export interface RuleDocument {
@@ -14,6 +14,8 @@ export interface RuleDocument {
   description?: string;
   /** Omitted: any source. */
   sources?: string[];
+  /** Omitted: any authenticated client (and any client of a device without tls). */
+  roles?: string[];
   /** Omitted: any unit. */
   units?: (number | string)[];
   read?: { [T in ReadTable]?: (number | string)[] };
@@ -35,6 +37,9 @@ export interface DeviceDocument {
   /** Present only when the device shares PLC connections (upstream_max_in_flight then too). */
   upstream_connections?: number;
   upstream_max_in_flight?: number;
+  /** Paths as written: each instance resolves them (docs/tls.md). */
+  tls?: TlsInput;
+  upstream_tls?: UpstreamTlsInput;
   mode: Mode;
   on_deny: OnDeny;
   limits: Record<LimitKey, number>;
@@ -102,6 +107,8 @@ function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): Nor
     rules: rules.map((r) => r.document),
   };
   if (d.description !== undefined) out.description = d.description;
+  if (d.tls !== undefined) out.tls = d.tls;
+  if (d.upstream_tls !== undefined) out.upstream_tls = d.upstream_tls;
   return { document: out, listen: d.listen.value, upstream: d.upstream.value, rules };
 }
 
@@ -119,6 +126,7 @@ function normalizeRule(r: RuleInput, index: number): NormalizedRule {
   const out: RuleDocument = { name: r.name ?? `rule-${index}` };
   if (r.description !== undefined) out.description = r.description;
   if (r.sources !== undefined) out.sources = r.sources.map((s) => s.text);
+  if (r.roles !== undefined) out.roles = r.roles;
   if (r.units !== undefined) out.units = r.units;
   if (r.read !== undefined) out.read = r.read;
   if (r.write !== undefined) out.write = r.write;

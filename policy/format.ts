@@ -497,6 +497,36 @@ const onDenyField = enumOf(keysOf(ON_DENY), listOf(keysOf(ON_DENY), ' or '), {
 });
 const description = leaf('string', 'a string', { description: 'Free text for people; ignored by the proxy.' });
 
+// Modbus/TCP Security (mbaps). Paths, not PEM text: keys are secrets of the host and a policy
+// travels (Redis, diffs, logs). A relative path resolves against the policy file's folder, or for a
+// policy from Redis against each instance's --tls-dir (docs/tls.md).
+const pemFile = leaf('string', 'a file path', { description: 'A PEM file; relative: to the policy file\'s folder (from Redis: to --tls-dir).' });
+const pemFiles = oneOf([pemFile, array(pemFile, 'a list of file paths')], 'a file path or a list of them');
+const tlsListen = object(
+  {
+    cert: required(pemFile, 'This listener\'s certificate (PEM), followed by its intermediate CAs: the whole chain is sent.'),
+    key: required(pemFile, 'Its private key (PEM, unencrypted).'),
+    ca: required(pemFiles, 'The CA certificates (PEM) a client certificate must chain to.'),
+    crl: optional(pemFiles, 'Certificate revocation lists (PEM) of those CAs; a revoked client certificate is refused.'),
+  },
+  'a mapping with cert, key, ca and crl',
+  {
+    ref: 'tls',
+    description: 'Modbus/TCP Security (mbaps): this listener speaks TLS 1.2 or newer only and requires a client certificate chaining to ca. Replacing the files applies to new connections.',
+  },
+);
+const tlsUpstream = object(
+  {
+    ca: required(pemFiles, 'The CA certificates (PEM) the PLC\'s certificate must chain to.'),
+    cert: required(pemFile, 'plcguard\'s client certificate toward the PLC (PEM), followed by its intermediate CAs.'),
+    key: required(pemFile, 'Its private key (PEM, unencrypted).'),
+  },
+  'a mapping with ca, cert and key',
+  { ref: 'upstreamTls', description: 'The PLC speaks Modbus/TCP Security: plcguard connects with TLS and its own certificate.' },
+);
+/** A role as written in a client certificate's role extension (compared exactly). */
+export const ROLE_PATTERN = /^\S(.*\S)?$/u;
+
 const rule = object(
   {
     name: optional(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique in the device; default rule-<index> (0-based).'),
@@ -504,6 +534,10 @@ const rule = object(
     sources: optional(
       array(cidr('an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/64)'), 'a list of IP addresses and CIDRs'),
       'Client addresses this rule applies to; omitted: any source. IPv4 and IPv6 are apart: ::/0 is every IPv6 address, not every address; an IPv4-mapped client (::ffff:10.0.0.1) is IPv4.',
+    ),
+    roles: optional(
+      array(pattern(ROLE_PATTERN, 'a role name (no leading or trailing space)'), 'a list of role names'),
+      'Devices with tls only: the client certificate roles (extension 1.3.6.1.4.1.50316.802.1, exact match) this rule applies to; omitted: any authenticated client.',
     ),
     units: optional(
       array(oneOf([integer(0, MAX_UNIT_ID, `a unit id 0..${MAX_UNIT_ID}`), range(0, MAX_UNIT_ID, `a unit id range a-b with a ≤ b, both 0..${MAX_UNIT_ID}`)], `a unit id 0..${MAX_UNIT_ID} or a range a-b`), 'a list of unit ids and ranges'),
@@ -546,6 +580,8 @@ const device = object(
     upstream: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
     upstream_connections: sharingField('upstream_connections'),
     upstream_max_in_flight: sharingField('upstream_max_in_flight'),
+    tls: optional(tlsListen),
+    upstream_tls: optional(tlsUpstream),
     ...deviceSettings,
     rules: optional(array(rule, 'a list of rules'), 'Allow rules; a request passes when the rules matching its source and unit together cover everything it touches. No rules: everything is denied.'),
   },
@@ -576,4 +612,6 @@ export type RuleInput = NonNullable<DeviceInput['rules']>[number];
 export type LimitsInput = NonNullable<DeviceInput['limits']>;
 export type RateLimitInput = NonNullable<DeviceInput['rate_limit']>;
 export type FunctionInput = NonNullable<RuleInput['functions']>[number];
+export type TlsInput = NonNullable<DeviceInput['tls']>;
+export type UpstreamTlsInput = NonNullable<DeviceInput['upstream_tls']>;
 export type WriteEntryInput = NonNullable<NonNullable<RuleInput['write']>['holding_registers']>[number];

@@ -116,8 +116,10 @@ export interface CompiledDevice {
   /**
    * The rules that apply to a client address (IPv4, IPv6 or IPv4-mapped IPv6): a prebuilt view,
    * found by a binary search over the device's source regions. Builds nothing, at any connection.
+   * On a device with tls, `role` is the client certificate's (null: none): rules with `roles` apply
+   * only to the roles they name.
    */
-  forSource(address: string): SourceView;
+  forSource(address: string, role?: string | null): SourceView;
   /**
    * Decides a decoded request from a source. Fills and returns `out`; allocates nothing.
    * Order: source (0A, `source_not_allowed`, for monitor mode) → unit (0A) → function (01) →

@@ -522,6 +522,14 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
       report.error(w.at(device, 'upstream_max_in_flight'), `${path}.upstream_max_in_flight: set without upstream_connections; expected upstream_connections beside it (it bounds requests on a shared PLC connection)`);
     }
     checkRules(device, (device.mode ?? policy.defaults?.mode) === 'learn', path, w, report);
+    if (device.tls === undefined && !w.has(device, 'tls')) {
+      // Without tls there is no certificate, so a rule with roles could never match.
+      (device.rules ?? []).forEach((rule, j) => {
+        if (rule?.roles !== undefined) {
+          report.error(w.at(rule, 'roles', 'key'), `${path}.rules[${j}].roles: the device has no tls, so no client has a role; expected tls: { cert, key, ca } on the device, or no roles`);
+        }
+      });
+    }
   });
 }
 
@@ -585,6 +593,9 @@ function checkRules(device: LooseDevice, learning: boolean, path: string, w: Wal
 function checkRule(rule: LooseRule, path: string, w: Walker, report: Reporter): void {
   if (rule.sources?.length === 0) {
     report.warning(w.at(rule, 'sources'), `${path}.sources: empty; this rule can never match (omit sources to match any source)`);
+  }
+  if (rule.roles?.length === 0) {
+    report.warning(w.at(rule, 'roles'), `${path}.roles: empty; this rule can never match (omit roles to match any authenticated client)`);
   }
   if (rule.units?.length === 0) {
     report.warning(w.at(rule, 'units'), `${path}.units: empty; this rule can never match (omit units to match any unit)`);

@@ -32,6 +32,11 @@ export interface ProxyOptions {
   learnStore?: LearnStore;
   /** How often they are written (default LEARN_SYNC_INTERVAL_MS). */
   learnSyncMs?: number;
+  /**
+   * What relative certificate paths in the policy resolve against; default: the policy file's
+   * folder (a file source), else the working directory.
+   */
+  tlsDir?: string;
 }
 
 /**
@@ -68,7 +73,7 @@ export class ProxyRuntime {
   private constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger;
     this.only = opts.devices?.length ? opts.devices : null;
-    this.server = new ProxyServer(this.logger);
+    this.server = new ProxyServer(this.logger, opts.tlsDir ?? opts.source.baseDir ?? '.');
     this.sync = opts.learnStore ? new LearnSync(opts.learnStore, this.server.learners, this.logger, opts.learnSyncMs) : null;
   }
 

@@ -11,6 +11,8 @@ import { connectTcp, Upstream, type ConnectPlc, type UpstreamEvent, type Upstrea
 import { LiveLearner } from '../policy/learn/live.js';
 import { LIVE_MAX_CELLS } from '../policy/learn/observe.js';
 import { formatEndpoint } from '../policy/net.js';
+import { TlsTerminator, identityFields, upstreamTlsOptions, type ClientIdentity, type HandshakeResult, type TlsEvents } from './tls.js';
+import tls from 'node:tls';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
 const RATE_PRUNE_AT = 1024;
@@ -66,9 +68,26 @@ class ListenSocket {
   }
 }
 
+/** A connection of a device with tls whose handshake is under way. */
+interface Handshake {
+  readonly socket: net.Socket;
+  readonly id: string;
+  readonly address: string;
+  readonly port: number;
+  /** What the TLS stack said went wrong, once it has. */
+  detail: string;
+}
+
+/** How a TLS socket and the TCP socket under it are matched: the peer's address and port. */
+const peerKey = (address: string | undefined, port: number | undefined): string => `${address}|${port}`;
+
 /** One device's listener, its connection limits and its sessions. */
-class DeviceListener implements SessionContext {
+class DeviceListener implements SessionContext, TlsEvents {
   readonly sessions = new Set<Session>();
+  /** Handshakes under way (devices with tls): they count against the connection limits. */
+  private readonly handshakes = new Map<string, Handshake>();
+  /** The device's TLS; null: plain Modbus/TCP. */
+  tls: TlsTerminator | null = null;
   /** Sessions whose connection_opened line was written: their connection_closed line will be. */
   private readonly announced = new Set<Session>();
   private readonly perSource = new Map<string, number>();
@@ -77,7 +96,13 @@ class DeviceListener implements SessionContext {
   socket: ListenSocket | null = null;
   private readonly plcLog = new AuditLimiter(PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND);
   readonly clock: Clock = systemClock;
-  readonly connect: ConnectPlc = connectTcp;
+  /** The device's client side toward a PLC speaking mbaps (`upstream_tls`); null: plain TCP. */
+  upstreamTls: tls.ConnectionOptions | null = null;
+  readonly connect: ConnectPlc = (e) => {
+    if (this.upstreamTls === null) return connectTcp(e);
+    // Requests written before the handshake is done wait in the TLS socket.
+    return tls.connect({ host: e.host, port: e.port, ...this.upstreamTls }).setNoDelay(true);
+  };
   listening = false;
   /** The PLC connections the device's clients share, with `upstream_connections`; made on first use. */
   private shared: SharedLinks | null = null;
@@ -135,42 +160,117 @@ class DeviceListener implements SessionContext {
     }
     const port = socket.remotePort!;
     const id = this.ids.next();
-    const now = this.clock.now();
     const limits = this.device.limits;
     let refusal: RefusalReason | null = null;
-    if (this.sessions.size >= limits.maxConnections) refusal = 'max_connections';
+    if (this.sessions.size + this.handshakes.size >= limits.maxConnections) refusal = 'max_connections';
     else if ((this.perSource.get(address) ?? 0) >= limits.maxConnectionsPerSource) refusal = 'max_connections_per_source';
-    else if (this.device.mode === 'enforce' && !this.device.forSource(address).matches) refusal = 'source_not_allowed';
+    // With tls the identity is known after the handshake: checked then, with the role.
+    else if (this.tls === null && this.device.mode === 'enforce' && !this.device.forSource(address).matches) refusal = 'source_not_allowed';
     if (refusal !== null) {
-      // Counted once, here: plcguard_denials_total counts requests only.
-      this.stats.countRefusal(refusal);
-      // A source reconnecting makes one line per attempt: within its audit budget.
-      if (this.audit.allow(address, now)) {
-        const suppressed = this.audit.takeSuppressed(address);
-        this.logger.log('refused', {
-          ...connectionFields(this.device, id, address, port),
-          reason: refusal,
-          action: 'close',
-          ...(suppressed > 0 ? { suppressed } : {}),
-        });
-      } else {
-        this.stats.auditSuppressed++;
-      }
-      socket.on('error', () => {});
-      socket.destroy();
+      this.refuse(socket, refusal, id, address, port, {});
       return;
     }
     this.perSource.set(address, (this.perSource.get(address) ?? 0) + 1);
+    if (this.tls === null) this.startSession(socket, id, address, port, null);
+    else this.startHandshake(this.tls, socket, id, address, port);
+  }
+
+  /** Refuses a connection: counted once, here (plcguard_denials_total counts requests only). */
+  private refuse(socket: net.Socket, reason: RefusalReason, id: string, address: string, port: number, extra: Record<string, unknown>): void {
+    this.stats.countRefusal(reason);
+    // A source reconnecting makes one line per attempt: within its audit budget.
+    if (this.audit.allow(address, this.clock.now())) {
+      const suppressed = this.audit.takeSuppressed(address);
+      this.logger.log('refused', {
+        ...connectionFields(this.device, id, address, port),
+        ...extra,
+        reason,
+        action: 'close',
+        ...(suppressed > 0 ? { suppressed } : {}),
+      });
+    } else {
+      this.stats.auditSuppressed++;
+    }
+    socket.on('error', () => {});
+    socket.destroy();
+  }
+
+  private startHandshake(tls: TlsTerminator, socket: net.Socket, id: string, address: string, port: number): void {
+    const key = peerKey(address, port);
+    /* c8 ignore start -- the same peer address and port again while the first connection's close
+       is still to be processed (a reused client port): that one is gone; it is ended and released
+       now, so the entry of the new one can't be taken for it. Not reproducible on demand. */
+    const stale = this.handshakes.get(key);
+    if (stale !== undefined) {
+      this.handshakes.delete(key);
+      this.releaseSource(stale.address);
+      stale.socket.destroy();
+    }
+    /* c8 ignore stop */
+    const h: Handshake = { socket, id, address, port, detail: 'closed during the handshake' };
+    this.handshakes.set(key, h);
+    socket.on('error', () => {});
+    // Every way a handshake can fail (an alert, a timeout, the client leaving) ends here.
+    socket.once('close', () => {
+      if (this.handshakes.get(key) !== h) return;
+      this.handshakes.delete(key);
+      this.releaseSource(address);
+      this.refuse(socket, 'tls_handshake_failed', id, address, port, { detail: h.detail });
+    });
+    tls.handle(socket);
+  }
+
+  failed(socket: tls.TLSSocket, code: string): void {
+    const h = this.handshakes.get(peerKey(socket.remoteAddress, socket.remotePort));
+    /* c8 ignore next -- a socket already gone has no address: its close reports the default detail */
+    if (h !== undefined) h.detail = code;
+  }
+
+  handshake(socket: tls.TLSSocket, result: HandshakeResult): void {
+    const key = peerKey(socket.remoteAddress, socket.remotePort);
+    const h = this.handshakes.get(key)!;
+    this.handshakes.delete(key);
+    if ('refusal' in result) {
+      this.releaseSource(h.address);
+      this.refuse(socket, result.refusal, h.id, h.address, h.port, { detail: result.detail });
+      return;
+    }
+    const identity = result.identity;
+    if (this.device.mode === 'enforce' && !this.device.forSource(h.address, identity.role).matches) {
+      this.releaseSource(h.address);
+      this.refuse(socket, 'identity_not_allowed', h.id, h.address, h.port, identityFields(identity));
+      return;
+    }
+    this.startSession(socket, h.id, h.address, h.port, identity);
+  }
+
+  reloaded(error: string | null): void {
+    if (error === null) this.logger.log('tls_reloaded', { device: this.device.name });
+    else this.logger.log('tls_rejected', { device: this.device.name, error, kept: 'last good certificates' });
+  }
+
+  /** Uses `next` for new connections (null: plain Modbus/TCP); the one it had stops watching. */
+  setTls(next: TlsTerminator | null): void {
+    if (this.tls !== next) this.tls?.close();
+    this.tls = next;
+  }
+
+  private startSession(socket: net.Socket, id: string, address: string, port: number, identity: ClientIdentity | null): void {
     this.stats.clientConnections++;
     this.stats.clientConnectionsTotal++;
-    const session = new Session(socket, this, address, port, id);
+    const session = new Session(socket, this, address, port, id, identity);
     this.sessions.add(session);
-    if (this.connectionAudit.allow(address, now)) {
+    if (this.connectionAudit.allow(address, this.clock.now())) {
       this.announced.add(session);
       this.logConnection(session, 'connection_opened', {});
     } else {
       this.stats.connectionLinesSuppressed++;
     }
+  }
+
+  /** Ends the handshakes under way (shutdown, device removed): their clients were never served. */
+  abortHandshakes(): void {
+    for (const h of this.handshakes.values()) h.socket.destroy();
   }
 
   /** A connection_opened or _closed line, with the count of such lines about its source suppressed. */
@@ -235,7 +335,11 @@ class DeviceListener implements SessionContext {
       });
     }
     this.stats.clientConnections--;
-    const address = session.remoteAddress;
+    this.releaseSource(session.remoteAddress);
+  }
+
+  /** A connection of `address` has ended (or never became a session). */
+  private releaseSource(address: string): void {
     const n = this.perSource.get(address)! - 1;
     if (n > 0) {
       this.perSource.set(address, n);
@@ -243,8 +347,9 @@ class DeviceListener implements SessionContext {
     }
     this.perSource.delete(address);
     // Forget a source's rate only once it has earned its whole burst back: reconnecting must not
-    // buy a fresh burst.
-    if (this.rates.get(address)!.refilled(this.clock.now(), this.device.rateLimit)) this.rates.delete(address);
+    // buy a fresh burst. A handshake that failed made no rate state.
+    const rate = this.rates.get(address);
+    if (rate !== undefined && rate.refilled(this.clock.now(), this.device.rateLimit)) this.rates.delete(address);
   }
 }
 
@@ -274,7 +379,14 @@ export class ProxyServer {
   /** Per device name, what it learned in learn mode: kept across reloads, and after it leaves learn mode. */
   readonly learners = new Map<string, LiveLearner>();
 
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    /**
+     * What relative paths under a device's `tls` resolve against: the policy file's folder, or
+     * for a policy from Redis this instance's --tls-dir (certificates are the host's, never in Redis).
+     */
+    private readonly tlsDir = '.',
+  ) {}
 
   /** Listening port per device (after `apply`). */
   ports(): Map<string, number> {
@@ -308,14 +420,32 @@ export class ProxyServer {
     // The socket a device listens on from the commit, where that changes.
     const planned = new Map<DeviceListener, ListenSocket>();
     const opened: ListenSocket[] = [];
+    // The TLS each device serves from the commit; certificates that can't be read fail the apply.
+    const tlsPlanned = new Map<DeviceListener, TlsTerminator | null>();
+    // Read at every apply (a reload, SIGHUP): new PLC connections use what is on disk then.
+    const upstreamTls = new Map<DeviceListener, tls.ConnectionOptions | null>();
+    const tlsOpened: TlsTerminator[] = [];
     try {
       for (const device of policy.devices.values()) {
         let l = this.listeners.get(device.name);
-        if (l && sameEndpoint(l.device.listen, device.listen)) continue;
         if (!l) {
           l = new DeviceListener(device, this.stats.get(device.name), this.logger, this.audit, this.connectionAudit, this.ids);
           added.push(l);
         }
+        const up = device.document.upstream_tls;
+        upstreamTls.set(l, up === undefined ? null : upstreamTlsOptions(up, this.tlsDir));
+        const config = device.document.tls;
+        if (config === undefined) tlsPlanned.set(l, null);
+        else if (l.tls?.serves(config, this.tlsDir)) {
+          // The same files: read again (SIGHUP, a push), in case they were replaced unseen.
+          l.tls.reload();
+          tlsPlanned.set(l, l.tls);
+        } else {
+          const t = new TlsTerminator(config, this.tlsDir, l);
+          tlsOpened.push(t);
+          tlsPlanned.set(l, t);
+        }
+        if (!added.includes(l) && sameEndpoint(l.device.listen, device.listen)) continue;
         // Validation gives each address to one device, so the one holding it now gives it up.
         const held = this.listeningAt(device.listen);
         if (held) planned.set(l, held);
@@ -327,6 +457,7 @@ export class ProxyServer {
       }
     } catch (err) {
       for (const socket of opened) void socket.close();
+      for (const t of tlsOpened) t.close();
       throw err;
     }
     // Commit: nothing below can fail.
@@ -335,6 +466,8 @@ export class ProxyServer {
       if (policy.devices.has(name)) continue;
       this.listeners.delete(name);
       l.listening = false;
+      l.setTls(null);
+      l.abortHandshakes();
       for (const s of [...l.sessions]) s.close('policy_removed');
       l.closeShared();
     }
@@ -343,12 +476,15 @@ export class ProxyServer {
       const l = this.listeners.get(device.name)!;
       const old = l.device;
       l.device = device;
+      l.setTls(tlsPlanned.get(l)!);
+      l.upstreamTls = upstreamTls.get(l)!;
       const socket = planned.get(l);
       if (socket) l.adopt(socket);
       l.learner = device.mode === 'learn' ? this.learnerFor(device) : null;
-      // Connections were opened to the old PLC address, or shared (or not) as the device no
-      // longer says: make their clients reconnect.
-      if (!sameEndpoint(old.upstream, device.upstream) || old.sharing?.connections !== device.sharing?.connections) {
+      // Connections were opened to the old PLC address, shared (or not) as the device no longer
+      // says, or authenticated (or not) under the other kind of listener: make their clients reconnect.
+      const tlsToggled = (old.document.tls === undefined) !== (device.document.tls === undefined);
+      if (!sameEndpoint(old.upstream, device.upstream) || old.sharing?.connections !== device.sharing?.connections || tlsToggled) {
         for (const s of [...l.sessions]) s.close('policy_removed');
         l.closeShared();
       }
@@ -365,6 +501,8 @@ export class ProxyServer {
       upstream: formatEndpoint(device.upstream.host, device.upstream.port),
       // Kept in the proposal: enforcing it must not open more PLC connections than learning did.
       ...(device.sharing === null ? {} : { sharing: { connections: device.sharing.connections, maxInFlight: device.sharing.maxInFlight } }),
+      ...(device.document.tls === undefined ? {} : { tls: device.document.tls }),
+      ...(device.document.upstream_tls === undefined ? {} : { upstreamTls: device.document.upstream_tls }),
     };
     let l = this.learners.get(device.name);
     if (l === undefined) {
@@ -387,6 +525,8 @@ export class ProxyServer {
     const all: Session[] = [];
     const listenersClosed: Promise<void>[] = [];
     for (const l of this.listeners.values()) {
+      l.setTls(null);
+      l.abortHandshakes();
       listenersClosed.push(l.stopListening());
       for (const s of l.sessions) all.push(s);
     }

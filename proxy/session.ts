@@ -21,6 +21,7 @@ import type { SourceRate } from './ratelimit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY } from './stats.js';
 import { Transaction, type LinkContext, type UpstreamOwner, type UpstreamPort } from './upstream.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
+import { identityFields, type ClientIdentity } from './tls.js';
 
 /**
  * What a session needs from the listener that accepted it: the device's, and for its upstream
@@ -138,6 +139,8 @@ export class Session implements FrameHandler, UpstreamOwner {
   private state: SessionState = OPEN;
   private device: CompiledDevice;
   private view: SourceView;
+  /** The client certificate's role (null: none, or plain Modbus/TCP). */
+  private readonly role: string | null;
   private upstream: UpstreamPort | null = null;
   private readonly pool: Transaction[] = [];
   private outstanding = 0;
@@ -177,16 +180,20 @@ export class Session implements FrameHandler, UpstreamOwner {
     readonly remotePort: number,
     /** Unique per connection (audit.ts ConnectionIds): joins its lines in a SIEM. */
     readonly id: string,
+    /** The verified client certificate's, on a device with tls; null: plain Modbus/TCP. */
+    readonly identity: ClientIdentity | null = null,
   ) {
     this.clock = ctx.clock;
     this.openedAt = this.activeAt = this.clock.now();
     this.audit = ctx.audit;
     this.rate = ctx.rateFor(remoteAddress);
     this.device = ctx.current();
-    this.view = this.device.forSource(remoteAddress);
+    // Fixed for the connection, like the address: the view is resolved from both at connect.
+    this.role = identity === null ? null : identity.role;
+    this.view = this.device.forSource(remoteAddress, this.role);
     // The device's name and PLC stay for the session's life: a reload that changes the PLC
-    // closes it (server.ts), a rename makes another device.
-    this.logFields = connectionFields(this.device, id, remoteAddress, remotePort);
+    // closes it (server.ts), a rename makes another device. So does the client's identity.
+    this.logFields = { ...connectionFields(this.device, id, remoteAddress, remotePort), ...(identity === null ? {} : identityFields(identity)) };
     this.out = new BatchWriter(
       socket,
       () => this.device.limits.maxBufferedBytes,
@@ -221,7 +228,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     const d = this.ctx.current();
     if (d !== this.device) {
       this.device = d;
-      this.view = d.forSource(this.remoteAddress);
+      this.view = d.forSource(this.remoteAddress, this.role);
       if (this.upstream) this.upstream.limits = d.limits;
       // As setTimeout on a socket would: the new idle timeout counts from now (a frame is activity).
       this.idleTimer.arm(d.limits.idleTimeoutMs);

@@ -1,5 +1,6 @@
 import { FUNCTION_NAMES, FunctionCode } from '../modbus/index.js';
 import { DECISION_REASONS, type DecisionReason } from '../policy/types.js';
+import { HANDSHAKE_REFUSALS } from './tls.js';
 
 // Hot-path counting: plain numbers in typed arrays, indexed by small integers, read at scrape time
 // (proxy/metrics.ts). No label hashing, no allocation per request.
@@ -43,7 +44,11 @@ export function reasonIndex(r: DecisionReason): number {
 export const UPSTREAM_ERRORS = ['refused', 'unreachable', 'timeout', 'reset', 'closed', 'framing'] as const;
 export type UpstreamErrorKind = (typeof UPSTREAM_ERRORS)[number];
 
-export const REFUSALS = ['source_not_allowed', 'max_connections', 'max_connections_per_source', 'no_policy', 'shutting_down'] as const;
+/**
+ * Why a connection was refused: at accept, or for a device with tls once its handshake is over
+ * (the certificate didn't verify, or no rule matches the client's address and role).
+ */
+export const REFUSALS = ['source_not_allowed', 'max_connections', 'max_connections_per_source', 'no_policy', 'shutting_down', ...HANDSHAKE_REFUSALS, 'identity_not_allowed'] as const;
 export type RefusalReason = (typeof REFUSALS)[number];
 
 /** Fixed-bucket histogram (seconds), cheap to observe. */

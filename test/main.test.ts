@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { DEMO_LISTEN, DEMO_PLC, DEMO_POLICY, demoParser, main } from '../cli/main.js';
+import { probeCommand } from '../cli/probe.js';
 import { parsePolicy } from '../policy/parse.js';
 import { RawClient, req } from './fixtures/raw-client.js';
 import { startRawPlc } from './fixtures/raw-plc.js';
@@ -84,7 +85,7 @@ void t.test('help, version, unknown commands, usage errors', async (t) => {
 void t.test('--help on every command and subcommand: that usage on stdout, exit 0, whatever else was typed', async (t) => {
   const commands: [string[], RegExp][] = [
     [['run'], /^usage: plcguard run --policy FILE .*\n {7}plcguard run --redis URL .*\nRedis options: --redis-prefix P/s],
-    [['demo'], /^usage: plcguard demo \[--listen HOST:PORT\] \[--plc HOST:PORT\] \[--admin HOST:PORT\|off\]\n.*default 127\.0\.0\.1:5020.*default 127\.0\.0\.1:5021.*default 127\.0\.0\.1:9502/s],
+    [['demo'], /^usage: plcguard demo \[--listen HOST:PORT\] \[--plc HOST:PORT\] \[--admin HOST:PORT\|off\] \[--tls\]\n.*default 127\.0\.0\.1:5020.*default 127\.0\.0\.1:5021.*default 127\.0\.0\.1:9502/s],
     [['policy'], /^usage: plcguard policy SUBCOMMAND/],
     [['probe'], /^usage:\n {2}plcguard probe HOST:PORT read TABLE RANGE/],
     [['plc'], /^usage: plcguard plc \[--listen HOST:PORT\] \[--unit N\]\n.*\nexit status: 0 stopped by a signal, 1 cannot listen, 2 usage error\n$/s],
@@ -187,6 +188,34 @@ void t.test('demo: the simulated PLC behind plcguard, stopped by a signal', asyn
     t.match(r.err, `simulated PLC on 127.0.0.1:${plcPort} (unit 1), plcguard in front of it on 127.0.0.1:${listen}`);
     t.match(r.err, withAdmin ? `policy: examples/demo-policy.yaml; metrics: http://127.0.0.1:${adminPort}/metrics\n` : /\npolicy: examples\/demo-policy\.yaml\n/);
   }
+});
+
+void t.test('demo --tls: throwaway certificates, an Operator allowed, a Viewer and plain Modbus/TCP not', async (t) => {
+  const [listen, plcPort] = [await freePort(), await freePort()];
+  const at = `127.0.0.1:${listen}`;
+  let tlsDir = '';
+  const r = await plcguard(['demo', '--tls', '--listen', at, '--plc', `127.0.0.1:${plcPort}`, '--admin', 'off'], async (lines) => {
+    const loaded = JSON.parse(lines.find((l) => l.includes('"event":"policy_loaded"'))!) as { source: string };
+    tlsDir = path.dirname(loaded.source);
+    const probe = async (...args: string[]) => {
+      const out: string[] = [];
+      const code = await probeCommand([at, ...args], { stdout: (s) => out.push(s), stderr: (s) => out.push(s) });
+      return { code, out: out.join('\n') };
+    };
+    const as = (who: string) => ['--tls-ca', path.join(tlsDir, 'ca.crt'), '--tls-cert', path.join(tlsDir, `${who}.crt`), '--tls-key', path.join(tlsDir, `${who}.key`)];
+    t.match(await probe('write', 'holding_registers', '10=700', ...as('operator')), { code: 0, out: 'holding_registers 10: 700' });
+    t.match(await probe('read', 'holding_registers', '10', ...as('viewer')), { code: 0, out: 'holding_registers 10: 700' });
+    t.match(await probe('write', 'holding_registers', '10=700', ...as('viewer')), { code: 3, out: 'exception 0x01 (illegal function)' });
+    t.match(await probe('read', 'holding_registers', '10'), { code: 1, out: /closed by|lost before a response/ });
+    t.match(await probe('read', 'holding_registers', '10', '--tls-ca', path.join(tlsDir, 'ca.crt')), { code: 1 }, 'TLS without a certificate');
+    t.match(await probe('read', 'holding_registers', '10', '--tls-ca', path.join(tlsDir, 'missing.crt')), { code: 1, out: /--tls-ca .*missing\.crt: ENOENT/ });
+    t.match(await probe('read', 'holding_registers', '10', '--tls-cert', 'x.crt'), { code: 2, out: '--tls-cert and --tls-key go together' });
+    process.emit('SIGINT');
+  });
+  t.equal(r.code, 0);
+  t.match(r.err, `plcguard in front of it on ${at} speaking Modbus/TCP Security`);
+  t.match(r.err, '--tls-cert');
+  t.equal(fs.existsSync(tlsDir), false, 'the throwaway folder is gone');
 });
 
 void t.test('run --redis: waits for a policy, stops on a signal', async (t) => {

@@ -228,7 +228,7 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
       put('plcguard_denials_total', { device, decision: 'denied', reason }, device === 'plc' ? v : 0);
       put('plcguard_denials_total', { device, decision: 'would_deny', reason }, 0);
     }
-    for (const reason of ['source_not_allowed', 'max_connections', 'max_connections_per_source', 'no_policy', 'shutting_down']) {
+    for (const reason of ['source_not_allowed', 'max_connections', 'max_connections_per_source', 'no_policy', 'shutting_down', 'tls_no_certificate', 'tls_unknown_ca', 'tls_expired', 'tls_revoked', 'tls_handshake_failed', 'identity_not_allowed']) {
       const v = (device === 'plc' && reason === 'source_not_allowed') || (device === 'dead' && reason === 'max_connections') ? 1 : 0;
       put('plcguard_refused_connections_total', { device, reason }, v);
     }

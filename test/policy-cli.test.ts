@@ -298,6 +298,7 @@ void t.test('check --json: the decision as one document, the same exit codes', a
       mode: 'enforce',
       on_deny: 'exception',
       source: '127.0.0.1',
+      role: null,
       unit: 1,
       request: 'FC3 read_holding_registers holding_registers 0-9',
       decision: 'allow',
@@ -409,5 +410,32 @@ void t.test('exception codes print in hex with their names', (t) => {
   t.equal(exceptionText(2), '0x02 (illegal data address)');
   t.equal(exceptionText(0x0b), '0x0B (gateway target device failed to respond)');
   t.equal(exceptionText(0x42), '0x42 (unknown exception code)');
+  t.end();
+});
+
+void t.test('check --role: what a client certificate role may do on a device with tls', async (t) => {
+  const file = policyFile('roles.yaml', `version: 1
+devices:
+  - name: d
+    listen: 127.0.0.1:802
+    upstream: 127.0.0.1:502
+    tls: { cert: s.crt, key: s.key, ca: ca.crt }
+    rules:
+      - { name: operators, roles: [Operator], read: { holding_registers: [0-9] }, write: { holding_registers: [0-9] } }
+      - { name: viewers, roles: [Viewer], read: { holding_registers: [0-9] } }
+`);
+  const op = await check(file, '--source', '10.0.0.1', '--role', 'Operator', 'write', 'holding_registers', '1=5');
+  t.equal(op.code, 0);
+  t.match(op.stdout[0], 'source: 10.0.0.1, role Operator, unit 1\n');
+  t.match(op.stdout[0], 'rule: operators');
+  const viewer = await check(file, '--json', '--source', '10.0.0.1', '--role', 'Viewer', 'write', 'holding_registers', '1=5');
+  t.equal(viewer.code, 3);
+  t.match(JSON.parse(viewer.stdout[0]!), { role: 'Viewer', decision: 'deny', reason: 'function_not_allowed', exception: 1, action: 'exception' });
+  const none = await check(file, '--source', '10.0.0.1', 'read', 'holding_registers', '0');
+  t.equal(none.code, 3);
+  t.match(none.stdout[0], 'action: refuse the connection after the handshake (no rule matches this source and role)');
+  const plain = await check(DEMO, '--source', '127.0.0.1', '--role', 'Operator', 'read', 'holding_registers', '0');
+  t.equal(plain.code, 2);
+  t.match(plain.stderr.join('\n'), '--role: device demo-plc has no tls, so its clients have no role');
   t.end();
 });

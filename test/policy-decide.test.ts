@@ -483,3 +483,70 @@ void t.test('every rule set is built at load: thousands of sources each find the
   t.equal(d.forSource('10.0.0.2').matches, false);
   t.end();
 });
+
+void t.test('roles: a rule with roles applies only to clients whose certificate carries one', (t) => {
+  const p = compile(`version: 1
+devices:
+  - name: d
+    listen: 127.0.0.1:802
+    upstream: 127.0.0.1:5021
+    tls: { cert: server.crt, key: server.key, ca: [ca.crt, old-ca.crt], crl: ca.crl }
+    rules:
+      - name: operators
+        roles: [Operator, Engineer]
+        read: { holding_registers: [0-99] }
+        write: { holding_registers: [{ addresses: 10-19, values: 0-100 }] }
+      - name: viewers
+        roles: [Viewer]
+        read: { holding_registers: [0-99] }
+      - name: engineers-on-site
+        roles: [Engineer]
+        sources: [10.0.0.0/8]
+        functions: [read_device_identification]
+      - name: anyone-authenticated
+        read: { input_registers: [0] }
+`);
+  const d = p.devices.get('d')!;
+  const as = (role: string | null, source: string, bytes: number[]): string => {
+    const adu = encodeAdu(1, 1, Buffer.from(bytes));
+    const dd = d.decide(d.forSource(source, role), decodeRequest(adu, 0, adu.length, reqBuf), out);
+    return dd.allow ? `allow ${dd.rule}` : `deny ${dd.reason} 0x${dd.exception.toString(16).padStart(2, '0')} ${dd.rule ?? '-'}`;
+  };
+  t.equal(as('Operator', '192.0.2.1', pdu.writeRegister(10, 100)), 'allow operators');
+  t.equal(as('Operator', '192.0.2.1', pdu.writeRegister(10, 101)), 'deny value_not_allowed 0x03 operators');
+  t.equal(as('Operator', '192.0.2.1', pdu.readHolding(0, 100)), 'allow operators');
+  t.equal(as('Viewer', '192.0.2.1', pdu.readHolding(0, 100)), 'allow viewers');
+  t.equal(as('Viewer', '192.0.2.1', pdu.writeRegister(10, 1)), 'deny function_not_allowed 0x01 -', 'a Viewer writes nothing: exception 01');
+  t.equal(as('Viewer', '192.0.2.1', pdu.readInput(0, 1)), 'allow anyone-authenticated');
+  // Roles and sources together: both must match.
+  t.equal(as('Engineer', '10.1.2.3', pdu.deviceId()), 'allow engineers-on-site');
+  t.equal(as('Engineer', '192.0.2.1', pdu.deviceId()), 'deny function_not_allowed 0x01 -');
+  t.equal(as('Engineer', '192.0.2.1', pdu.writeRegister(19, 0)), 'allow operators');
+  // No role, or a role no rule names: only rules without roles.
+  for (const role of [null, 'Guest', 'operator', 'Operator ']) {
+    t.equal(as(role, '192.0.2.1', pdu.readInput(0, 1)), 'allow anyone-authenticated', `${role}`);
+    t.equal(as(role, '192.0.2.1', pdu.readHolding(0, 1)), 'deny function_not_allowed 0x01 -', `${role}: exact match only`);
+    t.equal(d.forSource('192.0.2.1', role), d.forSource('192.0.2.1', null), `${role}: the no-role view`);
+  }
+  t.equal(d.forSource('192.0.2.1', 'Viewer').matches, true);
+  t.end();
+});
+
+void t.test('roles: a client whose identity matches no rule gets a view that matches nothing', (t) => {
+  const p = compile(`version: 1
+devices:
+  - name: d
+    listen: 127.0.0.1:802
+    upstream: 127.0.0.1:5021
+    tls: { cert: s.crt, key: s.key, ca: ca.crt }
+    rules:
+      - { roles: [Operator], sources: [10.0.0.0/8], read: { coils: [0] } }
+`);
+  const d = p.devices.get('d')!;
+  t.equal(d.forSource('10.0.0.1', 'Operator').matches, true);
+  t.equal(d.forSource('192.0.2.1', 'Operator').matches, false, 'the role, not the source');
+  t.equal(d.forSource('10.0.0.1', 'Viewer').matches, false, 'the source, not the role');
+  t.equal(d.forSource('10.0.0.1', null).matches, false, 'no role');
+  t.equal(d.forSource('not-an-ip', 'Operator').matches, false, 'no address');
+  t.end();
+});

@@ -269,7 +269,7 @@ void t.test('YAML corner cases', (t) => {
   t.strictSame(issues('version: 1\n? devices\n'), ['p.yaml:2:3: devices: got an empty value; expected a list of devices']);
   // An alias as a key is named, not resolved (the validator used to throw on it).
   t.strictSame(issues('x-k: &k name\nversion: 1\ndevices:\n  - *k : plc\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, upstream_connections, upstream_max_in_flight, mode, on_deny, limits, rate_limit, log_writes, rules)',
+    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, upstream_connections, upstream_max_in_flight, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules)',
     'p.yaml:4:5: devices[0].name: missing; expected a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters',
     'p.yaml:4:5: warning: devices[0]: no rules; this device denies everything',
   ]);
@@ -277,7 +277,7 @@ void t.test('YAML corner cases', (t) => {
     'p.yaml:2:10: warning: devices: empty; this policy serves nothing',
   ]);
   t.strictSame(issues('version: 1\ndevices:\n  - name: a\n    x-note: 1\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, upstream_connections, upstream_max_in_flight, mode, on_deny, limits, rate_limit, log_writes, rules',
+    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, upstream_connections, upstream_max_in_flight, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules',
     'p.yaml:3:5: warning: devices[0]: no rules; this device denies everything',
   ], 'x- keys only at the top level');
   // A long value is cut in the message.
@@ -429,5 +429,22 @@ void t.test('the JSON Schema accepts every valid policy and rejects structural m
     'wrong-version.yaml',
     'yaml-syntax.yaml',
   ]);
+  t.end();
+});
+
+void t.test('tls and roles', (t) => {
+  const head = 'version: 1\ndevices:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n';
+  t.strictSame(issues(`${head}    rules:\n      - { roles: [Operator], read: { coils: [0] } }\n`), [
+    'p.yaml:7:11: devices[0].rules[0].roles: the device has no tls, so no client has a role; expected tls: { cert, key, ca } on the device, or no roles',
+  ]);
+  t.strictSame(issues(`${head}    tls: { cert: s.crt, key: s.key, ca: [a.crt, b.crt], crl: c.crl }\n    upstream_tls: { ca: plc-ca.crt, cert: me.crt, key: me.key }\n    rules:\n      - { roles: [Operator], read: { coils: [0] } }\n      - { roles: [], read: { coils: [0] } }\n`), [
+    'p.yaml:10:18: warning: devices[0].rules[1].roles: empty; this rule can never match (omit roles to match any authenticated client)',
+  ]);
+  t.strictSame(issues(`${head}    tls: { cert: s.crt, ca: 5 }\n    rules:\n      - { roles: [' Operator'], read: { coils: [0] } }\n`), [
+    'p.yaml:6:10: devices[0].tls.key: missing; expected a file path',
+    'p.yaml:6:29: devices[0].tls.ca: got the number 5; expected a file path or a list of them',
+    'p.yaml:8:19: devices[0].rules[0].roles[0]: " Operator" is invalid; expected a role name (no leading or trailing space)',
+  ]);
+  t.strictSame(issues(`${head}    tls: [s.crt]\n    rules:\n      - { roles: [Operator], read: { coils: [0] } }\n`).length, 1, 'a broken tls: its own error only');
   t.end();
 });

@@ -382,6 +382,9 @@ export interface PolicyDevice {
   readonly upstream: string;
   /** Its `upstream_connections` and `upstream_max_in_flight`, when its clients share PLC connections. */
   readonly sharing?: { readonly connections: number; readonly maxInFlight: number };
+  /** Its `tls` and `upstream_tls` as written (paths): a proposal must not turn mbaps into plain Modbus/TCP. */
+  readonly tls?: Readonly<Record<string, unknown>>;
+  readonly upstreamTls?: Readonly<Record<string, unknown>>;
 }
 
 /** One Modbus server seen in the capture: a device of the proposed policy. */

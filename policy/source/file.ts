@@ -260,6 +260,9 @@ export class PolicyFileWatcher {
 /** A policy file, watched: valid edits apply live once settled, invalid ones are reported and skipped. */
 export class FilePolicySource implements PolicySource {
   private watcher: PolicyFileWatcher | null = null;
+  get baseDir(): string {
+    return path.dirname(path.resolve(this.name));
+  }
   constructor(
     readonly name: string,
     private readonly parse: PolicyParser,

@@ -15,6 +15,8 @@ export interface EventLog {
 export interface PolicySource {
   /** For logs: the file, or the Redis URL (without credentials) and key prefix. */
   readonly name: string;
+  /** A file's folder: what relative paths in the policy (certificates) resolve against. */
+  readonly baseDir?: string;
   /**
    * Starts following the source. A file returns its first parse at once; Redis returns null and
    * delivers through `onChange` when it can.

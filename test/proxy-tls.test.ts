@@ -1,0 +1,357 @@
+// Modbus/TCP Security end to end: real certificates (made by the openssl CLI in a temp folder),
+// plcguard terminating mbaps in front of a PLC stand-in that records every byte, and two TLS
+// client stacks: Node's and openssl s_client.
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { TestCa, opensslDate, type CertFiles } from '../demo/pki.js';
+import { RawClient, hexOf, req } from './fixtures/raw-client.js';
+import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
+import { startProxy, type TestProxy } from './fixtures/proxy.js';
+import { REFUSALS, type RefusalReason } from '../proxy/stats.js';
+import { subjectCn, verifyRefusal } from '../proxy/tls.js';
+import { parsePolicy } from '../policy/index.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-tls-'));
+t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+const ca = TestCa.create(dir);
+const otherCa = TestCa.create(dir, 'other-ca');
+// The listener's: server.crt and server.key, named by the policy.
+ca.issue('server', { cn: 'plc-gateway', server: true });
+const operator = ca.issue('operator', { cn: 'hmi-1', role: 'Operator' });
+const viewer = ca.issue('viewer', { cn: 'historian', role: 'Viewer' });
+const noRole = ca.issue('no-role', { cn: 'laptop' });
+const foreign = otherCa.issue('foreign', { cn: 'intruder', role: 'Operator' });
+// The other CA's client without a role (after rotation, when the other CA is the trusted one).
+const visitor = otherCa.issue('visitor', { cn: 'visitor' });
+const expired = ca.issue('expired', { cn: 'old-hmi', role: 'Operator', notBefore: opensslDate(-60), notAfter: opensslDate(-1) });
+const revoked = ca.issue('revoked', { cn: 'stolen-hmi', role: 'Operator' });
+// upstream_tls: plcguard's own certificate toward a PLC speaking mbaps, and that PLC's.
+ca.issue('gateway', { cn: 'plcguard', role: 'Operator' });
+const plcCert = ca.issue('mbaps-plc', { cn: 'plc-802', server: true });
+ca.revoke(revoked.cert);
+ca.writeCrl(path.join(dir, 'ca.crl'));
+// ca.crt is replaced by the rotation test: the original, for tests after it.
+fs.copyFileSync(ca.cert, path.join(dir, 'ca.crt.orig'));
+fs.copyFileSync(path.join(dir, 'server.key'), path.join(dir, 'server.key.orig'));
+
+const key = (c: CertFiles) => ({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
+const trust = { ca: fs.readFileSync(ca.cert) };
+
+// Relative paths: they resolve against the policy file's folder (the certificates' here).
+const policy = (plcPort: number, extra = '') => `version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plcPort}
+    tls: { cert: server.crt, key: server.key, ca: ca.crt, crl: ca.crl }
+${extra}    rules:
+      - name: operators
+        roles: [Operator]
+        read: { holding_registers: [0-99] }
+        write: { holding_registers: [{ addresses: 10-19, values: 0-1000 }] }
+      - name: viewers
+        roles: [Viewer]
+        read: { holding_registers: [0-99] }
+`;
+
+// Requests and the PLC stand-in's answers (normalReply: register i holds i), field by field.
+const READ_0_2 = req(1, 1, [0x03, 0x00, 0x00, 0x00, 0x02]); // FC3 start 0 qty 2
+const READ_0_2_OK = '000100000007010304' + '0000' + '0001'; // 4 bytes: registers 0, 1
+const WRITE_10 = req(2, 1, [0x06, 0x00, 0x0a, 0x01, 0xf4]); // FC6 register 10 = 500
+const WRITE_10_OK = hexOf(WRITE_10); // FC6 echoes the request
+const WRITE_10_TOO_HIGH = req(3, 1, [0x06, 0x00, 0x0a, 0x03, 0xe9]); // 1001: over the bound
+const exception = (tid: number, fc: number, code: number) => hexOf(Buffer.from([0, tid, 0, 0, 0, 3, 1, fc | 0x80, code]));
+
+let plc: RawPlc;
+let proxy: TestProxy;
+t.before(async () => {
+  plc = await startRawPlc();
+  proxy = await startProxy(policy(plc.port), { dir });
+});
+t.teardown(async () => {
+  await proxy.stop();
+  await plc.close();
+});
+
+const refused = (reason: RefusalReason): number => proxy.rt.server.stats.get('plc').refused[REFUSALS.indexOf(reason)]!;
+const plcBytes = (): number => plc.received.reduce((n, b) => n + b.length, 0);
+
+void t.test('an Operator writes what its rule allows; a Viewer only reads', async (t) => {
+  const op = await RawClient.connectTls(proxy.port, { ...trust, ...key(operator) });
+  t.equal(op.error, null);
+  op.send(READ_0_2);
+  t.equal(hexOf((await op.read())[0]!), READ_0_2_OK);
+  op.send(WRITE_10);
+  t.equal(hexOf((await op.read())[0]!), WRITE_10_OK);
+  op.send(WRITE_10_TOO_HIGH);
+  t.equal(hexOf((await op.read())[0]!), exception(3, 6, 0x03), 'a value outside the rule: 03');
+  op.close();
+
+  const before = plc.requests.length;
+  const view = await RawClient.connectTls(proxy.port, { ...trust, ...key(viewer) });
+  view.send(READ_0_2);
+  t.equal(hexOf((await view.read())[0]!), READ_0_2_OK);
+  view.send(WRITE_10);
+  t.equal(hexOf((await view.read())[0]!), exception(2, 6, 0x01), 'a Viewer writing: 01, as the Modbus/TCP Security spec says');
+  t.equal(plc.requests.length, before + 1, 'only the read reached the PLC');
+  view.close();
+  t.end();
+});
+
+void t.test('audit lines carry the role, subject CN and certificate fingerprint', async (t) => {
+  const fingerprint = new X509Certificate(fs.readFileSync(viewer.cert)).fingerprint256;
+  const opened = proxy.logged((l) => l.event === 'connection_opened' && l.subject_cn === 'historian');
+  const denied = proxy.logged((l) => l.event === 'deny' && l.subject_cn === 'historian');
+  const view = await RawClient.connectTls(proxy.port, { ...trust, ...key(viewer) });
+  view.send(WRITE_10);
+  await view.read();
+  await opened;
+  await denied;
+  const lines = proxy.logs.filter((l) => l.subject_cn === 'historian' && l.conn_id === proxy.logs.find((x) => x.event === 'deny' && x.subject_cn === 'historian')!.conn_id);
+  for (const l of lines) t.match(l, { role: 'Viewer', subject_cn: 'historian', cert_sha256: fingerprint }, String(l.event));
+  t.ok(lines.some((l) => l.event === 'deny'));
+  view.close();
+  t.end();
+});
+
+void t.test('every other identity is refused before a byte reaches the PLC', async (t) => {
+  const bytesBefore = plcBytes();
+  const cases: [string, RefusalReason, Parameters<typeof RawClient.connectTls>[1]][] = [
+    ['no certificate', 'tls_no_certificate', trust],
+    ['another CA', 'tls_unknown_ca', { ...trust, ...key(foreign) }],
+    ['expired', 'tls_expired', { ...trust, ...key(expired) }],
+    ['revoked', 'tls_revoked', { ...trust, ...key(revoked) }],
+    ['no role: no rule matches', 'identity_not_allowed', { ...trust, ...key(noRole) }],
+  ];
+  for (const [what, reason, options] of cases) {
+    const n = refused(reason);
+    const line = proxy.logged((l) => l.event === 'refused' && l.reason === reason);
+    const c = await RawClient.connectTls(proxy.port, options);
+    // TLS 1.3: the client may finish its side before the server refuses; what it sends is never read.
+    c.send(WRITE_10);
+    await c.closed;
+    await line;
+    t.equal(c.received.length, 0, `${what}: nothing back`);
+    t.equal(refused(reason), n + 1, `${what}: counted as ${reason}`);
+  }
+  const noRoleLine = proxy.logs.find((l) => l.event === 'refused' && l.reason === 'identity_not_allowed')!;
+  t.match(noRoleLine, { role: null, subject_cn: 'laptop', action: 'close' });
+
+  // Plain Modbus/TCP on the mbaps port: the TLS parser gets it, the PLC nothing.
+  const n = refused('tls_handshake_failed');
+  const plain = await RawClient.connect(proxy.port);
+  plain.send(READ_0_2);
+  await plain.closed;
+  t.equal(plain.received.length, 0, 'plain Modbus/TCP: nothing back that is Modbus');
+  t.equal(refused('tls_handshake_failed'), n + 1);
+  t.match(proxy.logs.findLast((l) => l.event === 'refused')!, { reason: 'tls_handshake_failed', detail: 'ERR_SSL_WRONG_VERSION_NUMBER' });
+
+  // TLS 1.1 is below what the spec allows.
+  const old = await RawClient.connectTls(proxy.port, { ...trust, ...key(operator), minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
+  await old.closed;
+  t.not(old.error, null, `TLS 1.1: ${old.error}`);
+  t.equal(plcBytes(), bytesBefore, 'no byte of any refused client reached the PLC');
+  t.end();
+});
+
+/** openssl s_client with `cert`: sends `request`, returns the first `n` bytes received. */
+async function sClient(port: number, cert: CertFiles, request: Buffer, n: number): Promise<Buffer> {
+  const p = spawn('openssl', ['s_client', '-quiet', '-verify_return_error', '-CAfile', ca.cert, '-cert', cert.cert, '-key', cert.key, '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = Buffer.alloc(0);
+  const got = new Promise<Buffer>((resolve, reject) => {
+    p.stdout.on('data', (chunk: Buffer) => {
+      out = Buffer.concat([out, chunk]);
+      if (out.length >= n) resolve(out);
+    });
+    p.on('exit', (code) => reject(new Error(`s_client exited ${code} after ${out.length} bytes`)));
+  });
+  p.stdin.write(request);
+  try {
+    return await got;
+  } finally {
+    p.kill();
+  }
+}
+
+void t.test('a TLS stack other than Node\'s: openssl s_client', async (t) => {
+  t.equal(hexOf(await sClient(proxy.port, operator, WRITE_10, WRITE_10.length)), WRITE_10_OK, 'Operator writes');
+  const denied = await sClient(proxy.port, viewer, WRITE_10, 9);
+  t.equal(hexOf(denied), exception(2, 6, 0x01), 'Viewer: exception 01');
+  t.end();
+});
+
+void t.test('rotation: new files for new connections, open ones stay; a broken file keeps the last good set', async (t) => {
+  const op = await RawClient.connectTls(proxy.port, { ...trust, ...key(operator) });
+  op.send(READ_0_2);
+  await op.read();
+
+  // Trust the other CA instead, with its CRL: both made aside, then renamed into place at once
+  // (as config management does), so the change settles into one reload.
+  const reloaded = proxy.logged((l) => l.event === 'tls_reloaded', proxy.logs.length);
+  otherCa.writeCrl(path.join(dir, 'ca.crl.new'));
+  fs.copyFileSync(otherCa.cert, path.join(dir, 'ca.crt.new'));
+  fs.renameSync(path.join(dir, 'ca.crt.new'), path.join(dir, 'ca.crt'));
+  fs.renameSync(path.join(dir, 'ca.crl.new'), path.join(dir, 'ca.crl'));
+  await reloaded;
+  const n = refused('tls_unknown_ca');
+  const oldCa = await RawClient.connectTls(proxy.port, { ...trust, ...key(operator) });
+  await oldCa.closed;
+  t.equal(refused('tls_unknown_ca'), n + 1, 'a new connection with the old CA\'s certificate is refused');
+  const newCa = await RawClient.connectTls(proxy.port, { ...trust, ...key(foreign) });
+  newCa.send(READ_0_2);
+  t.equal(hexOf((await newCa.read())[0]!), READ_0_2_OK, 'the new CA\'s Operator is served');
+  newCa.close();
+  op.send(WRITE_10);
+  t.equal(hexOf((await op.read())[0]!), WRITE_10_OK, 'the connection opened before rotation stays');
+
+  const rejected = proxy.logged((l) => l.event === 'tls_rejected', proxy.logs.length);
+  fs.writeFileSync(path.join(dir, 'server.key'), 'not a key\n');
+  await rejected;
+  t.match(proxy.logs.findLast((l) => l.event === 'tls_rejected')!, { device: 'plc', kept: 'last good certificates' });
+  const still = await RawClient.connectTls(proxy.port, { ...trust, ...key(foreign) });
+  still.send(READ_0_2);
+  t.equal(hexOf((await still.read())[0]!), READ_0_2_OK, 'served with the last good set');
+  still.close();
+  op.close();
+  const restored = proxy.logged((l) => l.event === 'tls_reloaded', proxy.logs.length);
+  fs.copyFileSync(path.join(dir, 'server.key.orig'), path.join(dir, 'server.key'));
+  await restored;
+  t.end();
+});
+
+void t.test('a policy whose certificates cannot be read is rejected whole; the last good one stays', async (t) => {
+  await proxy.rewrite(policy(plc.port).replace('cert: server.crt', 'cert: missing.crt'));
+  t.match(proxy.logs.findLast((l) => l.event === 'policy_rejected')!, { errors: [/missing\.crt/], kept: 'last good policy' });
+  const c = await RawClient.connectTls(proxy.port, { ...trust, ...key(foreign) });
+  c.send(READ_0_2);
+  t.equal(hexOf((await c.read())[0]!), READ_0_2_OK);
+  c.close();
+  t.end();
+});
+
+void t.test('SIGHUP or a push with the same files reads them again; a handshake under way at shutdown ends', async (t) => {
+  const reloaded = proxy.logged((l) => l.event === 'tls_reloaded', proxy.logs.length);
+  await proxy.rewrite(policy(plc.port).replace('    rules:', '    description: same files\n    rules:'));
+  await reloaded;
+  t.pass('read again');
+  t.end();
+});
+
+void t.test('a tls device that cannot listen fails the apply whole; its certificates are let go', async (t) => {
+  const taken = `${policy(plc.port)}  - name: second
+    listen: 127.0.0.1:${plc.port}
+    upstream: 127.0.0.1:${plc.port}
+    tls: { cert: server.crt, key: server.key, ca: ca.crt }
+    rules:
+      - read: { coils: [0] }
+`;
+  await proxy.rewrite(taken);
+  t.match(proxy.logs.findLast((l) => l.event === 'policy_rejected')!, { errors: [/EADDRINUSE/], kept: 'last good policy' });
+  t.end();
+});
+
+void t.test('monitor mode: an identity no rule matches is served and its requests counted as would-deny', async (t) => {
+  const n = refused('identity_not_allowed');
+  // Open across the reload: its next request is judged by the new policy, with its role.
+  const open = await RawClient.connectTls(proxy.port, { ...trust, ...key(foreign) });
+  open.send(READ_0_2);
+  await open.read();
+  await proxy.rewrite(policy(plc.port, '    mode: monitor\n'));
+  open.send(WRITE_10);
+  t.equal(hexOf((await open.read())[0]!), WRITE_10_OK, 'the open Operator connection, after the reload');
+  open.close();
+  const c = await RawClient.connectTls(proxy.port, { ...trust, ...key(visitor) });
+  c.send(READ_0_2);
+  t.equal(hexOf((await c.read())[0]!), READ_0_2_OK, 'forwarded');
+  c.close();
+  t.equal(refused('identity_not_allowed'), n);
+  t.match(proxy.logs.findLast((l) => l.event === 'would_deny')!, { subject_cn: 'visitor', role: null, reason: 'source_not_allowed' });
+  t.end();
+});
+
+void t.test('a handshake under way at shutdown is ended and counted', async (t) => {
+  const p = await startProxy(policy(plc.port), { dir });
+  const silent = await RawClient.connect(p.port);
+  // Accepted in order: once a later client is served, the silent one is in its handshake.
+  const op = await RawClient.connectTls(p.port, { ...trust, ...key(foreign) });
+  op.send(READ_0_2);
+  await op.read();
+  const line = p.logged((l) => l.event === 'refused' && l.reason === 'tls_handshake_failed');
+  await p.stop();
+  await silent.closed;
+  await line;
+  t.match(p.logs.findLast((l) => l.event === 'refused')!, { reason: 'tls_handshake_failed', detail: 'closed during the handshake' });
+  t.end();
+});
+
+void t.test('pure helpers', (t) => {
+  t.equal(subjectCn(undefined), '');
+  t.equal(subjectCn({}), '');
+  t.equal(subjectCn({ CN: ['a', 'b'] }), 'a,b');
+  t.equal(verifyRefusal(true, 'CERT_NOT_YET_VALID'), 'tls_expired');
+  t.equal(verifyRefusal(true, 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
+  t.equal(verifyRefusal(true, 'CERT_UNTRUSTED'), 'tls_handshake_failed');
+  t.end();
+});
+
+void t.test('learn mode on an mbaps device sharing its PLC connection: the proposal stays mbaps and shared', async (t) => {
+  const p = await startProxy(
+    `version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plc.port}
+    tls: { cert: server.crt, key: server.key, ca: [ca.crt.orig] }
+    upstream_connections: 1
+    mode: learn
+    rules: []
+`,
+    { dir, admin: true },
+  );
+  t.teardown(() => p.stop());
+  const op = await RawClient.connectTls(p.port, { ...trust, ...key(operator) });
+  op.send(READ_0_2);
+  t.equal(hexOf((await op.read())[0]!), READ_0_2_OK);
+  op.close();
+  const proposal = await (await fetch(`http://127.0.0.1:${p.rt.adminPort}/learn/proposal`)).text();
+  t.match(proposal, `    upstream: 127.0.0.1:${plc.port}\n    upstream_connections: 1\n    upstream_max_in_flight: 1\n    tls: {"cert":"server.crt","key":"server.key","ca":["ca.crt.orig"]}\n    mode: enforce\n`);
+  t.strictSame(parsePolicy(proposal, path.join(dir, 'proposal.yaml')).errors, [], 'policy validate passes');
+});
+
+void t.test('upstream_tls: plcguard is an mbaps client with its own certificate toward a PLC that speaks it', async (t) => {
+  // A PLC speaking mbaps: it wants plcguard's certificate and echoes every request (FC6 does).
+  const peers: string[] = [];
+  const mbapsPlc = tls.createServer({ ...key(plcCert), ...trust, requestCert: true, rejectUnauthorized: true }, (s) => {
+    peers.push(subjectCn(s.getPeerCertificate().subject));
+    s.on('data', (d: Buffer) => s.write(d));
+  });
+  mbapsPlc.listen(0, '127.0.0.1');
+  await once(mbapsPlc, 'listening');
+  const plcPort = (mbapsPlc.address() as AddressInfo).port;
+  const p = await startProxy(`version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plcPort}
+    upstream_tls: { ca: [ca.crt.orig], cert: gateway.crt, key: gateway.key }
+    rules:
+      - write: { holding_registers: [10] }
+`, { dir });
+  const c = await RawClient.connect(p.port);
+  c.send(WRITE_10);
+  t.equal(hexOf((await c.read())[0]!), WRITE_10_OK);
+  t.strictSame(peers, ['plcguard'], 'the PLC saw plcguard\'s certificate');
+  c.close();
+  await p.stop();
+  mbapsPlc.close();
+  t.end();
+});
