@@ -84,12 +84,14 @@ export function buildMix(name: MixName): RequestSpec[] {
 }
 
 /** The ways from the load generator to the PLC. */
-export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000';
+export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'haproxy';
 export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct',
   relay: 'pipe relay',
   plcguard: 'plcguard',
   'plcguard-1000': 'plcguard 1k rules',
+  // A C relay for scale (mode tcp, one thread); measured only when `haproxy` is on PATH.
+  haproxy: 'haproxy',
 };
 
 export interface Scenario {
@@ -108,9 +110,16 @@ export interface Scenario {
    * path the same mix of those states, so the per-round deltas converge.
    */
   roundsFactor?: number;
+  /**
+   * HMI rate: each connection polls once per intervalMs, open loop (`outstanding` is unused), and
+   * the rounds' latencies are pooled so that every path has at least `samplesPerPath` of them for
+   * its percentiles; the round length follows from those (see run.ts).
+   */
+  paced?: { intervalMs: number; samplesPerPath: number };
 }
 
 const THREE: PathName[] = ['direct', 'relay', 'plcguard'];
+const HMI_PATHS: PathName[] = ['direct', 'relay', 'plcguard', 'haproxy'];
 
 export const SCENARIOS: readonly Scenario[] = [
   { id: 'latency-1x1', title: '1 conn × 1 outstanding (an HMI): latency', connections: 1, outstanding: 1, mix: 'read', paths: THREE, scrapeMetrics: false, roundsFactor: 3 },
@@ -127,4 +136,25 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   { id: 'deny-10pct-16x8', title: '16 × 8, mixed functions, 10% denied', connections: 16, outstanding: 8, mix: 'mixed-deny', paths: THREE, scrapeMetrics: false },
   { id: 'metrics-16x8', title: '16 × 8 with /metrics scraped every second', connections: 16, outstanding: 8, mix: 'read', paths: THREE, scrapeMetrics: true },
+  // Where plants live: the proxy sleeps between polls, so every request is a wake-up.
+  {
+    id: 'hmi-1x50hz',
+    title: '1 HMI polling FC3 every 20 ms (50 req/s, open loop): wake-up latency',
+    connections: 1,
+    outstanding: 1,
+    mix: 'read',
+    paths: HMI_PATHS,
+    scrapeMetrics: false,
+    paced: { intervalMs: 20, samplesPerPath: 1500 },
+  },
+  {
+    id: 'hmi-10x50hz',
+    title: '10 HMIs each polling FC3 every 20 ms (500 req/s, open loop)',
+    connections: 10,
+    outstanding: 1,
+    mix: 'read',
+    paths: HMI_PATHS,
+    scrapeMetrics: false,
+    paced: { intervalMs: 20, samplesPerPath: 4000 },
+  },
 ];
