@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nextMessage, type LoadMessage, type LoadResult, type PacedConfig, type PlcMessage } from './ipc.js';
+import net from 'node:net';
 import { freePort, connectLocal } from './lib/net.js';
 import { cpuSeconds, fileLimits, foreignCpuSeconds, rssBytes } from './lib/procfs.js';
 import { startPlcguard, stopChild, type Proc } from './lib/process.js';
@@ -32,6 +33,8 @@ export interface PlantOptions {
   /** Measured seconds per phase (direct, then through plcguard); the reload is in the middle of the latter. */
   durationSeconds: number;
   progress: (line: string) => void;
+  /** Where the plant's plcguard writes a V8 CPU profile (run.ts --cpu-prof); none when null. */
+  cpuProfDir?: string | null;
 }
 
 /** `npm run bench`: the plant of the issue. */
@@ -102,6 +105,10 @@ const SETTLE_MS = 1000;
 const RSS_SAMPLE_MS = 200;
 /** Descriptors a process needs beyond its sockets: node's own, stdio, the policy watcher, admin. */
 const FD_SLACK = 100;
+/** Linux's default ephemeral range starts here (/proc/sys/net/ipv4/ip_local_port_range). */
+const EPHEMERAL_LOW_DEFAULT = 32768;
+/** Below this, ports are well-known or registered services'. */
+const LOWEST_LISTEN_PORT = 10_000;
 
 /** The plant's policy: one device per PLC; `version` 2 widens every device's reads (the live change). */
 export function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[], clientsPerDevice: number, version: 1 | 2): string {
@@ -140,11 +147,27 @@ function raiseFdLimit(pid: number, n: number): string | null {
   return r.status === 0 ? null : (r.stderr || r.error?.message || `exit ${r.status}`).trim();
 }
 
-/** Distinct free ports on 127.0.0.1 (released: see freePort). */
-async function freePorts(n: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < n) ports.add(await freePort());
-  return [...ports];
+/**
+ * `n` ports on 127.0.0.1 free now, from just below the kernel's ephemeral range down: ports that
+ * bind(0) and connect() never hand out, so the plant's own 10,000 client connections (and other
+ * jobs' tests) can't take one between this check and plcguard's listen.
+ */
+async function listenPorts(n: number): Promise<number[]> {
+  const low = Number(/^(\d+)/.exec(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? EPHEMERAL_LOW_DEFAULT);
+  const ports: number[] = [];
+  for (let port = low - 1; ports.length < n && port >= LOWEST_LISTEN_PORT; port--) {
+    const server = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) {
+      ports.push(port);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+  if (ports.length < n) throw new Error(`plant: only ${ports.length} free ports below the ephemeral range, ${n} needed`);
+  return ports;
 }
 
 /** Sends FC3 at PROBE_ADDRESS to every port, a connection each; resolves how many got `expect`. */
@@ -239,14 +262,16 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     progress(`plant: ${devices} PLCs (pid ${plc.pid}), load generator pid ${load.pid}`);
 
     // Memory per listener: RSS at start with one device and with all of them.
-    const listenPorts = await freePorts(devices);
+    const ports = await listenPorts(devices);
     const startGuard = async (name: string, n: number): Promise<{ g: Proc; file: string; seconds: number; adminPort: number }> => {
       const file = path.join(tmp, `${name}.yaml`);
-      fs.writeFileSync(file, plantPolicy(listenPorts.slice(0, n), plcPorts, clientsPerDevice, 1));
+      fs.writeFileSync(file, plantPolicy(ports.slice(0, n), plcPorts, clientsPerDevice, 1));
       const adminPort = await freePort();
       const t0 = performance.now();
       // Every line kept: the reload is found as the second policy_loaded line (a few MB at most).
-      const g = startPlcguard(name, ['run', '--policy', file, '--admin', `127.0.0.1:${adminPort}`]);
+      const g = startPlcguard(name, ['run', '--policy', file, '--admin', `127.0.0.1:${adminPort}`], {
+        nodeArgs: opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [],
+      });
       kids.add(g.child);
       await g.waitForEvent('policy_loaded', START_TIMEOUT_MS);
       return { g, file, seconds: (performance.now() - t0) / 1000, adminPort };
@@ -345,12 +370,12 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     await delay(SETTLE_MS);
     const rssListening = rssBytes(guardPid);
     progress(`plant: plcguard pid ${guardPid}, ${devices} devices listening after ${all.seconds.toFixed(2)} s, RSS ${(rssListening / 1048576).toFixed(1)} MiB (1 device: ${(rssOne / 1048576).toFixed(1)} MiB)`);
-    const deniedBefore = await probeAll(listenPorts, false);
+    const deniedBefore = await probeAll(ports, false);
 
     let reloadSeconds = NaN;
     const reload = async (): Promise<void> => {
       const tmpFile = `${all.file}.tmp`;
-      fs.writeFileSync(tmpFile, plantPolicy(listenPorts, plcPorts, clientsPerDevice, 2));
+      fs.writeFileSync(tmpFile, plantPolicy(ports, plcPorts, clientsPerDevice, 2));
       const loaded = all.g.waitForEvent('policy_loaded', RELOAD_TIMEOUT_MS, 2);
       const t0 = performance.now();
       fs.renameSync(tmpFile, all.file);
@@ -360,8 +385,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       progress(`plant: policy change on all ${devices} devices applied in ${(reloadSeconds * 1000).toFixed(0)} ms, under load`);
     };
     progress(`plant: through plcguard, ${clients} clients × ${1000 / intervalMs} req/s, policy reload mid-window`);
-    const guarded = await phase(listenPorts, guardPid, true, reload);
-    const allowedAfter = await probeAll(listenPorts, true);
+    const guarded = await phase(ports, guardPid, true, reload);
+    const allowedAfter = await probeAll(ports, true);
     const g = guarded.phase;
     progress(
       `plant: plcguard ${Math.round(g.requestsPerSecond)} req/s, p50 ${g.p50Us.toFixed(0)} µs, p99 ${g.p99Us.toFixed(0)} µs, ${(g.proxyCores ?? 0).toFixed(2)} cores, ` +

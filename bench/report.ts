@@ -32,6 +32,8 @@ export interface CpuFigures {
    */
   proxyReadsPerRequest: number | null;
   proxyWritesPerRequest: number | null;
+  /** Times the proxy's event loop slept and was woken, per request (/proc/PID/status). */
+  proxyWakeupsPerRequest: number | null;
 }
 
 /** One scenario × path × round. In the JSON file, errorKinds and errorSamples appear only when errors > 0 and scrapes only when scraped. */
@@ -182,6 +184,7 @@ export function summarizePath(path: PathName, runs: readonly RunRecord[]): PathS
     otherCores: median(runs.map((r) => r.cpu.otherCores)),
     proxyReadsPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyReadsPerRequest)),
     proxyWritesPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyWritesPerRequest)),
+    proxyWakeupsPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyWakeupsPerRequest)),
     proxyPeakRssBytes: nullableMax(runs.map((r) => r.rss.proxyPeakBytes)),
     proxyIdleRssBytes: nullableMedian(runs.map((r) => r.rss.proxyIdleBytes)),
     sent: runs.reduce((n, r) => n + r.sent, 0),
@@ -478,7 +481,7 @@ function rows(s: ScenarioSummary): string[][] {
   ]);
 }
 
-const PACED_COLUMNS = ['path', 'polls', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', 'added p50', 'added p90', 'added p99', 'added p99.9', 'proxy µs/req', 'proxy rd+wr/req', 'other cores'];
+const PACED_COLUMNS = ['path', 'polls', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', 'added p50', 'added p90', 'added p99', 'added p99.9', 'proxy µs/req', 'proxy rd+wr/req', 'proxy wake-ups/req', 'other cores'];
 
 /** HMI-rate scenarios: every round's polls pooled per path; "added" is over the direct path's. */
 function pacedRows(s: ScenarioSummary): string[][] {
@@ -500,6 +503,7 @@ function pacedRows(s: ScenarioSummary): string[][] {
       signed(a?.p999Us),
       num(p.proxyUsPerRequest, 2),
       p.proxyReadsPerRequest === null || p.proxyWritesPerRequest === null ? '–' : `${p.proxyReadsPerRequest.toFixed(2)}+${p.proxyWritesPerRequest.toFixed(2)}`,
+      num(p.proxyWakeupsPerRequest, 2),
       num(p.otherCores, 2),
     ];
   });
@@ -507,8 +511,8 @@ function pacedRows(s: ScenarioSummary): string[][] {
 
 const tableOf = (s: ScenarioSummary): { head: string[]; body: string[][] } => (s.paced ? { head: PACED_COLUMNS, body: pacedRows(s) } : { head: COLUMNS, body: rows(s) });
 
-/** The plant scenario, as lines (the same in the text report and the Markdown). */
-function plantLines(p: PlantResult): string[] {
+/** The plant scenario, as lines (the same in the text report, the Markdown and the soak's log). */
+export function plantLines(p: PlantResult): string[] {
   const phase = (name: string, x: PlantResult['direct']): string =>
     `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
   return [

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { httpGet } from './lib/http.js';
-import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls } from './lib/procfs.js';
+import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls, wakeups } from './lib/procfs.js';
 import { connectLocal, freePort } from './lib/net.js';
 import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
 import { delay, until } from './lib/wait.js';
@@ -240,6 +240,7 @@ interface Snap {
   foreign: number;
   proxy: number | null;
   proxyIo: { reads: number; writes: number } | null;
+  proxyWakeups: number | null;
   plc: number;
   load: number;
 }
@@ -305,6 +306,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     foreign: foreignCpuSeconds(ourPids()),
     proxy: pids.proxy === null ? null : cpuSeconds(pids.proxy),
     proxyIo: pids.proxy === null ? null : syscalls(pids.proxy),
+    proxyWakeups: pids.proxy === null ? null : wakeups(pids.proxy),
     plc: cpuSeconds(pids.plc),
     load: cpuSeconds(pids.load),
   });
@@ -379,6 +381,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
       totalCores: ((proxyCpu ?? 0) + plcCpu + loadCpu) / wall,
       proxyReadsPerRequest: a.proxyIo === null || b.proxyIo === null ? null : (b.proxyIo.reads - a.proxyIo.reads) / n,
       proxyWritesPerRequest: a.proxyIo === null || b.proxyIo === null ? null : (b.proxyIo.writes - a.proxyIo.writes) / n,
+      proxyWakeupsPerRequest: a.proxyWakeups === null || b.proxyWakeups === null ? null : (b.proxyWakeups - a.proxyWakeups) / n,
       otherCores: Math.max(0, (b.foreign - a.foreign) / wall),
     },
     rss: { proxyIdleBytes: proxyIdle, proxyPeakBytes: proxyPeak },
@@ -604,7 +607,7 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
     let plant: PlantResult | null = null;
     if (wantPlant && included) {
       // Its own processes: the plant's PLCs, a fresh plcguard and load generator (bench/plant.ts).
-      plant = await runPlant({ ...(opts.quick ? QUICK_PLANT : FULL_PLANT), progress });
+      plant = await runPlant({ ...(opts.quick ? QUICK_PLANT : FULL_PLANT), progress, cpuProfDir });
     }
 
     plc.child.send({ type: 'stats' });
