@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nextMessage, type LoadMessage, type LoadResult, type PacedConfig, type PlcMessage } from './ipc.js';
 import net from 'node:net';
+import { httpGet } from './lib/http.js';
 import { freePort, connectLocal } from './lib/net.js';
 import { cpuSeconds, fileLimits, foreignCpuSeconds, rssBytes } from './lib/procfs.js';
 import { startPlcguard, stopChild, type Proc } from './lib/process.js';
@@ -54,6 +55,8 @@ export interface PlantPhase {
   plcCores: number;
   loadCores: number;
   otherCores: number;
+  /** plcguard's longest event-loop stall in the phase (null for the direct path). */
+  loopStallMs: number | null;
   sent: number;
   verified: number;
   errors: number;
@@ -80,7 +83,10 @@ export interface PlantResult {
   connectSeconds: number;
   rssPeakBytes: number;
   direct: PlantPhase;
+  /** Through plcguard, steady (no reload). */
   plcguard: PlantPhase;
+  /** Through plcguard again, the live policy change in the middle of the window. */
+  reloadPhase: PlantPhase;
   /** pXX through plcguard − pXX direct. */
   addedP50Us: number;
   addedP99Us: number;
@@ -111,7 +117,7 @@ const EPHEMERAL_LOW_DEFAULT = 32768;
 const LOWEST_LISTEN_PORT = 10_000;
 
 /** The plant's policy: one device per PLC; `version` 2 widens every device's reads (the live change). */
-export function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[], clientsPerDevice: number, version: 1 | 2): string {
+function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[], clientsPerDevice: number, version: 1 | 2): string {
   const lines = ['version: 1', 'defaults:', '  mode: enforce', '  on_deny: exception', 'devices:'];
   for (let i = 0; i < listenPorts.length; i++) {
     lines.push(
@@ -207,10 +213,10 @@ async function probeAll(ports: readonly number[], allowed: boolean): Promise<num
 
 class Children {
   private readonly all = new Set<ChildProcess>();
+  /** Forks one of the bench's own processes (no inherited flags: no loaders, no profilers). */
   fork(script: string, args: string[]): ChildProcess {
     const child = fork(path.join(HERE, script), args, { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.all.add(child);
-    child.on('exit', () => this.all.delete(child));
+    this.add(child);
     return child;
   }
   add(child: ChildProcess): void {
@@ -228,7 +234,7 @@ class Children {
 type Opened = Extract<LoadMessage, { type: 'idle-opened' }>;
 type Result = Extract<LoadMessage, { type: 'result' }>;
 
-/** Runs the plant; `onWindow` (plcguard phase only) is called once its window is half over. */
+/** Runs the plant: the baseline straight to the PLCs, then through plcguard with the live policy change half-way. */
 export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
   const { devices, progress } = opts;
   let { clientsPerDevice, intervalMs } = opts;
@@ -288,7 +294,23 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       const bad = guardLog?.events().filter((e) => String(e.event).startsWith('upstream_')) ?? [];
       return bad.length === 0 ? '' : `; plcguard logged ${bad.length} upstream events, first: ${JSON.stringify(bad[0])}`;
     };
-    const phase = async (ports: number[], proxyPid: number | null, enforced: boolean, midWindow: (() => Promise<void>) | null): Promise<{ opened: Opened; result: LoadResult; phase: PlantPhase; peak: number; connectSeconds: number; rssConnected: number }> => {
+    /**
+     * plcguard's longest event-loop stall since the last call, ms (prom-client's loop-delay
+     * histogram, which each scrape resets): what a reload's compile blocks everything for.
+     */
+    const stallMs = async (adminPort: number | null): Promise<number | null> => {
+      if (adminPort === null) return null;
+      const body = (await httpGet(adminPort, '/metrics')).body;
+      const v = Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(body)?.[1]);
+      return Number.isFinite(v) ? v * 1000 : null;
+    };
+    const phase = async (
+      ports: number[],
+      proxy: { pid: number; adminPort: number } | null,
+      enforced: boolean,
+      midWindow: (() => Promise<void>) | null,
+    ): Promise<{ opened: Opened; result: LoadResult; phase: PlantPhase; peak: number; connectSeconds: number; rssConnected: number }> => {
+      const proxyPid = proxy?.pid ?? null;
       const t0 = performance.now();
       const opened = nextMessage<Opened>(load, 'idle-opened', `${clients} plant clients`, OPEN_TIMEOUT_MS);
       load.send({ type: 'idle-open', config: { ports, connections: clients, mix: 'read', enforced } });
@@ -297,6 +319,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       if (o.opened !== clients || o.errors > 0) throw new Error(`plant: ${o.opened} of ${clients} clients connected, ${o.errors} errors: ${o.errorSamples.join('; ')}${upstreamTrouble()}`);
       await delay(SETTLE_MS);
       const rssConnected = proxyPid === null ? 0 : rssBytes(proxyPid);
+      await stallMs(proxy?.adminPort ?? null);
       let peak = rssConnected;
       const config: PacedConfig = { intervalMs, warmupMs: opts.warmupSeconds * 1000, durationMs: opts.durationSeconds * 1000 };
       const snap = (): { t: number; proxy: number | null; plc: number; load: number; foreign: number } => ({
@@ -329,6 +352,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
         load.off('message', onMessage);
         if (win.sampler) clearInterval(win.sampler);
       }
+      const loopStallMs = await stallMs(proxy?.adminPort ?? null);
       const closed = nextMessage(load, 'idle-closed', 'closing plant clients', START_TIMEOUT_MS);
       load.send({ type: 'idle-close' });
       await closed;
@@ -351,6 +375,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
           plcCores: (b.plc - a.plc) / wall,
           loadCores: (b.load - a.load) / wall,
           otherCores: Math.max(0, (b.foreign - a.foreign) / wall),
+          loopStallMs,
           sent: result.sent,
           verified: result.verified,
           errors: result.errors,
@@ -384,19 +409,28 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       reloadSeconds = (performance.now() - t0) / 1000;
       progress(`plant: policy change on all ${devices} devices applied in ${(reloadSeconds * 1000).toFixed(0)} ms, under load`);
     };
-    progress(`plant: through plcguard, ${clients} clients × ${1000 / intervalMs} req/s, policy reload mid-window`);
-    const guarded = await phase(ports, guardPid, true, reload);
+    const describe = (what: string, x: { phase: PlantPhase; peak: number }): void =>
+      progress(
+        `plant: ${what} ${Math.round(x.phase.requestsPerSecond)} req/s, p50 ${x.phase.p50Us.toFixed(0)} µs, p99 ${x.phase.p99Us.toFixed(0)} µs, ` +
+          `${(x.phase.proxyCores ?? 0).toFixed(2)} cores, peak RSS ${(x.peak / 1048576).toFixed(1)} MiB, ${x.phase.errors} errors (others ${x.phase.otherCores.toFixed(2)} cores)`,
+      );
+    // Steady state first, then the same load again with the live change in the middle: a reload
+    // stalls the event loop while it compiles, and its backlog must not be read as steady latency.
+    progress(`plant: through plcguard, ${clients} clients × ${(1000 / intervalMs).toFixed(2)} req/s`);
+    const guarded = await phase(ports, { pid: guardPid, adminPort: all.adminPort }, true, null);
+    describe('plcguard', guarded);
+    progress('plant: again, with a policy change on every device mid-window');
+    const reloaded = await phase(ports, { pid: guardPid, adminPort: all.adminPort }, true, reload);
+    describe('plcguard with the reload', reloaded);
     const allowedAfter = await probeAll(ports, true);
     const g = guarded.phase;
-    progress(
-      `plant: plcguard ${Math.round(g.requestsPerSecond)} req/s, p50 ${g.p50Us.toFixed(0)} µs, p99 ${g.p99Us.toFixed(0)} µs, ${(g.proxyCores ?? 0).toFixed(2)} cores, ` +
-        `peak RSS ${(guarded.peak / 1048576).toFixed(1)} MiB, ${g.errors} errors (others ${g.otherCores.toFixed(2)} cores)`,
-    );
     await all.g.stop();
     const clean =
       direct.phase.errors === 0 &&
       g.errors === 0 &&
       g.verified === g.sent &&
+      reloaded.phase.errors === 0 &&
+      reloaded.phase.verified === reloaded.phase.sent &&
       direct.phase.verified === direct.phase.sent &&
       deniedBefore === devices &&
       allowedAfter === devices &&
@@ -414,9 +448,10 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       rssConnectedBytes: guarded.rssConnected,
       bytesPerIdleClient: Math.max(0, guarded.rssConnected - rssListening) / clients,
       connectSeconds: guarded.connectSeconds,
-      rssPeakBytes: guarded.peak,
+      rssPeakBytes: Math.max(guarded.peak, reloaded.peak),
       direct: direct.phase,
       plcguard: g,
+      reloadPhase: reloaded.phase,
       addedP50Us: g.p50Us - direct.phase.p50Us,
       addedP99Us: g.p99Us - direct.phase.p99Us,
       reloadSeconds,

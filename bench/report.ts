@@ -429,7 +429,7 @@ function plantTargets(plant: PlantResult | null, out: TargetResult[], missing: M
   add('plant-p99', 'plant: p99 added over direct', `≤ ${fmtUs(TARGETS.plantAddedP99Us)}`, (p) => [`+${fmtUs(p.addedP99Us)} (p50 +${fmtUs(p.addedP50Us)})`, p.addedP99Us <= TARGETS.plantAddedP99Us]);
   add('plant-startup', 'plant: start to every device listening', `≤ ${TARGETS.plantStartupSeconds} s`, (p) => [`${p.startupSeconds.toFixed(2)} s`, p.startupSeconds <= TARGETS.plantStartupSeconds]);
   add('plant-reload', 'plant: policy change on every device, live, nothing dropped', `≤ ${TARGETS.plantReloadSeconds} s, 0 errors`, (p) => [
-    `${p.reloadSeconds.toFixed(2)} s, ${p.plcguard.errors} errors, ${p.reloadVerifiedDevices}/${p.devices} devices on the new policy`,
+    `${p.reloadSeconds.toFixed(2)} s, ${p.reloadPhase.errors} errors, ${p.reloadVerifiedDevices}/${p.devices} devices on the new policy`,
     p.reloadSeconds <= TARGETS.plantReloadSeconds && p.clean,
   ]);
 }
@@ -514,11 +514,12 @@ const tableOf = (s: ScenarioSummary): { head: string[]; body: string[][] } => (s
 /** The plant scenario, as lines (the same in the text report, the Markdown and the soak's log). */
 export function plantLines(p: PlantResult): string[] {
   const phase = (name: string, x: PlantResult['direct']): string =>
-    `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
+    `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${x.loopStallMs === null ? '' : `longest event-loop stall ${x.loopStallMs.toFixed(0)} ms; `}${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
   return [
     `${p.devices} devices × ${p.clients / p.devices} clients (${int(p.clients)} connections) polling every ${p.intervalMs.toFixed(0)} ms: ${int(p.requestsPerSecondOffered)} req/s offered; descriptors: ${p.fileDescriptors}`,
     phase('direct to the PLCs', p.direct),
     phase('through plcguard', p.plcguard),
+    phase('through plcguard, policy change mid-window', p.reloadPhase),
     `added by plcguard: p50 +${fmtUs(p.addedP50Us)}, p99 +${fmtUs(p.addedP99Us)}`,
     `startup to all ${p.devices} listening: ${p.startupSeconds.toFixed(2)} s; ${int(p.clients)} clients connected (each with its PLC connection) in ${p.connectSeconds.toFixed(2)} s`,
     `RSS: 1 device ${fmtMiB(p.rssOneDeviceBytes)}, ${p.devices} listening ${fmtMiB(p.rssListeningBytes)} (${(p.bytesPerListener / 1024).toFixed(1)} KiB per listener), ${int(p.clients)} clients connected ${fmtMiB(p.rssConnectedBytes)} (${(p.bytesPerIdleClient / 1024).toFixed(1)} KiB per client), peak under load ${fmtMiB(p.rssPeakBytes)}`,

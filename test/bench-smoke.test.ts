@@ -131,6 +131,7 @@ void t.test('bench --quick: every scenario and path runs and every response veri
     for (const [name, x] of [
       ['direct', plant.direct],
       ['plcguard', plant.plcguard],
+      ['plcguard with the reload', plant.reloadPhase],
     ] as const) {
       t.equal(x.errors, 0, `plant ${name}: no errors`, { samples: x.errorSamples });
       t.ok(x.sent > 0 && x.verified === x.sent, `plant ${name}: every answer verified (${x.verified}/${x.sent})`);
