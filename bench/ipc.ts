@@ -1,9 +1,15 @@
 // Messages between the orchestrator (bench/run.ts) and the processes it forks. Every process is
 // separate so that its CPU time (from /proc) is its own; IPC carries only control and results,
 // never per-request traffic.
+import type { ChildProcess } from 'node:child_process';
 import type { MixName } from './scenarios.js';
+import { WAIT_MS, within } from './lib/wait.js';
 
-export type PlcMessage = { type: 'listening'; port: number } | { type: 'stats'; requests: number; connections: number };
+export type PlcMessage =
+  | { type: 'listening'; port: number }
+  /** A plant's PLCs (plc.js --listeners N): one process, N endpoints. */
+  | { type: 'listening-many'; ports: number[] }
+  | { type: 'stats'; requests: number; connections: number };
 
 export type RelayMessage = { type: 'listening'; port: number };
 
@@ -19,18 +25,34 @@ export interface LoadRunConfig {
   mix: MixName;
   /** True when plcguard is in the path: denied requests must get its exception reply. */
   enforced: boolean;
+  /**
+   * Open loop: each connection sends one request every intervalMs whatever is outstanding (an
+   * HMI polling), instead of keeping `outstanding` in flight. Absent: closed loop.
+   */
+  intervalMs?: number;
+  /** Return every latency recorded (paced runs are small), so rounds can be pooled. */
+  keepSamples?: boolean;
 }
 
 export interface IdleConfig {
-  port: number;
+  /** Connection i goes to ports[i % ports.length] (a plant: clients spread over its devices). */
+  ports: number[];
   connections: number;
   mix: MixName;
   enforced: boolean;
 }
 
+/** Polls on the connections opened by 'idle-open', open loop, as LoadRunConfig.intervalMs says. */
+export interface PacedConfig {
+  intervalMs: number;
+  warmupMs: number;
+  durationMs: number;
+}
+
 export type LoadCommand =
   | { type: 'run'; config: LoadRunConfig }
   | { type: 'idle-open'; config: IdleConfig }
+  | { type: 'paced'; config: PacedConfig }
   | { type: 'idle-close' };
 
 /** Why a response (or its absence) failed verification. */
@@ -52,6 +74,7 @@ export interface LatencySummary {
   /** Latencies recorded in the window (each request answered in the window). */
   samples: number;
   p50Us: number;
+  p90Us: number;
   p99Us: number;
   p999Us: number;
   maxUs: number;
@@ -76,6 +99,8 @@ export interface LoadResult {
   errorSamples: string[];
   /** Latencies not recorded because the preallocated array was full (reported, not hidden). */
   samplesDropped: number;
+  /** Every latency recorded (µs), when the run was asked to keep them. */
+  samplesUs?: number[];
 }
 
 export type LoadMessage =
@@ -100,4 +125,34 @@ export function sendToParent(msg: PlcMessage | RelayMessage | LoadMessage): bool
 
 export function hasType(m: unknown): m is { type: string } {
   return typeof m === 'object' && m !== null && typeof (m as { type?: unknown }).type === 'string';
+}
+
+/** The next IPC message of `type` from a child; rejects if it exits or reports failure first. */
+export function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type'], what: string, ms = WAIT_MS): Promise<T> {
+  return within(
+    new Promise<T>((resolve, reject) => {
+      const onMessage = (m: unknown): void => {
+        if (!hasType(m)) return;
+        if (m.type === type) {
+          cleanup();
+          resolve(m as T);
+        } else if (m.type === 'failed') {
+          cleanup();
+          reject(new Error(`${what}: ${(m as { message?: string }).message ?? 'failed'}`));
+        }
+      };
+      const onExit = (code: number | null, signal: string | null): void => {
+        cleanup();
+        reject(new Error(`${what}: process exited (${signal ?? code})`));
+      };
+      const cleanup = (): void => {
+        child.off('message', onMessage);
+        child.off('exit', onExit);
+      };
+      child.on('message', onMessage);
+      child.on('exit', onExit);
+    }),
+    what,
+    ms,
+  );
 }

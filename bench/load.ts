@@ -32,6 +32,12 @@ const MAX_RECORDED_RATE_PER_SECOND = 1_500_000;
 const MAX_ERROR_SAMPLES = 5;
 /** Idle connections are opened this many at a time (the accept backlog is finite). */
 const IDLE_OPEN_BATCH = 100;
+/**
+ * Paced connections are split into groups that send in turn, one group per tick, at least this
+ * far apart: ten HMIs polling every 20 ms send 2 ms apart (as unsynchronised HMIs would, rather
+ * than all at once), and 10,000 plant clients need 250 timer wake-ups a second, not 20,000.
+ */
+const MIN_TICK_MS = 2;
 const MIN_LENGTH_FIELD = 2;
 const MAX_LENGTH_FIELD = 254;
 /** FC1..4 are the reads: their response's byte after the FC is a byte count. */
@@ -100,7 +106,8 @@ class LoadRun {
   constructor(
     mix: MixName,
     enforced: boolean,
-    readonly outstanding: number,
+    /** Kept in flight per connection by answering each response with a request (0: paced). */
+    public outstanding: number,
     /** Requests each connection sends in all (Infinity: until told to stop). */
     readonly budget: number,
   ) {
@@ -210,10 +217,15 @@ class LoadConnection {
 
   sendMore(): void {
     const run = this.run;
-    let want = Math.min(run.outstanding - this.inFlight, run.budget - this.sentHere);
-    if (want <= 0 || this.dead) return;
+    const want = Math.min(run.outstanding - this.inFlight, run.budget - this.sentHere);
+    if (want > 0) this.send(want, performance.now());
+  }
+
+  /** Sends the next `want` slots now, whatever is in flight (open loop: an HMI's poll). */
+  send(want: number, now: number): void {
+    if (this.dead) return;
+    const run = this.run;
     const t = run.tables;
-    const now = performance.now();
     while (want > 0) {
       // Slots are consecutive in the request buffer: one write per run of them (two at the wrap).
       const first = this.next;
@@ -285,30 +297,81 @@ function connect(port: number): Promise<net.Socket> {
 }
 
 async function runLoad(config: LoadRunConfig): Promise<LoadResult> {
-  const run = new LoadRun(config.mix, config.enforced, config.outstanding, Infinity);
-  const capacity = Math.ceil((config.durationMs / 1000) * MAX_RECORDED_RATE_PER_SECOND);
-  if (samples.length < capacity) samples = new Float32Array(capacity);
+  const paced = config.intervalMs !== undefined;
+  // Paced: nothing is sent in answer to a response (outstanding 0); the pacer sends.
+  const run = new LoadRun(config.mix, config.enforced, paced ? 0 : config.outstanding, Infinity);
   const sockets = await Promise.all(Array.from({ length: config.connections }, () => connect(config.port)));
   // Each connection starts elsewhere in the mix, so they don't send the same request in lockstep.
   sockets.forEach((socket, i) => run.conns.push(new LoadConnection(run, socket, i * 37)));
-  for (const c of run.conns) c.sendMore();
-  await delay(config.warmupMs);
+  const stopPacer = paced ? pace(run, config.intervalMs!) : null;
+  if (!paced) for (const c of run.conns) c.sendMore();
+  const rate = paced ? pacedRate(config.connections, config.intervalMs!) : MAX_RECORDED_RATE_PER_SECOND;
+  const result = await measure(run, rate, config.warmupMs, config.durationMs, stopPacer, config.keepSamples === true);
+  for (const c of run.conns) c.close();
+  return result;
+}
+
+/**
+ * Sends one request on every connection each intervalMs, open loop, the connections in groups
+ * MIN_TICK_MS or more apart, on a fixed schedule (a late tick doesn't move the next); returns
+ * the function that stops it.
+ */
+function pace(run: LoadRun, intervalMs: number): () => void {
+  const conns = run.conns;
+  const groups = Math.max(1, Math.min(conns.length, Math.floor(intervalMs / MIN_TICK_MS)));
+  const tickMs = intervalMs / groups;
+  const t0 = performance.now();
+  let tick = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const fire = (): void => {
+    const now = performance.now();
+    for (let i = tick % groups; i < conns.length; i += groups) conns[i]!.send(1, now);
+    tick++;
+    timer = setTimeout(fire, Math.max(0, t0 + tick * tickMs - performance.now()));
+  };
+  fire();
+  return () => {
+    if (timer !== null) clearTimeout(timer);
+  };
+}
+
+/** Responses per second a paced run can record at most (a late tick's catch-up included). */
+function pacedRate(connections: number, intervalMs: number): number {
+  return (2 * connections * 1000) / intervalMs;
+}
+
+/** Warm-up, the measured window (reported to the parent as it opens and closes), then the drain. */
+async function measure(
+  run: LoadRun,
+  maxRatePerSecond: number,
+  warmupMs: number,
+  durationMs: number,
+  stopPacer: (() => void) | null,
+  keepSamples: boolean,
+): Promise<LoadResult> {
+  const capacity = Math.ceil((durationMs / 1000) * maxRatePerSecond);
+  if (samples.length < capacity) samples = new Float32Array(capacity);
+  run.sampleCount = 0;
+  run.samplesDropped = 0;
+  run.windowRequests = 0;
+  await delay(warmupMs);
   run.recording = true;
   const windowStart = performance.now();
   sendToParent({ type: 'window-start' });
-  await delay(config.durationMs);
+  await delay(durationMs);
   run.recording = false;
   const windowSeconds = (performance.now() - windowStart) / 1000;
   sendToParent({ type: 'window-end' });
   run.sending = false;
+  stopPacer?.();
   await run.settled(DRAIN_TIMEOUT_MS);
-  for (const c of run.conns) c.close();
   const recorded = samples.subarray(0, run.sampleCount);
+  const latency = summarizeLatencies(recorded);
   return {
     requests: run.windowRequests,
     windowSeconds,
     requestsPerSecond: run.windowRequests / windowSeconds,
-    latency: summarizeLatencies(recorded),
+    latency,
     sent: run.sent,
     verified: run.verified,
     deniedVerified: run.deniedVerified,
@@ -316,6 +379,8 @@ async function runLoad(config: LoadRunConfig): Promise<LoadResult> {
     errorKinds: run.errorKinds,
     errorSamples: run.errorSamples,
     samplesDropped: run.samplesDropped,
+    // Sorted by summarizeLatencies: the order of arrival is not needed for percentiles.
+    ...(keepSamples ? { samplesUs: Array.from(recorded) } : {}),
   };
 }
 
@@ -327,7 +392,7 @@ async function openIdle(config: IdleConfig): Promise<{ opened: number; verified:
   idle = run;
   for (let i = 0; i < config.connections; i += IDLE_OPEN_BATCH) {
     const n = Math.min(IDLE_OPEN_BATCH, config.connections - i);
-    const sockets = await Promise.all(Array.from({ length: n }, () => connect(config.port)));
+    const sockets = await Promise.all(Array.from({ length: n }, (_, j) => connect(config.ports[(i + j) % config.ports.length]!)));
     for (const [j, socket] of sockets.entries()) {
       const c = new LoadConnection(run, socket, i + j);
       run.conns.push(c);
@@ -351,6 +416,16 @@ async function handle(cmd: LoadCommand): Promise<void> {
     case 'idle-open':
       sendToParent({ type: 'idle-opened', ...(await openIdle(cmd.config)) });
       return;
+    case 'paced': {
+      // On the connections 'idle-open' made: a plant's clients, connected once, then polling.
+      if (idle === null) throw new Error('paced: no connections open (idle-open first)');
+      const run = idle;
+      run.outstanding = 0;
+      run.sending = true;
+      const stop = pace(run, cmd.config.intervalMs);
+      sendToParent({ type: 'result', result: await measure(run, pacedRate(run.conns.length, cmd.config.intervalMs), cmd.config.warmupMs, cmd.config.durationMs, stop, false) });
+      return;
+    }
     case 'idle-close':
       closeIdle();
       sendToParent({ type: 'idle-closed' });

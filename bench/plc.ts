@@ -7,6 +7,10 @@
 //   node dist/bench/plc.js [--port N] [--max-connections N]   → IPC/stdout: {"type":"listening","port":N}
 // With --max-connections, connections past N are accepted and dropped at once, as a legacy PLC
 // with few connection slots does.
+//   node dist/bench/plc.js --listeners N  → {"type":"listening-many","ports":[...]}: a plant's
+//     N PLCs in one process (bench/plant.ts), each endpoint a listener on a port of its own, all
+//     answering from the same memory images: cheap enough that 1,000 of them don't need 1,000
+//     processes.
 // The soak (bench/soak.ts) runs it in its own process instead and switches on faults (`fault`):
 // late answers in pieces, resets mid-response, garbage. Without a fault the path is the fast one.
 import net from 'node:net';
@@ -33,6 +37,11 @@ import { sendToParent, type PlcMessage } from './ipc.js';
 const MAX_ADU = 260;
 /** Responses of one chunk are batched into this; a fuller batch is written and a new one begun. */
 const OUT_BUFFER_BYTES = 64 * 1024;
+/**
+ * A connection starts with room for a few answers and takes OUT_BUFFER_BYTES once a chunk fills
+ * that: a plant's 10,000 polling clients would otherwise hold 640 MiB the PLC never needs.
+ */
+const FIRST_OUT_BUFFER_BYTES = 4 * MAX_ADU;
 const MIN_PDU_LENGTH_FIELD = 2;
 const MAX_PDU_LENGTH_FIELD = 254;
 
@@ -145,7 +154,7 @@ function echoHead(inb: Buffer, s: number, out: Buffer, o: number, fc: number): n
 }
 
 class PlcConnection {
-  private out = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+  private out = Buffer.allocUnsafe(FIRST_OUT_BUFFER_BYTES);
   /** Bytes of a request cut off at the end of the last chunk. */
   private tail: Buffer | null = null;
   /** Answers held by a fault, in order: later ones queue behind them, as on a real PLC's line. */
@@ -191,6 +200,7 @@ class PlcConnection {
       if (o + MAX_ADU > this.out.length) {
         this.write(o);
         o = 0;
+        if (this.out.length < OUT_BUFFER_BYTES) this.out = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
       }
       const out = this.out;
       out[o] = inb[s]!;
@@ -213,7 +223,7 @@ class PlcConnection {
     }
     const ok = this.socket.write(this.out.subarray(0, n));
     // A write that didn't go to the kernel at once still references the buffer: take a new one.
-    if (this.socket.writableLength > 0) this.out = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+    if (this.socket.writableLength > 0) this.out = Buffer.allocUnsafe(this.out.length);
     if (!ok) {
       this.socket.pause();
       this.socket.once('drain', () => this.socket.resume());
@@ -236,7 +246,7 @@ class PlcConnection {
   }
 }
 
-/** The simulated PLC: a server on 127.0.0.1 that can be stopped and started again on its port. */
+/** The simulated PLC: servers on 127.0.0.1 that can be stopped and started again on their ports. */
 export class BenchPlc {
   fault: PlcFault = 'none';
   /** Open connections it serves at most; more are dropped at once. */
@@ -244,10 +254,10 @@ export class BenchPlc {
   requestsServed = 0;
   openConnections = 0;
   readonly sockets = new Set<net.Socket>();
-  private server: net.Server | null = null;
+  private readonly servers: net.Server[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
-  /** Listens on 127.0.0.1:port (0: any free port); resolves the port. */
+  /** Listens on 127.0.0.1:port (0: any free port), in addition to any port it has; resolves the port. */
   async listen(port = 0): Promise<number> {
     const server = net.createServer({ noDelay: true }, (socket) => {
       if (this.openConnections >= this.maxConnections) socket.destroy();
@@ -261,7 +271,7 @@ export class BenchPlc {
         resolve();
       });
     });
-    this.server = server;
+    this.servers.push(server);
     return (server.address() as net.AddressInfo).port;
   }
 
@@ -270,9 +280,8 @@ export class BenchPlc {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     for (const s of this.sockets) s.destroy();
-    const server = this.server;
-    this.server = null;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const servers = this.servers.splice(0);
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
   /** Sends one answer as `fault` has it. */
@@ -318,11 +327,16 @@ function report(msg: PlcMessage): void {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'max-connections': { type: 'string' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, 'max-connections': { type: 'string' }, listeners: { type: 'string' } } });
   const plc = new BenchPlc();
   if (values['max-connections'] !== undefined) plc.maxConnections = Number(values['max-connections']);
   try {
-    report({ type: 'listening', port: await plc.listen(Number(values.port)) });
+    if (values.listeners === undefined) report({ type: 'listening', port: await plc.listen(Number(values.port)) });
+    else {
+      const ports: number[] = [];
+      for (let i = 0; i < Number(values.listeners); i++) ports.push(await plc.listen());
+      report({ type: 'listening-many', ports });
+    }
   } catch (err) {
     process.stderr.write(`bench plc: ${(err as Error).message}\n`);
     process.exit(1);

@@ -1,8 +1,9 @@
 // The shape of a benchmark result, how rounds become numbers, the performance targets plcguard is
 // held to (TARGETS), and the table/Markdown renderings. Pure: bench/run.ts does the measuring and the writing.
-import type { LoadResult } from './ipc.js';
+import type { LatencySummary, LoadResult } from './ipc.js';
+import type { PlantResult } from './plant.js';
 import { PATH_LABELS, type MixName, type PathName } from './scenarios.js';
-import { median } from './stats.js';
+import { median, summarizeLatencies } from './stats.js';
 
 /**
  * Cores used by other processes above which a round counts as disturbed and is run again (the
@@ -31,6 +32,8 @@ export interface CpuFigures {
    */
   proxyReadsPerRequest: number | null;
   proxyWritesPerRequest: number | null;
+  /** Times the proxy's event loop slept and was woken, per request (/proc/PID/status). */
+  proxyWakeupsPerRequest: number | null;
 }
 
 /** One scenario × path × round. In the JSON file, errorKinds and errorSamples appear only when errors > 0 and scrapes only when scraped. */
@@ -68,6 +71,17 @@ export interface PathSummary extends CpuFigures {
   deniedVerified: number;
   errors: number;
   scrapes: ScrapeFigures | null;
+  /** HMI-rate scenarios: the latencies of all its rounds together (percentiles of few polls per round would be noise). */
+  pooled: LatencySummary | null;
+}
+
+/** HMI-rate scenarios: what a path adds to the direct path's pooled percentiles, µs. */
+export interface AddedLatency {
+  path: PathName;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+  p999Us: number;
 }
 
 /** plcguard (or plcguard-1000) against a baseline, as medians of per-round pairs. */
@@ -87,6 +101,9 @@ export interface ScenarioSummary {
   mix: MixName;
   paths: PathSummary[];
   comparisons: Comparison[];
+  /** Set for HMI-rate (paced) scenarios. */
+  paced: { intervalMs: number } | null;
+  added: AddedLatency[];
 }
 
 export interface IdleMemory {
@@ -132,6 +149,8 @@ export interface BenchResults {
   targets: TargetResult[];
   verification: { sent: number; verified: number; deniedVerified: number; errors: number; allVerified: boolean };
   plc: { requestsServed: number };
+  /** The plant-scale scenario (null when not run). */
+  plant: PlantResult | null;
   runs: RunRecord[];
   /** Rounds run again because other processes took CPU during them (kept for the record). */
   discarded: RunRecord[];
@@ -148,6 +167,7 @@ const nullableMax = (xs: (number | null)[]): number | null => {
 
 export function summarizePath(path: PathName, runs: readonly RunRecord[]): PathSummary {
   const scr = runs.map((r) => r.scrapes).filter((s): s is ScrapeFigures => s !== null);
+  const kept = runs.filter((r) => r.samplesUs !== undefined);
   return {
     path,
     rounds: runs.length,
@@ -164,6 +184,7 @@ export function summarizePath(path: PathName, runs: readonly RunRecord[]): PathS
     otherCores: median(runs.map((r) => r.cpu.otherCores)),
     proxyReadsPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyReadsPerRequest)),
     proxyWritesPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyWritesPerRequest)),
+    proxyWakeupsPerRequest: nullableMedian(runs.map((r) => r.cpu.proxyWakeupsPerRequest)),
     proxyPeakRssBytes: nullableMax(runs.map((r) => r.rss.proxyPeakBytes)),
     proxyIdleRssBytes: nullableMedian(runs.map((r) => r.rss.proxyIdleBytes)),
     sent: runs.reduce((n, r) => n + r.sent, 0),
@@ -179,6 +200,7 @@ export function summarizePath(path: PathName, runs: readonly RunRecord[]): PathS
             maxMs: Math.max(...scr.map((s) => s.maxMs)),
             bytes: Math.max(...scr.map((s) => s.bytes)),
           },
+    pooled: kept.length === 0 ? null : summarizeLatencies(Float32Array.from(kept.flatMap((r) => r.samplesUs!))),
   };
 }
 
@@ -204,6 +226,7 @@ export interface ScenarioInfo {
   outstanding: number;
   mix: MixName;
   paths: readonly PathName[];
+  paced?: { intervalMs: number };
 }
 
 export function summarizeScenario(s: ScenarioInfo, runs: readonly RunRecord[]): ScenarioSummary {
@@ -218,19 +241,29 @@ export function summarizeScenario(s: ScenarioInfo, runs: readonly RunRecord[]): 
       if (c) comparisons.push(c);
     }
   }
+  const summaries = paths.map((p) =>
+    summarizePath(
+      p,
+      mine.filter((r) => r.path === p),
+    ),
+  );
+  const direct = summaries.find((p) => p.path === 'direct')?.pooled ?? null;
+  const added: AddedLatency[] = [];
+  for (const p of summaries) {
+    if (p.path === 'direct' || p.pooled === null || direct === null) continue;
+    const q = p.pooled;
+    added.push({ path: p.path, p50Us: q.p50Us - direct.p50Us, p90Us: q.p90Us - direct.p90Us, p99Us: q.p99Us - direct.p99Us, p999Us: q.p999Us - direct.p999Us });
+  }
   return {
     id: s.id,
     title: s.title,
     connections: s.connections,
     outstanding: s.outstanding,
     mix: s.mix,
-    paths: paths.map((p) =>
-      summarizePath(
-        p,
-        mine.filter((r) => r.path === p),
-      ),
-    ),
+    paths: summaries,
     comparisons,
+    paced: s.paced ? { intervalMs: s.paced.intervalMs } : null,
+    added,
   };
 }
 
@@ -253,6 +286,16 @@ export const TARGETS = {
    * shows over the millions of requests between them; V8 sizing its heap for the load doesn't.
    */
   rssGrowthBytes: 16 * 1024 * 1024,
+  /** HMI rate: plcguard's added p50 and p99 at most this many times the pipe relay's. */
+  hmiAddedVsRelay: 1.2,
+  /** HMI rate: plcguard's p99 round trip. */
+  hmiP99Us: 1000,
+  /** The plant (1,000 devices × 10 clients × 2 req/s). */
+  plantCores: 0.5,
+  plantRssBytes: 512 * 1024 * 1024,
+  plantAddedP99Us: 2000,
+  plantStartupSeconds: 2,
+  plantReloadSeconds: 1,
 } as const;
 
 const fmtRatio = (x: number): string => `${x.toFixed(3)}×`;
@@ -263,7 +306,7 @@ function comparison(s: ScenarioSummary | undefined, path: PathName, against: Pat
   return s?.comparisons.find((c) => c.path === path && c.against === against);
 }
 
-export function evaluateTargets(scenarios: readonly ScenarioSummary[], idle: readonly IdleMemory[], runs: readonly RunRecord[]): TargetResult[] {
+export function evaluateTargets(scenarios: readonly ScenarioSummary[], idle: readonly IdleMemory[], runs: readonly RunRecord[], plant: PlantResult | null): TargetResult[] {
   const byId = (id: string): ScenarioSummary | undefined => scenarios.find((s) => s.id === id);
   const out: TargetResult[] = [];
   const missing = (id: string, description: string, limit: string, why: string): void => {
@@ -337,14 +380,74 @@ export function evaluateTargets(scenarios: readonly ScenarioSummary[], idle: rea
       pass: grow <= TARGETS.rssGrowthBytes,
     });
   }
+  hmiTargets(scenarios, out, missing);
+  plantTargets(plant, out, missing);
   return out;
+}
+
+type Missing = (id: string, description: string, limit: string, why: string) => void;
+
+/** The HMI-rate goal, on the worst of the paced scenarios. */
+function hmiTargets(scenarios: readonly ScenarioSummary[], out: TargetResult[], missing: Missing): void {
+  const paced = scenarios.filter((s) => s.paced !== null);
+  const d1 = 'HMI rate: plcguard added p50 and p99 vs the pipe relay’s (worst scenario)';
+  const l1 = `≤ ${TARGETS.hmiAddedVsRelay}×`;
+  let worst: { at: string; ratio: number; text: string } | null = null;
+  for (const s of paced) {
+    const g = s.added.find((a) => a.path === 'plcguard');
+    const r = s.added.find((a) => a.path === 'relay');
+    if (!g || !r) continue;
+    // An added latency at or below 0 (the relay's, in noise) makes a ratio meaningless: 1 µs floor.
+    const ratio = (a: number, b: number): number => Math.max(a, 1) / Math.max(b, 1);
+    for (const [q, gv, rv] of [
+      ['p50', g.p50Us, r.p50Us],
+      ['p99', g.p99Us, r.p99Us],
+    ] as const) {
+      const x = ratio(gv, rv);
+      if (worst === null || x > worst.ratio) worst = { at: `${s.id} ${q}`, ratio: x, text: `${s.id} ${q}: +${fmtUs(gv)} vs +${fmtUs(rv)} = ${fmtRatio(x)}` };
+    }
+  }
+  if (worst) out.push({ id: 'hmi-vs-relay', description: d1, measured: worst.text, limit: l1, pass: worst.ratio <= TARGETS.hmiAddedVsRelay });
+  else missing('hmi-vs-relay', d1, l1, 'no HMI-rate rounds with the relay and plcguard');
+
+  const d2 = 'HMI rate: plcguard p99 round trip (worst scenario)';
+  const l2 = `≤ ${fmtUs(TARGETS.hmiP99Us)}`;
+  const p99s = paced.flatMap((s) => {
+    const p = s.paths.find((x) => x.path === 'plcguard')?.pooled;
+    return p ? [{ id: s.id, us: p.p99Us }] : [];
+  });
+  if (p99s.length === 0) missing('hmi-p99', d2, l2, 'no HMI-rate plcguard rounds');
+  else {
+    const w = p99s.reduce((a, b) => (b.us > a.us ? b : a));
+    out.push({ id: 'hmi-p99', description: d2, measured: `${w.id}: ${fmtUs(w.us)}`, limit: l2, pass: w.us <= TARGETS.hmiP99Us });
+  }
+}
+
+function plantTargets(plant: PlantResult | null, out: TargetResult[], missing: Missing): void {
+  const scale = plant === null ? '' : ` (${plant.devices} devices, ${plant.clients} clients, ${int(plant.requestsPerSecondOffered)} req/s)`;
+  const add = (id: string, description: string, limit: string, measured: (p: PlantResult) => [string, boolean]): void => {
+    if (plant === null) missing(id, description, limit, 'the plant scenario did not run');
+    else {
+      const [m, pass] = measured(plant);
+      out.push({ id, description: description + scale, measured: m, limit, pass });
+    }
+  };
+  add('plant-cpu', 'plant: plcguard CPU', `≤ ${TARGETS.plantCores} cores`, (p) => [`${(p.plcguard.proxyCores ?? NaN).toFixed(2)} cores`, (p.plcguard.proxyCores ?? Infinity) <= TARGETS.plantCores]);
+  add('plant-rss', 'plant: plcguard peak RSS', `≤ ${fmtMiB(TARGETS.plantRssBytes)}`, (p) => [fmtMiB(p.rssPeakBytes), p.rssPeakBytes <= TARGETS.plantRssBytes]);
+  add('plant-p99', 'plant: p99 added over direct', `≤ ${fmtUs(TARGETS.plantAddedP99Us)}`, (p) => [`+${fmtUs(p.addedP99Us)} (p50 +${fmtUs(p.addedP50Us)})`, p.addedP99Us <= TARGETS.plantAddedP99Us]);
+  add('plant-startup', 'plant: start to every device listening', `≤ ${TARGETS.plantStartupSeconds} s`, (p) => [`${p.startupSeconds.toFixed(2)} s`, p.startupSeconds <= TARGETS.plantStartupSeconds]);
+  add('plant-reload', 'plant: policy change on every device, live, nothing dropped', `≤ ${TARGETS.plantReloadSeconds} s, 0 errors`, (p) => [
+    `${p.reloadSeconds.toFixed(2)} s, ${p.reloadPhase.errors} errors, ${p.reloadVerifiedDevices}/${p.devices} devices on the new policy`,
+    p.reloadSeconds <= TARGETS.plantReloadSeconds && p.clean,
+  ]);
 }
 
 // ---- rendering ----
 
 /** A run record without its empty fields (there are a few hundred of them per file). */
 function compactRun(x: RunRecord): Partial<RunRecord> {
-  const { errorKinds, errorSamples, scrapes, ...rest } = x;
+  // samplesUs: thousands of numbers per paced run; the scenario's pooled summary keeps what they say.
+  const { errorKinds, errorSamples, scrapes, samplesUs: _samples, ...rest } = x;
   return { ...rest, ...(x.errors > 0 ? { errorKinds, errorSamples } : {}), ...(scrapes !== null ? { scrapes } : {}) };
 }
 
@@ -386,6 +489,52 @@ function rows(s: ScenarioSummary): string[][] {
   ]);
 }
 
+const PACED_COLUMNS = ['path', 'polls', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', 'added p50', 'added p90', 'added p99', 'added p99.9', 'proxy µs/req', 'proxy rd+wr/req', 'proxy wake-ups/req', 'other cores'];
+
+/** HMI-rate scenarios: every round's polls pooled per path; "added" is over the direct path's. */
+function pacedRows(s: ScenarioSummary): string[][] {
+  return s.paths.map((p) => {
+    const q = p.pooled;
+    const a = s.added.find((x) => x.path === p.path);
+    const signed = (x: number | undefined): string => (x === undefined ? '–' : `${x >= 0 ? '+' : ''}${x.toFixed(1)}`);
+    return [
+      PATH_LABELS[p.path],
+      q === null ? '–' : int(q.samples),
+      num(q?.p50Us ?? null),
+      num(q?.p90Us ?? null),
+      num(q?.p99Us ?? null),
+      num(q?.p999Us ?? null),
+      num(q?.maxUs ?? null),
+      signed(a?.p50Us),
+      signed(a?.p90Us),
+      signed(a?.p99Us),
+      signed(a?.p999Us),
+      num(p.proxyUsPerRequest, 2),
+      p.proxyReadsPerRequest === null || p.proxyWritesPerRequest === null ? '–' : `${p.proxyReadsPerRequest.toFixed(2)}+${p.proxyWritesPerRequest.toFixed(2)}`,
+      num(p.proxyWakeupsPerRequest, 2),
+      num(p.otherCores, 2),
+    ];
+  });
+}
+
+const tableOf = (s: ScenarioSummary): { head: string[]; body: string[][] } => (s.paced ? { head: PACED_COLUMNS, body: pacedRows(s) } : { head: COLUMNS, body: rows(s) });
+
+/** The plant scenario, as lines (the same in the text report, the Markdown and the soak's log). */
+export function plantLines(p: PlantResult): string[] {
+  const phase = (name: string, x: PlantResult['direct']): string =>
+    `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${x.loopStallMs === null ? '' : `longest event-loop stall ${x.loopStallMs.toFixed(0)} ms; `}${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
+  return [
+    `${p.devices} devices × ${p.clients / p.devices} clients (${int(p.clients)} connections) polling every ${p.intervalMs.toFixed(0)} ms: ${int(p.requestsPerSecondOffered)} req/s offered; descriptors: ${p.fileDescriptors}`,
+    phase('direct to the PLCs', p.direct),
+    phase('through plcguard', p.plcguard),
+    phase('through plcguard, policy change mid-window', p.reloadPhase),
+    `added by plcguard: p50 +${fmtUs(p.addedP50Us)}, p99 +${fmtUs(p.addedP99Us)}`,
+    `startup to all ${p.devices} listening: ${p.startupSeconds.toFixed(2)} s; ${int(p.clients)} clients connected (each with its PLC connection) in ${p.connectSeconds.toFixed(2)} s`,
+    `RSS: 1 device ${fmtMiB(p.rssOneDeviceBytes)}, ${p.devices} listening ${fmtMiB(p.rssListeningBytes)} (${(p.bytesPerListener / 1024).toFixed(1)} KiB per listener), ${int(p.clients)} clients connected ${fmtMiB(p.rssConnectedBytes)} (${(p.bytesPerIdleClient / 1024).toFixed(1)} KiB per client), peak under load ${fmtMiB(p.rssPeakBytes)}`,
+    `live policy change on every device: applied in ${(p.reloadSeconds * 1000).toFixed(0)} ms under load; ${p.reloadVerifiedDevices}/${p.devices} devices answered per the new policy after it; ${p.clean ? 'nothing dropped' : 'NOT CLEAN'}`,
+  ];
+}
+
 function comparisonLines(s: ScenarioSummary): string[] {
   return s.comparisons.map(
     (c) => `${PATH_LABELS[c.path]} / ${PATH_LABELS[c.against]}: ${fmtRatio(c.throughputRatio)} req/s, p50 ${c.p50DeltaUs >= 0 ? '+' : ''}${fmtUs(c.p50DeltaUs)}`,
@@ -412,7 +561,8 @@ export function renderText(r: BenchResults): string {
   out.push(`plcguard benchmark — ${r.machine.nproc} cores (${r.machine.cpuModel}), node ${r.machine.node}, ${r.options.rounds} round(s) × ${r.options.durationSeconds} s${r.quick ? ' (quick)' : ' (1×1 and 4×1: 3× the rounds, a third as long)'}`);
   if (!r.plcguard.included) out.push(`NOTE: ${r.plcguard.note}`);
   for (const s of r.scenarios) {
-    out.push('', `${s.id}: ${s.title}`, padTable(COLUMNS, rows(s)));
+    const t = tableOf(s);
+    out.push('', `${s.id}: ${s.title}`, padTable(t.head, t.body));
     for (const l of comparisonLines(s)) out.push(`  ${l}`);
     const sl = scrapeLine(s);
     if (sl) out.push(`  ${sl}`);
@@ -423,6 +573,7 @@ export function renderText(r: BenchResults): string {
       out.push(`  ${PATH_LABELS[i.path]}: ${i.connections} connections, RSS ${fmtMiB(i.rssBeforeBytes)} → ${fmtMiB(i.rssOpenBytes)} (${(i.bytesPerConnection / 1024).toFixed(1)} KiB each), ${fmtMiB(i.rssAfterCloseBytes)} after closing`);
     }
   }
+  if (r.plant) out.push('', 'plant scale:', ...plantLines(r.plant).map((l) => `  ${l}`));
   if (r.discarded.length > 0) out.push('', `${r.discarded.length} run(s) repeated because other processes used more than ${DISTURBED_OTHER_CORES} cores during their round (see "discarded" in the JSON)`);
   const v = r.verification;
   out.push('', `verification: ${int(v.verified)} of ${int(v.sent)} responses verified byte for byte (${int(v.deniedVerified)} of them denials), ${v.errors} errors — ${v.allVerified ? 'OK' : 'FAILED'}`);
@@ -456,8 +607,9 @@ export function renderMarkdown(r: BenchResults, keptNotes: string): string {
   out.push('"proxy" is the relay or plcguard process; "cores" is CPU seconds per wall second in the measured window, so "all 3 cores" (proxy + PLC + load generator) near the core count means the machine, not one process, was the limit. "other cores" is the CPU all other processes on the machine used in the window (summed from /proc/*/stat): well above 0 means another job shared the machine during the round. "proxy rd+wr/req" counts the proxy\'s read() and write() calls per request on both its sockets (from /proc/PID/io): on loopback, each write also carries the receiver\'s kernel work, so batching shows up here first.', '');
   for (const s of r.scenarios) {
     out.push(`### ${s.id}: ${s.title}`, '');
-    out.push(`| ${COLUMNS.join(' | ')} |`, `|${COLUMNS.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
-    for (const row of rows(s)) out.push(`| ${row.join(' | ')} |`);
+    const t = tableOf(s);
+    out.push(`| ${t.head.join(' | ')} |`, `|${t.head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
+    for (const row of t.body) out.push(`| ${row.join(' | ')} |`);
     out.push('');
     for (const l of comparisonLines(s)) out.push(`- ${l}`);
     const sl = scrapeLine(s);
@@ -470,6 +622,11 @@ export function renderMarkdown(r: BenchResults, keptNotes: string): string {
     for (const i of r.idle) {
       out.push(`| ${PATH_LABELS[i.path]} | ${i.connections} | ${fmtMiB(i.rssBeforeBytes)} | ${fmtMiB(i.rssOpenBytes)} | ${(i.bytesPerConnection / 1024).toFixed(1)} KiB | ${fmtMiB(i.rssAfterCloseBytes)} |`);
     }
+    out.push('');
+  }
+  if (r.plant) {
+    out.push('## Plant scale', '', 'One plcguard in front of a plant: every device a listener, every client a connection polling FC3 open loop, every answer verified; the same clients straight to the PLCs first, as the baseline. See bench/plant.ts.', '');
+    for (const l of plantLines(r.plant)) out.push(`- ${l}`);
     out.push('');
   }
   out.push(NOTES_MARKER, keptNotes.trimEnd() === '' ? '' : keptNotes.trimEnd(), '');

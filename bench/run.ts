@@ -8,18 +8,18 @@
 // error and on SIGINT/SIGTERM.
 //
 //   node dist/bench/run.js [--quick] [--duration S] [--rounds N] [--only ID,ID] [--out FILE] [--cpu-prof]
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { httpGet } from './lib/http.js';
-import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls } from './lib/procfs.js';
-import { freePort } from './lib/net.js';
+import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls, wakeups } from './lib/procfs.js';
+import { connectLocal, freePort } from './lib/net.js';
 import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
-import { delay, until, within } from './lib/wait.js';
-import { hasType, type IdleConfig, type LoadMessage, type LoadResult, type LoadRunConfig } from './ipc.js';
+import { delay, until } from './lib/wait.js';
+import { hasType, nextMessage, type IdleConfig, type LoadMessage, type LoadResult, type LoadRunConfig } from './ipc.js';
 import { LARGE_RULE_COUNT, largePolicy, learnPolicy, realisticPolicy } from './policies.js';
 import {
   DISTURBED_OTHER_CORES,
@@ -37,6 +37,7 @@ import {
   type ScrapeFigures,
 } from './report.js';
 import { SCENARIOS, PATH_LABELS, type PathName, type Scenario } from './scenarios.js';
+import { FULL_PLANT, QUICK_PLANT, runPlant, type PlantResult } from './plant.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
@@ -66,6 +67,10 @@ const READY_POLL_MS = 50;
 /** Connections that make one request each before the idle baseline, so code paths are compiled. */
 const IDLE_WARMUP_CONNECTIONS = 20;
 const MAX_REPEATS_PER_ROUND = 2;
+/** HMI-rate scenarios: rounds per `rounds`; their polls are pooled, so shorter rounds cost nothing. */
+const PACED_ROUNDS_FACTOR = 2;
+/** The plant: startup, two phases of connecting 10,000 clients and polling, probes, with slack. */
+const PLANT_BUDGET_S = 600;
 /** At most this share of the planned runs is repeated, which bounds the run time. */
 const REPEAT_BUDGET_FRACTION = 0.25;
 /** Before a round, wait (bounded) until other processes leave the machine to us. */
@@ -114,36 +119,6 @@ function forkBench(script: string, args: string[]): ChildProcess {
   return track(child, script);
 }
 
-/** The next IPC message of `type` from a child; rejects if it exits or reports failure first. */
-function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type'], what: string, ms = START_TIMEOUT_MS): Promise<T> {
-  return within(
-    new Promise<T>((resolve, reject) => {
-      const onMessage = (m: unknown): void => {
-        if (!hasType(m)) return;
-        if (m.type === type) {
-          cleanup();
-          resolve(m as T);
-        } else if (m.type === 'failed') {
-          cleanup();
-          reject(new Error(`${what}: ${(m as { message?: string }).message ?? 'failed'}`));
-        }
-      };
-      const onExit = (code: number | null, signal: string | null): void => {
-        cleanup();
-        reject(new Error(`${what}: process exited (${signal ?? code})`));
-      };
-      const cleanup = (): void => {
-        child.off('message', onMessage);
-        child.off('exit', onExit);
-      };
-      child.on('message', onMessage);
-      child.on('exit', onExit);
-    }),
-    what,
-    ms,
-  );
-}
-
 async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => stopChild(c)));
 }
@@ -157,7 +132,7 @@ interface Bench {
 
 async function startForked(script: string, args: string[], name: string): Promise<Bench> {
   const child = forkBench(script, args);
-  const msg = await nextMessage<{ type: 'listening'; port: number }>(child, 'listening', `${name} start`);
+  const msg = await nextMessage<{ type: 'listening'; port: number }>(child, 'listening', `${name} start`, START_TIMEOUT_MS);
   return { name, child, pid: child.pid!, port: msg.port };
 }
 
@@ -185,6 +160,46 @@ async function startPlcguard(name: string, policyFile: string, listenPort: numbe
   return { name, child, pid: child.pid!, port: listenPort, adminPort };
 }
 
+/**
+ * haproxy as a C relay for scale (mode tcp, one thread, as the issue's measurements): started
+ * only when `haproxy` is on PATH; null otherwise (the haproxy path is then left out).
+ */
+async function startHaproxy(dir: string, upstreamPort: number): Promise<Bench | null> {
+  if (spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status !== 0) return null;
+  const port = await freePort();
+  const cfg = path.join(dir, 'haproxy.cfg');
+  fs.writeFileSync(
+    cfg,
+    [
+      'global',
+      '  nbthread 1',
+      '  maxconn 4096',
+      'defaults',
+      '  mode tcp',
+      '  timeout connect 5s',
+      '  timeout client 1h',
+      '  timeout server 1h',
+      'listen bench',
+      `  bind 127.0.0.1:${port}`,
+      `  server plc 127.0.0.1:${upstreamPort}`,
+      '',
+    ].join('\n'),
+  );
+  // -db: in the foreground, one process, so its pid is the one /proc measures.
+  const child = track(spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'inherit'] }), 'haproxy');
+  await until(
+    async () => {
+      const socket = await connectLocal(port, {}, SCRAPE_TIMEOUT_MS).catch(() => null);
+      socket?.destroy();
+      return socket !== null;
+    },
+    'haproxy listening',
+    START_TIMEOUT_MS,
+    READY_POLL_MS,
+  );
+  return { name: 'haproxy', child, pid: child.pid!, port };
+}
+
 // ---------------------------------------------------------------------------------------------
 // One run: a scenario through one path for one round
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +214,7 @@ interface World {
   plcOne: Bench | null;
   plcguardShared: Plcguard | null;
   plcguardLearn: Plcguard | null;
+  haproxy: Bench | null;
   settings: Settings;
 }
 
@@ -216,6 +232,8 @@ function target(w: World, p: PathName): { port: number; proxy: Bench | null; plc
       return { port: w.plcguardShared!.port, proxy: w.plcguardShared, plc: w.plcOne! };
     case 'plcguard-learn':
       return { port: w.plcguardLearn!.port, proxy: w.plcguardLearn, plc: w.plc };
+    case 'haproxy':
+      return { port: w.haproxy!.port, proxy: w.haproxy, plc: w.plc };
   }
 }
 
@@ -230,6 +248,7 @@ interface Snap {
   foreign: number;
   proxy: number | null;
   proxyIo: { reads: number; writes: number } | null;
+  proxyWakeups: number | null;
   plc: number;
   load: number;
 }
@@ -263,8 +282,14 @@ function startScraper(adminPort: number): Scraper {
   };
 }
 
-/** Rounds and seconds per round for a scenario (see Scenario.roundsFactor; quick mode: as given). */
+/** Rounds and seconds per round for a scenario (see Scenario.roundsFactor and .paced; quick mode: as given). */
 function roundsOf(s: Scenario, settings: Settings, quick: boolean): { rounds: number; durationSeconds: number } {
+  if (s.paced && !quick) {
+    // Enough time per path for samplesPerPath polls, spread over twice the usual rounds.
+    const rounds = settings.rounds * PACED_ROUNDS_FACTOR;
+    const seconds = (s.paced.samplesPerPath * s.paced.intervalMs) / 1000 / s.connections;
+    return { rounds, durationSeconds: seconds / rounds };
+  }
   const f = quick ? 1 : (s.roundsFactor ?? 1);
   return { rounds: settings.rounds * f, durationSeconds: settings.durationSeconds / f };
 }
@@ -278,7 +303,8 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     warmupMs: w.settings.warmupSeconds * 1000,
     durationMs: durationSeconds * 1000,
     mix: s.mix,
-    enforced: p !== 'direct' && p !== 'relay',
+    enforced: p === 'plcguard' || p === 'plcguard-1000' || p === 'plcguard-shared',
+    ...(s.paced ? { intervalMs: s.paced.intervalMs, keepSamples: true } : {}),
   };
   const proxyIdle = proxy ? rssBytes(proxy.pid) : null;
   let proxyPeak = proxyIdle;
@@ -288,6 +314,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     foreign: foreignCpuSeconds(ourPids()),
     proxy: pids.proxy === null ? null : cpuSeconds(pids.proxy),
     proxyIo: pids.proxy === null ? null : syscalls(pids.proxy),
+    proxyWakeups: pids.proxy === null ? null : wakeups(pids.proxy),
     plc: cpuSeconds(pids.plc),
     load: cpuSeconds(pids.load),
   });
@@ -352,6 +379,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     errorKinds: result.errorKinds,
     errorSamples: result.errorSamples,
     samplesDropped: result.samplesDropped,
+    ...(result.samplesUs ? { samplesUs: result.samplesUs } : {}),
     cpu: {
       proxyUsPerRequest: proxyCpu === null ? null : (proxyCpu * 1e6) / n,
       proxyCores: proxyCpu === null ? null : proxyCpu / wall,
@@ -361,6 +389,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
       totalCores: ((proxyCpu ?? 0) + plcCpu + loadCpu) / wall,
       proxyReadsPerRequest: a.proxyIo === null || b.proxyIo === null ? null : (b.proxyIo.reads - a.proxyIo.reads) / n,
       proxyWritesPerRequest: a.proxyIo === null || b.proxyIo === null ? null : (b.proxyIo.writes - a.proxyIo.writes) / n,
+      proxyWakeupsPerRequest: a.proxyWakeups === null || b.proxyWakeups === null ? null : (b.proxyWakeups - a.proxyWakeups) / n,
       otherCores: Math.max(0, (b.foreign - a.foreign) / wall),
     },
     rss: { proxyIdleBytes: proxyIdle, proxyPeakBytes: proxyPeak },
@@ -399,13 +428,13 @@ async function waitForQuiet(maxMs: number): Promise<number> {
 async function idleMemory(w: World, which: 'relay' | 'plcguard', proxy: Bench): Promise<IdleMemory> {
   const enforced = which === 'plcguard';
   const open = async (connections: number): Promise<Extract<LoadMessage, { type: 'idle-opened' }>> => {
-    const config: IdleConfig = { port: proxy.port, connections, mix: 'read', enforced };
+    const config: IdleConfig = { ports: [proxy.port], connections, mix: 'read', enforced };
     const opened = nextMessage<Extract<LoadMessage, { type: 'idle-opened' }>>(w.load, 'idle-opened', `idle connections to ${which}`, RUN_SLACK_MS * 2);
     w.load.send({ type: 'idle-open', config });
     return opened;
   };
   const close = async (): Promise<void> => {
-    const closed = nextMessage(w.load, 'idle-closed', 'closing idle connections');
+    const closed = nextMessage(w.load, 'idle-closed', 'closing idle connections', START_TIMEOUT_MS);
     w.load.send({ type: 'idle-close' });
     await closed;
   };
@@ -472,8 +501,8 @@ function options(argv: string[]): Options {
   }
   const only = values.only === undefined ? null : values.only.split(',').map((s) => s.trim());
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id) && id !== 'idle') {
-      throw new Error(`--only: unknown scenario "${id}"; known: ${[...SCENARIOS.map((s) => s.id), 'idle'].join(', ')}`);
+    if (!SCENARIOS.some((s) => s.id === id) && id !== 'idle' && id !== 'plant') {
+      throw new Error(`--only: unknown scenario "${id}"; known: ${[...SCENARIOS.map((s) => s.id), 'idle', 'plant'].join(', ')}`);
     }
   }
   return { quick: values.quick, settings, only, out: values.out ?? null, cpuProf: values['cpu-prof'] };
@@ -491,13 +520,14 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
   const settings = opts.settings;
   const scenarios = SCENARIOS.filter((s) => opts.only === null || opts.only.includes(s.id));
   const wantIdle = opts.only === null || opts.only.includes('idle');
+  const wantPlant = opts.only === null || opts.only.includes('plant');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-bench-'));
   const cpuProfDir = opts.cpuProf ? path.join(RESULTS_DIR, 'profiles') : null;
   try {
     const plc = await startForked('plc.js', [], 'PLC');
     const relay = await startForked('relay.js', ['--upstream', String(plc.port)], 'relay');
     const load = forkBench('load.js', []);
-    await nextMessage(load, 'ready', 'load generator start');
+    await nextMessage(load, 'ready', 'load generator start', START_TIMEOUT_MS);
     progress(`PLC pid ${plc.pid} on 127.0.0.1:${plc.port}; relay pid ${relay.pid} on :${relay.port}; load generator pid ${load.pid}`);
 
     const included = fs.existsSync(PLCGUARD_MAIN);
@@ -525,13 +555,23 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
       plcguard: included && needs('plcguard') ? await startGuard('plcguard', 'realistic') : null,
       plcguard1000: included && needs('plcguard-1000') ? await startGuard('plcguard-1000', 'large') : null,
       plcguardLearn: included && needs('plcguard-learn') ? await startGuard('plcguard-learn', 'learn') : null,
+      haproxy: needs('haproxy') ? await startHaproxy(tmp, plc.port) : null,
     };
     if (!included) progress(`NOTE: ${note}`);
+    if (needs('haproxy')) progress(world.haproxy ? `haproxy pid ${world.haproxy.pid} on :${world.haproxy.port} (1 thread)` : 'haproxy not on PATH: its path is left out');
 
     const runs: RunRecord[] = [];
     const discarded: RunRecord[] = [];
-    const started: Partial<Record<PathName, unknown>> = { plcguard: world.plcguard, 'plcguard-1000': world.plcguard1000, 'plcguard-shared': world.plcguardShared, 'plcguard-learn': world.plcguardLearn };
-    const available = (p: PathName): boolean => !(p in started) || started[p] !== null;
+    const started: Record<PathName, boolean> = {
+      direct: true,
+      relay: true,
+      plcguard: world.plcguard !== null,
+      'plcguard-1000': world.plcguard1000 !== null,
+      'plcguard-shared': world.plcguardShared !== null,
+      'plcguard-learn': world.plcguardLearn !== null,
+      haproxy: world.haproxy !== null,
+    };
+    const available = (p: PathName): boolean => started[p];
     const planned = scenarios.reduce((n, s) => n + s.paths.filter(available).length * roundsOf(s, settings, opts.quick).rounds, 0);
     let repeatsLeft = opts.quick ? 0 : Math.floor(planned * REPEAT_BUDGET_FRACTION);
     let quietWaitLeftMs = QUIET_WAIT_TOTAL_MS;
@@ -578,8 +618,14 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
       for (const i of idle) progress(`  ${PATH_LABELS[i.path]}: ${(i.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection`);
     }
 
+    let plant: PlantResult | null = null;
+    if (wantPlant && included) {
+      // Its own processes: the plant's PLCs, a fresh plcguard and load generator (bench/plant.ts).
+      plant = await runPlant({ ...(opts.quick ? QUICK_PLANT : FULL_PLANT), progress, cpuProfDir });
+    }
+
     plc.child.send({ type: 'stats' });
-    const plcStats = await nextMessage<{ type: 'stats'; requests: number; connections: number }>(plc.child, 'stats', 'PLC stats');
+    const plcStats = await nextMessage<{ type: 'stats'; requests: number; connections: number }>(plc.child, 'stats', 'PLC stats', START_TIMEOUT_MS);
 
     const summaries = scenarios.map((s) => summarizeScenario(s, runs));
     // Repeated runs were verified too: a wrong byte there is as wrong as anywhere.
@@ -604,7 +650,7 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
       plcguard: { included, note },
       scenarios: summaries,
       idle,
-      targets: evaluateTargets(summaries, idle, runs),
+      targets: evaluateTargets(summaries, idle, runs, plant),
       verification: {
         sent,
         verified,
@@ -613,6 +659,7 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
         allVerified: errors === 0 && verified === sent,
       },
       plc: { requestsServed: plcStats.requests },
+      plant,
       runs,
       discarded,
     };
@@ -637,7 +684,13 @@ async function main(): Promise<number> {
   // 24 runs per round at most (the split latency rounds add their own warm-ups: count 40), each
   // with its warm-up and ~1 s of connecting and draining; repeats
   // of disturbed rounds add up to REPEAT_BUDGET_FRACTION; then the idle measurement.
-  const budgetMs = (s.rounds * 40 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120) * 1000 + QUIET_WAIT_TOTAL_MS;
+  // HMI-rate scenarios take their polls' time (4 paths) and a warm-up per run; the plant at most
+  // PLANT_BUDGET_S.
+  const pacedSeconds = SCENARIOS.reduce(
+    (n, x) => n + (x.paced ? 4 * ((x.paced.samplesPerPath * x.paced.intervalMs) / 1000 / x.connections + s.rounds * PACED_ROUNDS_FACTOR * (s.warmupSeconds + 1)) : 0),
+    0,
+  );
+  const budgetMs = (s.rounds * 40 * (s.durationSeconds + s.warmupSeconds + 1) * (1 + REPEAT_BUDGET_FRACTION) * 2 + 120 + pacedSeconds * 2 + PLANT_BUDGET_S) * 1000 + QUIET_WAIT_TOTAL_MS;
   // Bounded in time whatever happens: a hung child must not hang CI.
   const deadline = setTimeout(() => {
     progress(`bench: still running after ${Math.round(budgetMs / 1000)} s; stopping everything`);

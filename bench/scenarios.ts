@@ -88,7 +88,7 @@ export function buildMix(name: MixName): RequestSpec[] {
  * `plcguard-shared`: plcguard with `upstream_connections: 1` in front of a PLC of its own that
  * accepts one connection (issue 12); every other path reaches the PLC that takes them all.
  */
-export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-shared' | 'plcguard-learn';
+export type PathName = 'direct' | 'relay' | 'plcguard' | 'plcguard-1000' | 'plcguard-shared' | 'plcguard-learn' | 'haproxy';
 export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct',
   relay: 'pipe relay',
@@ -96,6 +96,8 @@ export const PATH_LABELS: Record<PathName, string> = {
   'plcguard-1000': 'plcguard 1k rules',
   'plcguard-shared': 'plcguard, 1 shared PLC conn',
   'plcguard-learn': 'plcguard learn mode',
+  // A C relay for scale (mode tcp, one thread); measured only when `haproxy` is on PATH.
+  haproxy: 'haproxy',
 };
 
 export interface Scenario {
@@ -114,9 +116,16 @@ export interface Scenario {
    * path the same mix of those states, so the per-round deltas converge.
    */
   roundsFactor?: number;
+  /**
+   * HMI rate: each connection polls once per intervalMs, open loop (`outstanding` is unused), and
+   * the rounds' latencies are pooled so that every path has at least `samplesPerPath` of them for
+   * its percentiles; the round length follows from those (see run.ts).
+   */
+  paced?: { intervalMs: number; samplesPerPath: number };
 }
 
 const THREE: PathName[] = ['direct', 'relay', 'plcguard'];
+const HMI_PATHS: PathName[] = ['direct', 'relay', 'plcguard', 'haproxy'];
 
 export const SCENARIOS: readonly Scenario[] = [
   { id: 'latency-1x1', title: '1 conn × 1 outstanding (an HMI): latency', connections: 1, outstanding: 1, mix: 'read', paths: THREE, scrapeMetrics: false, roundsFactor: 3 },
@@ -145,5 +154,26 @@ export const SCENARIOS: readonly Scenario[] = [
     mix: 'read',
     paths: ['direct', 'relay', 'plcguard', 'plcguard-shared'],
     scrapeMetrics: false,
+  },
+  // Where plants live: the proxy sleeps between polls, so every request is a wake-up.
+  {
+    id: 'hmi-1x50hz',
+    title: '1 HMI polling FC3 every 20 ms (50 req/s, open loop): wake-up latency',
+    connections: 1,
+    outstanding: 1,
+    mix: 'read',
+    paths: HMI_PATHS,
+    scrapeMetrics: false,
+    paced: { intervalMs: 20, samplesPerPath: 1500 },
+  },
+  {
+    id: 'hmi-10x50hz',
+    title: '10 HMIs each polling FC3 every 20 ms (500 req/s, open loop)',
+    connections: 10,
+    outstanding: 1,
+    mix: 'read',
+    paths: HMI_PATHS,
+    scrapeMetrics: false,
+    paced: { intervalMs: 20, samplesPerPath: 4000 },
   },
 ];

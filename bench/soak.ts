@@ -12,6 +12,11 @@
 // port, PLC resetting connections mid-response, PLC garbage, valid and invalid policy edits, a
 // connection flood from one source, slowloris. Ctrl-C (SIGINT) or the end of --minutes stops the
 // load, sends plcguard SIGTERM, waits for its exit and prints the summary.
+//
+// First, a plant-rate phase (bench/plant.ts): --plant-devices devices (100) × --plant-clients
+// clients (10) polling at 2 req/s for --plant-seconds (10; 0 skips it), a live policy change on
+// every device in the middle; anything dropped or wrong makes the soak unclean. `npm run bench`
+// runs the same at 1,000 devices.
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -23,6 +28,8 @@ import { rssBytes } from './lib/procfs.js';
 import { PLCGUARD_MAIN, parseEvent, startPlcguard, type Exit } from './lib/process.js';
 import { EXCEPTION, FC, MBAP_LENGTH, adu, exceptionAdu, pdu, referenceResponse } from './model.js';
 import { BenchPlc } from './plc.js';
+import { runPlant } from './plant.js';
+import { plantLines } from './report.js';
 import { LogHistogram, summarizeLatencies } from './stats.js';
 import type { LatencySummary } from './ipc.js';
 
@@ -385,12 +392,26 @@ const ms = (us: number): string => {
   return `${n.toFixed(n < 10 ? 2 : 0)}ms`;
 };
 
-const USAGE = 'usage: node dist/bench/soak.js [--minutes N]   (npm run soak [-- --minutes N]; default 60; fractions allowed)\n';
+const USAGE =
+  'usage: node dist/bench/soak.js [--minutes N] [--plant-devices N] [--plant-clients N] [--plant-seconds S]\n' +
+  '  (npm run soak [-- ...]; minutes default 60, fractions allowed; the plant phase first: 100 devices × 10 clients for 10 s, 0 s skips it)\n';
+const PLANT_DEFAULTS = { devices: '100', clients: '10', seconds: '10' };
+/** Polls per client: an HMI's 2 a second, as in the bench's plant. */
+const PLANT_INTERVAL_MS = 500;
+const PLANT_WARMUP_SECONDS = 1;
 
 async function main(): Promise<number> {
-  let values: { minutes: string; help: boolean };
+  let values: { minutes: string; help: boolean; 'plant-devices': string; 'plant-clients': string; 'plant-seconds': string };
   try {
-    values = parseArgs({ options: { minutes: { type: 'string', default: '60' }, help: { type: 'boolean', default: false } } }).values;
+    values = parseArgs({
+      options: {
+        minutes: { type: 'string', default: '60' },
+        help: { type: 'boolean', default: false },
+        'plant-devices': { type: 'string', default: PLANT_DEFAULTS.devices },
+        'plant-clients': { type: 'string', default: PLANT_DEFAULTS.clients },
+        'plant-seconds': { type: 'string', default: PLANT_DEFAULTS.seconds },
+      },
+    }).values;
   } catch (err) {
     process.stderr.write(`soak: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -407,6 +428,27 @@ async function main(): Promise<number> {
   if (!fs.existsSync(PLCGUARD_MAIN)) {
     process.stderr.write(`soak: ${PLCGUARD_MAIN} not found: run "npm run soak" (it builds first)\n`);
     return 2;
+  }
+  const plantDevices = Number(values['plant-devices']);
+  const plantClients = Number(values['plant-clients']);
+  const plantSeconds = Number(values['plant-seconds']);
+  if (!Number.isInteger(plantDevices) || plantDevices < 1 || !Number.isInteger(plantClients) || plantClients < 1 || !(plantSeconds >= 0)) {
+    process.stderr.write(`soak: --plant-devices and --plant-clients must be whole numbers ≥ 1 and --plant-seconds ≥ 0\n${USAGE}`);
+    return 2;
+  }
+  let plantClean = true;
+  if (plantSeconds > 0) {
+    const say = (s: string): void => void process.stdout.write(`${new Date().toISOString()} ${s}\n`);
+    const plant = await runPlant({
+      devices: plantDevices,
+      clientsPerDevice: plantClients,
+      intervalMs: PLANT_INTERVAL_MS,
+      warmupSeconds: PLANT_WARMUP_SECONDS,
+      durationSeconds: plantSeconds,
+      progress: say,
+    });
+    for (const l of plantLines(plant)) say(`plant: ${l}`);
+    plantClean = plant.clean;
   }
   const plc = new BenchPlc();
   const plcPort = await plc.listen();
@@ -602,7 +644,8 @@ async function main(): Promise<number> {
   log(`plcguard log events: ${[...proxyEvents].map(([k, v]) => `${k} ${v}`).join(', ')}`);
   log(`plcguard exit: ${crashed ? `crashed (${exitCode})` : `code ${exitCode}`}`);
   for (const p of problems) log(`problem: ${p}`);
-  const clean = !crashed && exitCode === 0 && c.wrong === 0 && c.lost === 0;
+  if (!plantClean) log('problem: the plant-rate phase dropped or got wrong answers (see its lines above)');
+  const clean = plantClean && !crashed && exitCode === 0 && c.wrong === 0 && c.lost === 0;
   log(clean ? 'soak: clean' : 'soak: NOT clean');
   return clean ? 0 : 1;
 }

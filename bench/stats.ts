@@ -20,6 +20,7 @@ export function summarizeLatencies(us: Float32Array): LatencySummary {
   return {
     samples: us.length,
     p50Us: percentileSorted(us, 0.5),
+    p90Us: percentileSorted(us, 0.9),
     p99Us: percentileSorted(us, 0.99),
     p999Us: percentileSorted(us, 0.999),
     maxUs: us.length > 0 ? us[us.length - 1]! : 0,

@@ -2,6 +2,7 @@
 // through every path once, and every response must verify. No performance thresholds here: timing
 // on a CI machine says nothing; the numbers come from `npm run bench` (bench/RESULTS.md).
 // Runs the compiled harness (dist/, built by `npm ci`'s prepare step), as `npm run bench` does.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,14 +16,35 @@ const RUN = path.join(ROOT, 'dist/bench/run.js');
 const SMOKE_TIMEOUT_MS = 90_000;
 const QUICK_IDLE_CONNECTIONS = 100;
 
-const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'learn-16x8', 'metrics-16x8', 'sharing-16x8'];
+const SCENARIO_IDS = ['latency-1x1', 'conns-4x1', 'throughput-16x8', 'rules-1000-16x8', 'deny-10pct-16x8', 'learn-16x8', 'metrics-16x8', 'sharing-16x8', 'hmi-1x50hz', 'hmi-10x50hz'];
+/** haproxy joins the HMI-rate scenarios where it is installed (not in CI). */
+const HAPROXY = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
 /** Paths of the scenarios that don't run direct, relay and plcguard. */
 const PATHS: Record<string, string[]> = {
   'rules-1000-16x8': ['direct', 'relay', 'plcguard', 'plcguard-1000'],
   'learn-16x8': ['direct', 'relay', 'plcguard-learn'],
   'sharing-16x8': ['direct', 'relay', 'plcguard', 'plcguard-shared'],
+  ...(HAPROXY ? { 'hmi-1x50hz': ['direct', 'relay', 'plcguard', 'haproxy'], 'hmi-10x50hz': ['direct', 'relay', 'plcguard', 'haproxy'] } : {}),
 };
-const TARGET_IDS = ['throughput', 'latency', 'cpu', 'large-policy', 'learn', 'idle-memory', 'rss-bounded'];
+const TARGET_IDS = [
+  'throughput',
+  'latency',
+  'cpu',
+  'large-policy',
+  'learn',
+  'idle-memory',
+  'rss-bounded',
+  'hmi-vs-relay',
+  'hmi-p99',
+  'plant-cpu',
+  'plant-rss',
+  'plant-p99',
+  'plant-startup',
+  'plant-reload',
+];
+/** The quick plant (bench/plant.ts QUICK_PLANT): 20 devices × 3 clients. */
+const QUICK_PLANT_DEVICES = 20;
+const QUICK_PLANT_CLIENTS = 60;
 
 function runQuick(out: string): Promise<Finished> {
   // The bench's processes are measured, not covered: tap would otherwise collect coverage in every
@@ -54,6 +76,7 @@ void t.test('bench --quick: every scenario and path runs and every response veri
   );
 
   for (const s of r.scenarios) {
+    const paced = s.id.startsWith('hmi-');
     const expected = PATHS[s.id] ?? ['direct', 'relay', 'plcguard'];
     t.same(
       s.paths.map((p) => p.path),
@@ -67,7 +90,15 @@ void t.test('bench --quick: every scenario and path runs and every response veri
       t.ok(p.sent > 0 && p.verified === p.sent, `${what}: every response verified (${p.verified}/${p.sent})`);
       t.equal(typeof p.plcCores, 'number', `${what}: PLC CPU measured`);
       if (p.path !== 'direct') t.ok(p.proxyUsPerRequest !== null && p.proxyPeakRssBytes !== null, `${what}: proxy CPU and RSS measured`);
+      // Paced: every round's polls pooled (the window's verified responses, each one sample).
+      if (paced) t.ok(p.pooled !== null && p.pooled.samples > 0 && p.pooled.p999Us >= p.pooled.p50Us, `${what}: polls pooled`);
+      else t.equal(p.pooled, null, `${what}: closed loop, nothing pooled`);
     }
+    t.same(
+      s.added.map((a) => a.path),
+      paced ? expected.slice(1) : [],
+      `${s.id}: added latency over direct for every proxy when paced`,
+    );
   }
   const deny = r.scenarios.find((s) => s.id === 'deny-10pct-16x8')!;
   t.ok(deny.paths.find((p) => p.path === 'plcguard')!.deniedVerified > 0, 'denied requests got plcguard\u2019s exact exception reply');
@@ -96,6 +127,22 @@ void t.test('bench --quick: every scenario and path runs and every response veri
     r.targets.every((x) => x.pass === null || typeof x.pass === 'boolean'),
     'targets are PASS, FAIL or n/a (no thresholds asserted here)',
   );
+  const plant = r.plant;
+  t.ok(plant !== null, 'the plant ran');
+  if (plant !== null) {
+    t.same([plant.devices, plant.clients], [QUICK_PLANT_DEVICES, QUICK_PLANT_CLIENTS], 'plant: 20 devices, 60 clients');
+    for (const [name, x] of [
+      ['direct', plant.direct],
+      ['plcguard', plant.plcguard],
+      ['plcguard with the reload', plant.reloadPhase],
+    ] as const) {
+      t.equal(x.errors, 0, `plant ${name}: no errors`, { samples: x.errorSamples });
+      t.ok(x.sent > 0 && x.verified === x.sent, `plant ${name}: every answer verified (${x.verified}/${x.sent})`);
+    }
+    t.equal(plant.reloadVerifiedDevices, QUICK_PLANT_DEVICES, 'plant: every device answered per the new policy after the live change');
+    t.ok(plant.clean, 'plant: nothing dropped across the reload');
+    t.ok(plant.startupSeconds > 0 && plant.reloadSeconds > 0 && plant.rssPeakBytes > 0 && plant.plcguard.proxyCores !== null, 'plant: startup, reload, RSS and CPU measured');
+  }
   t.ok(r.verification.allVerified && r.verification.errors === 0, 'all responses verified, no errors');
   t.equal(r.verification.sent, r.verification.verified);
   t.ok(r.plc.requestsServed > 0, 'the PLC counted what it served');

@@ -55,3 +55,19 @@ export function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;
 }
+
+/** A process's open-file limits (soft, hard), from /proc/PID/limits. */
+export function fileLimits(pid: number | 'self' = 'self'): { soft: number; hard: number } {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  const n = (s: string | undefined): number => (s === undefined || s === 'unlimited' ? Infinity : Number(s));
+  return { soft: n(m?.[1]), hard: n(m?.[2]) };
+}
+
+/**
+ * Times a process's main thread went to sleep and was woken (voluntary context switches): for an
+ * event loop, its wake-ups. Per request at HMI rate this shows how much of the round trip is
+ * spent waking up rather than working, whatever else runs on the machine.
+ */
+export function wakeups(pid: number): number {
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+}
