@@ -352,6 +352,24 @@ devices:
   t.strictSame(peers, ['plcguard'], 'the PLC saw plcguard\'s certificate');
   c.close();
   await p.stop();
+
+  // Learning in front of it: the proposal keeps upstream_tls.
+  const learning = await startProxy(`version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plcPort}
+    upstream_tls: { ca: [ca.crt.orig], cert: gateway.crt, key: gateway.key }
+    mode: learn
+    rules: []
+`, { dir, admin: true });
+  const l = await RawClient.connect(learning.port);
+  l.send(WRITE_10);
+  t.equal(hexOf((await l.read())[0]!), WRITE_10_OK);
+  l.close();
+  const proposal = await (await fetch(`http://127.0.0.1:${learning.rt.adminPort}/learn/proposal`)).text();
+  t.match(proposal, `    upstream_tls: {"ca":["ca.crt.orig"],"cert":"gateway.crt","key":"gateway.key"}\n    mode: enforce\n`);
+  await learning.stop();
   mbapsPlc.close();
   t.end();
 });
