@@ -131,31 +131,66 @@ ${sharing}    rules:
         functions: [report_server_id, read_exception_status, diagnostics, get_comm_event_counter, get_comm_event_log]
 `;
 
+type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
+
+interface SuiteRun {
+  out: string;
+  tail: string;
+  exit: unknown;
+  /** Each failed check: its name and the client's assertion line ("N/M what: Line L: assertion error ..."). */
+  failed: string[];
+  plcguardRan: boolean;
+}
+
+/** One run of the suite: its server, plcguard in front of it, its client; all stopped after. */
+async function runSuite(t: TapTest, sharing: string): Promise<SuiteRun> {
+  const serverPort = await freePort();
+  const listenPort = await freePort();
+  const server = new Proc('unit-test-server', path.join(dir, 'unit-test-server'), ['tcp'], { cwd: dir, env: { ...process.env, [PORT_ENV]: String(serverPort) } });
+  t.teardown(() => server.stop('SIGKILL'));
+  await until(() => listening(serverPort), `unit-test-server listening on 127.0.0.1:${serverPort}`, START_TIMEOUT_MS, 20);
+  const policyFile = path.join(dir, `policy-${listenPort}.yaml`);
+  fs.writeFileSync(policyFile, POLICY(listenPort, serverPort, sharing));
+  const proxy = startPlcguard('plcguard', ['run', '--policy', policyFile, '--admin', 'off']);
+  t.teardown(() => proxy.stop('SIGKILL'));
+  await proxy.waitForEvent('started', START_TIMEOUT_MS);
+  const client = new Proc('unit-test-client', path.join(dir, 'unit-test-client'), ['tcp'], { cwd: dir, env: { ...process.env, [PORT_ENV]: String(listenPort) } });
+  t.teardown(() => client.stop('SIGKILL'));
+  const exit = await within(client.exited, 'unit-test-client to finish', SUITE_TIMEOUT_MS);
+  const out = client.stdout();
+  // A check prints its name, then "OK" on the same line, or a new line with "Line L: assertion error".
+  const lines = out.split('\n');
+  const failed = lines.flatMap((l, i) => (l.includes('assertion error') ? [`${lines[i - 1]!.trim()} ${l.trim()}`] : []));
+  const run = { out, tail: client.tail(30), exit, failed, plcguardRan: proxy.child.exitCode === null };
+  await Promise.all([proxy.stop('SIGKILL'), server.stop('SIGKILL')]);
+  return run;
+}
+
+/**
+ * libmodbus's timeout checks time the gaps between bytes (3 ms and 7 ms against a server writing
+ * one byte every 5 ms) and a response against 0.2/0.6 s: on a machine busy with other work,
+ * scheduling alone can stretch a gap past 7 ms through any relay. A run in which only such
+ * checks failed is run again, at most TIMING_ATTEMPTS times in all, each failure shown; any other
+ * failed check fails at once.
+ */
+const TIMING_ATTEMPTS = 3;
+const TIMING_CHECK = /timeout \([\d.]+m?s [<>] [\d.]+m?s\)/;
+
 for (const [name, sharing] of [
   ['default limits: a PLC connection per client', ''],
   ['one shared PLC connection (upstream_connections: 1)', '    upstream_connections: 1\n'],
 ] as const) {
   await t.test(`libmodbus's unit-test suite through plcguard, ${name}`, async (t) => {
-    const serverPort = await freePort();
-    const listenPort = await freePort();
-    const server = new Proc('unit-test-server', path.join(dir, 'unit-test-server'), ['tcp'], { cwd: dir, env: { ...process.env, [PORT_ENV]: String(serverPort) } });
-    t.teardown(() => server.stop('SIGKILL'));
-    await until(() => listening(serverPort), `unit-test-server listening on 127.0.0.1:${serverPort}`, START_TIMEOUT_MS, 20);
-    const policyFile = path.join(dir, `policy-${listenPort}.yaml`);
-    fs.writeFileSync(policyFile, POLICY(listenPort, serverPort, sharing));
-    const proxy = startPlcguard('plcguard', ['run', '--policy', policyFile, '--admin', 'off']);
-    t.teardown(() => proxy.stop('SIGKILL'));
-    await proxy.waitForEvent('started', START_TIMEOUT_MS);
-    const client = new Proc('unit-test-client', path.join(dir, 'unit-test-client'), ['tcp'], { cwd: dir, env: { ...process.env, [PORT_ENV]: String(listenPort) } });
-    t.teardown(() => client.stop('SIGKILL'));
-    const exit = await within(client.exited, 'unit-test-client to finish', SUITE_TIMEOUT_MS);
-    const out = client.stdout();
-    const failed = out.split('\n').filter((l) => l.includes('assertion error'));
-    t.same(failed, [], 'no check failed');
-    t.ok(out.includes(SUCCESS), `the client printed "${SUCCESS}"${out.includes(SUCCESS) ? '' : `; its output ended:\n${client.tail(30)}`}`);
-    t.same(exit, { code: 0, signal: null }, 'the client exited 0');
-    const checks = out.split('\n').filter((l) => l.endsWith('OK')).length;
+    let run = await runSuite(t, sharing);
+    for (let attempt = 1; attempt < TIMING_ATTEMPTS && run.failed.length > 0 && run.failed.every((l) => TIMING_CHECK.test(l)); attempt++) {
+      t.comment(`attempt ${attempt}: only timing checks failed (${run.failed.join('; ')}); the suite again`);
+      run = await runSuite(t, sharing);
+    }
+    t.same(run.failed, [], 'no check failed');
+    t.ok(run.out.includes(SUCCESS), `the client printed "${SUCCESS}"${run.out.includes(SUCCESS) ? '' : `; its output ended:\n${run.tail}`}`);
+    t.same(run.exit, { code: 0, signal: null }, 'the client exited 0');
+    const checks = run.out.split('\n').filter((l) => l.endsWith('OK')).length;
     t.equal(checks, EXPECTED_CHECKS, `every check ran: ${checks} OK`);
-    t.equal(proxy.child.exitCode, null, 'plcguard still runs');
+    t.equal(run.plcguardRan, true, 'plcguard still ran');
   });
 }
