@@ -15,7 +15,7 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { startProxy, type TestProxy } from './fixtures/proxy.js';
 import { REFUSALS, type RefusalReason } from '../proxy/stats.js';
-import { subjectCn, verifyRefusal } from '../proxy/tls.js';
+import { handshakeRefusal, subjectCn } from '../proxy/tls.js';
 import { parsePolicy } from '../policy/index.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-tls-'));
@@ -123,23 +123,34 @@ void t.test('audit lines carry the role, subject CN and certificate fingerprint'
 
 void t.test('every other identity is refused before a byte reaches the PLC', async (t) => {
   const bytesBefore = plcBytes();
-  const cases: [string, RefusalReason, Parameters<typeof RawClient.connectTls>[1]][] = [
-    ['no certificate', 'tls_no_certificate', trust],
-    ['another CA', 'tls_unknown_ca', { ...trust, ...key(foreign) }],
-    ['expired', 'tls_expired', { ...trust, ...key(expired) }],
-    ['revoked', 'tls_revoked', { ...trust, ...key(revoked) }],
-    ['no role: no rule matches', 'identity_not_allowed', { ...trust, ...key(noRole) }],
+  // [what, reason, the log's detail, client options, what the client sees with TLS 1.2].
+  // TLS 1.2: the handshake fails on the client too, with OpenSSL's alert for no certificate
+  // (40 handshake_failure) and, for a certificate failing verification, without the server's
+  // Finished. TLS 1.3: the client is done before the server has read its certificate; it sees the
+  // alert (116 certificate_required) or the close, and what it sends is never read.
+  const cases: [string, RefusalReason, string, tls.ConnectionOptions, string | null][] = [
+    ['no certificate', 'tls_no_certificate', 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', trust, 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'],
+    ['another CA', 'tls_unknown_ca', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', { ...trust, ...key(foreign) }, 'ECONNRESET'],
+    ['expired', 'tls_expired', 'CERT_HAS_EXPIRED', { ...trust, ...key(expired) }, 'ECONNRESET'],
+    ['revoked', 'tls_revoked', 'CERT_REVOKED', { ...trust, ...key(revoked) }, 'ECONNRESET'],
+    ['no role: no rule matches', 'identity_not_allowed', '', { ...trust, ...key(noRole) }, null],
   ];
-  for (const [what, reason, options] of cases) {
-    const n = refused(reason);
-    const line = proxy.logged((l) => l.event === 'refused' && l.reason === reason);
-    const c = await RawClient.connectTls(proxy.port, options);
-    // TLS 1.3: the client may finish its side before the server refuses; what it sends is never read.
-    c.send(WRITE_10);
-    await c.closed;
-    await line;
-    t.equal(c.received.length, 0, `${what}: nothing back`);
-    t.equal(refused(reason), n + 1, `${what}: counted as ${reason}`);
+  for (const [what, reason, detail, options, tls12] of cases) {
+    for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+      const n = refused(reason);
+      const line = proxy.logged((l) => l.event === 'refused' && l.reason === reason, proxy.logs.length);
+      const c = await RawClient.connectTls(proxy.port, { ...options, maxVersion });
+      c.send(WRITE_10);
+      await c.closed;
+      await line;
+      t.equal(c.received.length, 0, `${what}, ${maxVersion}: nothing back`);
+      t.equal(refused(reason), n + 1, `${what}, ${maxVersion}: counted as ${reason}`);
+      if (detail !== '') t.match(proxy.logs.findLast((l) => l.event === 'refused')!, { detail, src_ip: '127.0.0.1' }, `${what}: logged with the address`);
+      // Node 24 spells alert 40 the way OpenSSL 3.5 does.
+      if (tls12 === null) continue; // policy after a completed handshake: no handshake error to see
+      if (maxVersion === 'TLSv1.2') t.equal(c.error?.replace('ERR_SSL_SSL/TLS_ALERT', 'ERR_SSL_SSLV3_ALERT') ?? null, tls12, `${what}, TLS 1.2: the client's handshake fails`);
+      else if (reason === 'tls_no_certificate') t.equal(c.error, 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'TLS 1.3: the alert');
+    }
   }
   const noRoleLine = proxy.logs.find((l) => l.event === 'refused' && l.reason === 'identity_not_allowed')!;
   t.match(noRoleLine, { role: null, subject_cn: 'laptop', action: 'close' });
@@ -297,9 +308,10 @@ void t.test('pure helpers', (t) => {
   t.equal(subjectCn(undefined), '');
   t.equal(subjectCn({}), '');
   t.equal(subjectCn({ CN: ['a', 'b'] }), 'a,b');
-  t.equal(verifyRefusal(true, 'CERT_NOT_YET_VALID'), 'tls_expired');
-  t.equal(verifyRefusal(true, 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
-  t.equal(verifyRefusal(true, 'CERT_UNTRUSTED'), 'tls_handshake_failed');
+  t.equal(handshakeRefusal('ECONNRESET', 'CERT_NOT_YET_VALID'), 'tls_expired');
+  t.equal(handshakeRefusal('ECONNRESET', 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
+  t.equal(handshakeRefusal('ECONNRESET', 'CERT_UNTRUSTED'), 'tls_handshake_failed');
+  t.equal(handshakeRefusal('ERR_TLS_HANDSHAKE_TIMEOUT', undefined), 'tls_handshake_failed');
   t.end();
 });
 
