@@ -1,6 +1,6 @@
 // Modbus/TCP Security end to end: real certificates (made by the openssl CLI in a temp folder),
-// plcguard terminating mbaps in front of a PLC stand-in that records every byte, and two TLS
-// client stacks: Node's and openssl s_client.
+// plcguard terminating mbaps in front of a PLC stand-in that records every byte, and three TLS
+// client stacks: Node's, openssl s_client and GnuTLS's gnutls-cli.
 import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -172,31 +172,65 @@ void t.test('every other identity is refused before a byte reaches the PLC', asy
   t.end();
 });
 
-/** openssl s_client with `cert`: sends `request`, returns the first `n` bytes received. */
-async function sClient(port: number, cert: CertFiles, request: Buffer, n: number): Promise<Buffer> {
-  const p = spawn('openssl', ['s_client', '-quiet', '-verify_return_error', '-CAfile', ca.cert, '-cert', cert.cert, '-key', cert.key, '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+/**
+ * Runs a TLS client program that sends what it reads on stdin and writes what it receives to
+ * stdout: sends `request`, and returns once `n` bytes came back (the program is then stopped) or
+ * once it exited (with its exit code).
+ */
+async function cliClient(command: string, args: string[], request: Buffer, n: number): Promise<{ out: Buffer; exit: number | null }> {
+  const p = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = Buffer.alloc(0);
-  const got = new Promise<Buffer>((resolve, reject) => {
+  const done = new Promise<number | null>((resolve) => {
     p.stdout.on('data', (chunk: Buffer) => {
       out = Buffer.concat([out, chunk]);
-      if (out.length >= n) resolve(out);
+      if (out.length >= n) resolve(null);
     });
-    p.on('exit', (code) => reject(new Error(`s_client exited ${code} after ${out.length} bytes`)));
+    p.on('exit', (code) => resolve(code));
   });
+  p.stdin.on('error', () => {});
   p.stdin.write(request);
   try {
-    return await got;
+    return { exit: await done, out };
   } finally {
     p.kill();
   }
+}
+
+/** openssl s_client with `cert`: sends `request`, returns the first `n` bytes received. */
+async function sClient(port: number, cert: CertFiles, request: Buffer, n: number): Promise<Buffer> {
+  const args = ['s_client', '-quiet', '-verify_return_error', '-CAfile', ca.cert, '-cert', cert.cert, '-key', cert.key, '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'];
+  const r = await cliClient('openssl', args, request, n);
+  if (r.exit !== null) throw new Error(`s_client exited ${r.exit} after ${r.out.length} bytes`);
+  return r.out;
 }
 
 void t.test('a TLS stack other than Node\'s: openssl s_client', async (t) => {
   t.equal(hexOf(await sClient(proxy.port, operator, WRITE_10, WRITE_10.length)), WRITE_10_OK, 'Operator writes');
   const denied = await sClient(proxy.port, viewer, WRITE_10, 9);
   t.equal(hexOf(denied), exception(2, 6, 0x01), 'Viewer: exception 01');
+  t.end();
+});
+
+void t.test('a TLS stack that isn\'t OpenSSL: gnutls-cli (Debian\'s gnutls-bin)', async (t) => {
+  // Its status lines go to the log file, so stdout holds only what the proxy sent.
+  const log = path.join(dir, 'gnutls.log');
+  const gnutls = (cert: CertFiles | null): string[] => [
+    '--x509cafile', ca.cert, ...(cert === null ? [] : ['--x509certfile', cert.cert, '--x509keyfile', cert.key]),
+    '--sni-hostname', 'localhost', '--logfile', log, '-p', String(proxy.port), '127.0.0.1',
+  ];
+  const op = await cliClient('gnutls-cli', gnutls(operator), WRITE_10, WRITE_10.length);
+  t.equal(hexOf(op.out), WRITE_10_OK, 'Operator writes');
+
+  const bytesBefore = plcBytes();
+  const n = refused('tls_no_certificate');
+  const line = proxy.logged((l) => l.event === 'refused' && l.reason === 'tls_no_certificate', proxy.logs.length);
+  const anonymous = await cliClient('gnutls-cli', gnutls(null), WRITE_10, 1);
+  await line;
+  t.equal(anonymous.exit, 1, 'no certificate: gnutls-cli fails');
+  t.equal(anonymous.out.length, 0, 'nothing back');
+  t.match(fs.readFileSync(log, 'utf8'), 'Received alert [116]: Certificate is required', 'TLS 1.3 alert 116 in the handshake');
+  t.equal(refused('tls_no_certificate'), n + 1);
+  t.equal(plcBytes(), bytesBefore, 'nothing reached the PLC');
   t.end();
 });
 
