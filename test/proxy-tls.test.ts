@@ -37,6 +37,16 @@ ca.issue('gateway', { cn: 'plcguard', role: 'Operator' });
 const plcCert = ca.issue('mbaps-plc', { cn: 'plc-802', server: true });
 ca.revoke(revoked.cert);
 ca.writeCrl(path.join(dir, 'ca.crl'));
+// Chains: an issuing CA under the root signs a server and a client certificate; each file to
+// send holds the leaf, then the issuing CA.
+const issuing = ca.intermediate('issuing-ca');
+const chain = (c: CertFiles): CertFiles => {
+  const file = c.cert.replace(/\.crt$/, '-chain.crt');
+  fs.writeFileSync(file, fs.readFileSync(c.cert, 'utf8') + fs.readFileSync(issuing.cert, 'utf8'));
+  return { cert: file, key: c.key };
+};
+const chainedServer = chain(issuing.issue('chained-server', { cn: 'plc-gateway-2', server: true }));
+const chainedOperator = chain(issuing.issue('chained-operator', { cn: 'hmi-2', role: 'Operator' }));
 // ca.crt is replaced by the rotation test: the original, for tests after it.
 fs.copyFileSync(ca.cert, path.join(dir, 'ca.crt.orig'));
 fs.copyFileSync(path.join(dir, 'server.key'), path.join(dir, 'server.key.orig'));
@@ -174,10 +184,10 @@ void t.test('every other identity is refused before a byte reaches the PLC', asy
 
 /**
  * Runs a TLS client program that sends what it reads on stdin and writes what it receives to
- * stdout: sends `request`, and returns once `n` bytes came back (the program is then stopped) or
- * once it exited (with its exit code).
+ * stdout: sends `request` (then closes its stdin with `end`), and returns once `n` bytes came back
+ * (the program is then stopped) or once it exited (with its exit code).
  */
-async function cliClient(command: string, args: string[], request: Buffer, n: number): Promise<{ out: Buffer; exit: number | null }> {
+async function cliClient(command: string, args: string[], request: Buffer, n: number, end = false): Promise<{ out: Buffer; exit: number | null }> {
   const p = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = Buffer.alloc(0);
   const done = new Promise<number | null>((resolve) => {
@@ -189,6 +199,7 @@ async function cliClient(command: string, args: string[], request: Buffer, n: nu
   });
   p.stdin.on('error', () => {});
   p.stdin.write(request);
+  if (end) p.stdin.end();
   try {
     return { exit: await done, out };
   } finally {
@@ -417,5 +428,44 @@ devices:
   t.match(proposal, `    upstream_tls: {"ca":["ca.crt.orig"],"cert":"gateway.crt","key":"gateway.key"}\n    mode: enforce\n`);
   await learning.stop();
   mbapsPlc.close();
+  t.end();
+});
+
+void t.test('chains: the server sends leaf and issuing CA; a client sending its chain to the root is served', async (t) => {
+  const p = await startProxy(
+    `version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plc.port}
+    tls: { cert: ${path.basename(chainedServer.cert)}, key: ${path.basename(chainedServer.key)}, ca: ca.crt.orig }
+    rules:
+      - roles: [Operator]
+        write: { holding_registers: [10] }
+`,
+    { dir },
+  );
+  t.teardown(() => p.stop());
+  // Node's client trusts the root only: the server's chain must be whole for it to verify.
+  const op = await RawClient.connectTls(p.port, { ca: fs.readFileSync(path.join(dir, 'ca.crt.orig')), ...key(chainedOperator) });
+  t.equal(op.error, null);
+  op.send(WRITE_10);
+  t.equal(hexOf((await op.read())[0]!), WRITE_10_OK, 'the Operator behind the issuing CA writes');
+  op.close();
+  t.match(p.logs.find((l) => l.event === 'connection_opened')!, { role: 'Operator', subject_cn: 'hmi-2' });
+  // The same leaf without its issuing CA: the server can't link it to the root.
+  const line = p.logged((l) => l.event === 'refused');
+  const leafOnly = await RawClient.connectTls(p.port, { ca: fs.readFileSync(path.join(dir, 'ca.crt.orig')), ...key({ cert: path.join(dir, 'chained-operator.crt'), key: chainedOperator.key }), maxVersion: 'TLSv1.2' });
+  await leafOnly.closed;
+  await line;
+  t.match(p.logs.findLast((l) => l.event === 'refused')!, { reason: 'tls_unknown_ca', detail: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }, 'the leaf alone is refused');
+
+  // What the server sends, as openssl s_client -showcerts prints it: the leaf, then the issuing CA.
+  const shown = await cliClient('openssl', ['s_client', '-showcerts', '-verify_return_error', '-CAfile', path.join(dir, 'ca.crt.orig'), '-cert', chainedOperator.cert, '-key', chainedOperator.key, '-connect', `127.0.0.1:${p.port}`, '-servername', 'localhost'], Buffer.alloc(0), Infinity, true);
+  const text = shown.out.toString();
+  t.equal(text.match(/-----BEGIN CERTIFICATE-----/g)?.length, 2, 'two certificates sent');
+  t.match(text, / 0 s:CN ?= ?plc-gateway-2\n\s+i:CN ?= ?plcguard issuing-ca\n/, 'the leaf first');
+  t.match(text, / 1 s:CN ?= ?plcguard issuing-ca\n\s+i:CN ?= ?plcguard ca\n/, 'then the issuing CA, signed by the root');
+  t.match(text, 'Verify return code: 0 (ok)');
   t.end();
 });
