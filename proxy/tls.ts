@@ -39,9 +39,10 @@ export const HANDSHAKE_REFUSALS = ['tls_no_certificate', 'tls_unknown_ca', 'tls_
 export type HandshakeRefusal = (typeof HANDSHAKE_REFUSALS)[number];
 
 // OpenSSL's verify results (X509_V_ERR_*), as Node names them in authorizationError. Node lets
-// OpenSSL verify the whole chain and reports the last error: with CRLs configured, a certificate
-// from a CA not trusted here ends on UNABLE_TO_GET_CRL (no CRL of its issuer), and so does one from
-// a trusted CA whose CRL is missing (docs/tls.md: one CRL per CA). Both: not a CA vouched for.
+// OpenSSL verify the whole chain and reports the last error. A certificate from a CA not trusted
+// here is UNABLE_TO_VERIFY_LEAF_SIGNATURE (with CRLs configured too: test/proxy-tls.test.ts); one
+// from a trusted CA whose CRL is missing ends on UNABLE_TO_GET_CRL (docs/tls.md: one CRL per CA).
+// Both: not a CA vouched for.
 const UNKNOWN_CA = new Set([
   'UNABLE_TO_GET_CRL',
   'UNABLE_TO_GET_ISSUER_CERT',
