@@ -33,6 +33,8 @@ export function opensslDate(days: number, now = Date.now()): string {
 }
 
 const DEFAULT_DAYS = 30;
+/** What makes a certificate a CA's (RFC 5280 4.2.1.9 and 4.2.1.3). */
+const CA_EXTENSIONS = ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'];
 
 function openssl(args: readonly string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -56,7 +58,34 @@ export class TestCa {
     this.config = path.join(dir, `${name}.cnf`);
   }
 
+  /** A root CA: self-signed. */
   static create(dir: string, name = 'ca'): TestCa {
+    const ca = TestCa.books(dir, name);
+    openssl(
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', ca.key, '-out', ca.cert,
+        '-subj', `/CN=plcguard ${name}`, '-days', String(DEFAULT_DAYS), ...CA_EXTENSIONS.flatMap((e) => ['-addext', e])],
+      dir,
+    );
+    return ca;
+  }
+
+  /**
+   * An intermediate CA issued by this one (as plants run them: the root offline, an issuing CA
+   * signing certificates). Its certificate file holds itself only; a chain is the leaf's file
+   * followed by this one's.
+   */
+  intermediate(name: string): TestCa {
+    const sub = TestCa.books(this.dir, name);
+    const csr = path.join(this.dir, `${name}.csr`);
+    const ext = path.join(this.dir, `${name}.ext`);
+    fs.writeFileSync(ext, ['[ ext ]', ...CA_EXTENSIONS.map((e) => e.replace('=', ' = '))].join('\n') + '\n');
+    openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', sub.key, '-out', csr, '-subj', `/CN=plcguard ${name}`], this.dir);
+    openssl(['ca', '-batch', '-notext', '-config', this.config, '-in', csr, '-out', sub.cert, '-extfile', ext, '-extensions', 'ext', '-days', String(DEFAULT_DAYS)], this.dir);
+    return sub;
+  }
+
+  /** The files of a CA named `name` in `dir` and `openssl ca`'s books for it, before its certificate. */
+  private static books(dir: string, name: string): TestCa {
     const ca = new TestCa(dir, name);
     const books = path.join(dir, `${name}-books`);
     fs.mkdirSync(path.join(books, 'issued'), { recursive: true });
@@ -84,12 +113,6 @@ export class TestCa {
         'commonName = supplied',
         '',
       ].join('\n'),
-    );
-    openssl(
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', ca.key, '-out', ca.cert,
-        '-subj', `/CN=plcguard ${name}`, '-days', String(DEFAULT_DAYS),
-        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
-      dir,
     );
     return ca;
   }

@@ -11,7 +11,7 @@ import { connectTcp, Upstream, type ConnectPlc, type UpstreamEvent, type Upstrea
 import { LiveLearner } from '../policy/learn/live.js';
 import { LIVE_MAX_CELLS } from '../policy/learn/observe.js';
 import { formatEndpoint } from '../policy/net.js';
-import { TlsTerminator, identityFields, upstreamTlsOptions, type ClientIdentity, type HandshakeResult, type TlsEvents } from './tls.js';
+import { TlsTerminator, identityFields, tcpOf, upstreamTlsOptions, type ClientIdentity, type HandshakeRefusal, type TlsEvents } from './tls.js';
 import tls from 'node:tls';
 
 /** Sources remembered for rate limiting before disconnected, refilled ones are forgotten. */
@@ -74,18 +74,16 @@ interface Handshake {
   readonly id: string;
   readonly address: string;
   readonly port: number;
-  /** What the TLS stack said went wrong, once it has. */
+  /** Why it failed and what the TLS stack said, once it has. */
+  refusal: HandshakeRefusal;
   detail: string;
 }
-
-/** How a TLS socket and the TCP socket under it are matched: the peer's address and port. */
-const peerKey = (address: string | undefined, port: number | undefined): string => `${address}|${port}`;
 
 /** One device's listener, its connection limits and its sessions. */
 class DeviceListener implements SessionContext, TlsEvents {
   readonly sessions = new Set<Session>();
-  /** Handshakes under way (devices with tls): they count against the connection limits. */
-  private readonly handshakes = new Map<string, Handshake>();
+  /** Handshakes under way (devices with tls), by accepted socket: they count against the connection limits. */
+  private readonly handshakes = new Map<net.Socket, Handshake>();
   /** The device's TLS; null: plain Modbus/TCP. */
   tls: TlsTerminator | null = null;
   /** Sessions whose connection_opened line was written: their connection_closed line will be. */
@@ -196,46 +194,33 @@ class DeviceListener implements SessionContext, TlsEvents {
   }
 
   private startHandshake(tls: TlsTerminator, socket: net.Socket, id: string, address: string, port: number): void {
-    const key = peerKey(address, port);
-    /* c8 ignore start -- the same peer address and port again while the first connection's close
-       is still to be processed (a reused client port): that one is gone; it is ended and released
-       now, so the entry of the new one can't be taken for it. Not reproducible on demand. */
-    const stale = this.handshakes.get(key);
-    if (stale !== undefined) {
-      this.handshakes.delete(key);
-      this.releaseSource(stale.address);
-      stale.socket.destroy();
-    }
-    /* c8 ignore stop */
-    const h: Handshake = { socket, id, address, port, detail: 'closed during the handshake' };
-    this.handshakes.set(key, h);
+    const h: Handshake = { socket, id, address, port, refusal: 'tls_handshake_failed', detail: 'closed during the handshake' };
+    this.handshakes.set(socket, h);
     socket.on('error', () => {});
-    // Every way a handshake can fail (an alert, a timeout, the client leaving) ends here.
-    socket.once('close', () => {
-      if (this.handshakes.get(key) !== h) return;
-      this.handshakes.delete(key);
-      this.releaseSource(address);
-      this.refuse(socket, 'tls_handshake_failed', id, address, port, { detail: h.detail });
-    });
+    // Every way a handshake can fail (an alert, a certificate refused, a timeout, the client
+    // leaving) ends here; a turn of the loop later, as Node reports a refused certificate
+    // ('tlsClientError') after this 'close'.
+    socket.once('close', () =>
+      setImmediate(() => {
+        if (!this.handshakes.delete(socket)) return;
+        this.releaseSource(address);
+        this.refuse(socket, h.refusal, id, address, port, { detail: h.detail });
+      }),
+    );
     tls.handle(socket);
   }
 
-  failed(socket: tls.TLSSocket, code: string): void {
-    const h = this.handshakes.get(peerKey(socket.remoteAddress, socket.remotePort));
-    /* c8 ignore next -- a socket already gone has no address: its close reports the default detail */
-    if (h !== undefined) h.detail = code;
+  failed(tcp: net.Socket, refusal: HandshakeRefusal, detail: string): void {
+    const h = this.handshakes.get(tcp);
+    /* c8 ignore next -- a TLS error after its TCP close was reported: not seen in Node 20 or 24 (tlsClientError is emitted within that 'close') */
+    if (h === undefined) return;
+    h.refusal = refusal;
+    h.detail = detail;
   }
 
-  handshake(socket: tls.TLSSocket, result: HandshakeResult): void {
-    const key = peerKey(socket.remoteAddress, socket.remotePort);
-    const h = this.handshakes.get(key)!;
-    this.handshakes.delete(key);
-    if ('refusal' in result) {
-      this.releaseSource(h.address);
-      this.refuse(socket, result.refusal, h.id, h.address, h.port, { detail: result.detail });
-      return;
-    }
-    const identity = result.identity;
+  handshake(socket: tls.TLSSocket, identity: ClientIdentity): void {
+    const h = this.handshakes.get(tcpOf(socket))!;
+    this.handshakes.delete(h.socket);
     if (this.device.mode === 'enforce' && !this.device.forSource(h.address, identity.role).matches) {
       this.releaseSource(h.address);
       this.refuse(socket, 'identity_not_allowed', h.id, h.address, h.port, identityFields(identity));

@@ -39,9 +39,10 @@ export const HANDSHAKE_REFUSALS = ['tls_no_certificate', 'tls_unknown_ca', 'tls_
 export type HandshakeRefusal = (typeof HANDSHAKE_REFUSALS)[number];
 
 // OpenSSL's verify results (X509_V_ERR_*), as Node names them in authorizationError. Node lets
-// OpenSSL verify the whole chain and reports the last error: with CRLs configured, a certificate
-// from a CA not trusted here ends on UNABLE_TO_GET_CRL (no CRL of its issuer), and so does one from
-// a trusted CA whose CRL is missing (docs/tls.md: one CRL per CA). Both: not a CA vouched for.
+// OpenSSL verify the whole chain and reports the last error. A certificate from a CA not trusted
+// here is UNABLE_TO_VERIFY_LEAF_SIGNATURE (with CRLs configured too: test/proxy-tls.test.ts); one
+// from a trusted CA whose CRL is missing ends on UNABLE_TO_GET_CRL (docs/tls.md: one CRL per CA).
+// Both: not a CA vouched for.
 const UNKNOWN_CA = new Set([
   'UNABLE_TO_GET_CRL',
   'UNABLE_TO_GET_ISSUER_CERT',
@@ -52,16 +53,23 @@ const UNKNOWN_CA = new Set([
   'CERT_SIGNATURE_FAILURE',
 ]);
 const EXPIRED = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+/** OpenSSL's error when a client sends no certificate (SSL_VERIFY_FAIL_IF_NO_PEER_CERT), TLS 1.2 and 1.3 alike. */
+const NO_CERTIFICATE = 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE';
 
 /**
- * Why a client that finished the handshake isn't verified: OpenSSL's verify result (X509_V_ERR_*,
- * as Node names it in authorizationError), or no certificate at all.
+ * Why a handshake failed, from what Node 20 and 24 hand to 'tlsClientError' (found by
+ * experiment): a client without a certificate makes OpenSSL abort the handshake (alert 40 in
+ * TLS 1.2, 116 certificate_required in 1.3) with `code` NO_CERTIFICATE. A certificate that fails
+ * verification doesn't: Node's verify callback lets OpenSSL finish and Node destroys the socket
+ * in its own 'secure' handler, so the error is a plain ECONNRESET and the verify result is the
+ * socket's `authorizationError`. Anything else (plain Modbus/TCP, an old TLS, a timeout, a client
+ * leaving) is a failed handshake.
  */
-export function verifyRefusal(hasCertificate: boolean, authorizationError: string): HandshakeRefusal {
-  if (!hasCertificate) return 'tls_no_certificate';
+export function handshakeRefusal(code: string | undefined, authorizationError: string | null | undefined): HandshakeRefusal {
+  if (code === NO_CERTIFICATE) return 'tls_no_certificate';
   if (authorizationError === 'CERT_REVOKED') return 'tls_revoked';
-  if (EXPIRED.has(authorizationError)) return 'tls_expired';
-  if (UNKNOWN_CA.has(authorizationError)) return 'tls_unknown_ca';
+  if (authorizationError != null && EXPIRED.has(authorizationError)) return 'tls_expired';
+  if (authorizationError != null && UNKNOWN_CA.has(authorizationError)) return 'tls_unknown_ca';
   return 'tls_handshake_failed';
 }
 
@@ -98,14 +106,25 @@ export function upstreamTlsOptions(config: UpstreamTlsInput, dir: string): tls.C
   return { ...readContext(files(config, dir)), rejectUnauthorized: true };
 }
 
-/** A finished handshake: who the client is, or why it is refused. */
-export type HandshakeResult = { readonly identity: ClientIdentity } | { readonly refusal: HandshakeRefusal; readonly detail: string };
+/**
+ * The TCP connection a TLS socket of ours runs over: the one plcguard accepted and handed to
+ * `handle`, whose peer address it read then. A TLS socket that Node destroyed (a certificate
+ * failing verification) no longer knows its peer; the socket under it does. Node keeps it as
+ * `_parent` on a TLSSocket made over a net.Socket (every Node since 0.11; not in the typings).
+ */
+export function tcpOf(socket: tls.TLSSocket): net.Socket {
+  return (socket as unknown as { _parent: net.Socket })._parent;
+}
 
 export interface TlsEvents {
-  /** A handshake finished (the socket is alive: the receiver keeps or destroys it). */
-  handshake(socket: tls.TLSSocket, result: HandshakeResult): void;
-  /** A handshake failed (the raw socket's 'close' follows): the TLS error's code, for the log. */
-  failed(socket: tls.TLSSocket, code: string): void;
+  /** A client's certificate verified (the socket is alive: the receiver keeps or destroys it). */
+  handshake(socket: tls.TLSSocket, identity: ClientIdentity): void;
+  /**
+   * A handshake failed: why, and OpenSSL's verify result or the TLS error's code for the log.
+   * The TCP socket's 'close' is emitted before this when Node ended a certificate that failed
+   * verification, after it otherwise.
+   */
+  failed(tcp: net.Socket, refusal: HandshakeRefusal, detail: string): void;
   /** Files read again: `error` null when the new set is in force, else why the last good one stays. */
   reloaded(error: string | null): void;
 }
@@ -124,31 +143,30 @@ export class TlsTerminator {
     private readonly events: TlsEvents,
   ) {
     this.files = files(config, dir);
-    // Verification is Node's and OpenSSL's (chain, dates, CRL) either way. rejectUnauthorized
-    // would destroy an unverified socket before any listener sees it, and with it the address
-    // and the reason a refusal line and its metric need; so the same check is made here, on the
-    // first event after the handshake, before a byte of the client's is read.
+    // requestCert + rejectUnauthorized: OpenSSL refuses a client without a certificate in the
+    // handshake itself (SSL_VERIFY_FAIL_IF_NO_PEER_CERT), and Node ends one whose certificate
+    // fails verification (chain, dates, CRL) before 'secureConnection': only verified clients
+    // get there. Which it was, 'tlsClientError' says (handshakeRefusal).
     this.server = tls.createServer({
       ...readContext(this.files),
       requestCert: true,
-      rejectUnauthorized: false,
+      rejectUnauthorized: true,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       allowHalfOpen: true,
     });
     this.server.on('secureConnection', (socket: tls.TLSSocket) => {
       const cert = socket.getPeerCertificate();
-      // Without a certificate a socket is never authorized (its error is the missing issuer's).
-      if (!socket.authorized) {
-        const hasCertificate = cert.raw !== undefined;
-        const error = String(socket.authorizationError);
-        events.handshake(socket, { refusal: verifyRefusal(hasCertificate, error), detail: hasCertificate ? error : 'no certificate' });
-        return;
-      }
-      events.handshake(socket, { identity: { role: certificateRole(cert.raw), cn: subjectCn(cert.subject), fingerprint: cert.fingerprint256 } });
+      events.handshake(socket, { role: certificateRole(cert.raw), cn: subjectCn(cert.subject), fingerprint: cert.fingerprint256 });
     });
     this.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      // Node's typings say Error; it holds OpenSSL's verify result's name (null: none).
+      const verify = socket.authorizationError as unknown as string | null | undefined;
+      // Node's 'socket hang up' for a connection closed mid-handshake by the client or by
+      // plcguard: nothing to add to the TCP close, which reports it.
+      if (err.code === 'ECONNRESET' && verify == null) return;
       /* c8 ignore next -- Node's handshake errors all carry a code; the message is a fallback */
-      events.failed(socket, err.code ?? err.message);
+      const code = err.code ?? err.message;
+      events.failed(tcpOf(socket), handshakeRefusal(err.code, verify), verify ?? code);
     });
     this.watch();
   }

@@ -1,6 +1,6 @@
 // Modbus/TCP Security end to end: real certificates (made by the openssl CLI in a temp folder),
-// plcguard terminating mbaps in front of a PLC stand-in that records every byte, and two TLS
-// client stacks: Node's and openssl s_client.
+// plcguard terminating mbaps in front of a PLC stand-in that records every byte, and three TLS
+// client stacks: Node's, openssl s_client and GnuTLS's gnutls-cli.
 import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,7 +15,7 @@ import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { startProxy, type TestProxy } from './fixtures/proxy.js';
 import { REFUSALS, type RefusalReason } from '../proxy/stats.js';
-import { subjectCn, verifyRefusal } from '../proxy/tls.js';
+import { handshakeRefusal, subjectCn } from '../proxy/tls.js';
 import { parsePolicy } from '../policy/index.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-tls-'));
@@ -37,6 +37,16 @@ ca.issue('gateway', { cn: 'plcguard', role: 'Operator' });
 const plcCert = ca.issue('mbaps-plc', { cn: 'plc-802', server: true });
 ca.revoke(revoked.cert);
 ca.writeCrl(path.join(dir, 'ca.crl'));
+// Chains: an issuing CA under the root signs a server and a client certificate; each file to
+// send holds the leaf, then the issuing CA.
+const issuing = ca.intermediate('issuing-ca');
+const chain = (c: CertFiles): CertFiles => {
+  const file = c.cert.replace(/\.crt$/, '-chain.crt');
+  fs.writeFileSync(file, fs.readFileSync(c.cert, 'utf8') + fs.readFileSync(issuing.cert, 'utf8'));
+  return { cert: file, key: c.key };
+};
+const chainedServer = chain(issuing.issue('chained-server', { cn: 'plc-gateway-2', server: true }));
+const chainedOperator = chain(issuing.issue('chained-operator', { cn: 'hmi-2', role: 'Operator' }));
 // ca.crt is replaced by the rotation test: the original, for tests after it.
 fs.copyFileSync(ca.cert, path.join(dir, 'ca.crt.orig'));
 fs.copyFileSync(path.join(dir, 'server.key'), path.join(dir, 'server.key.orig'));
@@ -123,23 +133,34 @@ void t.test('audit lines carry the role, subject CN and certificate fingerprint'
 
 void t.test('every other identity is refused before a byte reaches the PLC', async (t) => {
   const bytesBefore = plcBytes();
-  const cases: [string, RefusalReason, Parameters<typeof RawClient.connectTls>[1]][] = [
-    ['no certificate', 'tls_no_certificate', trust],
-    ['another CA', 'tls_unknown_ca', { ...trust, ...key(foreign) }],
-    ['expired', 'tls_expired', { ...trust, ...key(expired) }],
-    ['revoked', 'tls_revoked', { ...trust, ...key(revoked) }],
-    ['no role: no rule matches', 'identity_not_allowed', { ...trust, ...key(noRole) }],
+  // [what, reason, the log's detail, client options, what the client sees with TLS 1.2].
+  // TLS 1.2: the handshake fails on the client too, with OpenSSL's alert for no certificate
+  // (40 handshake_failure) and, for a certificate failing verification, without the server's
+  // Finished. TLS 1.3: the client is done before the server has read its certificate; it sees the
+  // alert (116 certificate_required) or the close, and what it sends is never read.
+  const cases: [string, RefusalReason, string, tls.ConnectionOptions, string | null][] = [
+    ['no certificate', 'tls_no_certificate', 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', trust, 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'],
+    ['another CA', 'tls_unknown_ca', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', { ...trust, ...key(foreign) }, 'ECONNRESET'],
+    ['expired', 'tls_expired', 'CERT_HAS_EXPIRED', { ...trust, ...key(expired) }, 'ECONNRESET'],
+    ['revoked', 'tls_revoked', 'CERT_REVOKED', { ...trust, ...key(revoked) }, 'ECONNRESET'],
+    ['no role: no rule matches', 'identity_not_allowed', '', { ...trust, ...key(noRole) }, null],
   ];
-  for (const [what, reason, options] of cases) {
-    const n = refused(reason);
-    const line = proxy.logged((l) => l.event === 'refused' && l.reason === reason);
-    const c = await RawClient.connectTls(proxy.port, options);
-    // TLS 1.3: the client may finish its side before the server refuses; what it sends is never read.
-    c.send(WRITE_10);
-    await c.closed;
-    await line;
-    t.equal(c.received.length, 0, `${what}: nothing back`);
-    t.equal(refused(reason), n + 1, `${what}: counted as ${reason}`);
+  for (const [what, reason, detail, options, tls12] of cases) {
+    for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+      const n = refused(reason);
+      const line = proxy.logged((l) => l.event === 'refused' && l.reason === reason, proxy.logs.length);
+      const c = await RawClient.connectTls(proxy.port, { ...options, maxVersion });
+      c.send(WRITE_10);
+      await c.closed;
+      await line;
+      t.equal(c.received.length, 0, `${what}, ${maxVersion}: nothing back`);
+      t.equal(refused(reason), n + 1, `${what}, ${maxVersion}: counted as ${reason}`);
+      if (detail !== '') t.match(proxy.logs.findLast((l) => l.event === 'refused')!, { detail, src_ip: '127.0.0.1' }, `${what}: logged with the address`);
+      // Node 24 spells alert 40 the way OpenSSL 3.5 does.
+      if (tls12 === null) continue; // policy after a completed handshake: no handshake error to see
+      if (maxVersion === 'TLSv1.2') t.equal(c.error?.replace('ERR_SSL_SSL/TLS_ALERT', 'ERR_SSL_SSLV3_ALERT') ?? null, tls12, `${what}, TLS 1.2: the client's handshake fails`);
+      else if (reason === 'tls_no_certificate') t.equal(c.error, 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'TLS 1.3: the alert');
+    }
   }
   const noRoleLine = proxy.logs.find((l) => l.event === 'refused' && l.reason === 'identity_not_allowed')!;
   t.match(noRoleLine, { role: null, subject_cn: 'laptop', action: 'close' });
@@ -161,31 +182,66 @@ void t.test('every other identity is refused before a byte reaches the PLC', asy
   t.end();
 });
 
-/** openssl s_client with `cert`: sends `request`, returns the first `n` bytes received. */
-async function sClient(port: number, cert: CertFiles, request: Buffer, n: number): Promise<Buffer> {
-  const p = spawn('openssl', ['s_client', '-quiet', '-verify_return_error', '-CAfile', ca.cert, '-cert', cert.cert, '-key', cert.key, '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+/**
+ * Runs a TLS client program that sends what it reads on stdin and writes what it receives to
+ * stdout: sends `request` (then closes its stdin with `end`), and returns once `n` bytes came back
+ * (the program is then stopped) or once it exited (with its exit code).
+ */
+async function cliClient(command: string, args: string[], request: Buffer, n: number, end = false): Promise<{ out: Buffer; exit: number | null }> {
+  const p = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = Buffer.alloc(0);
-  const got = new Promise<Buffer>((resolve, reject) => {
+  const done = new Promise<number | null>((resolve) => {
     p.stdout.on('data', (chunk: Buffer) => {
       out = Buffer.concat([out, chunk]);
-      if (out.length >= n) resolve(out);
+      if (out.length >= n) resolve(null);
     });
-    p.on('exit', (code) => reject(new Error(`s_client exited ${code} after ${out.length} bytes`)));
+    p.on('exit', (code) => resolve(code));
   });
+  p.stdin.on('error', () => {});
   p.stdin.write(request);
+  if (end) p.stdin.end();
   try {
-    return await got;
+    return { exit: await done, out };
   } finally {
     p.kill();
   }
+}
+
+/** openssl s_client with `cert`: sends `request`, returns the first `n` bytes received. */
+async function sClient(port: number, cert: CertFiles, request: Buffer, n: number): Promise<Buffer> {
+  const args = ['s_client', '-quiet', '-verify_return_error', '-CAfile', ca.cert, '-cert', cert.cert, '-key', cert.key, '-connect', `127.0.0.1:${port}`, '-servername', 'localhost'];
+  const r = await cliClient('openssl', args, request, n);
+  if (r.exit !== null) throw new Error(`s_client exited ${r.exit} after ${r.out.length} bytes`);
+  return r.out;
 }
 
 void t.test('a TLS stack other than Node\'s: openssl s_client', async (t) => {
   t.equal(hexOf(await sClient(proxy.port, operator, WRITE_10, WRITE_10.length)), WRITE_10_OK, 'Operator writes');
   const denied = await sClient(proxy.port, viewer, WRITE_10, 9);
   t.equal(hexOf(denied), exception(2, 6, 0x01), 'Viewer: exception 01');
+  t.end();
+});
+
+void t.test('a TLS stack that isn\'t OpenSSL: gnutls-cli (Debian\'s gnutls-bin)', async (t) => {
+  // Its status lines go to the log file, so stdout holds only what the proxy sent.
+  const log = path.join(dir, 'gnutls.log');
+  const gnutls = (cert: CertFiles | null): string[] => [
+    '--x509cafile', ca.cert, ...(cert === null ? [] : ['--x509certfile', cert.cert, '--x509keyfile', cert.key]),
+    '--sni-hostname', 'localhost', '--logfile', log, '-p', String(proxy.port), '127.0.0.1',
+  ];
+  const op = await cliClient('gnutls-cli', gnutls(operator), WRITE_10, WRITE_10.length);
+  t.equal(hexOf(op.out), WRITE_10_OK, 'Operator writes');
+
+  const bytesBefore = plcBytes();
+  const n = refused('tls_no_certificate');
+  const line = proxy.logged((l) => l.event === 'refused' && l.reason === 'tls_no_certificate', proxy.logs.length);
+  const anonymous = await cliClient('gnutls-cli', gnutls(null), WRITE_10, 1);
+  await line;
+  t.equal(anonymous.exit, 1, 'no certificate: gnutls-cli fails');
+  t.equal(anonymous.out.length, 0, 'nothing back');
+  t.match(fs.readFileSync(log, 'utf8'), 'Received alert [116]: Certificate is required', 'TLS 1.3 alert 116 in the handshake');
+  t.equal(refused('tls_no_certificate'), n + 1);
+  t.equal(plcBytes(), bytesBefore, 'nothing reached the PLC');
   t.end();
 });
 
@@ -297,9 +353,10 @@ void t.test('pure helpers', (t) => {
   t.equal(subjectCn(undefined), '');
   t.equal(subjectCn({}), '');
   t.equal(subjectCn({ CN: ['a', 'b'] }), 'a,b');
-  t.equal(verifyRefusal(true, 'CERT_NOT_YET_VALID'), 'tls_expired');
-  t.equal(verifyRefusal(true, 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
-  t.equal(verifyRefusal(true, 'CERT_UNTRUSTED'), 'tls_handshake_failed');
+  t.equal(handshakeRefusal('ECONNRESET', 'CERT_NOT_YET_VALID'), 'tls_expired');
+  t.equal(handshakeRefusal('ECONNRESET', 'DEPTH_ZERO_SELF_SIGNED_CERT'), 'tls_unknown_ca');
+  t.equal(handshakeRefusal('ECONNRESET', 'CERT_UNTRUSTED'), 'tls_handshake_failed');
+  t.equal(handshakeRefusal('ERR_TLS_HANDSHAKE_TIMEOUT', undefined), 'tls_handshake_failed');
   t.end();
 });
 
@@ -371,5 +428,44 @@ devices:
   t.match(proposal, `    upstream_tls: {"ca":["ca.crt.orig"],"cert":"gateway.crt","key":"gateway.key"}\n    mode: enforce\n`);
   await learning.stop();
   mbapsPlc.close();
+  t.end();
+});
+
+void t.test('chains: the server sends leaf and issuing CA; a client sending its chain to the root is served', async (t) => {
+  const p = await startProxy(
+    `version: 1
+devices:
+  - name: plc
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${plc.port}
+    tls: { cert: ${path.basename(chainedServer.cert)}, key: ${path.basename(chainedServer.key)}, ca: ca.crt.orig }
+    rules:
+      - roles: [Operator]
+        write: { holding_registers: [10] }
+`,
+    { dir },
+  );
+  t.teardown(() => p.stop());
+  // Node's client trusts the root only: the server's chain must be whole for it to verify.
+  const op = await RawClient.connectTls(p.port, { ca: fs.readFileSync(path.join(dir, 'ca.crt.orig')), ...key(chainedOperator) });
+  t.equal(op.error, null);
+  op.send(WRITE_10);
+  t.equal(hexOf((await op.read())[0]!), WRITE_10_OK, 'the Operator behind the issuing CA writes');
+  op.close();
+  t.match(p.logs.find((l) => l.event === 'connection_opened')!, { role: 'Operator', subject_cn: 'hmi-2' });
+  // The same leaf without its issuing CA: the server can't link it to the root.
+  const line = p.logged((l) => l.event === 'refused');
+  const leafOnly = await RawClient.connectTls(p.port, { ca: fs.readFileSync(path.join(dir, 'ca.crt.orig')), ...key({ cert: path.join(dir, 'chained-operator.crt'), key: chainedOperator.key }), maxVersion: 'TLSv1.2' });
+  await leafOnly.closed;
+  await line;
+  t.match(p.logs.findLast((l) => l.event === 'refused')!, { reason: 'tls_unknown_ca', detail: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }, 'the leaf alone is refused');
+
+  // What the server sends, as openssl s_client -showcerts prints it: the leaf, then the issuing CA.
+  const shown = await cliClient('openssl', ['s_client', '-showcerts', '-verify_return_error', '-CAfile', path.join(dir, 'ca.crt.orig'), '-cert', chainedOperator.cert, '-key', chainedOperator.key, '-connect', `127.0.0.1:${p.port}`, '-servername', 'localhost'], Buffer.alloc(0), Infinity, true);
+  const text = shown.out.toString();
+  t.equal(text.match(/-----BEGIN CERTIFICATE-----/g)?.length, 2, 'two certificates sent');
+  t.match(text, / 0 s:CN ?= ?plc-gateway-2\n\s+i:CN ?= ?plcguard issuing-ca\n/, 'the leaf first');
+  t.match(text, / 1 s:CN ?= ?plcguard issuing-ca\n\s+i:CN ?= ?plcguard ca\n/, 'then the issuing CA, signed by the root');
+  t.match(text, 'Verify return code: 0 (ok)');
   t.end();
 });
