@@ -328,7 +328,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
      */
     const stallMs = async (adminPort: number | null): Promise<number | null> => {
       if (adminPort === null) return null;
-      const body = (await httpGet(adminPort, '/metrics')).body;
+      // Scraped under load too (around each change), where a plcguard behind on its work answers late.
+      const body = (await httpGet(adminPort, '/metrics', RELOAD_TIMEOUT_MS)).body;
       const v = Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(body)?.[1]);
       return Number.isFinite(v) ? v * 1000 : null;
     };
