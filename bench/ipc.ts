@@ -9,7 +9,8 @@ export type PlcMessage =
   | { type: 'listening'; port: number }
   /** A plant's PLCs (plc.js --listeners N): one process, N endpoints. */
   | { type: 'listening-many'; ports: number[] }
-  | { type: 'stats'; requests: number; connections: number };
+  /** `peakPerEndpoint`: the most connections one endpoint had open at once since the last stats. */
+  | { type: 'stats'; requests: number; connections: number; peakPerEndpoint: number };
 
 export type RelayMessage = { type: 'listening'; port: number };
 

@@ -36,6 +36,11 @@ export interface PlantOptions {
   progress: (line: string) => void;
   /** Where the plant's plcguard writes a V8 CPU profile (run.ts --cpu-prof); none when null. */
   cpuProfDir?: string | null;
+  /**
+   * `upstream_connections` of every device: its clients share that many PLC connections
+   * (proxy/pool.ts); absent or null, each client has its own.
+   */
+  upstreamConnections?: number | null;
 }
 
 /** `npm run bench`: the plant of the issue. */
@@ -90,8 +95,22 @@ export interface PlantResult {
   /** pXX through plcguard − pXX direct. */
   addedP50Us: number;
   addedP99Us: number;
+  /** `upstream_connections` of every device; null: a PLC connection per client. */
+  upstreamConnections: number | null;
+  /**
+   * The most connections one PLC endpoint had open at once while plcguard served the plant (both
+   * of its phases): the clients per device without sharing, at most `upstreamConnections` with it.
+   */
+  plcConnectionsPerEndpoint: number;
+  /** PLC connections open in all, every client connected through plcguard. */
+  plcConnections: number;
   /** Policy file replaced + SIGHUP → the new policy's policy_loaded line. */
   reloadSeconds: number;
+  /** plcguard's longest event-loop stall around that change (from just before it to just after; NaN: not reported). */
+  reloadStallMs: number;
+  /** The same for a change to one device only, later in the window: only it compiles again. */
+  oneDeviceReloadSeconds: number;
+  oneDeviceReloadStallMs: number;
   /** Every device answered a probe per the new policy afterwards (denied before). */
   reloadVerifiedDevices: number;
   /** Nothing dropped across the reload: no connection closed, no request lost, all verified. */
@@ -116,14 +135,19 @@ const EPHEMERAL_LOW_DEFAULT = 32768;
 /** Below this, ports are well-known or registered services'. */
 const LOWEST_LISTEN_PORT = 10_000;
 
-/** The plant's policy: one device per PLC; `version` 2 widens every device's reads (the live change). */
-function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[], clientsPerDevice: number, version: 1 | 2): string {
+/**
+ * The plant's policy: one device per PLC. Version 2 widens every device's reads (the live change
+ * the issue asks for), version 3 then widens the first device's again (a change to one device).
+ */
+function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[], clientsPerDevice: number, version: 1 | 2 | 3, upstreamConnections: number | null): string {
+  const reads = (i: number): string => (version === 1 ? '0-99' : version === 3 && i === 0 ? '0-299' : '0-199');
   const lines = ['version: 1', 'defaults:', '  mode: enforce', '  on_deny: exception', 'devices:'];
   for (let i = 0; i < listenPorts.length; i++) {
     lines.push(
       `  - name: plc-${String(i + 1).padStart(4, '0')}`,
       `    listen: 127.0.0.1:${listenPorts[i]}`,
       `    upstream: 127.0.0.1:${plcPorts[i]}`,
+      ...(upstreamConnections === null ? [] : [`    upstream_connections: ${upstreamConnections}`]),
       '    limits:',
       `      max_connections: ${clientsPerDevice + 2}`,
       `      max_connections_per_source: ${clientsPerDevice + 2}`,
@@ -132,7 +156,7 @@ function plantPolicy(listenPorts: readonly number[], plcPorts: readonly number[]
       '        sources: [127.0.0.1]',
       `        units: [${BENCH_UNIT}]`,
       '        read:',
-      `          holding_registers: [${version === 1 ? '0-99' : '0-199'}]`,
+      `          holding_registers: [${reads(i)}]`,
     );
   }
   return lines.join('\n') + '\n';
@@ -237,14 +261,18 @@ type Result = Extract<LoadMessage, { type: 'result' }>;
 /** Runs the plant: the baseline straight to the PLCs, then through plcguard with the live policy change half-way. */
 export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
   const { devices, progress } = opts;
+  const shared = opts.upstreamConnections ?? null;
   let { clientsPerDevice, intervalMs } = opts;
   // plcguard holds a listener per device and two sockets per client (its own PLC connection
-  // each). Where the hard limit is below that and can't be raised (no CAP_SYS_RESOURCE: a
-  // container), fewer clients per device poll faster: the same requests per second.
+  // each), or with sharing one per client and `shared` per device. Where the hard limit is below
+  // that and can't be raised (no CAP_SYS_RESOURCE: a container), fewer clients per device poll
+  // faster: the same requests per second.
   const hard = fileLimits().hard;
-  const fit = Math.floor((hard - devices - FD_SLACK) / (2 * devices));
+  const socketsPerClient = shared === null ? 2 : 1;
+  const perDevice = (clients: number): number => 1 + (shared ?? 0) + socketsPerClient * clients;
+  const fit = Math.floor((hard - FD_SLACK - devices * perDevice(0)) / (devices * socketsPerClient));
   const fdNotes: string[] = [];
-  if (fit < clientsPerDevice && !canRaiseHardLimit(devices + 2 * devices * clientsPerDevice + FD_SLACK)) {
+  if (fit < clientsPerDevice && !canRaiseHardLimit(devices * perDevice(clientsPerDevice) + FD_SLACK)) {
     if (fit < 1) throw new Error(`plant: ${devices} devices need more descriptors than the hard limit ${hard}`);
     fdNotes.push(`hard limit ${hard} (can't be raised here): ${fit} clients per device every ${Math.round((intervalMs * fit) / clientsPerDevice)} ms instead of ${clientsPerDevice} every ${intervalMs} ms`);
     intervalMs = (intervalMs * fit) / clientsPerDevice;
@@ -271,7 +299,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     const ports = await listenPorts(devices);
     const startGuard = async (name: string, n: number): Promise<{ g: Proc; file: string; seconds: number; adminPort: number }> => {
       const file = path.join(tmp, `${name}.yaml`);
-      fs.writeFileSync(file, plantPolicy(ports.slice(0, n), plcPorts, clientsPerDevice, 1));
+      fs.writeFileSync(file, plantPolicy(ports.slice(0, n), plcPorts, clientsPerDevice, 1, shared));
       const adminPort = await freePort();
       const t0 = performance.now();
       // Every line kept: the reload is found as the second policy_loaded line (a few MB at most).
@@ -300,7 +328,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
      */
     const stallMs = async (adminPort: number | null): Promise<number | null> => {
       if (adminPort === null) return null;
-      const body = (await httpGet(adminPort, '/metrics')).body;
+      // Scraped under load too (around each change), where a plcguard behind on its work answers late.
+      const body = (await httpGet(adminPort, '/metrics', RELOAD_TIMEOUT_MS)).body;
       const v = Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(body)?.[1]);
       return Number.isFinite(v) ? v * 1000 : null;
     };
@@ -335,7 +364,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
         if (type === 'window-start') {
           win.a = snap();
           if (proxyPid !== null) win.sampler = setInterval(() => (peak = Math.max(peak, rssBytes(proxyPid))), RSS_SAMPLE_MS);
-          if (midWindow) win.mid = delay((opts.durationSeconds * 1000) / 2).then(midWindow);
+          if (midWindow) win.mid = delay((opts.durationSeconds * 1000) / 3).then(midWindow);
         } else if (type === 'window-end') {
           win.b = snap();
           if (win.sampler) clearInterval(win.sampler);
@@ -391,23 +420,43 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     const guardPid = all.g.child.pid!;
     guardLog = all.g;
     // Its own descriptors (N listeners) are under any limit; its clients' (2 per client) may not be.
-    if (devices + 2 * clients + FD_SLACK > fileLimits(guardPid).soft) raise('plcguard', guardPid, devices + 2 * clients + FD_SLACK);
+    if (devices * perDevice(clientsPerDevice) + FD_SLACK > fileLimits(guardPid).soft) raise('plcguard', guardPid, devices * perDevice(clientsPerDevice) + FD_SLACK);
     await delay(SETTLE_MS);
     const rssListening = rssBytes(guardPid);
     progress(`plant: plcguard pid ${guardPid}, ${devices} devices listening after ${all.seconds.toFixed(2)} s, RSS ${(rssListening / 1048576).toFixed(1)} MiB (1 device: ${(rssOne / 1048576).toFixed(1)} MiB)`);
     const deniedBefore = await probeAll(ports, false);
 
-    let reloadSeconds = NaN;
-    const reload = async (): Promise<void> => {
+    // The PLC's per-endpoint peak counts from here: the direct phase had a connection per client.
+    const plcStats = async (): Promise<Extract<PlcMessage, { type: 'stats' }>> => {
+      const stats = nextMessage<Extract<PlcMessage, { type: 'stats' }>>(plc, 'stats', 'PLC stats', START_TIMEOUT_MS);
+      plc.send({ type: 'stats' });
+      return stats;
+    };
+    await plcStats();
+    let plcConnections = 0;
+
+    /** Replaces the policy file with `version` and sends SIGHUP: seconds to its policy_loaded line, and the stall around it. */
+    const change = async (version: 2 | 3, nth: number): Promise<{ seconds: number; stallMs: number }> => {
       const tmpFile = `${all.file}.tmp`;
-      fs.writeFileSync(tmpFile, plantPolicy(ports, plcPorts, clientsPerDevice, 2));
-      const loaded = all.g.waitForEvent('policy_loaded', RELOAD_TIMEOUT_MS, 2);
+      fs.writeFileSync(tmpFile, plantPolicy(ports, plcPorts, clientsPerDevice, version, shared));
+      const loaded = all.g.waitForEvent('policy_loaded', RELOAD_TIMEOUT_MS, nth);
+      await stallMs(all.adminPort);
       const t0 = performance.now();
       fs.renameSync(tmpFile, all.file);
       all.g.child.kill('SIGHUP');
       await loaded;
-      reloadSeconds = (performance.now() - t0) / 1000;
-      progress(`plant: policy change on all ${devices} devices applied in ${(reloadSeconds * 1000).toFixed(0)} ms, under load`);
+      const seconds = (performance.now() - t0) / 1000;
+      return { seconds, stallMs: (await stallMs(all.adminPort)) ?? NaN };
+    };
+    let everyDevice = { seconds: NaN, stallMs: NaN };
+    let oneDevice = { seconds: NaN, stallMs: NaN };
+    const reload = async (): Promise<void> => {
+      plcConnections = (await plcStats()).connections;
+      everyDevice = await change(2, 2);
+      progress(`plant: policy change on all ${devices} devices applied in ${(everyDevice.seconds * 1000).toFixed(0)} ms under load, event loop stalled ${everyDevice.stallMs.toFixed(0)} ms`);
+      await delay((opts.durationSeconds * 1000) / 4);
+      oneDevice = await change(3, 3);
+      progress(`plant: policy change on 1 device applied in ${(oneDevice.seconds * 1000).toFixed(0)} ms under load, event loop stalled ${oneDevice.stallMs.toFixed(0)} ms`);
     };
     const describe = (what: string, x: { phase: PlantPhase; peak: number }): void =>
       progress(
@@ -423,6 +472,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     const reloaded = await phase(ports, { pid: guardPid, adminPort: all.adminPort }, true, reload);
     describe('plcguard with the reload', reloaded);
     const allowedAfter = await probeAll(ports, true);
+    const plcConnectionsPerEndpoint = (await plcStats()).peakPerEndpoint;
     const g = guarded.phase;
     await all.g.stop();
     const clean =
@@ -434,7 +484,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       direct.phase.verified === direct.phase.sent &&
       deniedBefore === devices &&
       allowedAfter === devices &&
-      Number.isFinite(reloadSeconds);
+      Number.isFinite(everyDevice.seconds) &&
+      Number.isFinite(oneDevice.seconds);
     return {
       devices,
       clients,
@@ -454,7 +505,13 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       reloadPhase: reloaded.phase,
       addedP50Us: g.p50Us - direct.phase.p50Us,
       addedP99Us: g.p99Us - direct.phase.p99Us,
-      reloadSeconds,
+      upstreamConnections: shared,
+      plcConnectionsPerEndpoint,
+      plcConnections,
+      reloadSeconds: everyDevice.seconds,
+      reloadStallMs: everyDevice.stallMs,
+      oneDeviceReloadSeconds: oneDevice.seconds,
+      oneDeviceReloadStallMs: oneDevice.stallMs,
       reloadVerifiedDevices: allowedAfter,
       clean,
     };

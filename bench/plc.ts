@@ -170,12 +170,15 @@ class PlcConnection {
     socket.on('error', () => {
       /* the client went away; 'close' follows */
     });
+    const endpoint = socket.localPort!;
     socket.on('close', () => {
       plc.openConnections--;
       plc.sockets.delete(socket);
+      plc.endpointClosed(endpoint);
     });
     plc.openConnections++;
     plc.sockets.add(socket);
+    plc.endpointOpened(endpoint);
   }
 
   private onData(chunk: Buffer): void {
@@ -254,8 +257,31 @@ export class BenchPlc {
   requestsServed = 0;
   openConnections = 0;
   readonly sockets = new Set<net.Socket>();
+  /** Open connections per listening port, and the most any port has had since `takePeak`. */
+  private readonly perEndpoint = new Map<number, number>();
+  private peak = 0;
   private readonly servers: net.Server[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
+
+  endpointOpened(port: number): void {
+    const n = (this.perEndpoint.get(port) ?? 0) + 1;
+    this.perEndpoint.set(port, n);
+    this.peak = Math.max(this.peak, n);
+  }
+
+  endpointClosed(port: number): void {
+    this.perEndpoint.set(port, this.perEndpoint.get(port)! - 1);
+  }
+
+  /**
+   * The most connections one endpoint had open at once since the last call (what a plant with
+   * shared PLC links must keep at `upstream_connections`); starts again from what is open now.
+   */
+  takePeak(): number {
+    const peak = this.peak;
+    this.peak = Math.max(0, ...this.perEndpoint.values());
+    return peak;
+  }
 
   /** Listens on 127.0.0.1:port (0: any free port), in addition to any port it has; resolves the port. */
   async listen(port = 0): Promise<number> {
@@ -343,7 +369,7 @@ async function main(): Promise<void> {
   }
   process.on('message', (m: unknown) => {
     if (typeof m === 'object' && m !== null && (m as { type?: unknown }).type === 'stats') {
-      report({ type: 'stats', requests: plc.requestsServed, connections: plc.openConnections });
+      report({ type: 'stats', requests: plc.requestsServed, connections: plc.openConnections, peakPerEndpoint: plc.takePeak() });
     }
   });
   // The orchestrator owns this process: when it goes, so do we.

@@ -525,13 +525,14 @@ export function plantLines(p: PlantResult): string[] {
     `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${x.loopStallMs === null ? '' : `longest event-loop stall ${x.loopStallMs.toFixed(0)} ms; `}${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
   return [
     `${p.devices} devices × ${p.clients / p.devices} clients (${int(p.clients)} connections) polling every ${p.intervalMs.toFixed(0)} ms: ${int(p.requestsPerSecondOffered)} req/s offered; descriptors: ${p.fileDescriptors}`,
+    `PLC connections: ${p.upstreamConnections === null ? 'one per client' : `shared, upstream_connections: ${p.upstreamConnections}`}; ${int(p.plcConnections)} open through plcguard, at most ${p.plcConnectionsPerEndpoint} per PLC endpoint at once`,
     phase('direct to the PLCs', p.direct),
     phase('through plcguard', p.plcguard),
     phase('through plcguard, policy change mid-window', p.reloadPhase),
     `added by plcguard: p50 +${fmtUs(p.addedP50Us)}, p99 +${fmtUs(p.addedP99Us)}`,
     `startup to all ${p.devices} listening: ${p.startupSeconds.toFixed(2)} s; ${int(p.clients)} clients connected (each with its PLC connection) in ${p.connectSeconds.toFixed(2)} s`,
     `RSS: 1 device ${fmtMiB(p.rssOneDeviceBytes)}, ${p.devices} listening ${fmtMiB(p.rssListeningBytes)} (${(p.bytesPerListener / 1024).toFixed(1)} KiB per listener), ${int(p.clients)} clients connected ${fmtMiB(p.rssConnectedBytes)} (${(p.bytesPerIdleClient / 1024).toFixed(1)} KiB per client), peak under load ${fmtMiB(p.rssPeakBytes)}`,
-    `live policy change on every device: applied in ${(p.reloadSeconds * 1000).toFixed(0)} ms under load; ${p.reloadVerifiedDevices}/${p.devices} devices answered per the new policy after it; ${p.clean ? 'nothing dropped' : 'NOT CLEAN'}`,
+    `live policy change on every device: applied in ${(p.reloadSeconds * 1000).toFixed(0)} ms under load (event loop stalled ${p.reloadStallMs.toFixed(0)} ms); on one device: ${(p.oneDeviceReloadSeconds * 1000).toFixed(0)} ms (stalled ${p.oneDeviceReloadStallMs.toFixed(0)} ms); ${p.reloadVerifiedDevices}/${p.devices} devices answered per the new policy after it; ${p.clean ? 'nothing dropped' : 'NOT CLEAN'}`,
   ];
 }
 

@@ -8,6 +8,7 @@
 // error and on SIGINT/SIGTERM.
 //
 //   node dist/bench/run.js [--quick] [--duration S] [--rounds N] [--only ID,ID] [--out FILE] [--cpu-prof]
+//     [--plant-upstream-connections N]   (the plant with its devices sharing N PLC connections each)
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -474,6 +475,8 @@ interface Options {
   only: string[] | null;
   out: string | null;
   cpuProf: boolean;
+  /** The plant's devices share this many PLC connections each (`upstream_connections`); null: one per client. */
+  plantUpstreamConnections: number | null;
 }
 
 function options(argv: string[]): Options {
@@ -486,6 +489,7 @@ function options(argv: string[]): Options {
       only: { type: 'string' },
       out: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      'plant-upstream-connections': { type: 'string' },
     },
   });
   const settings = { ...(values.quick ? QUICK : FULL) };
@@ -505,7 +509,12 @@ function options(argv: string[]): Options {
       throw new Error(`--only: unknown scenario "${id}"; known: ${[...SCENARIOS.map((s) => s.id), 'idle', 'plant'].join(', ')}`);
     }
   }
-  return { quick: values.quick, settings, only, out: values.out ?? null, cpuProf: values['cpu-prof'] };
+  const shared = values['plant-upstream-connections'];
+  const plantUpstreamConnections = shared === undefined ? null : Number(shared);
+  if (plantUpstreamConnections !== null && !(Number.isInteger(plantUpstreamConnections) && plantUpstreamConnections >= 1)) {
+    throw new Error(`--plant-upstream-connections must be a whole number ≥ 1, got "${shared}"`);
+  }
+  return { quick: values.quick, settings, only, out: values.out ?? null, cpuProf: values['cpu-prof'], plantUpstreamConnections };
 }
 
 function writeAtomic(file: string, text: string): void {
@@ -621,7 +630,7 @@ async function bench(opts: Options, command: string): Promise<BenchResults> {
     let plant: PlantResult | null = null;
     if (wantPlant && included) {
       // Its own processes: the plant's PLCs, a fresh plcguard and load generator (bench/plant.ts).
-      plant = await runPlant({ ...(opts.quick ? QUICK_PLANT : FULL_PLANT), progress, cpuProfDir });
+      plant = await runPlant({ ...(opts.quick ? QUICK_PLANT : FULL_PLANT), progress, cpuProfDir, upstreamConnections: opts.plantUpstreamConnections });
     }
 
     plc.child.send({ type: 'stats' });

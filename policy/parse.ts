@@ -22,6 +22,11 @@ export interface ParseResult {
 export interface ParseOptions {
   /** Store version the text came from; 0 (the default) for a file. */
   readonly version?: number;
+  /**
+   * The policy compiled last (a source's last good one): devices it has unchanged are kept, not
+   * compiled again (compileWithinBudget).
+   */
+  readonly previous?: CompiledPolicy | null;
 }
 
 /** sha256 of the policy text, hex: what a loaded policy is identified by in logs and metrics. */
@@ -38,7 +43,7 @@ export function policySha256(text: string): string {
 export function parsePolicy(text: string, fileName: string, options: ParseOptions = {}): ParseResult {
   const { input, errors, warnings, errorAt } = validatePolicyText(text, fileName);
   if (input === undefined) return { errors, warnings };
-  const policy = compileWithinBudget(normalizePolicy(input), { sha256: policySha256(text), version: options.version ?? 0 });
+  const policy = compileWithinBudget(normalizePolicy(input), { sha256: policySha256(text), version: options.version ?? 0 }, options.previous ?? null);
   if (policy instanceof PolicyTooComplexError) return { errors: [errorAt(input.devices[policy.device]!, policy.message)], warnings };
   return { policy, document: policy.document, errors, warnings };
 }

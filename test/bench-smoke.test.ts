@@ -144,6 +144,12 @@ void t.test('bench --quick: every scenario and path runs and every response veri
     t.equal(plant.reloadVerifiedDevices, QUICK_PLANT_DEVICES, 'plant: every device answered per the new policy after the live change');
     t.ok(plant.clean, 'plant: nothing dropped across the reload');
     t.ok(plant.startupSeconds > 0 && plant.reloadSeconds > 0 && plant.rssPeakBytes > 0 && plant.plcguard.proxyCores !== null, 'plant: startup, reload, RSS and CPU measured');
+    t.ok(plant.oneDeviceReloadSeconds > 0, 'plant: the change to one device measured too');
+    t.same(
+      [plant.upstreamConnections, plant.plcConnections, plant.plcConnectionsPerEndpoint],
+      [null, QUICK_PLANT_CLIENTS, QUICK_PLANT_CLIENTS / QUICK_PLANT_DEVICES],
+      'plant: without sharing, a PLC connection per client',
+    );
   }
   t.ok(r.verification.allVerified && r.verification.errors === 0, 'all responses verified, no errors');
   t.equal(r.verification.sent, r.verification.verified);

@@ -12,10 +12,10 @@ import t from 'tap';
 import { policyCommand } from '../cli/policy.js';
 import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
 import { compilePolicy, Decision, MAX_COMPILE_ENTRIES, normalizePolicy, parsePolicy, PolicyTooComplexError, validatePolicyText } from '../policy/index.js';
-import type { CompiledDevice } from '../policy/index.js';
+import type { CompiledDevice, CompiledPolicy } from '../policy/index.js';
 import { cidrContains, formatIp, parseCidr, parseClientAddress } from '../policy/net.js';
 import type { Cidr } from '../policy/net.js';
-import { aliasedNestedWrites, nestedWriteRules, overlappingSources, sourcesUnitsRanges } from './fixtures/policy-shapes.js';
+import { aliasedNestedWrites, nestedWriteAnchors, nestedWriteRules, overlappingSources, sourcesUnitsRanges } from './fixtures/policy-shapes.js';
 import { Random } from './fixtures/random.js';
 
 const UNIT_IDS = 256;
@@ -86,8 +86,8 @@ function device(text: string, name = 'plc'): CompiledDevice {
   return r.policy.devices.get(name)!;
 }
 
-function refusal(text: string): string[] {
-  const r = parsePolicy(text, 'p.yaml');
+function refusal(text: string, previous: CompiledPolicy | null = null): string[] {
+  const r = parsePolicy(text, 'p.yaml', { previous });
   return r.policy === undefined ? r.errors.map((e) => e.format()) : ['compiled'];
 }
 
@@ -197,6 +197,30 @@ void t.test('the budget is per policy: the device where the count goes over is n
   t.equal(countedUntilOver(one, total(one)), 576_960);
   // Alone, each of them is fine.
   t.equal(device(aliasedNestedWrites(30, 20)).compileEntries, 576_960);
+  t.end();
+});
+
+void t.test('a reload keeps unchanged devices compiled, and their entries still count against the budget', (t) => {
+  const plcB = `  - name: plc-b\n    listen: 127.0.0.1:3\n    upstream: 127.0.0.1:2\n    rules:\n${nestedWriteRules(20)}`;
+  const both = `${aliasedNestedWrites(30, 20)}${plcB}`;
+  const alone = (text: string): CompiledPolicy => parsePolicy(text, 'p.yaml').policy!;
+  const refused = refusal(both);
+  t.match(refused, [/^p\.yaml:30:5: devices\[1\]: compiling device "plc-b" needs at least 576,960 entries, which with the 576,960 of the devices before it makes 1,153,920/]);
+  // plc kept from the policy before: its 576,960 entries are counted as if compiled, so plc-b is refused alike.
+  const plcOnly = alone(aliasedNestedWrites(30, 20));
+  t.strictSame(refusal(both, plcOnly), refused);
+  // plc-b kept, but it is what goes over: planned again, so the refusal reads the same.
+  t.strictSame(refusal(both, alone(`${nestedWriteAnchors(30)}version: 1\ndevices:\n${plcB}`)), refused);
+  // Within the budget: the unchanged device is the same object, the new one compiled.
+  const small = `  - name: plc-c\n    listen: 127.0.0.1:4\n    upstream: 127.0.0.1:2\n    rules:\n      - read: { coils: [0] }\n`;
+  const next = parsePolicy(`${aliasedNestedWrites(30, 20)}${small}`, 'p.yaml', { previous: plcOnly }).policy!;
+  t.equal(next.devices.get('plc'), plcOnly.devices.get('plc'));
+  t.equal(next.devices.get('plc')!.compileEntries, 576_960);
+  t.equal(next.devices.get('plc-c')!.compileEntries, device(`${aliasedNestedWrites(30, 20)}${small}`, 'plc-c').compileEntries);
+  // A changed document (one rule more) is compiled again, never taken from the policy before.
+  const changed = parsePolicy(`${aliasedNestedWrites(30, 20)}      - { name: extra, read: { coils: [0] } }\n`, 'p.yaml', { previous: plcOnly }).policy!;
+  t.not(changed.devices.get('plc'), plcOnly.devices.get('plc'));
+  t.equal(decide(changed.devices.get('plc')!, '10.0.0.1', 1, [1, 0, 0, 0, 1]), 'allow extra');
   t.end();
 });
 

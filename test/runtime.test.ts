@@ -1,10 +1,14 @@
 // Policy reloads as the listeners see them: devices added, removed, moved; bad files; filters.
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import { RawClient, hexOf, req } from './fixtures/raw-client.js';
 import { adu, startRawPlc } from './fixtures/raw-plc.js';
 import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 import { parsePolicy } from '../policy/index.js';
+import type { CompiledPolicy } from '../policy/index.js';
+import type { PolicyParser } from '../policy/source/source.js';
 import { Logger } from '../proxy/audit.js';
 import { PolicyInvalidError } from '../policy/errors.js';
 import { FilePolicySource } from '../policy/source/file.js';
@@ -293,4 +297,60 @@ void t.test('an IPv6 client is logged by its address and port apart', async (t) 
   await new Promise((resolve) => s.once('data', resolve));
   s.destroy();
   t.match(proxy.logs.find((l) => l.event === 'deny'), { src_ip: '::1', src_port: srcPort });
+});
+
+void t.test('a reload that changes one device compiles only it: the others keep their compiled device and sessions', async (t) => {
+  const plc = await startRawPlc();
+  t.teardown(() => plc.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-reuse-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const [portA, portB] = [await freePort(), await freePort()];
+  const policy = (writableB: number): string =>
+    `version: 1\ndevices:\n${device('a', `127.0.0.1:${portA}`, plc.port)}${device('b', `127.0.0.1:${portB}`, plc.port, writableB)}`;
+  const file = path.join(dir, 'p.yaml');
+  fs.writeFileSync(file, policy(10));
+  // The source's parser, recorded: what each read compiled to.
+  const compiled: CompiledPolicy[] = [];
+  const parse: PolicyParser = (text, name, options) => {
+    const r = parsePolicy(text, name, options);
+    if (r.policy) compiled.push(r.policy);
+    return r;
+  };
+  const { logger, logged, logs } = recordLogs();
+  const rt = await ProxyRuntime.start({ source: new FilePolicySource(file, parse, logger), logger, admin: null, graceMs: 100 });
+  t.teardown(() => rt.stop());
+  const a = await RawClient.connect(portA);
+  const b = await RawClient.connect(portB);
+  a.send(req(1, 1, [3, 0, 0, 0, 1]));
+  b.send(req(1, 1, [3, 0, 0, 0, 1]));
+  t.equal(hexOf((await a.read())[0]!), hexOf(adu(1, 1, [3, 2, 0, 0])));
+  t.equal(hexOf((await b.read())[0]!), hexOf(adu(1, 1, [3, 2, 0, 0])), 'each session has its PLC connection now');
+  b.send(req(2, 1, [6, 0, 11, 0, 7]));
+  t.equal(hexOf((await b.read())[0]!), hexOf(adu(2, 1, [0x86, 2])), 'b: register 11 is not writable yet');
+  const sessions = rt.server.sessions();
+  t.equal(sessions.length, 2);
+  t.equal(plc.connections, 2);
+
+  const applied = logged((l) => l.event === 'policy_loaded', logs.length);
+  fs.writeFileSync(`${file}.tmp`, policy(11));
+  fs.renameSync(`${file}.tmp`, file);
+  rt.reload();
+  await applied;
+  await rt.settled();
+  t.equal(compiled.length, 2);
+  const [before, after] = compiled as [CompiledPolicy, CompiledPolicy];
+  t.equal(after.devices.get('a'), before.devices.get('a'), 'a unchanged: the same compiled object');
+  t.not(after.devices.get('b'), before.devices.get('b'), 'b changed: compiled again');
+  t.equal(after.document.devices[0], before.document.devices[0], "a's document is the one it was compiled from");
+  t.equal(after.devices.get('b')!.compileEntries, before.devices.get('b')!.compileEntries);
+
+  // Both connections stay, on the same sessions and PLC connections; b's is judged by its new rules.
+  a.send(req(2, 1, [3, 0, 1, 0, 1]));
+  b.send(req(3, 1, [6, 0, 11, 0, 7]));
+  t.equal(hexOf((await a.read())[0]!), hexOf(adu(2, 1, [3, 2, 0, 1])));
+  t.equal(hexOf((await b.read())[0]!), hexOf(adu(3, 1, [6, 0, 11, 0, 7])), 'b: register 11 writable now');
+  t.same(rt.server.sessions(), sessions, 'the same sessions');
+  t.equal(plc.connections, 2, 'no PLC connection made again');
+  a.close();
+  b.close();
 });

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PolicyReadError } from '../errors.js';
 import type { ParseResult } from '../parse.js';
+import type { CompiledPolicy } from '../types.js';
 import type { EventLog, PolicyParser, PolicySource } from './source.js';
 
 /** Quiet time after the last change event before the file is first read (editors write in steps). */
@@ -119,6 +120,8 @@ export class PolicyFileWatcher {
   private readonly watched = new Map<string, Watched>();
   private target = '';
   private lastText: string | null = null;
+  /** The last policy that parsed: what the next parse compiles only the changed devices against. */
+  private lastPolicy: CompiledPolicy | null = null;
   private pending: Pending | null = null;
   private readonly settleMs: number;
   private readonly settleBoundMs: number;
@@ -240,7 +243,9 @@ export class PolicyFileWatcher {
     if ('error' in s) return { errors: [s.error], warnings: [] };
     if (!force && s.text === this.lastText) return null;
     this.lastText = s.text;
-    return this.parse(s.text, this.file);
+    const r = this.parse(s.text, this.file, { previous: this.lastPolicy });
+    this.lastPolicy = r.policy ?? this.lastPolicy;
+    return r;
   }
 
   private cancel(): void {

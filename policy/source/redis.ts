@@ -2,6 +2,7 @@
 // (re)connect and a periodic resync.
 import type { Redis } from 'ioredis';
 import type { ParseResult } from '../parse.js';
+import type { CompiledPolicy } from '../types.js';
 import { PolicyStore, RedisConnection, redisServerName, type StoreError, type StoreOptions } from '../store.js';
 import type { EventLog, PolicyParser, PolicySource } from './source.js';
 
@@ -23,6 +24,8 @@ export class RedisPolicyWatcher {
   /** `version:sha256` of the version applied, and of the last one refused. */
   private applied = '';
   private rejected = '';
+  /** The last version that parsed: what the next one compiles only the changed devices against. */
+  private lastPolicy: CompiledPolicy | null = null;
   private running: Promise<void> | null = null;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
@@ -135,11 +138,12 @@ export class RedisPolicyWatcher {
     const id = `${v}:${sha}`;
     if (id === this.applied || id === this.rejected) return;
     const rec = await this.store.get(v);
-    const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`, { version: v });
+    const r = this.parse(rec.yaml, `redis:${this.store.prefix}version:${v}`, { version: v, previous: this.lastPolicy });
     /* c8 ignore next -- stop() during the reads above: the runtime is gone, apply nothing */
     if (this.stopped) return;
     if (r.policy) {
       this.applied = id;
+      this.lastPolicy = r.policy;
       this.onChange(r, v);
     } else {
       this.rejected = id;
