@@ -7,8 +7,16 @@ import { startRawPlc, type RawPlc } from './fixtures/raw-plc.js';
 import { exceptionFor, plcReply } from './fixtures/invariants.js';
 import { ANY_PORT, startProxy, type TestProxy } from './fixtures/proxy.js';
 import { freePort } from '../bench/lib/net.js';
-import { within } from '../bench/lib/wait.js';
+import { until, within } from '../bench/lib/wait.js';
 import { parsePolicy } from '../policy/index.js';
+import { Session, type SessionContext } from '../proxy/session.js';
+import { DeviceStats } from '../proxy/stats.js';
+import { SourceRate } from '../proxy/ratelimit.js';
+import { AuditGate } from '../proxy/audit.js';
+import { Upstream } from '../proxy/upstream.js';
+import { RoutedPort } from '../proxy/routes.js';
+import { FakeClock, FakeSocket } from './fixtures/fake-io.js';
+import { recordLogs } from './fixtures/logs.js';
 
 /** FC3 of holding register `start` on `unit`. */
 const read = (tid: number, unit: number, start = 0): Buffer => req(tid, unit, [3, 0, start, 0, 1]);
@@ -96,6 +104,33 @@ void t.test('units reach their own upstream: one client, one write, three units,
   await c.closed;
 });
 
+void t.test('an answer streaming in from one route is never cut by another route\'s answer or a denial', async (t) => {
+  const { main, line, proxy } = await setUp(t);
+  line!.respond = () => ({ hang: true });
+  const c = await RawClient.connect(proxy.port);
+  const slow = read(1, 2, 40);
+  c.send(slow);
+  await line!.waitForRequests(1);
+  const slowAnswer = plcReply(slow);
+  // The gateway sends its answer in two pieces; the first reaches the client before the rest.
+  const [lineSocket] = [...line!.open];
+  lineSocket!.write(slowAnswer.subarray(0, 9));
+  await until(() => c.received.length === 9, 'the first piece forwarded');
+  const fast = read(2, 1, 41);
+  const denied = read(3, 9, 0);
+  c.send(Buffer.concat([fast, denied]));
+  await main.waitForRequests(1);
+  const stats = proxy.rt.server.stats.get('gw');
+  await until(() => stats.upstreamTime.count === 1, 'the other route answered meanwhile');
+  lineSocket!.write(slowAnswer.subarray(9));
+  const got = await within(c.read(3), 'three answers');
+  // The denial (unit 9: no rule) was made when the request came, before the other route answered.
+  t.same(got.map(hexOf), [hexOf(slowAnswer), hexOf(exceptionFor(denied, 0x0a)), hexOf(plcReply(fast))], 'the streamed answer whole, then what waited behind it, in the order it came');
+  t.equal(c.received.length, slowAnswer.length + plcReply(fast).length + 9, 'nothing else on the wire');
+  c.close();
+  await c.closed;
+});
+
 void t.test("a route's PLC down: 0A for its units only, the other units answered", async (t) => {
   const { main, proxy } = await setUp(t, '', true);
   const c = await RawClient.connect(proxy.port);
@@ -149,4 +184,55 @@ void t.test('a reload that changes a route closes the clients that used it, and 
   t.equal(line!.requests.length, 1);
   mainOnly.close();
   await mainOnly.closed;
+});
+
+void t.test('answers of two routes both arriving in pieces: each frame whole, the second streams on once the first is done', (t) => {
+  // In memory: fake sockets, so each piece is its own chunk at plcguard.
+  const { policy } = parsePolicy(routed(15021, 15022).replace(ANY_PORT, '127.0.0.1:15020'), 'p.yaml');
+  const device = policy!.devices.get('gw')!;
+  const { logger } = recordLogs();
+  const plcs = new Map<number, FakeSocket>();
+  const ctx: SessionContext = {
+    deviceName: 'gw',
+    current: () => device,
+    stats: new DeviceStats(),
+    logger,
+    audit: new AuditGate(),
+    rateFor: () => new SourceRate(),
+    learner: null,
+    learnCeilingReached: () => {},
+    logUpstream: () => {},
+    clock: new FakeClock(),
+    connect: (e) => {
+      const s = new FakeSocket();
+      plcs.set(e.port, s);
+      return s;
+    },
+    sessionClosed: () => {},
+    upstreamFor: (owner) => new RoutedPort(owner, { current: () => device, portFor: (_o, route, limits) => new Upstream(route.upstream, limits, ctx) }),
+  };
+  const client = new FakeSocket();
+  new Session(client, ctx, '127.0.0.1', 50_000, 'c1');
+  const first = read(1, 2, 0);
+  const second = read(2, 1, 0);
+  client.receive(Buffer.concat([first, second]));
+  const [line, main] = [plcs.get(15022)!, plcs.get(15021)!];
+  line.accept();
+  main.accept();
+  t.same([hexOf(line.read()), hexOf(main.read())], [hexOf(first), hexOf(second)], 'each unit to its own upstream');
+  const a = plcReply(first);
+  const b = plcReply(second);
+  line.receive(a.subarray(0, 9));
+  t.equal(hexOf(client.read()), hexOf(a.subarray(0, 9)), "the first route's head goes at once");
+  main.receive(b.subarray(0, 9));
+  main.receive(b.subarray(9, 10));
+  t.equal(client.read().length, 0, "the other route's pieces wait");
+  t.ok(client.isPaused, 'and the client is not read meanwhile');
+  line.receive(a.subarray(9));
+  t.equal(hexOf(client.read()), hexOf(Buffer.concat([a.subarray(9), b.subarray(0, 10)])), 'the first answer completes, then what waited of the second');
+  t.ok(client.isPaused, 'still inside the second answer');
+  main.receive(b.subarray(10));
+  t.equal(hexOf(client.read()), hexOf(b.subarray(10)), 'the rest of the second answer goes straight through');
+  t.notOk(client.isPaused);
+  t.end();
 });
