@@ -56,15 +56,12 @@ export class RoutedPort implements UpstreamPort {
     return port.send(tx, buf, start, end, copy);
   }
 
-  /** A reload: the same routes may sit at other indexes; ports of routes that are gone are closed. */
+  /**
+   * A reload: the same routes may sit at other indexes. (A route this port reached that changed or
+   * went away is not among them: the listener closed this session then.)
+   */
   private rebind(d: CompiledDevice): void {
     this.device = d;
-    const keys = new Set(d.routes.map((r) => r.key));
-    for (const [key, p] of this.byKey) {
-      if (keys.has(key)) continue;
-      p.close();
-      this.byKey.delete(key);
-    }
     this.byIndex = d.routes.map((r) => this.byKey.get(r.key));
   }
 

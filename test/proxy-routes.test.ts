@@ -25,9 +25,9 @@ const RULES = `    rules:
         read: { holding_registers: [0-99] }
 `;
 /** Unit 1 (and any unit no route names) to `main`; units 2-3 to `line`, with `keys` added to the route. */
-function routed(main: number, line: number, keys = ''): string {
+function routed(main: number, line: number, keys = '', extra = ''): string {
   return `version: 1
-devices:
+${extra}devices:
   - name: gw
     listen: ${ANY_PORT}
     upstream: 127.0.0.1:${main}
@@ -186,12 +186,13 @@ void t.test('a reload that changes a route closes the clients that used it, and 
   await mainOnly.closed;
 });
 
-void t.test('answers of two routes both arriving in pieces: each frame whole, the second streams on once the first is done', (t) => {
-  // In memory: fake sockets, so each piece is its own chunk at plcguard.
-  const { policy } = parsePolicy(routed(15021, 15022).replace(ANY_PORT, '127.0.0.1:15020'), 'p.yaml');
+/** A session on the routed device in memory: fake client and PLC sockets (by port), a clock moved by hand. */
+function inMemory(limits = ''): { client: FakeSocket; plcs: Map<number, FakeSocket>; clock: FakeClock; session: Session } {
+  const { policy } = parsePolicy(routed(15021, 15022, '', limits === '' ? '' : `defaults:\n  limits: { ${limits} }\n`).replace(ANY_PORT, '127.0.0.1:15020'), 'p.yaml');
   const device = policy!.devices.get('gw')!;
   const { logger } = recordLogs();
   const plcs = new Map<number, FakeSocket>();
+  const clock = new FakeClock();
   const ctx: SessionContext = {
     deviceName: 'gw',
     current: () => device,
@@ -202,17 +203,22 @@ void t.test('answers of two routes both arriving in pieces: each frame whole, th
     learner: null,
     learnCeilingReached: () => {},
     logUpstream: () => {},
-    clock: new FakeClock(),
+    clock,
     connect: (e) => {
       const s = new FakeSocket();
       plcs.set(e.port, s);
       return s;
     },
     sessionClosed: () => {},
-    upstreamFor: (owner) => new RoutedPort(owner, { current: () => device, portFor: (_o, route, limits) => new Upstream(route.upstream, limits, ctx) }),
+    upstreamFor: (owner) => new RoutedPort(owner, { current: () => device, portFor: (_o, route, l) => new Upstream(route.upstream, l, ctx) }),
   };
   const client = new FakeSocket();
-  new Session(client, ctx, '127.0.0.1', 50_000, 'c1');
+  const session = new Session(client, ctx, '127.0.0.1', 50_000, 'c1');
+  return { client, plcs, clock, session };
+}
+
+void t.test('answers of two routes both arriving in pieces: each frame whole, the second streams on once the first is done', (t) => {
+  const { client, plcs } = inMemory();
   const first = read(1, 2, 0);
   const second = read(2, 1, 0);
   client.receive(Buffer.concat([first, second]));
@@ -235,4 +241,48 @@ void t.test('answers of two routes both arriving in pieces: each frame whole, th
   t.equal(hexOf(client.read()), hexOf(b.subarray(10)), 'the rest of the second answer goes straight through');
   t.notOk(client.isPaused);
   t.end();
+});
+
+void t.test("a client that doesn't read: every route's PLC connection stops being read, and is read again after 'drain'", (t) => {
+  const { client, plcs, session } = inMemory('max_outstanding: 4096, max_buffered_bytes: 1048576');
+  const n = 80; // 80 answers of 209 bytes (100 registers): past the socket's 16 KiB high-water mark
+  const asked = Array.from({ length: n }, (_, i) => req(i, 2, [3, 0, 0, 0, 100]));
+  client.receive(Buffer.concat([read(1000, 1), ...asked]));
+  const [line, main] = [plcs.get(15022)!, plcs.get(15021)!];
+  line.accept();
+  main.accept();
+  line.read();
+  line.receive(Buffer.concat(asked.map((f) => plcReply(f))));
+  t.ok(session.waitingForClient, 'waiting for the client');
+  t.ok(line.isPaused && main.isPaused, 'neither route is read');
+  t.equal(client.read().length, n * 209, 'every answer was written');
+  t.notOk(line.isPaused || main.isPaused, "both read again after 'drain'");
+  t.end();
+});
+
+void t.test('max_outstanding reached by timed-out requests on two routes: both connections are reset', (t) => {
+  const { client, plcs, clock } = inMemory('max_outstanding: 2, response_timeout_ms: 500');
+  const asked = [read(1, 1), read(2, 2)];
+  client.receive(Buffer.concat(asked));
+  const [line, main] = [plcs.get(15022)!, plcs.get(15021)!];
+  line.accept();
+  main.accept();
+  clock.advance(500);
+  t.same(client.read().length, 18, 'both answered 0B at the timeout');
+  t.ok(line.destroyed && main.destroyed, 'only late answers could free the slots: each route reset');
+  t.end();
+});
+
+void t.test('a reload changing only the in-flight bound of a shared route closes nothing', async (t) => {
+  const { main, line, proxy } = await setUp(t, '        upstream_connections: 1\n');
+  const c = await RawClient.connect(proxy.port);
+  c.send(read(1, 2));
+  await within(c.read(1), 'first');
+  await proxy.rewrite(routed(main.port, line!.port, '        upstream_connections: 1\n        upstream_max_in_flight: 2\n'));
+  const r = read(2, 3, 4);
+  c.send(r);
+  t.same((await within(c.read(1), 'after the reload')).map(hexOf), [hexOf(plcReply(r))], 'the same connection, the same shared link');
+  t.equal(line!.connections, 1);
+  c.close();
+  await c.closed;
 });
