@@ -542,6 +542,7 @@ export class ProxyServer {
       upstream: formatEndpoint(device.upstream.host, device.upstream.port),
       // Kept in the proposal: enforcing it must not open more PLC connections than learning did.
       ...(device.sharing === null ? {} : { sharing: { connections: device.sharing.connections, maxInFlight: device.sharing.maxInFlight } }),
+      ...(device.document.routes === undefined ? {} : { routes: device.document.routes }),
       ...(device.document.tls === undefined ? {} : { tls: device.document.tls }),
       ...(device.document.upstream_tls === undefined ? {} : { upstreamTls: device.document.upstream_tls }),
     };

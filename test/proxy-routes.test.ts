@@ -286,3 +286,28 @@ void t.test('a reload changing only the in-flight bound of a shared route closes
   c.close();
   await c.closed;
 });
+
+void t.test('learn mode on a routed device: the proposal keeps the routes', async (t) => {
+  const { main, line, proxy } = await setUpLearning(t);
+  const c = await RawClient.connect(proxy.port);
+  const asked = [read(1, 1, 3), read(2, 2, 4)];
+  c.send(Buffer.concat(asked));
+  t.same((await within(c.read(2), 'answers')).map(hexOf).sort(), asked.map((f) => hexOf(plcReply(f))).sort());
+  c.close();
+  await c.closed;
+  const proposal = await (await fetch(`http://127.0.0.1:${proxy.rt.adminPort}/learn/proposal`)).text();
+  t.match(proposal, `    upstream: 127.0.0.1:${main.port}\n    routes: [{"units":["2-3"],"upstream":"127.0.0.1:${line.port}"}]\n    mode: enforce\n`, 'enforcing it sends each unit where learning did');
+  t.strictSame(parsePolicy(proposal, 'proposal.yaml').errors, [], 'policy validate passes');
+});
+
+async function setUpLearning(t: Test): Promise<{ main: RawPlc; line: RawPlc; proxy: TestProxy }> {
+  const main = await startRawPlc();
+  const line = await startRawPlc();
+  const proxy = await startProxy(routed(main.port, line.port).replace(RULES, '    mode: learn\n'), { admin: true });
+  t.teardown(async () => {
+    await proxy.stop();
+    await main.close();
+    await line.close();
+  });
+  return { main, line, proxy };
+}
