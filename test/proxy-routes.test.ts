@@ -73,6 +73,8 @@ devices:
         upstream: 127.0.0.1:600
       - units: [300]
         upstream: 10.0.0.1
+      - 5
+      - upstream: 127.0.0.1:602
 ${RULES}`,
     'r.yaml',
   );
@@ -83,6 +85,8 @@ ${RULES}`,
     'r.yaml:13:19: devices[0].routes[2].upstream: "127.0.0.1:600" is already the upstream of the device (line 5); expected one route per upstream (list all its units in that one)',
     'r.yaml:14:17: devices[0].routes[3].units[0]: 300 is out of range; expected a unit id 0..255',
     'r.yaml:15:19: devices[0].routes[3].upstream: "10.0.0.1" has no port; expected host:port, [IPv6]:port or hostname:port with port 1..65535',
+    'r.yaml:16:9: devices[0].routes[4]: got the number 5; expected a route (a mapping with units, upstream, upstream_connections and upstream_max_in_flight)',
+    'r.yaml:17:9: devices[0].routes[5].units: missing; expected a list of unit ids and ranges',
     'r.yaml:12:16: warning: devices[0].routes[2].units: empty; this route takes no unit',
   ]);
   t.end();
@@ -170,6 +174,7 @@ void t.test('a reload that changes a route closes the clients that used it, and 
   t.teardown(() => other.close());
   const mainOnly = await RawClient.connect(proxy.port);
   const both = await RawClient.connect(proxy.port);
+  const silent = await RawClient.connect(proxy.port);
   mainOnly.send(read(1, 1));
   both.send(Buffer.concat([read(1, 1), read(2, 2)]));
   await within(mainOnly.read(1), 'mainOnly');
@@ -177,13 +182,14 @@ void t.test('a reload that changes a route closes the clients that used it, and 
   await proxy.rewrite(routed(main.port, other.port));
   await within(both.closed, 'the client of the changed route is closed');
   t.notOk(mainOnly.isClosed, 'a client that never reached the route stays');
+  t.notOk(silent.isClosed, 'and one that sent nothing yet');
   const r = read(9, 2, 7);
   mainOnly.send(r);
   t.same((await within(mainOnly.read(1), 'after the reload')).map(hexOf), [hexOf(plcReply(r))]);
   t.same(other.requests.map((q) => hexOf(q.bytes)), [hexOf(r)], 'unit 2 now goes to the new route upstream');
   t.equal(line!.requests.length, 1);
-  mainOnly.close();
-  await mainOnly.closed;
+  for (const c of [mainOnly, silent]) c.close();
+  await Promise.all([mainOnly.closed, silent.closed]);
 });
 
 /** A session on the routed device in memory: fake client and PLC sockets (by port), a clock moved by hand. */
