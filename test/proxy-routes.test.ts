@@ -317,3 +317,21 @@ async function setUpLearning(t: Test): Promise<{ main: RawPlc; line: RawPlc; pro
   });
   return { main, line, proxy };
 }
+
+void t.test("a reload changing a shared route's upstream_connections closes its shared connection and its clients", async (t) => {
+  const { main, line, proxy } = await setUp(t, '        upstream_connections: 1\n');
+  const c = await RawClient.connect(proxy.port);
+  c.send(read(1, 2));
+  await within(c.read(1), 'first');
+  t.equal(line!.open.size, 1);
+  await proxy.rewrite(routed(main.port, line!.port, '        upstream_connections: 2\n'));
+  await within(c.closed, 'its client reconnects under the new setting');
+  await until(() => line!.open.size === 0, 'the shared connection closed');
+  const again = await RawClient.connect(proxy.port);
+  const r = read(2, 3, 4);
+  again.send(r);
+  t.same((await within(again.read(1), 'after the reload')).map(hexOf), [hexOf(plcReply(r))]);
+  t.equal(line!.connections, 2, 'a new shared connection');
+  again.close();
+  await again.closed;
+});
