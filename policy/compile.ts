@@ -31,6 +31,7 @@ import {
   RATE_LIMIT_NONE,
   READ_DEVICE_IDENTIFICATION,
   READ_TABLES,
+  span,
   WRITE_TABLES,
 } from './format.js';
 import type { FunctionInput, LimitKey, Mode, OnDeny } from './format.js';
@@ -38,7 +39,8 @@ import { IntervalSet, WriteSet, writeSetSize } from './intervals.js';
 import type { Grant, WriteGrant } from './intervals.js';
 import { parseClientAddress } from './net.js';
 import type { Cidr, IpAddress } from './net.js';
-import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, Sharing, SourceView } from './types.js';
+import type { CompiledDevice, CompiledPolicy, Decision, Endpoint, Limits, RateLimit, Route, Sharing, SourceView } from './types.js';
+import { formatEndpoint } from './net.js';
 
 const UNIT_COUNT = MAX_UNIT_ID + 1;
 
@@ -58,12 +60,6 @@ const UNIT_COUNT = MAX_UNIT_ID + 1;
  */
 export const MAX_COMPILE_ENTRIES = 1_000_000;
 
-/** `5` → [5, 5]; `"10-20"` → [10, 20] (canonical form: validated before). */
-function span(x: number | string): [number, number] {
-  if (typeof x === 'number') return [x, x];
-  const dash = x.indexOf('-');
-  return [Number(x.slice(0, dash)), Number(x.slice(dash + 1))];
-}
 function spans(x: number | string | (number | string)[]): [number, number][] {
   return Array.isArray(x) ? x.map(span) : [span(x)];
 }
@@ -591,6 +587,16 @@ function rolesOf(device: NormalizedDevice): (string | null)[] {
   return [...roles];
 }
 
+/** A route of a device: where some of its units are, and how that upstream is shared. */
+function route(upstream: Endpoint, keys: { upstream_connections?: number; upstream_max_in_flight?: number }): Route {
+  const n = keys.upstream_connections;
+  return Object.freeze({
+    key: formatEndpoint(upstream.host, upstream.port),
+    upstream: Object.freeze(upstream),
+    sharing: n === undefined ? null : Object.freeze({ connections: n, maxInFlight: keys.upstream_max_in_flight! }),
+  });
+}
+
 const NO_UNITS: readonly (UnitPolicy | null)[] = Object.freeze(new Array<UnitPolicy | null>(UNIT_COUNT).fill(null));
 
 class CompiledDeviceImpl implements CompiledDevice {
@@ -598,6 +604,8 @@ class CompiledDeviceImpl implements CompiledDevice {
   readonly listen: Endpoint;
   readonly upstream: Endpoint;
   readonly sharing: Readonly<Sharing> | null;
+  readonly routes: readonly Route[];
+  readonly routeOfUnit: Uint16Array;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   readonly logWrites: boolean;
@@ -615,8 +623,16 @@ class CompiledDeviceImpl implements CompiledDevice {
     this.name = document.name;
     this.listen = Object.freeze(device.listen);
     this.upstream = Object.freeze(device.upstream);
-    const n = document.upstream_connections;
-    this.sharing = n === undefined ? null : Object.freeze({ connections: n, maxInFlight: document.upstream_max_in_flight! });
+    const own = route(device.upstream, document);
+    this.sharing = own.sharing;
+    const routes = [own];
+    this.routeOfUnit = new Uint16Array(UNIT_COUNT);
+    (document.routes ?? []).forEach((r, i) => {
+      routes.push(route(device.routes[i]!, r));
+      // Validation keeps routes' units apart: each unit is written once.
+      for (const [lo, hi] of r.units.map(span)) this.routeOfUnit.fill(i + 1, lo, hi + 1);
+    });
+    this.routes = Object.freeze(routes);
     this.mode = document.mode;
     this.onDeny = document.on_deny;
     this.logWrites = document.log_writes;

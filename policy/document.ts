@@ -23,6 +23,14 @@ export interface RuleDocument {
   functions?: FunctionInput[];
 }
 
+export interface RouteDocument {
+  units: (number | string)[];
+  upstream: string;
+  /** Present only when the route shares its upstream's connections (upstream_max_in_flight then too). */
+  upstream_connections?: number;
+  upstream_max_in_flight?: number;
+}
+
 export interface RateLimitDocument {
   requests_per_second: number;
   writes_per_second: number;
@@ -37,6 +45,8 @@ export interface DeviceDocument {
   /** Present only when the device shares PLC connections (upstream_max_in_flight then too). */
   upstream_connections?: number;
   upstream_max_in_flight?: number;
+  /** Present only when the policy has routes. */
+  routes?: RouteDocument[];
   /** Paths as written: each instance resolves them (docs/tls.md). */
   tls?: TlsInput;
   upstream_tls?: UpstreamTlsInput;
@@ -69,6 +79,8 @@ export interface NormalizedDevice {
   readonly document: DeviceDocument;
   readonly listen: Endpoint;
   readonly upstream: Endpoint;
+  /** The upstream of each of `document.routes`, in order. */
+  readonly routes: readonly Endpoint[];
   /** `document.rules`, in order, each with its parsed values. */
   readonly rules: readonly NormalizedRule[];
 }
@@ -96,9 +108,8 @@ function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): Nor
     name: d.name,
     listen: d.listen.text,
     upstream: d.upstream.text,
-    ...(d.upstream_connections === undefined
-      ? {}
-      : { upstream_connections: d.upstream_connections, upstream_max_in_flight: d.upstream_max_in_flight ?? SHARING_FIELDS.upstream_max_in_flight.default }),
+    ...sharingOf(d),
+    ...(d.routes === undefined ? {} : { routes: d.routes.map((r) => ({ units: r.units, upstream: r.upstream.text, ...sharingOf(r) })) }),
     mode: d.mode ?? defaults?.mode ?? DEFAULT_MODE,
     on_deny: d.on_deny ?? defaults?.on_deny ?? DEFAULT_ON_DENY,
     limits: { ...BUILTIN_LIMITS_YAML, ...defaults?.limits, ...d.limits },
@@ -109,7 +120,14 @@ function normalizeDevice(d: DeviceInput, defaults: PolicyInput['defaults']): Nor
   if (d.description !== undefined) out.description = d.description;
   if (d.tls !== undefined) out.tls = d.tls;
   if (d.upstream_tls !== undefined) out.upstream_tls = d.upstream_tls;
-  return { document: out, listen: d.listen.value, upstream: d.upstream.value, rules };
+  return { document: out, listen: d.listen.value, upstream: d.upstream.value, routes: (d.routes ?? []).map((r) => r.upstream.value), rules };
+}
+
+/** The sharing keys of a device or route: both when shared, none when not. */
+function sharingOf(d: { upstream_connections?: number; upstream_max_in_flight?: number }): { upstream_connections?: number; upstream_max_in_flight?: number } {
+  return d.upstream_connections === undefined
+    ? {}
+    : { upstream_connections: d.upstream_connections, upstream_max_in_flight: d.upstream_max_in_flight ?? SHARING_FIELDS.upstream_max_in_flight.default };
 }
 
 function normalizeRateLimit(r: DeviceInput['rate_limit']): DeviceDocument['rate_limit'] {

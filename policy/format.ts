@@ -198,6 +198,13 @@ export const DEFAULT_LOG_WRITES = false;
 /** `rate_limit: none` on a device switches off a rate limit set in `defaults`. */
 export const RATE_LIMIT_NONE = 'none';
 
+/** `5` → [5, 5]; `"10-20"` → [10, 20]: a list item as validated (ranges in canonical `a-b` form). */
+export function span(x: number | string): [number, number] {
+  if (typeof x === 'number') return [x, x];
+  const dash = x.indexOf('-');
+  return [Number(x.slice(0, dash)), Number(x.slice(dash + 1))];
+}
+
 // ---------------------------------------------------------------------------------------------
 // The schema language
 // ---------------------------------------------------------------------------------------------
@@ -527,6 +534,10 @@ const tlsUpstream = object(
 /** A role as written in a client certificate's role extension (compared exactly). */
 export const ROLE_PATTERN = /^\S(.*\S)?$/u;
 
+const upstreamEndpoint = endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535');
+const unitItem = oneOf([integer(0, MAX_UNIT_ID, `a unit id 0..${MAX_UNIT_ID}`), range(0, MAX_UNIT_ID, `a unit id range a-b with a ≤ b, both 0..${MAX_UNIT_ID}`)], `a unit id 0..${MAX_UNIT_ID} or a range a-b`);
+const unitList = array(unitItem, 'a list of unit ids and ranges');
+
 const rule = object(
   {
     name: optional(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique in the device; default rule-<index> (0-based).'),
@@ -539,10 +550,7 @@ const rule = object(
       array(pattern(ROLE_PATTERN, 'a role name (no leading or trailing space)'), 'a list of role names'),
       'Devices with tls only: the client certificate roles (extension 1.3.6.1.4.1.50316.802.1, exact match) this rule applies to; omitted: any authenticated client.',
     ),
-    units: optional(
-      array(oneOf([integer(0, MAX_UNIT_ID, `a unit id 0..${MAX_UNIT_ID}`), range(0, MAX_UNIT_ID, `a unit id range a-b with a ≤ b, both 0..${MAX_UNIT_ID}`)], `a unit id 0..${MAX_UNIT_ID} or a range a-b`), 'a list of unit ids and ranges'),
-      'Unit ids this rule applies to; omitted: any.',
-    ),
+    units: optional(unitList, 'Unit ids this rule applies to; omitted: any.'),
     read: optional(
       object(Object.fromEntries(READ_TABLES.map((t) => [t, optional(addressList)])) as { [K in ReadTable]: Field<(number | string)[], false> }, `a mapping of tables (${READ_TABLES.join(', ')})`),
       'Readable addresses per table (FC1-4, FC23 read part, FC24 pointer).',
@@ -572,14 +580,35 @@ const deviceSettings = {
   ),
 };
 
+
+/**
+ * Unit routing (gateways): a device whose units sit behind different Modbus/TCP gateways, one per
+ * serial line. Each route takes the units it names to its own upstream, shared (or not) as its own
+ * keys say; units no route names go to the device's upstream.
+ */
+const route = object(
+  {
+    units: required(unitList, 'The unit ids this route takes (no two routes of a device share one).'),
+    upstream: required(upstreamEndpoint, 'The gateway (or PLC) those units are behind.'),
+    upstream_connections: sharingField('upstream_connections'),
+    upstream_max_in_flight: sharingField('upstream_max_in_flight'),
+  },
+  'a route (a mapping with units, upstream, upstream_connections and upstream_max_in_flight)',
+  { ref: 'route' },
+);
+
 const device = object(
   {
     name: required(pattern(NAME_PATTERN, 'a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters'), 'Unique; used in Redis keys, metric labels and logs.'),
     description: optional(description),
     listen: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'Where clients (HMIs) connect.'),
-    upstream: required(endpoint('host:port, [IPv6]:port or hostname:port with port 1..65535'), 'The PLC.'),
+    upstream: required(upstreamEndpoint, 'The PLC (with routes: where the units no route names go).'),
     upstream_connections: sharingField('upstream_connections'),
     upstream_max_in_flight: sharingField('upstream_max_in_flight'),
+    routes: optional(
+      array(route, 'a list of routes'),
+      'Unit routing for gateways: units sent to other upstreams, each shared (or not) by its own keys; upstream_tls applies to every route.',
+    ),
     tls: optional(tlsListen),
     upstream_tls: optional(tlsUpstream),
     ...deviceSettings,
@@ -613,5 +642,6 @@ export type LimitsInput = NonNullable<DeviceInput['limits']>;
 export type RateLimitInput = NonNullable<DeviceInput['rate_limit']>;
 export type FunctionInput = NonNullable<RuleInput['functions']>[number];
 export type TlsInput = NonNullable<DeviceInput['tls']>;
+export type RouteInput = NonNullable<DeviceInput['routes']>[number];
 export type UpstreamTlsInput = NonNullable<DeviceInput['upstream_tls']>;
 export type WriteEntryInput = NonNullable<NonNullable<RuleInput['write']>['holding_registers']>[number];

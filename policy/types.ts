@@ -76,6 +76,15 @@ export interface Sharing {
   maxInFlight: number;
 }
 
+/** Where a device's requests for some units go (unit routing for gateways; routes[0] is the device's upstream). */
+export interface Route {
+  /** `host:port`: what names the route in logs and metrics, and across reloads (one route per upstream). */
+  readonly key: string;
+  readonly upstream: Endpoint;
+  /** Null: one connection per client connection; else how the device's clients share this upstream. */
+  readonly sharing: Readonly<Sharing> | null;
+}
+
 /** Token buckets per source address: one for all requests, one for writes. */
 export interface RateLimit {
   requestsPerSecond: number;
@@ -100,6 +109,10 @@ export interface CompiledDevice {
   readonly upstream: Endpoint;
   /** Null: one PLC connection per client connection; else how the device's clients share them. */
   readonly sharing: Readonly<Sharing> | null;
+  /** routes[0]: `upstream` and `sharing`; then the device's `routes`, in order. */
+  readonly routes: readonly Route[];
+  /** The index in `routes` of each unit id's route: built once, read per request. */
+  readonly routeOfUnit: Uint16Array;
   readonly mode: Mode;
   readonly onDeny: OnDeny;
   /** Every allowed write gets a `write` log line (`log_writes`). */

@@ -15,15 +15,17 @@ import {
   FUNCTION_LIST_NAMES,
   LIMIT_FIELDS,
   MAX_FUNCTION_CODE,
+  MAX_UNIT_ID,
   MIN_FUNCTION_CODE,
   NARROWABLE,
   POLICY_SCHEMA,
   READ_DEVICE_IDENTIFICATION,
   READ_TABLES,
+  span,
   WRITE_TABLES,
 } from './format.js';
 import type { PolicyInput, Schema, SchemaNode, Written } from './format.js';
-import { listenConflict, parseCidr, parseEndpoint } from './net.js';
+import { formatEndpoint, listenConflict, parseCidr, parseEndpoint } from './net.js';
 import type { Endpoint, Parsed } from './net.js';
 
 /**
@@ -518,9 +520,8 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
       } else listens.push({ listen, index: i });
     }
     checkBackoff(device.limits, policy.defaults?.limits, `${path}.limits`, w, report);
-    if (device.upstream_max_in_flight !== undefined && device.upstream_connections === undefined) {
-      report.error(w.at(device, 'upstream_max_in_flight'), `${path}.upstream_max_in_flight: set without upstream_connections; expected upstream_connections beside it (it bounds requests on a shared PLC connection)`);
-    }
+    checkSharing(device, path, w, report);
+    checkRoutes(device, path, w, report);
     checkRules(device, (device.mode ?? policy.defaults?.mode) === 'learn', path, w, report);
     if (device.tls === undefined && !w.has(device, 'tls')) {
       // Without tls there is no certificate, so a rule with roles could never match.
@@ -531,6 +532,52 @@ function crossCheck(policy: Loose<PolicyInput>, w: Walker, report: Reporter): vo
       });
     }
   });
+}
+
+/** upstream_max_in_flight bounds a shared connection: on a device or a route, only beside upstream_connections. */
+function checkSharing(keys: { upstream_connections?: number; upstream_max_in_flight?: number }, path: string, w: Walker, report: Reporter): void {
+  if (keys.upstream_max_in_flight !== undefined && keys.upstream_connections === undefined) {
+    report.error(w.at(keys, 'upstream_max_in_flight'), `${path}.upstream_max_in_flight: set without upstream_connections; expected upstream_connections beside it (it bounds requests on a shared PLC connection)`);
+  }
+}
+
+/**
+ * A unit goes to one upstream: routes may not share units. One route per upstream, and none to
+ * the device's own: two routes to one gateway would each open (or share) connections of their own
+ * to it, which is what sharing settings are meant to bound.
+ */
+function checkRoutes(device: LooseDevice, path: string, w: Walker, report: Reporter): void {
+  const routes = device.routes ?? [];
+  const routeOf = new Array<number | undefined>(MAX_UNIT_ID + 1);
+  const upstreams = new Map<string, string>();
+  if (device.upstream !== undefined) upstreams.set(endpointKey(device.upstream), `the device (line ${lineOf(device, 'upstream', w, report)})`);
+  routes.forEach((r, i) => {
+    if (r === undefined) return;
+    const rPath = `${path}.routes[${i}]`;
+    checkSharing(r, rPath, w, report);
+    if (r.units?.length === 0) report.warning(w.at(r, 'units'), `${rPath}.units: empty; this route takes no unit`);
+    (r.units ?? []).forEach((u, k) => {
+      if (u === undefined) return;
+      const [lo, hi] = span(u);
+      for (let unit = lo; unit <= hi; unit++) {
+        const first = routeOf[unit];
+        if (first === undefined) routeOf[unit] = i;
+        else if (first !== i) {
+          report.error(w.at(r.units!, k), `${rPath}.units[${k}]: unit ${unit} is already routed by ${path}.routes[${first}] (line ${lineOf(routes[first]!, 'units', w, report)}); expected each unit in one route`);
+          return;
+        }
+      }
+    });
+    if (r.upstream === undefined) return;
+    const key = endpointKey(r.upstream);
+    const other = upstreams.get(key);
+    if (other === undefined) upstreams.set(key, `${path}.routes[${i}] (line ${lineOf(r, 'upstream', w, report)})`);
+    else report.error(w.at(r, 'upstream'), `${rPath}.upstream: ${quote(r.upstream.text)} is already the upstream of ${other}; expected one route per upstream (list all its units in that one)`);
+  });
+}
+
+function endpointKey(e: Written<Endpoint>): string {
+  return formatEndpoint(e.value.host, e.value.port);
 }
 
 function lineOf(obj: object, key: string, w: Walker, report: Reporter): number {

@@ -1,12 +1,13 @@
 import net from 'node:net';
 import { once } from 'node:events';
-import type { CompiledDevice, CompiledPolicy, Endpoint } from '../policy/types.js';
+import type { CompiledDevice, CompiledPolicy, Endpoint, Limits, Route } from '../policy/types.js';
 import { AuditGate, AuditLimiter, ConnectionIds, PLC_LOG_BURST, PLC_LOG_RATE_PER_SECOND, connectionFields, type Logger } from './audit.js';
 import { systemClock, type Clock } from './clock.js';
 import { SourceRate } from './ratelimit.js';
 import { Session, type CloseReason, type SessionContext } from './session.js';
 import { DeviceStats, type RefusalReason } from './stats.js';
 import { SharedLinks } from './pool.js';
+import { RoutedPort, type RouteContext } from './routes.js';
 import { connectTcp, Upstream, type ConnectPlc, type UpstreamEvent, type UpstreamOwner, type UpstreamPort } from './upstream.js';
 import { LiveLearner } from '../policy/learn/live.js';
 import { LIVE_MAX_CELLS } from '../policy/learn/observe.js';
@@ -80,7 +81,7 @@ interface Handshake {
 }
 
 /** One device's listener, its connection limits and its sessions. */
-class DeviceListener implements SessionContext, TlsEvents {
+class DeviceListener implements SessionContext, TlsEvents, RouteContext {
   readonly sessions = new Set<Session>();
   /** Handshakes under way (devices with tls), by accepted socket: they count against the connection limits. */
   private readonly handshakes = new Map<net.Socket, Handshake>();
@@ -102,8 +103,10 @@ class DeviceListener implements SessionContext, TlsEvents {
     return tls.connect({ host: e.host, port: e.port, ...this.upstreamTls }).setNoDelay(true);
   };
   listening = false;
-  /** The PLC connections the device's clients share, with `upstream_connections`; made on first use. */
-  private shared: SharedLinks | null = null;
+  /** The PLC connections the device's clients share, per route key (`upstream_connections`); made on first use. */
+  private readonly shared = new Map<string, SharedLinks>();
+  /** The ports of sessions on a device with routes: which routes each has reached. */
+  private readonly routed = new Map<UpstreamOwner, RoutedPort>();
   /** Set while the device is in learn mode (the learner itself outlives that: ProxyServer keeps it). */
   learner: LiveLearner | null = null;
 
@@ -297,20 +300,56 @@ class DeviceListener implements SessionContext, TlsEvents {
   }
 
   upstreamFor(owner: UpstreamOwner, device: CompiledDevice): UpstreamPort {
-    if (device.sharing === null) return new Upstream(device.upstream, device.limits, this);
-    this.shared ??= new SharedLinks(device.upstream, device.sharing, device.limits, this);
-    this.shared.sharing = device.sharing;
-    return this.shared.port(owner);
+    if (device.routes.length === 1) return this.portFor(owner, device.routes[0]!, device.limits);
+    const port = new RoutedPort(owner, this);
+    this.routed.set(owner, port);
+    return port;
+  }
+
+  portFor(owner: UpstreamOwner, route: Route, limits: Readonly<Limits>): UpstreamPort {
+    if (route.sharing === null) return new Upstream(route.upstream, limits, this);
+    let links = this.shared.get(route.key);
+    if (links === undefined) {
+      links = new SharedLinks(route.upstream, route.sharing, limits, this);
+      this.shared.set(route.key, links);
+    }
+    links.sharing = route.sharing;
+    return links.port(owner);
   }
 
   /** Closes the shared PLC connections (their sessions closed first). */
   closeShared(): void {
-    this.shared?.close();
-    this.shared = null;
+    for (const links of this.shared.values()) links.close();
+    this.shared.clear();
+  }
+
+  /**
+   * After a reload: clients of the device whose connections went to an upstream the device no
+   * longer has, or shared as it no longer says, reconnect. A change of the device's own upstream
+   * (or TLS) reaches every client, as without routes; a change of one route only the clients that
+   * have sent to it, and its shared links: the other routes' connections stay.
+   */
+  reroute(old: CompiledDevice, device: CompiledDevice, tlsToggled: boolean): void {
+    for (const r of device.routes) {
+      const links = this.shared.get(r.key);
+      if (links !== undefined && r.sharing !== null) links.sharing = r.sharing;
+    }
+    if (tlsToggled || routeChanged(old.routes[0]!, device.routes[0])) {
+      for (const s of [...this.sessions]) s.close('policy_removed');
+      this.closeShared();
+      return;
+    }
+    for (const r of old.routes.slice(1)) {
+      if (!routeChanged(r, device.routes.find((n) => n.key === r.key))) continue;
+      for (const s of [...this.sessions]) if (this.routed.get(s)?.uses(r.key)) s.close('policy_removed');
+      this.shared.get(r.key)?.close();
+      this.shared.delete(r.key);
+    }
   }
 
   sessionClosed(session: Session, reason: CloseReason): void {
     this.sessions.delete(session);
+    this.routed.delete(session);
     // Only after an opened line: the pair is whole in the log, and the opened line paid for both.
     if (this.announced.delete(session)) {
       this.logConnection(session, 'connection_closed', {
@@ -336,6 +375,11 @@ class DeviceListener implements SessionContext, TlsEvents {
     const rate = this.rates.get(address);
     if (rate !== undefined && rate.refilled(this.clock.now(), this.device.rateLimit)) this.rates.delete(address);
   }
+}
+
+/** A route's connections are no longer what the policy says: its upstream is gone, or shared otherwise. */
+function routeChanged(old: Route, now: Route | undefined): boolean {
+  return now === undefined || !sameEndpoint(old.upstream, now.upstream) || old.sharing?.connections !== now.sharing?.connections;
 }
 
 function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
@@ -469,10 +513,7 @@ export class ProxyServer {
       // Connections were opened to the old PLC address, shared (or not) as the device no longer
       // says, or authenticated (or not) under the other kind of listener: make their clients reconnect.
       const tlsToggled = (old.document.tls === undefined) !== (device.document.tls === undefined);
-      if (!sameEndpoint(old.upstream, device.upstream) || old.sharing?.connections !== device.sharing?.connections || tlsToggled) {
-        for (const s of [...l.sessions]) s.close('policy_removed');
-        l.closeShared();
-      }
+      l.reroute(old, device, tlsToggled);
     }
     // Sockets no device took close; their open connections stay (or were closed above).
     const inUse = new Set([...this.listeners.values()].map((l) => l.socket));
@@ -486,6 +527,7 @@ export class ProxyServer {
       upstream: formatEndpoint(device.upstream.host, device.upstream.port),
       // Kept in the proposal: enforcing it must not open more PLC connections than learning did.
       ...(device.sharing === null ? {} : { sharing: { connections: device.sharing.connections, maxInFlight: device.sharing.maxInFlight } }),
+      ...(device.document.routes === undefined ? {} : { routes: device.document.routes }),
       ...(device.document.tls === undefined ? {} : { tls: device.document.tls }),
       ...(device.document.upstream_tls === undefined ? {} : { upstreamTls: device.document.upstream_tls }),
     };

@@ -92,6 +92,12 @@ export type CloseReason =
   | 'policy_removed'
   | 'shutdown';
 
+/** Bytes for the client waiting behind an answer that streams through: tx set while its own answer is incomplete. */
+interface Deferred {
+  tx: Transaction | null;
+  readonly chunks: Buffer[];
+}
+
 /**
  * A session's life. Requests are taken while it is open or ended; it counts against the
  * connection limits until it is lingering or closed, and whenClosed() resolves then.
@@ -161,12 +167,13 @@ export class Session implements FrameHandler, UpstreamOwner {
   private bytesFromClient = 0;
   private bytesToClient = 0;
   /**
-   * Response bytes have gone to the client and the rest of that response is still to come: any
-   * reply of plcguard's own (a denial, 0A, 0B) written now would land inside it. Such replies
-   * wait in `deferred` until the response is complete.
+   * The answer whose bytes have started going to the client, the rest still to come (null: none).
+   * Anything else written now would land inside it: a reply of plcguard's own (a denial, 0A, 0B),
+   * or the answer of another upstream (unit routing, several shared links). Those wait in
+   * `deferred`, in order, until it is complete.
    */
-  private midResponse = false;
-  private readonly deferred: Buffer[] = [];
+  private streaming: Transaction | null = null;
+  private readonly deferred: Deferred[] = [];
   private readonly closeWaiters: (() => void)[] = [];
   /** Learn mode: this client's entry in the learner (and which learner, and which of its sets). */
   private learnSource: SourceObservation | null = null;
@@ -444,11 +451,21 @@ export class Session implements FrameHandler, UpstreamOwner {
 
   // ---- PLC → client (UpstreamOwner) ----
 
-  forward(buf: Buffer, start: number, end: number, copy: boolean): void {
-    // Until complete(): within one call for a whole frame, across chunks for a streamed one.
-    this.midResponse = true;
-    this.sent(end - start);
-    this.out.queue(buf, start, end, copy);
+  forward(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): void {
+    if (this.streaming === null || this.streaming === tx) {
+      // Until complete(): within one call for a whole frame, across chunks for a streamed one.
+      this.streaming = tx;
+      this.sent(end - start);
+      this.out.queue(buf, start, end, copy);
+      return;
+    }
+    // Another upstream's answer while one streams through: whole frames only, in arrival order.
+    // Bounded: reading stops until the streaming one completes (or is cut, which closes).
+    const bytes = Buffer.from(buf.subarray(start, end));
+    const waiting = this.deferred.find((d) => d.tx === tx);
+    if (waiting === undefined) this.deferred.push({ tx, chunks: [bytes] });
+    else waiting.chunks.push(bytes);
+    this.setPause(PAUSE_MID_RESPONSE, true);
   }
 
   complete(tx: Transaction, _check: ResponseCheck, answeredAt: number): void {
@@ -457,11 +474,30 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.learn(tx, tx.exception, false);
     this.answered.push(tx);
     this.outstanding--;
-    this.midResponse = false;
-    if (this.deferred.length > 0) {
-      for (const b of this.deferred.splice(0)) this.reply(b);
-      this.setPause(PAUSE_MID_RESPONSE, false);
+    if (tx !== this.streaming) {
+      // Its answer waits whole behind the one streaming (and tx may be pooled: forget it).
+      this.deferred.find((d) => d.tx === tx)!.tx = null;
+      return;
     }
+    this.streaming = null;
+    // Set while something waited behind this answer (possibly already written: it streamed on from there).
+    if (this.pauseMask & PAUSE_MID_RESPONSE) this.writeDeferred();
+  }
+
+  /** Writes what waited behind a completed answer, up to an answer still incomplete, which streams on. */
+  private writeDeferred(): void {
+    while (this.deferred.length > 0) {
+      const d = this.deferred.shift()!;
+      for (const b of d.chunks) {
+        this.sent(b.length);
+        this.out.write(b);
+      }
+      if (d.tx !== null) {
+        this.streaming = d.tx;
+        return;
+      }
+    }
+    this.setPause(PAUSE_MID_RESPONSE, false);
   }
 
   fail(tx: Transaction, exception: number, _now: number): void {
@@ -520,9 +556,9 @@ export class Session implements FrameHandler, UpstreamOwner {
   }
 
   private reply(b: Buffer): void {
-    if (this.midResponse) {
+    if (this.streaming !== null) {
       // Bounded: reading stops until the response completes (or is cut, which closes).
-      this.deferred.push(b);
+      this.deferred.push({ tx: null, chunks: [b] });
       this.setPause(PAUSE_MID_RESPONSE, true);
       return;
     }
@@ -669,6 +705,7 @@ export class Session implements FrameHandler, UpstreamOwner {
     this.upstream = null;
     this.splitter.reset();
     this.deferred.length = 0;
+    this.streaming = null;
     this.answered.length = 0;
     // What its source had suppressed is reported now if the budget allows, else on its next line.
     const suppressed = this.audit.flush(this.remoteAddress, this.clock.now());

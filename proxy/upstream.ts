@@ -56,8 +56,8 @@ export class Transaction {
  * one PLC connection can later serve several clients.
  */
 export interface UpstreamOwner {
-  /** Response bytes for one of its transactions (a whole frame, or a piece of one that spans chunks). */
-  forward(buf: Buffer, start: number, end: number, copy: boolean): void;
+  /** Response bytes for `tx` (a whole frame, or a piece of one that spans chunks). */
+  forward(tx: Transaction, buf: Buffer, start: number, end: number, copy: boolean): void;
   /** The response to `tx` is complete. */
   complete(tx: Transaction, check: ResponseCheck, answeredAt: number): void;
   /** `tx` will get no response (or none in time): answer the client with this exception. */
@@ -694,7 +694,7 @@ export class Upstream implements FrameHandler, UpstreamPort {
       return true;
     }
     const tx = this.claim(i, buf, start);
-    tx.owner.forward(buf, start, end, this.splitter.owns(buf));
+    tx.owner.forward(tx, buf, start, end, this.splitter.owns(buf));
     this.complete(tx, buf, start, end);
     return true;
   }
@@ -709,7 +709,7 @@ export class Upstream implements FrameHandler, UpstreamPort {
     }
     const tx = this.claim(i, buf, 0);
     this.stream = tx;
-    tx.owner.forward(buf, 0, have, true);
+    tx.owner.forward(tx, buf, 0, have, true);
     this.touch(tx.owner);
   }
 
@@ -717,7 +717,7 @@ export class Upstream implements FrameHandler, UpstreamPort {
   part(buf: Buffer, start: number, end: number): void {
     const streamed = this.stream;
     if (streamed instanceof Transaction) {
-      streamed.owner.forward(buf, start, end, false);
+      streamed.owner.forward(streamed, buf, start, end, false);
       this.touch(streamed.owner);
     }
   }

@@ -269,7 +269,7 @@ void t.test('YAML corner cases', (t) => {
   t.strictSame(issues('version: 1\n? devices\n'), ['p.yaml:2:3: devices: got an empty value; expected a list of devices']);
   // An alias as a key is named, not resolved (the validator used to throw on it).
   t.strictSame(issues('x-k: &k name\nversion: 1\ndevices:\n  - *k : plc\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, upstream_connections, upstream_max_in_flight, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules)',
+    'p.yaml:4:5: devices[0]: a key is the alias *k; expected a plain key (name, description, listen, upstream, upstream_connections, upstream_max_in_flight, routes, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules)',
     'p.yaml:4:5: devices[0].name: missing; expected a name of lowercase letters, digits, _ and -, starting with a letter or digit, at most 63 characters',
     'p.yaml:4:5: warning: devices[0]: no rules; this device denies everything',
   ]);
@@ -277,7 +277,7 @@ void t.test('YAML corner cases', (t) => {
     'p.yaml:2:10: warning: devices: empty; this policy serves nothing',
   ]);
   t.strictSame(issues('version: 1\ndevices:\n  - name: a\n    x-note: 1\n    listen: 127.0.0.1:1\n    upstream: 127.0.0.1:2\n'), [
-    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, upstream_connections, upstream_max_in_flight, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules',
+    'p.yaml:4:5: devices[0].x-note: unknown key; expected one of name, description, listen, upstream, upstream_connections, upstream_max_in_flight, routes, tls, upstream_tls, mode, on_deny, limits, rate_limit, log_writes, rules',
     'p.yaml:3:5: warning: devices[0]: no rules; this device denies everything',
   ], 'x- keys only at the top level');
   // A long value is cut in the message.

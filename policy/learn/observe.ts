@@ -385,6 +385,8 @@ export interface PolicyDevice {
   /** Its `tls` and `upstream_tls` as written (paths): a proposal must not turn mbaps into plain Modbus/TCP. */
   readonly tls?: Readonly<Record<string, unknown>>;
   readonly upstreamTls?: Readonly<Record<string, unknown>>;
+  /** Its `routes` as written: a proposal must send each unit where learning did. */
+  readonly routes?: readonly object[];
 }
 
 /** One Modbus server seen in the capture: a device of the proposed policy. */

@@ -463,6 +463,7 @@ export function proposePolicy(obs: Observations, options: ProposeOptions = {}): 
     out.push(`  - name: ${deviceName(d, names)}`, `    listen: ${yamlEndpoint(listen.text)}`, `    upstream: ${yamlEndpoint(d.policy?.upstream ?? d.text)}`, );
     const sharing = d.policy?.sharing;
     if (sharing !== undefined) out.push(`    upstream_connections: ${sharing.connections}`, `    upstream_max_in_flight: ${sharing.maxInFlight}`);
+    if (d.policy?.routes !== undefined) out.push(`    routes: ${JSON.stringify(d.policy.routes)}`);
     // Certificate paths as the policy wrote them (JSON is a YAML flow mapping).
     if (d.policy?.tls !== undefined) out.push(`    tls: ${JSON.stringify(d.policy.tls)}`);
     if (d.policy?.upstreamTls !== undefined) out.push(`    upstream_tls: ${JSON.stringify(d.policy.upstreamTls)}`);
