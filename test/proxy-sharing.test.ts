@@ -16,8 +16,8 @@ import { until, within } from '../bench/lib/wait.js';
 const ModbusRTU = ModbusSerial.default;
 
 const read = (tid: number, start = 0, qty = 1): Buffer => req(tid, 1, [3, 0, start, 0, qty]);
-/** Twenty clients from one address; the shared PLC connection closes soon after the last answer (checkInvariants waits for it). */
-const MANY = 'defaults:\n  limits: { max_connections_per_source: 32, idle_timeout_ms: 200 }\n';
+/** Twenty clients from one address; the shared PLC connection closes 1 s after the last answer (checkInvariants waits for it): long enough that a client idling between steps on a busy machine is not closed. */
+const MANY = 'defaults:\n  limits: { max_connections_per_source: 32, idle_timeout_ms: 1000 }\n';
 const shared = (n: number, extra = ''): string => `    upstream_connections: ${n}\n${extra}${RULES}`;
 
 /** Answers each request once the previous answer is out, asynchronously, and records how many it ever held. */
@@ -234,7 +234,7 @@ void t.test("the PLC answering with a wrong tid: 0B at once to the request it me
 void t.test('the PLC restarting under load: every waiting request answered once, then service resumes', async (t) => {
   let plc: RawPlc = await startRawPlc({ maxConnections: 1 });
   const port = plc.port;
-  const proxy = await startProxy(devicePolicy(port, shared(1), 'defaults:\n  limits: { max_connections_per_source: 32, idle_timeout_ms: 200, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 20 }\n'));
+  const proxy = await startProxy(devicePolicy(port, shared(1), 'defaults:\n  limits: { max_connections_per_source: 32, idle_timeout_ms: 1000, reconnect_backoff_min_ms: 1, reconnect_backoff_max_ms: 20 }\n'));
   t.teardown(async () => {
     await proxy.stop();
     await plc.close();
