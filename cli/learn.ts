@@ -12,7 +12,7 @@ import { addSnapshot } from '../policy/learn/snapshot.js';
 import { LearnStore } from '../policy/learn/store.js';
 import { RedisConnection } from '../policy/store.js';
 import { PlcguardError } from '../modbus/errors.js';
-import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, storeOptions } from './store.js';
+import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, storeOptions, type RedisValues } from './store.js';
 import { PROPOSAL_MODES, proposePolicy, type ProposeOptions, type Widen } from '../policy/learn/propose.js';
 import { endpointOption, formatEndpoint } from '../policy/net.js';
 import { parsePolicy } from '../policy/parse.js';
@@ -218,16 +218,9 @@ async function propose(obs: Observations, options: ProposeOptions, out: string |
   return ExitCode.OK;
 }
 
-interface LearnValues {
+interface LearnValues extends RedisValues {
   admin?: string;
   device?: string;
-  redis?: string;
-  'redis-prefix'?: string;
-  'redis-ca'?: string;
-  'redis-sentinels'?: string;
-  'redis-master'?: string;
-  'redis-password-file'?: string;
-  'redis-timeout': string;
   port?: string;
   listen?: string;
   mode?: string;

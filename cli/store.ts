@@ -75,21 +75,24 @@ export const REDIS_OPTIONS = {
   'redis-timeout': { type: 'string', default: String(DEFAULT_REDIS_TIMEOUT_MS) },
 } as const;
 
+/** REDIS_OPTIONS as parseArgs gives them. */
+export interface RedisValues {
+  redis?: string;
+  'redis-prefix'?: string;
+  'redis-ca'?: string;
+  'redis-sentinels'?: string;
+  'redis-master'?: string;
+  'redis-password-file'?: string;
+  'redis-timeout': string;
+}
+
 /**
  * The Redis options as typed. The password: --redis-password-file, else $PLCGUARD_REDIS_PASSWORD,
  * else the URL's, which works but draws a warning on `stderr` (after `who: `): a command line is
  * readable by every user of the machine (`ps`).
  */
 export function storeOptions(
-  values: {
-    redis?: string;
-    'redis-prefix'?: string;
-    'redis-ca'?: string;
-    'redis-sentinels'?: string;
-    'redis-master'?: string;
-    'redis-password-file'?: string;
-    'redis-timeout': string;
-  },
+  values: RedisValues,
   env: NodeJS.ProcessEnv,
   stderr: (line: string) => void,
   who: string,

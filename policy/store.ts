@@ -353,17 +353,14 @@ redis.call('PUBLISH', p .. 'changes', v)
 return v
 `;
 
-/**
- * Versioned policy storage in Redis. Validation is the caller's: the store keeps what it is given.
- * Every method rejects with a StoreError.
- */
-export class PolicyStore {
+/** What every store of ours keeps under one prefix on one Redis connection shares. */
+export abstract class RedisStore {
   constructor(
     readonly connection: RedisConnection,
     readonly prefix = DEFAULT_PREFIX,
   ) {}
 
-  private get redis(): Redis {
+  protected get redis(): Redis {
     return this.connection.client;
   }
 
@@ -371,9 +368,16 @@ export class PolicyStore {
    * Every rejection of a Redis command (ioredis has several classes of them) as a StoreError
    * that names the server and says what went wrong.
    */
-  private readonly failed = (err: unknown): never => {
+  protected readonly failed = (err: unknown): never => {
     throw new StoreError('ERR_STORE_REDIS', this.connection.problem(err, false), { cause: err });
   };
+}
+
+/**
+ * Versioned policy storage in Redis. Validation is the caller's: the store keeps what it is given.
+ * Every method rejects with a StoreError.
+ */
+export class PolicyStore extends RedisStore {
 
   get channel(): string {
     return `${this.prefix}changes`;

@@ -8,27 +8,13 @@
 // merge, MULTI/EXEC, retried when another instance wrote in between), so counts are summed once
 // and two instances in front of one PLC learn together.
 
-import type { Redis } from 'ioredis';
-import { DEFAULT_PREFIX, StoreError, type RedisConnection } from '../store.js';
+import { RedisStore, StoreError } from '../store.js';
 import { mergeSnapshots, type DeviceSnapshot } from './snapshot.js';
 
 /** Attempts at one merge when other instances keep writing the same key in between. */
 export const MERGE_ATTEMPTS = 10;
 
-export class LearnStore {
-  constructor(
-    readonly connection: RedisConnection,
-    readonly prefix = DEFAULT_PREFIX,
-  ) {}
-
-  private get redis(): Redis {
-    return this.connection.client;
-  }
-
-  private readonly failed = (err: unknown): never => {
-    throw new StoreError('ERR_STORE_REDIS', this.connection.problem(err, false), { cause: err });
-  };
-
+export class LearnStore extends RedisStore {
   private key(name: string): string {
     return `${this.prefix}learn:device:${name}`;
   }
