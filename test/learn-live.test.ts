@@ -8,7 +8,7 @@ import t from 'tap';
 import Modbus from 'jsmodbus';
 import ModbusSerial from 'modbus-serial';
 import { startSimulatedPlc } from '../demo/plc.js';
-import { learnCommand } from '../cli/learn.js';
+import { learn } from './fixtures/learning.js';
 import { parsePolicy } from '../policy/index.js';
 import { startAdminServer } from '../proxy/http.js';
 import { createRegistry, PolicyStats } from '../proxy/metrics.js';
@@ -19,17 +19,6 @@ import { freePort } from '../bench/lib/net.js';
 
 const ModbusRTU = ModbusSerial.default;
 
-interface Run {
-  code: number;
-  stdout: string[];
-  stderr: string[];
-}
-
-async function learn(args: string[]): Promise<Run> {
-  const out: Run = { code: -1, stdout: [], stderr: [] };
-  out.code = await learnCommand(args, { stdout: (s) => out.stdout.push(s), stderr: (s) => out.stderr.push(s), now: () => 0 });
-  return out;
-}
 
 interface ExceptionLike {
   response?: { body?: { code?: number } };

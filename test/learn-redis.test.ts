@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { learnCommand } from '../cli/learn.js';
+import { learn } from './fixtures/learning.js';
 import { storeCommand } from '../cli/store.js';
 import { decodeRequest, ModbusRequest } from '../modbus/index.js';
 import { LiveLearner } from '../policy/learn/live.js';
@@ -26,17 +26,6 @@ import { startRedis } from './fixtures/redis.js';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-learn-redis-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-interface Run {
-  code: number;
-  stdout: string[];
-  stderr: string[];
-}
-
-async function learn(args: string[]): Promise<Run> {
-  const out: Run = { code: -1, stdout: [], stderr: [] };
-  out.code = await learnCommand(args, { stdout: (s) => out.stdout.push(s), stderr: (s) => out.stderr.push(s), now: () => 0 });
-  return out;
-}
 
 /** A learner fed by hand: one request at `t`, answered with `exception`. */
 function feed(l: LiveLearner, source: string, frame: Buffer, t: number, exception = 0): void {

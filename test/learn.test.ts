@@ -7,10 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { learnCommand } from '../cli/learn.js';
 import { policyCommand } from '../cli/policy.js';
 import { describeRequest, replayCommand } from '../cli/replay.js';
-import { captureSummary, readCaptures, type CaptureIO, type ProgressSink } from '../cli/capture.js';
+import { captureSummary, readCaptures, type ProgressSink } from '../cli/capture.js';
 import { StreamCounts } from '../modbus/capture/index.js';
 import { startSimulatedPlc } from '../demo/plc.js';
 import { decodeRequest, encodeAdu, ModbusRequest } from '../modbus/index.js';
@@ -31,7 +30,7 @@ import { parsePolicy } from '../policy/parse.js';
 import { Decision } from '../policy/types.js';
 import { CAPTURES, captureBytes, pcapOf } from './fixtures/capture.js';
 import { client, closeClient, engineering, expectException, hmi } from './fixtures/demo-traffic.js';
-import { exchange, stream, v4, v6, w } from './fixtures/learning.js';
+import { captureIo, exchange, learn, stream, v4, v6, w, type Run } from './fixtures/learning.js';
 import { ANY_PORT, startProxy } from './fixtures/proxy.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-learn-'));
@@ -39,29 +38,9 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 const tmp = (name: string): string => path.join(dir, name);
 const capture = (name: string): string => path.join(CAPTURES, name);
 
-interface Run {
-  code: number;
-  stdout: string[];
-  stderr: string[];
-}
-
-/** A fixed clock: the summary's seconds are 0 and no rate is printed, so output is exact. */
-const io = (out: Run, extra: Partial<CaptureIO> = {}): CaptureIO => ({
-  stdout: (s) => out.stdout.push(s),
-  stderr: (s) => out.stderr.push(s),
-  now: () => 0,
-  ...extra,
-});
-
-async function learn(args: string[], extra: Partial<CaptureIO> = {}): Promise<Run> {
-  const out: Run = { code: -1, stdout: [], stderr: [] };
-  out.code = await learnCommand(args, io(out, extra));
-  return out;
-}
-
 async function check(args: string[]): Promise<Run> {
   const out: Run = { code: -1, stdout: [], stderr: [] };
-  out.code = await policyCommand(['check', ...args], io(out));
+  out.code = await policyCommand(['check', ...args], captureIo(out));
   return out;
 }
 
@@ -789,7 +768,7 @@ void t.test('replay: usage errors exit 2, unusable policies and captures exit 1'
   t.equal(empty.code, 2);
   t.match(empty.stderr[0], `plcguard policy check: ${tmp('empty.yaml')} has no device "x" (devices: none)`);
   const none: Run = { code: -1, stdout: [], stderr: [] };
-  t.equal(await replayCommand(['--policy', 'examples/demo-policy.yaml'], io(none)), 2);
+  t.equal(await replayCommand(['--policy', 'examples/demo-policy.yaml'], captureIo(none)), 2);
   t.match(none.stderr[0], 'plcguard policy check: give at least one capture with --pcap CAPTURE');
   fs.writeFileSync(tmp('invalid.yaml'), 'version: 2\ndevices: []\n');
   const invalid = await check(['--policy', tmp('invalid.yaml'), '--pcap', capture('basic.pcapng')]);
