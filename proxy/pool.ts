@@ -65,7 +65,13 @@ export class SharedLinks {
 
   /** True while the PLC can't be tried: no link connected, and one backing off after failures. */
   private get down(): boolean {
-    return !this.links.some((l) => l.connected) && this.links.some((l) => l.backingOff);
+    // Asked per request: a loop, no closures.
+    let backingOff = false;
+    for (const l of this.links) {
+      if (l.connected) return false;
+      if (l.backingOff) backingOff = true;
+    }
+    return backingOff;
   }
 
   /** Queues a request (call dispatch after the client's chunk); false when the PLC is down: answer 0A. */
