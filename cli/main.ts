@@ -24,6 +24,7 @@ import { RedisPolicySource } from '../policy/source/redis.js';
 import { LearnStore } from '../policy/learn/store.js';
 import { RedisConnection } from '../policy/store.js';
 import { Logger, logIdentity, stdoutSink } from '../proxy/audit.js';
+import { tuneTiering } from './tiering.js';
 import { REDIS_OPTIONS, REDIS_OPTIONS_USAGE, STORE_COMMANDS, storeCommand, storeOptions } from './store.js';
 import type { Endpoint } from '../policy/types.js';
 
@@ -136,6 +137,7 @@ async function serve(
   before?: () => Promise<() => Promise<void>>,
   more: Pick<ProxyOptions, 'learnStore' | 'tlsDir'> = {},
 ): Promise<number> {
+  tuneTiering();
   const cleanup = before ? await before() : async () => {};
   let rt: ProxyRuntime;
   try {
