@@ -33,6 +33,12 @@ export interface LoadRunConfig {
   intervalMs?: number;
   /** Return every latency recorded (paced runs are small), so rounds can be pooled. */
   keepSamples?: boolean;
+  /**
+   * Keep the connections open after the run and carry the next run to the same port with as many
+   * connections on them (an HMI's connection lasts weeks; a new one per round would measure
+   * connection setup). Connections kept for another count are closed.
+   */
+  keepOpen?: boolean;
 }
 
 export interface IdleConfig {

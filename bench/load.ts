@@ -203,7 +203,7 @@ class LoadConnection {
   private dead = false;
 
   constructor(
-    private readonly run: LoadRun,
+    private run: LoadRun,
     readonly socket: net.Socket,
     firstSlot: number,
   ) {
@@ -285,6 +285,16 @@ class LoadConnection {
     this.run.connectionIdle();
   }
 
+  /** False once either side closed it. */
+  get open(): boolean {
+    return !this.dead;
+  }
+
+  /** From now on counted in `run` (a kept connection carrying the next run; nothing is in flight). */
+  moveTo(run: LoadRun): void {
+    this.run = run;
+  }
+
   /** Closes without reporting (the run is over). */
   close(): void {
     this.dead = true;
@@ -296,18 +306,41 @@ function connect(port: number): Promise<net.Socket> {
   return connectLocal(port, { noDelay: true }, CONNECT_TIMEOUT_MS);
 }
 
+/** Connections kept open between runs (LoadRunConfig.keepOpen), by port; all of one count. */
+const kept = new Map<number, LoadConnection[]>();
+
+/** The run's connections: kept ones carried over, or new ones (kept when asked). */
+async function connectionsFor(run: LoadRun, config: LoadRunConfig): Promise<void> {
+  const keep = config.keepOpen === true;
+  if (keep) {
+    for (const [port, cs] of kept) {
+      if (port === config.port && cs.length === config.connections && cs.every((c) => c.open)) continue;
+      for (const c of cs) c.close();
+      kept.delete(port);
+    }
+  }
+  const reuse = keep ? kept.get(config.port) : undefined;
+  if (reuse !== undefined) {
+    for (const c of reuse) c.moveTo(run);
+    run.conns.push(...reuse);
+    return;
+  }
+  const sockets = await Promise.all(Array.from({ length: config.connections }, () => connect(config.port)));
+  // Each connection starts elsewhere in the mix, so they don't send the same request in lockstep.
+  sockets.forEach((socket, i) => run.conns.push(new LoadConnection(run, socket, i * 37)));
+  if (keep) kept.set(config.port, [...run.conns]);
+}
+
 async function runLoad(config: LoadRunConfig): Promise<LoadResult> {
   const paced = config.intervalMs !== undefined;
   // Paced: nothing is sent in answer to a response (outstanding 0); the pacer sends.
   const run = new LoadRun(config.mix, config.enforced, paced ? 0 : config.outstanding, Infinity);
-  const sockets = await Promise.all(Array.from({ length: config.connections }, () => connect(config.port)));
-  // Each connection starts elsewhere in the mix, so they don't send the same request in lockstep.
-  sockets.forEach((socket, i) => run.conns.push(new LoadConnection(run, socket, i * 37)));
+  await connectionsFor(run, config);
   const stopPacer = paced ? pace(run, config.intervalMs!) : null;
   if (!paced) for (const c of run.conns) c.sendMore();
   const rate = paced ? pacedRate(config.connections, config.intervalMs!) : MAX_RECORDED_RATE_PER_SECOND;
   const result = await measure(run, rate, config.warmupMs, config.durationMs, stopPacer, config.keepSamples === true);
-  for (const c of run.conns) c.close();
+  if (config.keepOpen !== true) for (const c of run.conns) c.close();
   return result;
 }
 
