@@ -2,7 +2,7 @@
 // sockets, fake PLC connections, a clock that moves only when told. Turn order, queue time, idle
 // close, backoff and failures, exactly and without waiting for real time.
 import t from 'tap';
-import { parsePolicy, type CompiledDevice } from '../policy/index.js';
+import type { CompiledDevice } from '../policy/index.js';
 import { Session, type SessionContext } from '../proxy/session.js';
 import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
@@ -12,26 +12,11 @@ import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs } from './fixtures/logs.js';
 import { hexOf, req } from './fixtures/raw-client.js';
 import { adu } from './fixtures/raw-plc.js';
+import { memoryDevice } from './fixtures/memory-device.js';
 
-/** One device sharing `connections` PLC connections, `inFlight` requests on each; reads of holding registers 0-99 on unit 1 allowed. */
-function compile(limits: Record<string, number>, connections: number, inFlight: number): CompiledDevice {
-  const text = `version: 1
-defaults:
-  limits: { ${Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(', ')} }
-devices:
-  - name: plc
-    listen: 127.0.0.1:15020
-    upstream: 127.0.0.1:15021
-    upstream_connections: ${connections}
-    upstream_max_in_flight: ${inFlight}
-    rules:
-      - name: read
-        units: [1]
-        read: { holding_registers: [0-99] }
-`;
-  const { policy, errors } = parsePolicy(text, 'pool.test.yaml');
-  if (!policy) throw new Error(errors.map((e) => e.format()).join('\n'));
-  return policy.devices.get('plc')!;
+/** The memory device sharing `connections` PLC connections, `inFlight` requests on each. */
+function sharingDevice(limits: Record<string, number>, connections: number, inFlight: number): CompiledDevice {
+  return memoryDevice(limits, { upstream_connections: connections, upstream_max_in_flight: inFlight });
 }
 
 interface Device {
@@ -55,10 +40,10 @@ function device(limits: Record<string, number> = {}, connections = 1, inFlight =
   const audit = new AuditGate();
   const rate = new SourceRate();
   const base = { idle_timeout_ms: 600_000, ...limits };
-  let compiled = compile(base, connections, inFlight);
+  let compiled = sharingDevice(base, connections, inFlight);
   const d = { clock, stats, plcs, clients: 0 } as Device;
   d.reload = (l) => {
-    compiled = compile({ ...base, ...l }, connections, inFlight);
+    compiled = sharingDevice({ ...base, ...l }, connections, inFlight);
   };
   d.ctx = {
     deviceName: 'plc',

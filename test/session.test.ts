@@ -1,7 +1,6 @@
 // Session and upstream link in memory: fake client and PLC sockets, a clock that moves only when
 // told. Timeouts, pauses and the end of a session, exactly and without waiting for real time.
 import t from 'tap';
-import { parsePolicy, type CompiledDevice } from '../policy/index.js';
 import { LINGER_MS, Session, type SessionContext } from '../proxy/session.js';
 import { DeviceStats, UPSTREAM_ERRORS } from '../proxy/stats.js';
 import { SourceRate } from '../proxy/ratelimit.js';
@@ -12,25 +11,7 @@ import { FakeClock, FakeSocket, nextTurn } from './fixtures/fake-io.js';
 import { recordLogs, type LogLine } from './fixtures/logs.js';
 import { hexOf, req } from './fixtures/raw-client.js';
 import { adu } from './fixtures/raw-plc.js';
-
-/** One device: reads of holding registers 0-99 on unit 1 allowed, nothing else. */
-function compile(limits: Record<string, number>): CompiledDevice {
-  const text = `version: 1
-defaults:
-  limits: { ${Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(', ')} }
-devices:
-  - name: plc
-    listen: 127.0.0.1:15020
-    upstream: 127.0.0.1:15021
-    rules:
-      - name: read
-        units: [1]
-        read: { holding_registers: [0-99] }
-`;
-  const { policy, errors } = parsePolicy(text, 'session.test.yaml');
-  if (!policy) throw new Error(errors.map((e) => e.format()).join('\n'));
-  return policy.devices.get('plc')!;
-}
+import { memoryDevice } from './fixtures/memory-device.js';
 
 /** What the sessions of one device share: time, stats, the log, and the process's audit budget. */
 interface Device {
@@ -64,14 +45,14 @@ function start(limits: Record<string, number> = {}, on: Device = device(), addre
   const { logger } = on;
   const rate = new SourceRate();
   const plcs: FakeSocket[] = [];
-  let compiled = compile({ idle_timeout_ms: 600_000, ...limits });
+  let compiled = memoryDevice({ idle_timeout_ms: 600_000, ...limits });
   const h = {
     ...on,
     plcs,
     closedCalls: 0,
     plc: () => plcs.at(-1)!,
     reload: (l: Record<string, number>) => {
-      compiled = compile(l);
+      compiled = memoryDevice(l);
     },
   } as Omit<Harness, 'session' | 'client'> as Harness;
   const ctx: SessionContext = {
@@ -515,7 +496,7 @@ void t.test('states plcguard rules out throw instead of passing silently', (t) =
   h.session.close('shutdown');
   const f = read(1);
   t.throws(() => h.session.frame(f, 0, f.length), { name: 'InvariantError', code: 'ERR_INVARIANT' }, 'a frame for a closed session');
-  const device = compile({});
+  const device = memoryDevice({});
   const link = new Upstream(device.upstream, device.limits, { stats: h.stats, clock: h.clock, connect: () => new FakeSocket(), logUpstream: () => {} });
   link.close();
   const owner = {} as UpstreamOwner;
