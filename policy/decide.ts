@@ -75,7 +75,7 @@ function deny(out: Decision, reason: DecisionReason, exception: number, rule: st
   return out;
 }
 
-function allow(out: Decision, rule: string): Decision {
+function allow(out: Decision, rule: string | null): Decision {
   out.allow = true;
   out.reason = 'allowed';
   out.exception = 0;
@@ -121,13 +121,7 @@ export function decide(device: CompiledDevice, view: SourceView, req: ModbusRequ
  * rule named); a malformed one is denied with the decoder's code, as any device denies it.
  */
 export function decideLearning(req: ModbusRequest, out: Decision): Decision {
-  if (req.exception !== 0) return malformed(out, req, null);
-  out.allow = true;
-  out.reason = 'allowed';
-  out.exception = 0;
-  out.rule = null;
-  out.violation = 'none';
-  return out;
+  return req.exception !== 0 ? malformed(out, req, null) : allow(out, null);
 }
 
 const NOT_ALLOWED = ExceptionCode.ILLEGAL_FUNCTION;
@@ -141,7 +135,7 @@ function decideRead(unit: UnitPolicy, req: ModbusRequest, out: Decision): Decisi
   if (!set.covers(lo, lo + req.readQuantity - 1)) {
     return deny(out, 'address_not_allowed', ExceptionCode.ILLEGAL_DATA_ADDRESS, set.firstRule, 'none');
   }
-  return allow(out, set.ruleAt(lo)!);
+  return allow(out, set.ruleAt(lo));
 }
 
 /** FC5, 6, 15, 16. */
@@ -170,7 +164,7 @@ function checkWritePart(set: WriteSet, req: ModbusRequest, out: Decision): Decis
       return deny(out, 'value_not_allowed', ExceptionCode.ILLEGAL_DATA_VALUE, set.firstRuleOf(seg), 'none');
     }
   }
-  return allow(out, set.valueRule(first, req.valueAt(0))!);
+  return allow(out, set.valueRule(first, req.valueAt(0)));
 }
 
 /** FC22: the result depends on the PLC's current value, so only where any value may be written. */
@@ -213,5 +207,5 @@ function decideFunction(unit: UnitPolicy, req: ModbusRequest, out: Decision): De
     if (rule === null) return deny(out, 'function_not_allowed', NOT_ALLOWED, g.firstRule, 'none');
   }
   if (req.exception !== 0) return malformed(out, req, rule);
-  return allow(out, rule!);
+  return allow(out, rule);
 }
