@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { once } from 'node:events';
-import type { Registry } from 'prom-client';
 import type { Endpoint } from '../policy/types.js';
+import type { Exposition } from './metrics.js';
 
 export interface Readiness {
   /** Named checks; ready when all are true. */
@@ -25,7 +25,7 @@ const NOTHING_LEARNED: Learning = { proposal: () => null, stats: () => ({ device
  * (`?mode=monitor` for a monitor-mode proposal), /learn/stats and /learn/observations. Never
  * touches a PLC.
  */
-export async function startAdminServer(at: Endpoint, register: Registry, readiness: Readiness, learning: Learning = NOTHING_LEARNED): Promise<http.Server> {
+export async function startAdminServer(at: Endpoint, register: Exposition, readiness: Readiness, learning: Learning = NOTHING_LEARNED): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     // The path alone: a query string (some scrapers add one) doesn't change what is served. A
     // request an http.Server hands over always has a url.
@@ -35,10 +35,24 @@ export async function startAdminServer(at: Endpoint, register: Registry, readine
       return;
     }
     if (url === '/metrics') {
-      register.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': register.contentType }).end(body),
-        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
-      );
+      // Written as it is produced: at plant scale the text is megabytes, made in slices that let
+      // Modbus traffic through between them (metrics.ts).
+      let started = false;
+      register
+        .write((piece) => {
+          if (!started) {
+            started = true;
+            res.writeHead(200, { 'content-type': register.contentType });
+          }
+          if (!res.destroyed) res.write(piece);
+        })
+        .then(
+          () => res.end(),
+          (err: Error) => {
+            // Only before the first piece (Exposition.write).
+            res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${err.message}\n`);
+          },
+        );
     } else if (url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (url === '/readyz') {

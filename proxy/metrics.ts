@@ -1,3 +1,5 @@
+import { readdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import client from 'prom-client';
 import { DECISION_REASONS } from '../policy/types.js';
 import type { StatsRegistry } from './server.js';
@@ -9,6 +11,7 @@ import {
   UPSTREAM_ERRORS,
   WRITE_FUNCTION_CODES,
   functionIndex,
+  LATENCY_BUCKETS_SECONDS,
   type DeviceStats,
   type Histogram,
 } from './stats.js';
@@ -48,47 +51,14 @@ export class PolicyStats {
   redisUp: (() => boolean) | null = null;
 }
 
-type Labels = Record<string, string>;
-type HistogramValue = { labels: Labels; value: number; metricName: string };
-
-/**
- * A histogram whose buckets are filled elsewhere (DeviceStats), exposed in Prometheus' shape:
- * cumulative `_bucket{le}` series, `_sum`, `_count`.
- */
-class CollectedHistogram {
-  readonly type = 'histogram';
-  readonly aggregator = 'sum';
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly series: () => Iterable<[Labels, Histogram]>,
-  ) {}
-
-  get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
-    const values: HistogramValue[] = [];
-    const bucket = `${this.name}_bucket`;
-    for (const [labels, h] of this.series()) {
-      let acc = 0;
-      for (let i = 0; i < h.bounds.length; i++) {
-        acc += h.counts[i]!;
-        values.push({ labels: { ...labels, le: String(h.bounds[i]) }, value: acc, metricName: bucket });
-      }
-      values.push({ labels: { ...labels, le: '+Inf' }, value: h.count, metricName: bucket });
-      values.push({ labels, value: h.sum, metricName: `${this.name}_sum` });
-      values.push({ labels, value: h.count, metricName: `${this.name}_count` });
-    }
-    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
-  }
-
-  /** The registry's resetMetrics(): nothing to reset, the counts belong to DeviceStats. */
-  reset(): void {}
-}
-
 /** The checks /readyz makes, by name: true when passing. */
 export type ReadinessChecks = () => Record<string, boolean>;
 
 /** Denied write requests' series, there from the start: [function index, decision index]. */
 const DENIED_WRITES = new Set(WRITE_FUNCTION_CODES.map((fc) => functionIndex(fc) * DECISIONS.length + DECISION_DENIED));
+
+/** prom-client defaults that list every socket of the process on each scrape (see createRegistry). */
+const SOCKET_ENUMERATING_DEFAULTS = ['process_open_fds', 'nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_resources', 'nodejs_active_resources_total'];
 
 /**
  * How often the event-loop delay behind nodejs_eventloop_lag_* is sampled. prom-client's default,
@@ -99,13 +69,89 @@ const DENIED_WRITES = new Set(WRITE_FUNCTION_CODES.map((fc) => functionIndex(fc)
  */
 const EVENT_LOOP_SAMPLE_MS = 100;
 
-/** Builds the registry: one per process, passed to the admin server. */
-export function createRegistry(stats: StatsRegistry, policy: PolicyStats, version: string, checks: ReadinessChecks = () => ({})): client.Registry {
+/** What the admin server serves at /metrics. */
+export interface Exposition {
+  readonly contentType: string;
+  /**
+   * Hands the text to `out` in pieces, in order, letting the event loop run between them. Rejects
+   * before the first piece when a collector fails.
+   */
+  write(out: (piece: string) => void): Promise<void>;
+}
+
+/**
+ * /metrics: prom-client's registry (Node's and the process's own metrics, and plcguard's
+ * process-wide series), then the per-device families, written here from DeviceStats.
+ *
+ * Why not prom-client for those too: at plant scale they are most of the text (1,000 devices:
+ * 143,000 series, 10.5 MB), and prom-client builds a labels object, a hash and a string array per
+ * series, in one synchronous run: 0.4–0.5 s of blocked event loop per scrape, every Modbus
+ * connection of the process waiting meanwhile, and ~100 MB of garbage each time. Written here
+ * they are plain string concatenation over the counted arrays, and the writer gives the event
+ * loop back every SLICE_MS, so a scrape never holds traffic for longer than that.
+ */
+export class Metrics implements Exposition {
+  readonly contentType: string;
+
+  constructor(
+    /** prom-client's part. */
+    readonly register: client.Registry,
+    private readonly stats: StatsRegistry,
+  ) {
+    this.contentType = register.contentType;
+  }
+
+  async write(out: (piece: string) => void): Promise<void> {
+    out(await this.register.metrics());
+    await writeDeviceFamilies([...this.stats.devices], SLICE_MS, out);
+  }
+
+  /** The whole text at once. */
+  async metrics(): Promise<string> {
+    const pieces: string[] = [];
+    await this.write((p) => pieces.push(p));
+    return pieces.join('');
+  }
+
+  /** prom-client's resetMetrics(): the per-device counts belong to DeviceStats, and stay. */
+  resetMetrics(): void {
+    this.register.resetMetrics();
+  }
+}
+
+/**
+ * How long the per-device writer runs before it lets the event loop serve traffic again, and for
+ * how many times that it then rests. 1,000 devices (10.5 MB) take ~30–100 ms of CPU to write:
+ * without a rest a 0.8-core plant fell ~130 ms behind during each scrape (bench/RESULTS.md).
+ */
+export const SLICE_MS = 2;
+const REST_FACTOR = 4;
+
+/** Builds the registry and the per-device families: one per process, passed to the admin server. */
+export function createRegistry(stats: StatsRegistry, policy: PolicyStats, version: string, checks: ReadinessChecks = () => ({})): Metrics {
   const register = new client.Registry();
   client.collectDefaultMetrics({ register, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
-  const devices = (): Iterable<[string, DeviceStats]> => stats.devices.entries();
+  // These enumerate every socket on the event loop, synchronously, on every scrape: with a plant's
+  // 20,000 sockets 15–30 ms for the descriptors (readdirSync of /proc/self/fd) and 25–30 ms for the
+  // four handle and resource gauges, all of it traffic held up. The descriptors are counted again
+  // below without blocking; the sockets that matter are plcguard_client_connections and
+  // plcguard_upstream_connections, by device.
+  for (const name of SOCKET_ENUMERATING_DEFAULTS) register.removeSingleMetric(name);
+  new client.Gauge({
+    name: 'process_open_fds',
+    help: 'Number of open file descriptors.',
+    registers: [register],
+    async collect() {
+      /* c8 ignore start -- no /proc/self/fd but on Linux, where alone prom-client had the series */
+      const fds = await readdir('/proc/self/fd').catch(() => null);
+      if (fds === null) return;
+      /* c8 ignore stop */
+      // Less the listing's own descriptor, closed again by now.
+      this.set(fds.length - 1);
+    },
+  });
 
-  // prom-client's counters and gauges, refilled from the plain numbers on every scrape.
+  // prom-client's gauges and counters, refilled from the plain numbers on every scrape.
   const counter = (name: string, help: string, labelNames: string[], fill: (c: client.Counter) => void): void => {
     new client.Counter({
       name,
@@ -131,96 +177,6 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
     });
   };
 
-  // Loops run over the counted arrays (sized from the label lists in stats.ts), so every value
-  // passed to inc() is a number: inc(labels, undefined) would count 1.
-  counter('plcguard_requests_total', 'Requests by device, function and decision (allowed, denied, would_deny in monitor mode).', ['device', 'function', 'decision'], (c) => {
-    for (const [device, s] of devices()) {
-      FUNCTION_LABELS.forEach((fn, f) =>
-        DECISIONS.forEach((decision, d) => {
-          const i = f * DECISIONS.length + d;
-          const v = s.requests[i]!;
-          if (v > 0 || DENIED_WRITES.has(i)) c.inc({ device, function: fn, decision }, v);
-        }),
-      );
-    }
-  });
-  counter('plcguard_denials_total', 'Requests denied, or in monitor mode that would have been, by reason (refused connections: plcguard_refused_connections_total).', ['device', 'decision', 'reason'], (c) => {
-    for (const [device, s] of devices()) {
-      for (const [decision, counts] of [['denied', s.denials], ['would_deny', s.wouldDenials]] as const) {
-        counts.forEach((v, i) => {
-          const reason = DECISION_REASONS[i];
-          if (reason !== 'allowed') c.inc({ device, decision, reason }, v);
-        });
-      }
-    }
-  });
-  counter('plcguard_refused_connections_total', 'Client connections refused at accept, by reason.', ['device', 'reason'], (c) => {
-    for (const [device, s] of devices()) s.refused.forEach((v, i) => c.inc({ device, reason: REFUSALS[i] }, v));
-  });
-  counter('plcguard_client_connections_total', 'Client connections accepted (refused ones: plcguard_refused_connections_total).', ['device'], (c) => {
-    for (const [device, s] of devices()) c.inc({ device }, s.clientConnectionsTotal);
-  });
-  counter('plcguard_bytes_total', 'Bytes read from clients (from_client) and handed to them (to_client: PLC responses and plcguard\'s own replies).', ['device', 'direction'], (c) => {
-    for (const [device, s] of devices()) {
-      c.inc({ device, direction: 'from_client' }, s.bytesFromClient);
-      c.inc({ device, direction: 'to_client' }, s.bytesToClient);
-    }
-  });
-  counter('plcguard_upstream_errors_total', 'PLC connection failures by kind.', ['device', 'kind'], (c) => {
-    for (const [device, s] of devices()) s.upstreamErrors.forEach((v, i) => c.inc({ device, kind: UPSTREAM_ERRORS[i] }, v));
-  });
-  const perDevice = (name: string, help: string, pick: (s: DeviceStats) => number): void =>
-    counter(name, help, ['device'], (c) => {
-      for (const [device, s] of devices()) c.inc({ device }, pick(s));
-    });
-  perDevice('plcguard_framing_errors_total', 'Client streams closed for a framing error.', (s) => s.framingErrors);
-  perDevice('plcguard_unsolicited_responses_total', 'PLC responses that matched no outstanding request (dropped).', (s) => s.unsolicitedResponses);
-  perDevice('plcguard_late_responses_total', 'PLC answers that came after plcguard had answered the request 0B at the response timeout (dropped).', (s) => s.lateResponses);
-  perDevice('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', (s) => s.inconsistentResponses);
-  perDevice('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', (s) => s.frameTimeouts);
-  counter('plcguard_audit_suppressed_total', 'Audit lines not written because their source or the whole process was over its budget, by budget (events: denials, refusals, framing errors; connections: connection_opened lines).', ['device', 'budget'], (c) => {
-    for (const [device, s] of devices()) {
-      c.inc({ device, budget: 'events' }, s.auditSuppressed);
-      c.inc({ device, budget: 'connections' }, s.connectionLinesSuppressed);
-    }
-  });
-
-  gauge('plcguard_client_connections', 'Open client connections.', ['device'], (g) => {
-    for (const [device, s] of devices()) g.set({ device }, s.clientConnections);
-  });
-  gauge('plcguard_upstream_connections', 'Open PLC connections.', ['device'], (g) => {
-    for (const [device, s] of devices()) g.set({ device }, s.upstreamConnections);
-  });
-  // Only devices that have been in learn mode have these series.
-  counter('plcguard_learned_requests_total', 'Requests learn mode recorded (well-formed, forwarded, with their answers).', ['device'], (c) => {
-    for (const [device, s] of devices()) if (s.learner !== null) c.inc({ device }, s.learner.requests);
-  });
-  gauge('plcguard_learn_ceiling_reached', '1 once learn mode\'s observations are at their ceiling (further detail is merged, new sources and units are not learned).', ['device'], (g) => {
-    for (const [device, s] of devices()) if (s.learner !== null) g.set({ device }, s.learner.ceilingReached ? 1 : 0);
-  });
-
-  const histogram = (name: string, help: string, pick: (s: DeviceStats) => Histogram): void => {
-    const h = new CollectedHistogram(name, help, function* () {
-      for (const [device, s] of devices()) yield [{ device }, pick(s)];
-    });
-    // prom-client types a metric as the union of its own four classes; the registry itself only
-    // calls name, get() and reset(), which CollectedHistogram has.
-    register.registerMetric(h as unknown as client.Metric);
-  };
-  histogram('plcguard_round_trip_seconds', 'Client-visible round trip through plcguard, request arrival to response sent.', (s) => s.roundTrip);
-  histogram('plcguard_upstream_response_seconds', "The PLC's own response time.", (s) => s.upstreamTime);
-  histogram('plcguard_added_latency_seconds', 'Time plcguard itself adds per request (request and response paths).', (s) => s.added);
-
-  // ---- connection sharing (proxy/pool.ts): 0 for devices without upstream_connections ----
-  gauge('plcguard_upstream_queue_depth', 'Requests waiting for a shared PLC connection.', ['device'], (g) => {
-    for (const [device, s] of devices()) g.set({ device }, s.upstreamQueued);
-  });
-  gauge('plcguard_upstream_remapped_transactions', 'Transaction ids taken on the shared PLC connections (requests the PLC may still answer).', ['device'], (g) => {
-    for (const [device, s] of devices()) g.set({ device }, s.upstreamRemapped);
-  });
-  histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait);
-  perDevice('plcguard_abandoned_responses_total', 'PLC answers to requests whose client had closed its connection before they came (dropped).', (s) => s.abandonedResponses);
-
   gauge('plcguard_policy_version', 'Version of the policy in force (Redis version; 0 for a file).', [], (g) => g.set(policy.version));
   gauge('plcguard_policy_loaded', '1 when a valid policy is in force.', [], (g) => g.set(policy.loaded ? 1 : 0));
   // What tells instances' policies apart (a file's version is always 0); none before the first.
@@ -242,5 +198,165 @@ export function createRegistry(stats: StatsRegistry, policy: PolicyStats, versio
   const redisUp = policy.redisUp;
   if (redisUp !== null) gauge('plcguard_redis_up', '1 when Redis is reachable.', [], (g) => g.set(redisUp() ? 1 : 0));
   gauge('plcguard_build_info', 'Build information (always 1).', ['version', 'node'], (g) => g.set({ version, node: process.version }, 1));
-  return register;
+  return new Metrics(register, stats);
+}
+
+// ---- the per-device families, written by hand (see Metrics) ----
+
+/** One family: its lines for one device, `d` being that device's `device="<name>"` label. */
+interface DeviceFamily {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge' | 'histogram';
+  lines(d: string, s: DeviceStats): string;
+}
+
+/** A family with one series per device: `name{device="…"} value`. */
+function single(name: string, help: string, type: 'counter' | 'gauge', pick: (s: DeviceStats) => number): DeviceFamily {
+  return { name, help, type, lines: (d, s) => `${name}{${d}} ${value(pick(s))}\n` };
+}
+
+/** A family with a series per value of one more label, all there from the start: `name{device="…",label="…"} value`. */
+function labelled(name: string, help: string, label: string, values: readonly string[], pick: (s: DeviceStats) => ArrayLike<number>): DeviceFamily {
+  const heads = values.map((v) => `,${label}="${v}"} `);
+  return {
+    name,
+    help,
+    type: 'counter',
+    lines(d, s) {
+      const counts = pick(s);
+      let out = '';
+      for (let i = 0; i < heads.length; i++) out += `${name}{${d}${heads[i]}${value(counts[i]!)}\n`;
+      return out;
+    },
+  };
+}
+
+/** Prometheus' histogram shape: cumulative `_bucket{le}` series, `_sum`, `_count`. */
+function histogram(name: string, help: string, pick: (s: DeviceStats) => Histogram): DeviceFamily {
+  const les = [...LATENCY_BUCKETS_SECONDS.map(String), '+Inf'].map((le) => `,le="${le}"} `);
+  return {
+    name,
+    help,
+    type: 'histogram',
+    lines(d, s) {
+      const h = pick(s);
+      let out = '';
+      let acc = 0;
+      for (let i = 0; i < h.counts.length; i++) {
+        acc += h.counts[i]!;
+        out += `${name}_bucket{${d}${les[i]}${value(acc)}\n`;
+      }
+      return out + `${name}_bucket{${d}${les[h.counts.length]}${value(h.count)}\n${name}_sum{${d}} ${value(h.sum)}\n${name}_count{${d}} ${value(h.count)}\n`;
+    },
+  };
+}
+
+const REASONS = DECISION_REASONS.filter((r) => r !== 'allowed');
+const REASON_INDICES = REASONS.map((r) => DECISION_REASONS.indexOf(r));
+/** Requests by function and decision: `{function="…",decision="…"}` for each index of DeviceStats.requests. */
+const REQUEST_HEADS = FUNCTION_LABELS.flatMap((fn) => DECISIONS.map((decision) => `,function="${fn}",decision="${decision}"} `));
+
+/** In the order prom-client's registry had them, names, help and labels unchanged. */
+const DEVICE_FAMILIES: readonly DeviceFamily[] = [
+  {
+    name: 'plcguard_requests_total',
+    help: 'Requests by device, function and decision (allowed, denied, would_deny in monitor mode).',
+    type: 'counter',
+    lines(d, s) {
+      let out = '';
+      for (let i = 0; i < REQUEST_HEADS.length; i++) {
+        const v = s.requests[i]!;
+        if (v > 0 || DENIED_WRITES.has(i)) out += `plcguard_requests_total{${d}${REQUEST_HEADS[i]}${value(v)}\n`;
+      }
+      return out;
+    },
+  },
+  {
+    name: 'plcguard_denials_total',
+    help: 'Requests denied, or in monitor mode that would have been, by reason (refused connections: plcguard_refused_connections_total).',
+    type: 'counter',
+    lines(d, s) {
+      let out = '';
+      for (const [decision, counts] of [['denied', s.denials], ['would_deny', s.wouldDenials]] as const) {
+        for (let r = 0; r < REASONS.length; r++) out += `plcguard_denials_total{${d},decision="${decision}",reason="${REASONS[r]}"} ${value(counts[REASON_INDICES[r]!]!)}\n`;
+      }
+      return out;
+    },
+  },
+  labelled('plcguard_refused_connections_total', 'Client connections refused at accept, by reason.', 'reason', REFUSALS, (s) => s.refused),
+  single('plcguard_client_connections_total', 'Client connections accepted (refused ones: plcguard_refused_connections_total).', 'counter', (s) => s.clientConnectionsTotal),
+  {
+    name: 'plcguard_bytes_total',
+    help: "Bytes read from clients (from_client) and handed to them (to_client: PLC responses and plcguard's own replies).",
+    type: 'counter',
+    lines: (d, s) => `plcguard_bytes_total{${d},direction="from_client"} ${value(s.bytesFromClient)}\nplcguard_bytes_total{${d},direction="to_client"} ${value(s.bytesToClient)}\n`,
+  },
+  labelled('plcguard_upstream_errors_total', 'PLC connection failures by kind.', 'kind', UPSTREAM_ERRORS, (s) => s.upstreamErrors),
+  single('plcguard_framing_errors_total', 'Client streams closed for a framing error.', 'counter', (s) => s.framingErrors),
+  single('plcguard_unsolicited_responses_total', 'PLC responses that matched no outstanding request (dropped).', 'counter', (s) => s.unsolicitedResponses),
+  single('plcguard_late_responses_total', 'PLC answers that came after plcguard had answered the request 0B at the response timeout (dropped).', 'counter', (s) => s.lateResponses),
+  single('plcguard_inconsistent_responses_total', 'PLC responses whose body did not fit the request (delivered).', 'counter', (s) => s.inconsistentResponses),
+  single('plcguard_frame_timeouts_total', 'Client connections closed for not completing a frame in time.', 'counter', (s) => s.frameTimeouts),
+  {
+    name: 'plcguard_audit_suppressed_total',
+    help: 'Audit lines not written because their source or the whole process was over its budget, by budget (events: denials, refusals, framing errors; connections: connection_opened lines).',
+    type: 'counter',
+    lines: (d, s) =>
+      `plcguard_audit_suppressed_total{${d},budget="events"} ${value(s.auditSuppressed)}\nplcguard_audit_suppressed_total{${d},budget="connections"} ${value(s.connectionLinesSuppressed)}\n`,
+  },
+  single('plcguard_client_connections', 'Open client connections.', 'gauge', (s) => s.clientConnections),
+  single('plcguard_upstream_connections', 'Open PLC connections.', 'gauge', (s) => s.upstreamConnections),
+  // Only devices that have been in learn mode have these series.
+  {
+    name: 'plcguard_learned_requests_total',
+    help: 'Requests learn mode recorded (well-formed, forwarded, with their answers).',
+    type: 'counter',
+    lines: (d, s) => (s.learner === null ? '' : `plcguard_learned_requests_total{${d}} ${value(s.learner.requests)}\n`),
+  },
+  {
+    name: 'plcguard_learn_ceiling_reached',
+    help: "1 once learn mode's observations are at their ceiling (further detail is merged, new sources and units are not learned).",
+    type: 'gauge',
+    lines: (d, s) => (s.learner === null ? '' : `plcguard_learn_ceiling_reached{${d}} ${s.learner.ceilingReached ? 1 : 0}\n`),
+  },
+  histogram('plcguard_round_trip_seconds', 'Client-visible round trip through plcguard, request arrival to response sent.', (s) => s.roundTrip),
+  histogram('plcguard_upstream_response_seconds', "The PLC's own response time.", (s) => s.upstreamTime),
+  histogram('plcguard_added_latency_seconds', 'Time plcguard itself adds per request (request and response paths).', (s) => s.added),
+  // Connection sharing (proxy/pool.ts): 0 for devices without upstream_connections.
+  single('plcguard_upstream_queue_depth', 'Requests waiting for a shared PLC connection.', 'gauge', (s) => s.upstreamQueued),
+  single('plcguard_upstream_remapped_transactions', 'Transaction ids taken on the shared PLC connections (requests the PLC may still answer).', 'gauge', (s) => s.upstreamRemapped),
+  histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait),
+  single('plcguard_abandoned_responses_total', 'PLC answers to requests whose client had closed its connection before they came (dropped).', 'counter', (s) => s.abandonedResponses),
+];
+
+/** A sample value as prom-client writes it (the counts are finite). */
+function value(v: number): string {
+  return String(v);
+}
+
+/**
+ * Hands `out` the text of every per-device family for `devices`, in pieces: one each time it has
+ * run `sliceMs`, after which it rests REST_FACTOR times as long, so that a scrape takes at most
+ * 1 / (1 + REST_FACTOR) of the event loop from the traffic. Device names need no escaping in a
+ * label value: the policy's NAME_PATTERN allows only [a-z0-9_-].
+ */
+export async function writeDeviceFamilies(devices: readonly [string, DeviceStats][], sliceMs: number, out: (piece: string) => void): Promise<void> {
+  const labels = devices.map(([name]) => `device="${name}"`);
+  let text = '';
+  let since = performance.now();
+  for (const f of DEVICE_FAMILIES) {
+    text += `\n# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`;
+    for (let i = 0; i < devices.length; i++) {
+      text += f.lines(labels[i]!, devices[i]![1]);
+      const ran = performance.now() - since;
+      if (ran >= sliceMs) {
+        out(text);
+        text = '';
+        await sleep(REST_FACTOR * ran);
+        since = performance.now();
+      }
+    }
+  }
+  out(text);
 }

@@ -11,10 +11,11 @@ import client from 'prom-client';
 import { parsePolicy } from '../policy/index.js';
 import { storeCommand } from '../cli/store.js';
 import { startAdminServer } from '../proxy/http.js';
-import { createRegistry } from '../proxy/metrics.js';
+import { Metrics, createRegistry, writeDeviceFamilies } from '../proxy/metrics.js';
+import { StatsRegistry } from '../proxy/server.js';
 import { RedisPolicySource } from '../policy/source/redis.js';
 import { ProxyRuntime } from '../proxy/runtime.js';
-import { LATENCY_BUCKETS_SECONDS, WRITE_FUNCTION_CODES } from '../proxy/stats.js';
+import { DECISION_ALLOWED, LATENCY_BUCKETS_SECONDS, WRITE_FUNCTION_CODES } from '../proxy/stats.js';
 import { functionLabel } from '../modbus/index.js';
 import YAML from 'yaml';
 import { ANY_PORT, startProxy } from './fixtures/proxy.js';
@@ -303,6 +304,15 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
     t.equal(s.types.has(name), true, `${name}: the standard name, unprefixed`);
   }
   t.notOk([...s.types.keys()].some((name) => /^plcguard_(process|nodejs)_/.test(name)), 'no prefixed copies');
+  // The defaults that list every socket synchronously are gone; the descriptors are counted without blocking.
+  t.same(
+    ['nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_resources', 'nodejs_active_resources_total'].filter((n) => s.types.has(n)),
+    [],
+    'no socket-enumerating gauges',
+  );
+  const fds = s.get('process_open_fds')!;
+  const now = fs.readdirSync('/proc/self/fd').length - 1;
+  t.ok(s.types.get('process_open_fds') === 'gauge' && Math.abs(fds - now) <= 4, `process_open_fds ${fds}, ${now} listed here (the scrape's own sockets differ)`);
   const ownLabels = new Set(['device', 'function', 'decision', 'reason', 'kind', 'result', 'le', 'version', 'node', 'direction', 'check', 'sha256', 'budget']);
   for (const x of s.samples.filter((x) => x.name.startsWith('plcguard_'))) {
     for (const [k, v] of Object.entries(x.labels)) {
@@ -327,6 +337,26 @@ void t.test('every plcguard_ sample has its exact value after real traffic', asy
   t.match(text, /plcguard_build_info\{version="9\.9\.9",node="v[\d.]+"\} 1\n/);
   a.close();
   e.close();
+});
+
+void t.test('per-device families: written in slices with the event loop free between them, the same text whatever the slice', async (t) => {
+  const stats = new StatsRegistry();
+  for (const name of ['a', 'b', 'c']) stats.get(name).countRequest(3, DECISION_ALLOWED);
+  const devices = [...stats.devices];
+  const whole: string[] = [];
+  await writeDeviceFamilies(devices, Infinity, (p) => whole.push(p));
+  t.equal(whole.length, 1, 'one piece when the slice is never used up');
+  const families = whole[0]!.match(/^# TYPE /gm)!.length;
+  t.equal(families, 23, 'every per-device family');
+  const sliced: string[] = [];
+  let turns = 0;
+  const tick = setInterval(() => turns++, 0);
+  await writeDeviceFamilies(devices, 0, (p) => sliced.push(p));
+  clearInterval(tick);
+  t.equal(sliced.length, devices.length * families + 1, 'with no slice at all: a piece after every device of every family, then the rest');
+  t.equal(sliced.join(''), whole[0], 'the same text');
+  t.ok(turns > 0, `timers ran while it wrote (${turns})`);
+  t.match(whole[0], /\nplcguard_requests_total\{device="b",function="read_holding_registers",decision="allowed"\} 1\n/);
 });
 
 void t.test('connection sharing: queue depth, ids taken, queue wait and abandoned answers, exactly', async (t) => {
@@ -480,14 +510,14 @@ void t.test('admin server: a failing collector is a 500; a taken address fails t
       throw new Error('collector exploded');
     },
   });
-  const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, register, { checks: () => ({}) });
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, new Metrics(register, new StatsRegistry()), { checks: () => ({}) });
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const port = (server.address() as { port: number }).port;
   const r = await get(port, '/metrics');
   t.same([r.status, r.body], [500, 'metrics failed: collector exploded\n']);
   t.equal((await get(port, '/readyz')).status, 200, 'no checks: ready');
 
-  const err = await startAdminServer({ host: '127.0.0.1', port }, register, { checks: () => ({}) }).catch((e: unknown) => e);
+  const err = await startAdminServer({ host: '127.0.0.1', port }, new Metrics(register, new StatsRegistry()), { checks: () => ({}) }).catch((e: unknown) => e);
   t.match(err, { code: 'EADDRINUSE' }, 'the address is taken: the start rejects');
   server.closeAllConnections();
 });
