@@ -1,6 +1,7 @@
 // The shape of a benchmark result, how rounds become numbers, the performance targets plcguard is
 // held to (TARGETS), and the table/Markdown renderings. Pure: bench/run.ts does the measuring and the writing.
 import type { LatencySummary, LoadResult } from './ipc.js';
+import type { ScrapeFigures } from './lib/scrape.js';
 import type { PlantResult } from './plant.js';
 import { PATH_LABELS, type MixName, type PathName } from './scenarios.js';
 import { median, summarizeLatencies } from './stats.js';
@@ -46,12 +47,6 @@ export interface RunRecord extends LoadResult {
   scrapes: ScrapeFigures | null;
 }
 
-export interface ScrapeFigures {
-  count: number;
-  failures: number;
-  maxMs: number;
-  bytes: number;
-}
 
 /** The CPU figures here are medians over rounds, like the throughput and latency ones. */
 export interface PathSummary extends CpuFigures {
@@ -199,6 +194,7 @@ export function summarizePath(path: PathName, runs: readonly RunRecord[]): PathS
             failures: scr.reduce((n, s) => n + s.failures, 0),
             maxMs: Math.max(...scr.map((s) => s.maxMs)),
             bytes: Math.max(...scr.map((s) => s.bytes)),
+            loopStallMs: Math.max(...scr.map((s) => s.loopStallMs)),
           },
     pooled: kept.length === 0 ? null : summarizeLatencies(Float32Array.from(kept.flatMap((r) => r.samplesUs!))),
   };
@@ -522,7 +518,7 @@ const tableOf = (s: ScenarioSummary): { head: string[]; body: string[][] } => (s
 /** The plant scenario, as lines (the same in the text report, the Markdown and the soak's log). */
 export function plantLines(p: PlantResult): string[] {
   const phase = (name: string, x: PlantResult['direct']): string =>
-    `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${x.loopStallMs === null ? '' : `longest event-loop stall ${x.loopStallMs.toFixed(0)} ms; `}${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
+    `${name}: ${int(x.requestsPerSecond)} req/s, p50 ${fmtUs(x.p50Us)}, p99 ${fmtUs(x.p99Us)}, p99.9 ${fmtUs(x.p999Us)}; cores: proxy ${num(x.proxyCores, 2)}, PLCs ${num(x.plcCores, 2)}, load ${num(x.loadCores, 2)}, other ${num(x.otherCores, 2)}; ${x.loopStallMs === null ? '' : `longest event-loop stall ${x.loopStallMs.toFixed(0)} ms; `}${x.scrapes === null ? '' : `${scrapesText(x.scrapes)}; `}${int(x.verified)} of ${int(x.sent)} verified, ${x.errors} errors${x.errorSamples.length > 0 ? ` (${x.errorSamples[0]})` : ''}`;
   return [
     `${p.devices} devices × ${p.clients / p.devices} clients (${int(p.clients)} connections) polling every ${p.intervalMs.toFixed(0)} ms: ${int(p.requestsPerSecondOffered)} req/s offered; descriptors: ${p.fileDescriptors}`,
     `PLC connections: ${p.upstreamConnections === null ? 'one per client' : `shared, upstream_connections: ${p.upstreamConnections}`}; ${int(p.plcConnections)} open through plcguard, at most ${p.plcConnectionsPerEndpoint} per PLC endpoint at once`,
@@ -544,8 +540,11 @@ function comparisonLines(s: ScenarioSummary): string[] {
 
 function scrapeLine(s: ScenarioSummary): string | null {
   const p = s.paths.find((x) => x.scrapes !== null);
-  if (!p?.scrapes) return null;
-  return `/metrics scrapes: ${p.scrapes.count} (${p.scrapes.failures} failed), slowest ${p.scrapes.maxMs.toFixed(1)} ms, ${int(p.scrapes.bytes)} bytes`;
+  return p?.scrapes ? scrapesText(p.scrapes) : null;
+}
+
+function scrapesText(f: ScrapeFigures): string {
+  return `/metrics scrapes: ${f.count} (${f.failures} failed), slowest ${f.maxMs.toFixed(1)} ms, ${int(f.bytes)} bytes, longest event-loop stall ${f.loopStallMs.toFixed(0)} ms`;
 }
 
 function padTable(head: string[], body: string[][]): string {

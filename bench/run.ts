@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { httpGet } from './lib/http.js';
 import { cpuSeconds, foreignCpuSeconds, rssBytes, syscalls, wakeups } from './lib/procfs.js';
 import { connectLocal, freePort } from './lib/net.js';
+import { startScraper, type Scraper } from './lib/scrape.js';
 import { PLCGUARD_MAIN, ROOT, startPlcguard as startPlcguardProcess, stopChild } from './lib/process.js';
 import { delay, until } from './lib/wait.js';
 import { hasType, nextMessage, type IdleConfig, type LoadMessage, type LoadResult, type LoadRunConfig } from './ipc.js';
@@ -35,7 +36,6 @@ import {
   type IdleMemory,
   type Machine,
   type RunRecord,
-  type ScrapeFigures,
 } from './report.js';
 import { SCENARIOS, PATH_LABELS, type PathName, type Scenario } from './scenarios.js';
 import { FULL_PLANT, QUICK_PLANT, runPlant, type PlantResult } from './plant.js';
@@ -85,8 +85,6 @@ const REPEAT_BUDGET_FRACTION = 0.25;
 const QUIET_SAMPLE_MS = 300;
 const QUIET_WAIT_PER_ROUND_MS = 15_000;
 const QUIET_WAIT_TOTAL_MS = 60_000;
-/** A metric every plcguard scrape must contain. */
-const EXPECTED_METRIC = 'plcguard_requests_total';
 
 // ---------------------------------------------------------------------------------------------
 // /proc readers
@@ -245,11 +243,6 @@ function target(w: World, p: PathName): { port: number; proxy: Bench | null; plc
   }
 }
 
-/** Scrapes /metrics at once and then every second until stopped. */
-interface Scraper {
-  stop(): Promise<ScrapeFigures>;
-}
-
 /** CPU seconds of each process at one moment. */
 interface Snap {
   t: number;
@@ -259,35 +252,6 @@ interface Snap {
   proxyWakeups: number | null;
   plc: number;
   load: number;
-}
-
-function startScraper(adminPort: number): Scraper {
-  const fig: ScrapeFigures = { count: 0, failures: 0, maxMs: 0, bytes: 0 };
-  let inFlight: Promise<void> = Promise.resolve();
-  const scrape = (): void => {
-    const t0 = performance.now();
-    inFlight = httpGet(adminPort, '/metrics', SCRAPE_TIMEOUT_MS).then(
-      (r) => {
-        fig.count++;
-        fig.maxMs = Math.max(fig.maxMs, performance.now() - t0);
-        fig.bytes = Math.max(fig.bytes, r.body.length);
-        if (r.status !== 200 || !r.body.includes(EXPECTED_METRIC)) fig.failures++;
-      },
-      () => {
-        fig.count++;
-        fig.failures++;
-      },
-    );
-  };
-  scrape();
-  const timer = setInterval(scrape, SCRAPE_INTERVAL_MS);
-  return {
-    async stop() {
-      clearInterval(timer);
-      await inFlight;
-      return fig;
-    },
-  };
 }
 
 /** Rounds and seconds per round for a scenario (see Scenario.roundsFactor and .paced; quick mode: as given). */
@@ -365,7 +329,7 @@ async function runOnce(w: World, s: Scenario, p: PathName, round: number, durati
     if (m.type === 'window-start') {
       win.start = snap();
       win.sampler = setInterval(sampleRss, RSS_SAMPLE_MS);
-      if (s.scrapeMetrics && p === 'plcguard') win.scraper = startScraper(w.plcguard!.adminPort);
+      if (s.scrapeMetrics && p === 'plcguard') win.scraper = startScraper(w.plcguard!.adminPort, SCRAPE_INTERVAL_MS, SCRAPE_TIMEOUT_MS);
     } else if (m.type === 'window-end') {
       win.end = snap();
       sampleRss();

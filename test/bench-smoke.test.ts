@@ -146,6 +146,12 @@ void t.test('bench --quick: every scenario and path runs and every response veri
     t.ok(plant.startupSeconds > 0 && plant.reloadSeconds > 0 && plant.rssPeakBytes > 0 && plant.plcguard.proxyCores !== null, 'plant: startup, reload, RSS and CPU measured');
     t.ok(plant.oneDeviceReloadSeconds > 0, 'plant: the change to one device measured too');
     t.same(
+      [plant.direct.scrapes, plant.plcguard.scrapes?.failures, plant.reloadPhase.scrapes],
+      [null, 0, null],
+      "plant: /metrics scraped in plcguard's steady window (not direct, not around the reload), no scrape failed",
+    );
+    t.ok(plant.plcguard.scrapes!.count >= 1, 'plant: a scrape in the steady window at least');
+    t.same(
       [plant.upstreamConnections, plant.plcConnections, plant.plcConnectionsPerEndpoint],
       [null, QUICK_PLANT_CLIENTS, QUICK_PLANT_CLIENTS / QUICK_PLANT_DEVICES],
       'plant: without sharing, a PLC connection per client',
