@@ -12,7 +12,10 @@ export type PlcMessage =
   /** `peakPerEndpoint`: the most connections one endpoint had open at once since the last stats. */
   | { type: 'stats'; requests: number; connections: number; peakPerEndpoint: number };
 
-export type RelayMessage = { type: 'listening'; port: number };
+export type RelayMessage =
+  | { type: 'listening'; port: number }
+  /** The plant's relay (relay.js --map): one listener per PLC port, in the order given. */
+  | { type: 'listening-many'; ports: number[] };
 
 export interface LoadRunConfig {
   port: number;

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { nextMessage, type LoadMessage, type LoadResult, type PacedConfig, type PlcMessage } from './ipc.js';
+import { nextMessage, type LoadMessage, type LoadResult, type PacedConfig, type PlcMessage, type RelayMessage } from './ipc.js';
 import net from 'node:net';
 import { httpGet } from './lib/http.js';
 import { freePort, connectLocal } from './lib/net.js';
@@ -91,6 +91,9 @@ export interface PlantResult {
   connectSeconds: number;
   rssPeakBytes: number;
   direct: PlantPhase;
+  /** Through the blind pipe relay (bench/relay.ts --map) on the same ports, and its peak RSS; null with shared links. */
+  relay: PlantPhase | null;
+  relayRssPeakBytes: number | null;
   /** Through plcguard, steady (no reload). */
   plcguard: PlantPhase;
   /** Through plcguard again, the live policy change in the middle of the window. */
@@ -343,7 +346,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     };
     const phase = async (
       ports: number[],
-      proxy: { pid: number; adminPort: number } | null,
+      proxy: { pid: number; adminPort: number | null } | null,
       enforced: boolean,
       midWindow: (() => Promise<void>) | null,
     ): Promise<{ opened: Opened; result: LoadResult; phase: PlantPhase; peak: number; connectSeconds: number; rssConnected: number }> => {
@@ -380,7 +383,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
           if (proxy !== null) {
             win.sampler = setInterval(() => (peak = Math.max(peak, rssBytes(proxy.pid))), RSS_SAMPLE_MS);
             // Not in the reload's window: each scrape resets the stall that window reports around the change.
-            if (midWindow === null) win.scraper = startScraper(proxy.adminPort, PLANT_SCRAPE_MS, PLANT_SCRAPE_TIMEOUT_MS);
+            if (midWindow === null && proxy.adminPort !== null) win.scraper = startScraper(proxy.adminPort, PLANT_SCRAPE_MS, PLANT_SCRAPE_TIMEOUT_MS);
           }
           if (midWindow) win.mid = delay((opts.durationSeconds * 1000) / 3).then(midWindow);
         } else if (type === 'window-end') {
@@ -439,6 +442,27 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     const direct = await phase(plcPorts, null, false, null);
     progress(`plant: direct ${Math.round(direct.phase.requestsPerSecond)} req/s, p50 ${direct.phase.p50Us.toFixed(0)} µs, p99 ${direct.phase.p99Us.toFixed(0)} µs, ${direct.phase.errors} errors (others ${direct.phase.otherCores.toFixed(2)} cores)`);
 
+    const describe = (what: string, x: { phase: PlantPhase; peak: number }): void =>
+      progress(
+        `plant: ${what} ${Math.round(x.phase.requestsPerSecond)} req/s, p50 ${x.phase.p50Us.toFixed(0)} µs, p99 ${x.phase.p99Us.toFixed(0)} µs, ` +
+          `${(x.phase.proxyCores ?? 0).toFixed(2)} cores, peak RSS ${(x.peak / 1048576).toFixed(1)} MiB, ${x.phase.errors} errors (others ${x.phase.otherCores.toFixed(2)} cores)`,
+      );
+    // The same clients through a blind pipe relay on plcguard's ports: what any Node.js hop costs
+    // at this scale (on loopback, each write() also carries the receiver's TCP work). Not with
+    // sharing: a relay has a PLC connection per client, which the descriptors may not allow.
+    const relayPhase = async (): Promise<Awaited<ReturnType<typeof phase>>> => {
+      progress(`plant: through the pipe relay, ${clients} clients`);
+      const relay = kids.fork('relay.js', ['--map', ports.map((p, i) => `${p}=${plcPorts[i]}`).join(',')]);
+      await nextMessage<Extract<RelayMessage, { type: 'listening-many' }>>(relay, 'listening-many', 'plant relay start', START_TIMEOUT_MS);
+      const fds = devices + 2 * clients + FD_SLACK;
+      if (fds > fileLimits(relay.pid).soft) raise('relay', relay.pid!, fds);
+      const relayed = await phase(ports, { pid: relay.pid!, adminPort: null }, false, null);
+      await stopChild(relay);
+      describe('pipe relay', relayed);
+      return relayed;
+    };
+    const relayed = shared === null ? await relayPhase() : null;
+
     const all = await startGuard('plcguard-plant', devices);
     const guardPid = all.g.child.pid!;
     guardLog = all.g;
@@ -481,11 +505,6 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       oneDevice = await change(3, 3);
       progress(`plant: policy change on 1 device applied in ${(oneDevice.seconds * 1000).toFixed(0)} ms under load, event loop stalled ${oneDevice.stallMs.toFixed(0)} ms`);
     };
-    const describe = (what: string, x: { phase: PlantPhase; peak: number }): void =>
-      progress(
-        `plant: ${what} ${Math.round(x.phase.requestsPerSecond)} req/s, p50 ${x.phase.p50Us.toFixed(0)} µs, p99 ${x.phase.p99Us.toFixed(0)} µs, ` +
-          `${(x.phase.proxyCores ?? 0).toFixed(2)} cores, peak RSS ${(x.peak / 1048576).toFixed(1)} MiB, ${x.phase.errors} errors (others ${x.phase.otherCores.toFixed(2)} cores)`,
-      );
     // Steady state first, then the same load again with the live change in the middle: a reload
     // stalls the event loop while it compiles, and its backlog must not be read as steady latency.
     progress(`plant: through plcguard, ${clients} clients × ${(1000 / intervalMs).toFixed(2)} req/s`);
@@ -500,6 +519,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     await all.g.stop();
     const clean =
       direct.phase.errors === 0 &&
+      (relayed === null || (relayed.phase.errors === 0 && relayed.phase.verified === relayed.phase.sent)) &&
       g.errors === 0 &&
       g.verified === g.sent &&
       reloaded.phase.errors === 0 &&
@@ -524,6 +544,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       connectSeconds: guarded.connectSeconds,
       rssPeakBytes: Math.max(guarded.peak, reloaded.peak),
       direct: direct.phase,
+      relay: relayed?.phase ?? null,
+      relayRssPeakBytes: relayed?.peak ?? null,
       plcguard: g,
       reloadPhase: reloaded.phase,
       addedP50Us: g.p50Us - direct.phase.p50Us,

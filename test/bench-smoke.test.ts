@@ -135,6 +135,7 @@ void t.test('bench --quick: every scenario and path runs and every response veri
     t.same([plant.devices, plant.clients], [QUICK_PLANT_DEVICES, QUICK_PLANT_CLIENTS], 'plant: 20 devices, 60 clients');
     for (const [name, x] of [
       ['direct', plant.direct],
+      ['pipe relay', plant.relay!],
       ['plcguard', plant.plcguard],
       ['plcguard with the reload', plant.reloadPhase],
     ] as const) {
