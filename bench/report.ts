@@ -634,7 +634,7 @@ export function renderMarkdown(r: BenchResults, keptNotes: string): string {
     out.push('');
   }
   if (r.plant) {
-    out.push('## Plant scale', '', 'One plcguard in front of a plant: every device a listener, every client a connection polling FC3 open loop, every answer verified; the same clients straight to the PLCs first, as the baseline. See bench/plant.ts.', '');
+    out.push('## Plant scale', '', 'One plcguard in front of a plant: every device a listener, every client a connection polling FC3 open loop, every answer verified; the same clients straight to the PLCs first, as the baseline, then through a blind pipe relay on the same ports; the steady window through plcguard is scraped like a Prometheus would (every 5 s). See bench/plant.ts.', '');
     for (const l of plantLines(r.plant)) out.push(`- ${l}`);
     out.push('');
   }
