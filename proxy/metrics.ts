@@ -124,7 +124,7 @@ export class Metrics implements Exposition {
  * how many times that it then rests. 1,000 devices (10.5 MB) take ~30–100 ms of CPU to write:
  * without a rest a 0.8-core plant fell ~130 ms behind during each scrape (bench/RESULTS.md).
  */
-export const SLICE_MS = 2;
+const SLICE_MS = 2;
 const REST_FACTOR = 4;
 
 /** Builds the registry and the per-device families: one per process, passed to the admin server. */
