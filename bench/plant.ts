@@ -348,7 +348,8 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       ports: number[],
       proxy: { pid: number; adminPort: number | null } | null,
       enforced: boolean,
-      midWindow: (() => Promise<void>) | null,
+      /** Runs a third into the window; resolves the longest event-loop stall it read (its scrapes reset the gauge). */
+      midWindow: (() => Promise<number>) | null,
     ): Promise<{ opened: Opened; result: LoadResult; phase: PlantPhase; peak: number; connectSeconds: number; rssConnected: number }> => {
       const proxyPid = proxy?.pid ?? null;
       const t0 = performance.now();
@@ -369,7 +370,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
         load: cpuSeconds(load.pid!),
         foreign: foreignCpuSeconds(ours()),
       });
-      const win: { a: ReturnType<typeof snap> | null; b: ReturnType<typeof snap> | null; sampler: NodeJS.Timeout | null; scraper: Scraper | null; mid: Promise<void> | null } = {
+      const win: { a: ReturnType<typeof snap> | null; b: ReturnType<typeof snap> | null; sampler: NodeJS.Timeout | null; scraper: Scraper | null; mid: Promise<number> | null } = {
         a: null,
         b: null,
         sampler: null,
@@ -406,7 +407,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
       const scrapes = win.scraper === null ? null : await win.scraper.stop();
       // The scrapes in the window each reset the stall they reported: the longest is the max of all.
       const lastStall = await stallMs(proxy?.adminPort ?? null);
-      const loopStallMs = lastStall === null ? null : Math.max(lastStall, scrapes?.loopStallMs ?? 0);
+      const loopStallMs = lastStall === null ? null : Math.max(lastStall, scrapes?.loopStallMs ?? 0, (await win.mid) ?? 0);
       const closed = nextMessage(load, 'idle-closed', 'closing plant clients', START_TIMEOUT_MS);
       load.send({ type: 'idle-close' });
       await closed;
@@ -483,27 +484,29 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     let plcConnections = 0;
 
     /** Replaces the policy file with `version` and sends SIGHUP: seconds to its policy_loaded line, and the stall around it. */
-    const change = async (version: 2 | 3, nth: number): Promise<{ seconds: number; stallMs: number }> => {
+    /** `before`: the stall reported just before the change, since the previous scrape. */
+    const change = async (version: 2 | 3, nth: number): Promise<{ seconds: number; stallMs: number; before: number }> => {
       const tmpFile = `${all.file}.tmp`;
       fs.writeFileSync(tmpFile, plantPolicy(ports, plcPorts, clientsPerDevice, version, shared));
       const loaded = all.g.waitForEvent('policy_loaded', RELOAD_TIMEOUT_MS, nth);
-      await stallMs(all.adminPort);
+      const before = (await stallMs(all.adminPort)) ?? NaN;
       const t0 = performance.now();
       fs.renameSync(tmpFile, all.file);
       all.g.child.kill('SIGHUP');
       await loaded;
       const seconds = (performance.now() - t0) / 1000;
-      return { seconds, stallMs: (await stallMs(all.adminPort)) ?? NaN };
+      return { seconds, stallMs: (await stallMs(all.adminPort)) ?? NaN, before };
     };
-    let everyDevice = { seconds: NaN, stallMs: NaN };
-    let oneDevice = { seconds: NaN, stallMs: NaN };
-    const reload = async (): Promise<void> => {
+    let everyDevice = { seconds: NaN, stallMs: NaN, before: NaN };
+    let oneDevice = { seconds: NaN, stallMs: NaN, before: NaN };
+    const reload = async (): Promise<number> => {
       plcConnections = (await plcStats()).connections;
       everyDevice = await change(2, 2);
       progress(`plant: policy change on all ${devices} devices applied in ${(everyDevice.seconds * 1000).toFixed(0)} ms under load, event loop stalled ${everyDevice.stallMs.toFixed(0)} ms`);
       await delay((opts.durationSeconds * 1000) / 4);
       oneDevice = await change(3, 3);
       progress(`plant: policy change on 1 device applied in ${(oneDevice.seconds * 1000).toFixed(0)} ms under load, event loop stalled ${oneDevice.stallMs.toFixed(0)} ms`);
+      return Math.max(...[everyDevice, oneDevice].flatMap((c) => [c.before, c.stallMs]).filter(Number.isFinite));
     };
     // Steady state first, then the same load again with the live change in the middle: a reload
     // stalls the event loop while it compiles, and its backlog must not be read as steady latency.
