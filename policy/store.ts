@@ -234,7 +234,8 @@ export class RedisConnection {
       });
     } else {
       this.masterName = null;
-      const target = { host: url.hostname, port: Number(url.port || DEFAULT_REDIS_PORT), ...tlsOptions };
+      // An IPv6 address is bracketed in a URL's hostname ("[::1]"), never in a socket's host.
+      const target = { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || DEFAULT_REDIS_PORT), ...tlsOptions };
       this.client = new Redis({
         ...base,
         host: target.host,

@@ -136,6 +136,20 @@ const loadedVersion =
   (l: Record<string, unknown>): boolean =>
     l.event === 'policy_loaded' && l.version === v;
 
+void t.test('a Redis on IPv6 (redis://[::1]:port): push, pull, and a plcguard that loads from it', async (t) => {
+  const redis = await startRedis({ bind: '::1' });
+  t.teardown(() => redis.kill());
+  t.match(redis.url, /^redis:\/\/\[::1\]:\d+$/);
+  const f = writeFile('v6.yaml', policyText(5021, 10));
+  const pushed = await cli(['push', f, '--redis', redis.url]);
+  t.equal(pushed.code, 0, pushed.err);
+  t.equal((await cli(['pull', '--redis', redis.url])).out, fs.readFileSync(f, 'utf8'), 'pulled as pushed');
+  const i = await startInstance(redis, t);
+  await i.logged(loadedVersion(1));
+  t.match(i.logs.find((l) => l.event === 'redis_up'), { redis: `redis://[::1]:${redis.port}` }, 'named with its brackets');
+  t.same([...i.rt.ports().keys()], ['boiler-0'], 'serving the version in Redis');
+});
+
 void t.test('three proxies switch within 1 s of a push while clients keep polling', async (t) => {
   const redis = await withRedis(t);
   const plc = await startRawPlc();
