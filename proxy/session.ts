@@ -19,7 +19,7 @@ import type { Clock, Timer } from './clock.js';
 import { invariant } from '../modbus/errors.js';
 import type { SourceRate } from './ratelimit.js';
 import { DECISION_ALLOWED, DECISION_DENIED, DECISION_WOULD_DENY } from './stats.js';
-import { Transaction, type LinkContext, type UpstreamOwner, type UpstreamPort } from './upstream.js';
+import { KEEPALIVE_MS, Transaction, type LinkContext, type UpstreamOwner, type UpstreamPort } from './upstream.js';
 import { BatchWriter, type WritableSocket } from './writer.js';
 import { identityFields, type ClientIdentity } from './tls.js';
 
@@ -74,9 +74,6 @@ const PAUSE_MID_RESPONSE = 16; // our own replies wait behind a response still s
  * client ignoring the FIN must not hold a socket, or a shutdown, for ever.
  */
 export const LINGER_MS = 1000;
-
-/** TCP keepalive probes find clients that vanished without a FIN (a powered-off HMI). */
-const KEEPALIVE_MS = 30_000;
 
 /** partialSince when no partial frame is held. */
 const NO_PARTIAL = -1;

@@ -744,7 +744,11 @@ export class Upstream implements FrameHandler, UpstreamPort {
   }
 }
 
-const KEEPALIVE_MS = 30_000;
+/**
+ * TCP keepalive on both sides of plcguard: probes find a peer that vanished without a FIN (a
+ * powered-off HMI, a PLC whose cable was pulled).
+ */
+export const KEEPALIVE_MS = 30_000;
 /** Errors that mean the PLC reset the connection (rather than closing it). */
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** sentAt of a request still in the batch of the client chunk being processed. */
