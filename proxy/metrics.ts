@@ -252,6 +252,11 @@ function histogram(name: string, help: string, pick: (s: DeviceStats) => Histogr
   };
 }
 
+/** `f` for the devices that have had shared PLC links only. */
+function sharedOnly(f: DeviceFamily): DeviceFamily {
+  return { ...f, lines: (d, s) => (s.sharedLinks ? f.lines(d, s) : '') };
+}
+
 const REASONS = DECISION_REASONS.filter((r) => r !== 'allowed');
 const REASON_INDICES = REASONS.map((r) => DECISION_REASONS.indexOf(r));
 /** Requests by function and decision: `{function="…",decision="…"}` for each index of DeviceStats.requests. */
@@ -323,10 +328,11 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
   histogram('plcguard_round_trip_seconds', 'Client-visible round trip through plcguard, request arrival to response sent.', (s) => s.roundTrip),
   histogram('plcguard_upstream_response_seconds', "The PLC's own response time.", (s) => s.upstreamTime),
   histogram('plcguard_added_latency_seconds', 'Time plcguard itself adds per request (request and response paths).', (s) => s.added),
-  // Connection sharing (proxy/pool.ts): 0 for devices without upstream_connections.
-  single('plcguard_upstream_queue_depth', 'Requests waiting for a shared PLC connection.', 'gauge', (s) => s.upstreamQueued),
-  single('plcguard_upstream_remapped_transactions', 'Transaction ids taken on the shared PLC connections (requests the PLC may still answer).', 'gauge', (s) => s.upstreamRemapped),
-  histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait),
+  // Connection sharing (proxy/pool.ts): only devices that have had shared links have these series
+  // (24 a device: at plant scale, most devices would send zeros that nothing could ever change).
+  sharedOnly(single('plcguard_upstream_queue_depth', 'Requests waiting for a shared PLC connection.', 'gauge', (s) => s.upstreamQueued)),
+  sharedOnly(single('plcguard_upstream_remapped_transactions', 'Transaction ids taken on the shared PLC connections (requests the PLC may still answer).', 'gauge', (s) => s.upstreamRemapped)),
+  sharedOnly(histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait)),
   single('plcguard_abandoned_responses_total', 'PLC answers to requests whose client had closed its connection before they came (dropped).', 'counter', (s) => s.abandonedResponses),
 ];
 

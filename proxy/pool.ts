@@ -43,6 +43,7 @@ export class SharedLinks {
   ) {
     this.queueTimer = ctx.clock.timer(() => this.onQueueTimer());
     this.idleTimer = ctx.clock.timer(() => this.onIdleTimer());
+    ctx.stats.sharedLinks = true;
   }
 
   /** The device's limits, for every link (a reload sets them). */

@@ -113,6 +113,8 @@ export class DeviceStats {
   readonly added = new Histogram(LATENCY_BUCKETS_SECONDS);
 
   // ---- connection sharing (proxy/pool.ts) ----
+  /** The device has had shared PLC links (upstream_connections): only then does it have their series. */
+  sharedLinks = false;
   /** Requests waiting for a shared PLC connection now. */
   upstreamQueued = 0;
   /** Transaction ids taken on the shared PLC connections now (the remap table's size). */
