@@ -84,7 +84,7 @@ export interface Exposition {
  * process-wide series), then the per-device families, written here from DeviceStats.
  *
  * Why not prom-client for those too: at plant scale they are most of the text (1,000 devices:
- * 143,000 series, 10.5 MB), and prom-client builds a labels object, a hash and a string array per
+ * 119,000 series, 8.8 MB), and prom-client builds a labels object, a hash and a string array per
  * series, in one synchronous run: 0.4–0.5 s of blocked event loop per scrape, every Modbus
  * connection of the process waiting meanwhile, and ~100 MB of garbage each time. Written here
  * they are plain string concatenation over the counted arrays, and the writer gives the event
@@ -121,7 +121,7 @@ export class Metrics implements Exposition {
 
 /**
  * How long the per-device writer runs before it lets the event loop serve traffic again, and for
- * how many times that it then rests. 1,000 devices (10.5 MB) take ~30–100 ms of CPU to write:
+ * how many times that it then rests. 1,000 devices (8.8 MB) take ~30–100 ms of CPU to write:
  * without a rest a 0.8-core plant fell ~130 ms behind during each scrape (bench/RESULTS.md).
  */
 const SLICE_MS = 2;
