@@ -18,8 +18,16 @@ import { freePort } from '../bench/lib/net.js';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plcguard-redis-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** Listen ports of the devices boiler-0.. (one instance each: they split the plant). */
-const LISTEN_PORTS = await Promise.all([0, 1, 2].map(() => freePort()));
+/**
+ * Listen ports of the devices boiler-0.. (one instance each: they split the plant). Each test that
+ * runs plcguard takes them afresh (freshListenPorts): chosen once for the whole file, they were
+ * free minutes before they were bound, and a test file running alongside could be handed one.
+ */
+let LISTEN_PORTS = await freshListenPorts();
+
+function freshListenPorts(): Promise<number[]> {
+  return Promise.all([0, 1, 2].map(() => freePort()));
+}
 
 function policyText(upstreamPort: number, writable: number, devices = 1): string {
   const device = (i: number): string => `  - name: boiler-${i}
@@ -137,6 +145,7 @@ const loadedVersion =
     l.event === 'policy_loaded' && l.version === v;
 
 void t.test('a Redis on IPv6 (redis://[::1]:port): push, pull, and a plcguard that loads from it', async (t) => {
+  LISTEN_PORTS = await freshListenPorts();
   const redis = await startRedis({ bind: '::1' });
   t.teardown(() => redis.kill());
   t.match(redis.url, /^redis:\/\/\[::1\]:\d+$/);
@@ -151,6 +160,7 @@ void t.test('a Redis on IPv6 (redis://[::1]:port): push, pull, and a plcguard th
 });
 
 void t.test('three proxies switch within 1 s of a push while clients keep polling', async (t) => {
+  LISTEN_PORTS = await freshListenPorts();
   const redis = await withRedis(t);
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
@@ -184,6 +194,7 @@ void t.test('three proxies switch within 1 s of a push while clients keep pollin
 });
 
 void t.test('Redis killed and restarted mid-traffic: nothing allowed lost, nothing denied let through', async (t) => {
+  LISTEN_PORTS = await freshListenPorts();
   const redis = await withRedis(t);
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
@@ -221,6 +232,7 @@ void t.test('Redis killed and restarted mid-traffic: nothing allowed lost, nothi
 });
 
 void t.test('an invalid version in Redis is refused and the last good policy stays', async (t) => {
+  LISTEN_PORTS = await freshListenPorts();
   const redis = await withRedis(t);
   const plc = await startRawPlc();
   t.teardown(() => plc.close());
