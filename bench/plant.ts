@@ -14,9 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nextMessage, type LoadMessage, type LoadResult, type PacedConfig, type PlcMessage, type RelayMessage } from './ipc.js';
-import net from 'node:net';
 import { httpGet } from './lib/http.js';
-import { freePort, connectLocal } from './lib/net.js';
+import { freePort, connectLocal, portsBelowEphemeral } from './lib/net.js';
 import { cpuSeconds, fileLimits, foreignCpuSeconds, rssBytes } from './lib/procfs.js';
 import { startPlcguard, stopChild, type Proc } from './lib/process.js';
 import { loopStallOf, startScraper, type ScrapeFigures, type Scraper } from './lib/scrape.js';
@@ -143,10 +142,6 @@ const PLANT_SCRAPE_MS = 5000;
 const PLANT_SCRAPE_TIMEOUT_MS = 10_000;
 /** Descriptors a process needs beyond its sockets: node's own, stdio, the policy watcher, admin. */
 const FD_SLACK = 100;
-/** Linux's default ephemeral range starts here (/proc/sys/net/ipv4/ip_local_port_range). */
-const EPHEMERAL_LOW_DEFAULT = 32768;
-/** Below this, ports are well-known or registered services'. */
-const LOWEST_LISTEN_PORT = 10_000;
 
 /**
  * The plant's policy: one device per PLC. Version 2 widens every device's reads (the live change
@@ -188,29 +183,6 @@ function canRaiseHardLimit(n: number): boolean {
 function raiseFdLimit(pid: number, n: number): string | null {
   const r = spawnSync('prlimit', ['--pid', String(pid), `--nofile=${n}:${n}`], { encoding: 'utf8' });
   return r.status === 0 ? null : (r.stderr || r.error?.message || `exit ${r.status}`).trim();
-}
-
-/**
- * `n` ports on 127.0.0.1 free now, from just below the kernel's ephemeral range down: ports that
- * bind(0) and connect() never hand out, so the plant's own 10,000 client connections (and other
- * jobs' tests) can't take one between this check and plcguard's listen.
- */
-async function listenPorts(n: number): Promise<number[]> {
-  const low = Number(/^(\d+)/.exec(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8'))?.[1] ?? EPHEMERAL_LOW_DEFAULT);
-  const ports: number[] = [];
-  for (let port = low - 1; ports.length < n && port >= LOWEST_LISTEN_PORT; port--) {
-    const server = net.createServer();
-    const ok = await new Promise<boolean>((resolve) => {
-      server.once('error', () => resolve(false));
-      server.listen(port, '127.0.0.1', () => resolve(true));
-    });
-    if (ok) {
-      ports.push(port);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
-  }
-  if (ports.length < n) throw new Error(`plant: only ${ports.length} free ports below the ephemeral range, ${n} needed`);
-  return ports;
 }
 
 /** Sends FC3 at PROBE_ADDRESS to every port, a connection each; resolves how many got `expect`. */
@@ -309,7 +281,7 @@ export async function runPlant(opts: PlantOptions): Promise<PlantResult> {
     progress(`plant: ${devices} PLCs (pid ${plc.pid}), load generator pid ${load.pid}`);
 
     // Memory per listener: RSS at start with one device and with all of them.
-    const ports = await listenPorts(devices);
+    const ports = await portsBelowEphemeral(devices);
     const startGuard = async (name: string, n: number): Promise<{ g: Proc; file: string; seconds: number; adminPort: number }> => {
       const file = path.join(tmp, `${name}.yaml`);
       fs.writeFileSync(file, plantPolicy(ports.slice(0, n), plcPorts, clientsPerDevice, 1, shared));

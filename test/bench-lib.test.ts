@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import { httpGet } from '../bench/lib/http.js';
-import { connectLocal, freePort } from '../bench/lib/net.js';
+import { connectLocal, ephemeralLow, freePort, portsBelowEphemeral } from '../bench/lib/net.js';
 import {
   PLCGUARD_MAIN,
   Proc,
@@ -64,6 +64,31 @@ void t.test('freePort and connectLocal: a port nothing listens on refuses; a lis
   const s = await connectLocal(listening, { noDelay: true });
   t.equal(s.remotePort, listening);
   s.destroy();
+});
+
+void t.test('freePort picks below the ephemeral range, under the plant band; portsBelowEphemeral scans down from it, skipping taken ports', async (t) => {
+  const low = ephemeralLow();
+  t.equal(low, Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0]), 'the range as /proc has it');
+  const picks = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+  t.ok(
+    picks.every((p) => p >= 10_000 && p < low - 2000),
+    `20 picks within 10000-${low - 2001}: ${picks.join(',')}`,
+  );
+  // The first port a scan meets, taken: it is skipped. In the band's lower half, which the
+  // plant (bench-smoke runs one alongside) never reaches.
+  const top = low - 1500;
+  const taken = net.createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    taken.once('error', () => resolve(false));
+    taken.listen(top, '127.0.0.1', () => resolve(true));
+  });
+  if (ok) t.teardown(() => closeServer(taken));
+  const ports = await portsBelowEphemeral(2, top);
+  t.equal(ports.length, 2);
+  t.notOk(ports.includes(top), `${top} (taken here, or by someone else) is skipped`);
+  t.ok(ports[0]! > ports[1]! && ports[1]! >= top - 100, `from the top down: ${ports.join(',')}`);
+  t.ok((await portsBelowEphemeral(1)).every((p) => p < low && p >= low - 2000), 'by default from just below the range');
+  await t.rejects(portsBelowEphemeral(3, top, top - 1), /only [0-2] free ports below the ephemeral range, 3 needed/, 'not enough: an error naming the shortfall');
 });
 
 void t.test('httpGet: status and body; connection errors, timeouts and a cut body reject', async (t) => {
