@@ -26,7 +26,7 @@ export function loopStallOf(body: string): number | null {
 const EXPECTED_METRIC = 'plcguard_requests_total';
 
 export interface Scraper {
-  /** Stops scraping; resolves once the scrape in flight, if any, is over. */
+  /** Stops scraping; resolves once every scrape in flight is over. */
   stop(): Promise<ScrapeFigures>;
 }
 
