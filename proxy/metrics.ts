@@ -213,7 +213,7 @@ interface DeviceFamily {
 
 /** A family with one series per device: `name{device="…"} value`. */
 function single(name: string, help: string, type: 'counter' | 'gauge', pick: (s: DeviceStats) => number): DeviceFamily {
-  return { name, help, type, lines: (d, s) => `${name}{${d}} ${value(pick(s))}\n` };
+  return { name, help, type, lines: (d, s) => `${name}{${d}} ${pick(s)}\n` };
 }
 
 /** A family with a series per value of one more label, all there from the start: `name{device="…",label="…"} value`. */
@@ -226,7 +226,7 @@ function labelled(name: string, help: string, label: string, values: readonly st
     lines(d, s) {
       const counts = pick(s);
       let out = '';
-      for (let i = 0; i < heads.length; i++) out += `${name}{${d}${heads[i]}${value(counts[i]!)}\n`;
+      for (let i = 0; i < heads.length; i++) out += `${name}{${d}${heads[i]}${counts[i]!}\n`;
       return out;
     },
   };
@@ -245,9 +245,9 @@ function histogram(name: string, help: string, pick: (s: DeviceStats) => Histogr
       let acc = 0;
       for (let i = 0; i < h.counts.length; i++) {
         acc += h.counts[i]!;
-        out += `${name}_bucket{${d}${les[i]}${value(acc)}\n`;
+        out += `${name}_bucket{${d}${les[i]}${acc}\n`;
       }
-      return out + `${name}_bucket{${d}${les[h.counts.length]}${value(h.count)}\n${name}_sum{${d}} ${value(h.sum)}\n${name}_count{${d}} ${value(h.count)}\n`;
+      return out + `${name}_bucket{${d}${les[h.counts.length]}${h.count}\n${name}_sum{${d}} ${h.sum}\n${name}_count{${d}} ${h.count}\n`;
     },
   };
 }
@@ -272,7 +272,7 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
       let out = '';
       for (let i = 0; i < REQUEST_HEADS.length; i++) {
         const v = s.requests[i]!;
-        if (v > 0 || DENIED_WRITES.has(i)) out += `plcguard_requests_total{${d}${REQUEST_HEADS[i]}${value(v)}\n`;
+        if (v > 0 || DENIED_WRITES.has(i)) out += `plcguard_requests_total{${d}${REQUEST_HEADS[i]}${v}\n`;
       }
       return out;
     },
@@ -284,7 +284,7 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
     lines(d, s) {
       let out = '';
       for (const [decision, counts] of [['denied', s.denials], ['would_deny', s.wouldDenials]] as const) {
-        for (let r = 0; r < REASONS.length; r++) out += `plcguard_denials_total{${d},decision="${decision}",reason="${REASONS[r]}"} ${value(counts[REASON_INDICES[r]!]!)}\n`;
+        for (let r = 0; r < REASONS.length; r++) out += `plcguard_denials_total{${d},decision="${decision}",reason="${REASONS[r]}"} ${counts[REASON_INDICES[r]!]!}\n`;
       }
       return out;
     },
@@ -295,7 +295,7 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
     name: 'plcguard_bytes_total',
     help: "Bytes read from clients (from_client) and handed to them (to_client: PLC responses and plcguard's own replies).",
     type: 'counter',
-    lines: (d, s) => `plcguard_bytes_total{${d},direction="from_client"} ${value(s.bytesFromClient)}\nplcguard_bytes_total{${d},direction="to_client"} ${value(s.bytesToClient)}\n`,
+    lines: (d, s) => `plcguard_bytes_total{${d},direction="from_client"} ${s.bytesFromClient}\nplcguard_bytes_total{${d},direction="to_client"} ${s.bytesToClient}\n`,
   },
   labelled('plcguard_upstream_errors_total', 'PLC connection failures by kind.', 'kind', UPSTREAM_ERRORS, (s) => s.upstreamErrors),
   single('plcguard_framing_errors_total', 'Client streams closed for a framing error.', 'counter', (s) => s.framingErrors),
@@ -308,7 +308,7 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
     help: 'Audit lines not written because their source or the whole process was over its budget, by budget (events: denials, refusals, framing errors; connections: connection_opened lines).',
     type: 'counter',
     lines: (d, s) =>
-      `plcguard_audit_suppressed_total{${d},budget="events"} ${value(s.auditSuppressed)}\nplcguard_audit_suppressed_total{${d},budget="connections"} ${value(s.connectionLinesSuppressed)}\n`,
+      `plcguard_audit_suppressed_total{${d},budget="events"} ${s.auditSuppressed}\nplcguard_audit_suppressed_total{${d},budget="connections"} ${s.connectionLinesSuppressed}\n`,
   },
   single('plcguard_client_connections', 'Open client connections.', 'gauge', (s) => s.clientConnections),
   single('plcguard_upstream_connections', 'Open PLC connections.', 'gauge', (s) => s.upstreamConnections),
@@ -317,7 +317,7 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
     name: 'plcguard_learned_requests_total',
     help: 'Requests learn mode recorded (well-formed, forwarded, with their answers).',
     type: 'counter',
-    lines: (d, s) => (s.learner === null ? '' : `plcguard_learned_requests_total{${d}} ${value(s.learner.requests)}\n`),
+    lines: (d, s) => (s.learner === null ? '' : `plcguard_learned_requests_total{${d}} ${s.learner.requests}\n`),
   },
   {
     name: 'plcguard_learn_ceiling_reached',
@@ -335,11 +335,6 @@ const DEVICE_FAMILIES: readonly DeviceFamily[] = [
   sharedOnly(histogram('plcguard_upstream_queue_wait_seconds', 'Time a request waited for a shared PLC connection (it counts toward the response timeout).', (s) => s.queueWait)),
   single('plcguard_abandoned_responses_total', 'PLC answers to requests whose client had closed its connection before they came (dropped).', 'counter', (s) => s.abandonedResponses),
 ];
-
-/** A sample value as prom-client writes it (the counts are finite). */
-function value(v: number): string {
-  return String(v);
-}
 
 /**
  * Hands `out` the text of every per-device family for `devices`, in pieces: one each time it has

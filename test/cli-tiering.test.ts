@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { tieringFlags, tuneTiering } from '../cli/tiering.js';
+import { tieringFlags } from '../cli/tiering.js';
 
 void t.test("Node 20's V8 (11.x): the request path tiers up after a quarter of the default budget", (t) => {
   t.same(tieringFlags('11.3.244.8-node.33'), ['--interrupt-budget=16384']);
@@ -14,16 +14,12 @@ void t.test("Node 22's and 24's V8s (12.x, 13.x) keep their defaults: they tier 
   t.end();
 });
 
-void t.test('this V8 knows every flag chosen for it (an unknown one is only a line on stderr)', (t) => {
-  const flags = tieringFlags(process.versions.v8);
-  const code = `require('node:v8').setFlagsFromString(${JSON.stringify(flags.join(' '))});`;
+void t.test('tuneTiering sets flags this V8 knows (an unknown one would only be a line on stderr)', (t) => {
+  // The built module, in a process of its own: what `plcguard run` calls, on the V8 it runs on.
+  const tiering = new URL('../dist/cli/tiering.js', import.meta.url).href;
+  const code = `import(${JSON.stringify(tiering)}).then((m) => m.tuneTiering());`;
   const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 10_000 });
   t.equal(r.status, 0);
   t.equal(r.stderr, '');
-  t.end();
-});
-
-void t.test('tuneTiering sets them in this process', (t) => {
-  t.doesNotThrow(() => tuneTiering());
   t.end();
 });
